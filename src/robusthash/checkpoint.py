@@ -1,0 +1,73 @@
+"""Checkpoints: everything needed to rebuild a model, written atomically and read with ``weights_only=True``.
+
+A checkpoint is a plain dict of tensors and JSON-like values:
+
+``format``, ``meta`` (model config, training config, dataset description, seed, versions, history),
+``model`` (state dict), and for resumable runs ``loss``, ``optimizer``, ``scheduler``, ``rng`` and ``epoch``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from robusthash.data import DatasetSplits
+from robusthash.errors import UserError
+from robusthash.models import HashModel, model_from_config
+from robusthash.runtime import atomic_torch_save
+
+FORMAT = "robusthash-checkpoint/1"
+
+
+@dataclass
+class Checkpoint:
+    path: Path
+    meta: dict[str, Any]
+    state: dict[str, Any]
+
+    def build_model(self, device: torch.device | str = "cpu") -> HashModel:
+        """The trained model in eval mode on ``device``."""
+        model = model_from_config(self.meta["model"])
+        try:
+            model.load_state_dict(self.state["model"])
+        except RuntimeError as exc:
+            raise UserError(f"checkpoint {self.path} does not match its own model config: {exc}") from exc
+        return model.to(device).eval()
+
+
+def save_checkpoint(path: str | Path, meta: dict[str, Any], model: HashModel, **state: Any) -> None:
+    """Write ``meta``, the model's weights and any resumable ``state`` atomically to ``path``."""
+    payload = {"format": FORMAT, "meta": meta, "model": model.state_dict(), **state}
+    atomic_torch_save(payload, path)
+
+
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
+    """Read and validate a checkpoint; a missing, corrupt or foreign file raises :class:`UserError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} not found")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure to unpickle means the file is unusable
+        raise UserError(f"{path} is not a readable robusthash checkpoint (corrupt or another format): {exc}") from exc
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise UserError(f"{path} is not a robusthash checkpoint (expected format {FORMAT})")
+    return Checkpoint(path, payload["meta"], payload)
+
+
+def check_matches_data(meta: dict[str, Any], data: DatasetSplits, path: str | Path = "checkpoint") -> None:
+    """Raise :class:`UserError` when a checkpoint's model cannot be used on ``data``."""
+    model = meta["model"]
+    trained_on = meta.get("dataset", {})
+    if trained_on.get("num_classes") not in (None, data.num_classes):
+        raise UserError(
+            f"{path} was trained on {trained_on.get('name')} with {trained_on['num_classes']} classes, "
+            f"but {data.name} has {data.num_classes}"
+        )
+    if model["in_channels"] != data.image_shape[0]:
+        raise UserError(
+            f"{path} expects {model['in_channels']}-channel images, but {data.name} has {data.image_shape[0]}"
+        )

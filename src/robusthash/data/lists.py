@@ -1,0 +1,149 @@
+"""Users' own image datasets from list files, in the two formats the hashing code bases use.
+
+- ``deephash-list`` (DeepHash-pytorch): ``train.txt``, ``test.txt``, ``database.txt`` in ``data_dir``, one
+  image per line: ``relpath l1 l2 ... lC`` with 0/1 labels.
+- ``prosgan-list`` (ProS-GAN, CgAT, PgA): ``{split}_img.txt`` (one relpath per line) and ``{split}_label.txt``
+  (C integers per line), split in train / test / database.
+
+The ``test`` split is the query set. Paths are relative to ``data_dir`` (absolute paths are kept).
+Images are loaded as RGB, resized to ``image_size * 256 / 224`` and centre-cropped to ``image_size`` (the
+papers' 256 -> 224 protocol by default). Rows with no label at all are kept and counted in ``info`` (FLICKR-25K
+has such rows); label-width mismatches and missing files are errors that name the file and line.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from robusthash.data.base import DatasetSplits
+from robusthash.errors import UserError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+SPLIT_FILES = {"train": "train", "query": "test", "database": "database"}
+
+
+class FileImageSet(Dataset):
+    """A split read from image files on demand."""
+
+    def __init__(self, paths: list[Path], labels: Tensor, image_size: int) -> None:
+        from torchvision import transforms
+
+        self.paths = paths
+        self.labels = labels
+        self.transform = transforms.Compose(
+            [
+                transforms.Resize(round(image_size * 256 / 224)),
+                transforms.CenterCrop(image_size),
+                transforms.ToTensor(),
+            ]
+        )
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor, Tensor]:
+        try:
+            with Image.open(self.paths[index]) as img:
+                image = self.transform(img.convert("RGB"))
+        except OSError as exc:
+            raise UserError(f"cannot read image {self.paths[index]}: {exc}") from exc
+        return image, self.labels[index], torch.tensor(index)
+
+
+def _parse_labels(tokens: list[str], where: str) -> list[float]:
+    try:
+        values = [float(t) for t in tokens]
+    except ValueError as exc:
+        raise UserError(f"{where}: labels must be 0/1 numbers, got {' '.join(tokens)!r}") from exc
+    if any(v not in (0.0, 1.0) for v in values):
+        raise UserError(f"{where}: labels must be 0 or 1, got {' '.join(tokens)!r}")
+    return values
+
+
+def _read_lines(path: Path) -> list[str]:
+    if not path.is_file():
+        raise UserError(f"list file {path} not found")
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _read_deephash(path: Path) -> tuple[list[str], list[list[float]]]:
+    paths, labels = [], []
+    for number, line in enumerate(_read_lines(path), 1):
+        tokens = line.split()
+        if len(tokens) < 2:
+            raise UserError(f"{path}:{number}: expected 'relpath l1 ... lC', got {line!r}")
+        paths.append(tokens[0])
+        labels.append(_parse_labels(tokens[1:], f"{path}:{number}"))
+    return paths, labels
+
+
+def _read_prosgan(data_dir: Path, split: str) -> tuple[list[str], list[list[float]]]:
+    img_file, label_file = data_dir / f"{split}_img.txt", data_dir / f"{split}_label.txt"
+    paths = _read_lines(img_file)
+    label_lines = _read_lines(label_file)
+    if len(paths) != len(label_lines):
+        raise UserError(f"{img_file} has {len(paths)} lines but {label_file} has {len(label_lines)}")
+    labels = [_parse_labels(line.split(), f"{label_file}:{n}") for n, line in enumerate(label_lines, 1)]
+    return paths, labels
+
+
+def _check_width(rows: list[list[float]], width: int | None, where: str) -> int:
+    for number, row in enumerate(rows, 1):
+        if width is None:
+            width = len(row)
+        elif len(row) != width:
+            raise UserError(f"{where}, item {number}: {len(row)} labels, but earlier rows have {width}")
+    if width is None:
+        raise UserError(f"{where} lists no images")
+    return width
+
+
+def load_list_dataset(data_dir: str | Path | None, fmt: str, image_size: int = 224) -> DatasetSplits:
+    """Load ``deephash-list`` or ``prosgan-list`` data from ``data_dir`` (module docstring)."""
+    if not data_dir:
+        raise UserError(f"dataset {fmt} needs --data-dir DIR holding its list files")
+    if image_size < 8:
+        raise UserError(f"image size {image_size} too small; use at least 8 pixels")
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise UserError(f"data directory {root} does not exist")
+    splits: dict[str, FileImageSet] = {}
+    width: int | None = None
+    zero_rows: dict[str, int] = {}
+    for split, stem in SPLIT_FILES.items():
+        if fmt == "deephash-list":
+            rel, rows = _read_deephash(root / f"{stem}.txt")
+            where = str(root / f"{stem}.txt")
+        else:
+            rel, rows = _read_prosgan(root, stem)
+            where = str(root / f"{stem}_label.txt")
+        width = _check_width(rows, width, where)
+        paths = [Path(p) if Path(p).is_absolute() else root / p for p in rel]
+        missing = [str(p) for p in paths if not p.is_file()]
+        if missing:
+            shown = ", ".join(missing[:3]) + (" ..." if len(missing) > 3 else "")
+            raise UserError(f"{len(missing)} image(s) listed in {where} are missing: {shown}")
+        labels = torch.tensor(rows, dtype=torch.float32)
+        zero_rows[split] = int((labels.sum(1) == 0).sum())
+        splits[split] = FileImageSet(paths, labels, image_size)
+    if any(zero_rows.values()):
+        warnings.warn(f"rows with no label (kept, never relevant to any query): {zero_rows}", stacklevel=2)
+    assert width is not None
+    return DatasetSplits(
+        name=fmt,
+        train=splits["train"],
+        query=splits["query"],
+        database=splits["database"],
+        num_classes=width,
+        image_shape=(3, image_size, image_size),
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        info={"source": str(root), "zero_label_rows": zero_rows, "image_size": image_size},
+    )

@@ -1,0 +1,52 @@
+"""Encoding splits and measuring clean retrieval."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from robusthash import metrics
+from robusthash.data import DatasetSplits, iterate_batches, labels_of
+from robusthash.models import HashModel
+
+
+@torch.no_grad()
+def encode(
+    model: HashModel, dataset: Dataset, device: torch.device | str = "cpu", batch_size: int = 500,
+    quiet: bool = True, desc: str = "encode",
+) -> Tensor:  # fmt: skip
+    """Binary codes {-1, +1} (N, K) of a whole split, computed in eval mode (the model's mode is restored)."""
+    was_training = model.training
+    model.eval()
+    chunks = []
+    batches = iterate_batches(dataset, batch_size)
+    for x, _, _ in tqdm(batches, total=-(-len(dataset) // batch_size), desc=desc, disable=quiet, leave=False):
+        chunks.append(model.encode(x.to(device)).cpu())
+    model.train(was_training)
+    return torch.cat(chunks) if chunks else torch.zeros(0, model.bits)
+
+
+@torch.no_grad()
+def encode_images(model: HashModel, images: Tensor, device: torch.device | str = "cpu", batch_size: int = 500) -> Tensor:
+    """Binary codes of an image tensor (N, C, H, W), computed in batches on ``device``, returned on the CPU."""
+    was_training = model.training
+    model.eval()
+    chunks = [model.encode(images[i : i + batch_size].to(device)).cpu() for i in range(0, len(images), batch_size)]
+    model.train(was_training)
+    return torch.cat(chunks) if chunks else torch.zeros(0, model.bits)
+
+
+def evaluate_retrieval(
+    model: HashModel, data: DatasetSplits, device: torch.device | str = "cpu", topk: int | None = 1000,
+    quiet: bool = True,
+) -> dict[str, Any]:  # fmt: skip
+    """Clean mAP@topk, PR and P@N of the query split against the database split."""
+    db_codes = encode(model, data.database, device, quiet=quiet, desc="encode database")
+    q_codes = encode(model, data.query, device, quiet=quiet, desc="encode queries")
+    report = metrics.retrieval_report(q_codes, db_codes, labels_of(data.query), labels_of(data.database), topk)
+    report.pop("ap")
+    return report

@@ -1,0 +1,45 @@
+"""What every hashing loss provides, and the pairwise-similarity helpers they share."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class HashLoss(nn.Module):
+    """A hashing objective ``L_ori`` on the continuous codes ``u = f(x)`` of a training batch.
+
+    ``forward(u, labels, indices)``: ``labels`` are multi-hot (B, C), ``indices`` the items' positions in the
+    training split (bank-based losses keep the codes of the whole training set). State such as code banks
+    lives in buffers, so it is saved in checkpoints and restored on resume.
+    """
+
+    name: str = ""
+
+    def forward(self, u: Tensor, labels: Tensor, indices: Tensor) -> Tensor:  # pragma: no cover - interface
+        raise NotImplementedError  # abstract
+
+    def epoch_start(self, epoch: int, num_epochs: int) -> None:
+        """Called before each training epoch (DSDH's discrete update, HashNet's continuation)."""
+
+
+def pairwise_similarity(labels_a: Tensor, labels_b: Tensor) -> Tensor:
+    """1 where two items share at least one label, else 0, shape (A, B)."""
+    return ((labels_a @ labels_b.T) > 0).to(labels_a.dtype)
+
+
+class BankLoss(HashLoss):
+    """A loss over pairs (batch item, training item) using a bank of the latest training outputs ``U``."""
+
+    def __init__(self, bits: int, num_classes: int, num_train: int) -> None:
+        super().__init__()
+        self.bits = bits
+        self.register_buffer("U", torch.zeros(num_train, bits))
+        self.register_buffer("Y", torch.zeros(num_train, num_classes))
+
+    def update_bank(self, u: Tensor, labels: Tensor, indices: Tensor) -> Tensor:
+        """Store the batch in the bank; return the bank with the batch rows live (differentiable)."""
+        self.U[indices] = u.detach()
+        self.Y[indices] = labels.to(self.Y.dtype)
+        return self.U.index_put((indices,), u)
+

@@ -1,0 +1,33 @@
+"""Retrieval metrics under Hamming ranking (exact stable tie rule, compiled kernels, bounded memory)."""
+
+from robusthash.metrics.retrieval import (
+    DEFAULT_NS,
+    RankingStatistics,
+    average_precision,
+    mean_average_precision,
+    pack_bits,
+    pr_curve_from_histograms,
+    precision_at_n,
+    precision_recall_at_ranks,
+    precision_recall_curve,
+    ranking_statistics,
+    retrieval_report,
+    targeted_map,
+    tie_aware_average_precision,
+)
+
+__all__ = [
+    "DEFAULT_NS",
+    "RankingStatistics",
+    "average_precision",
+    "mean_average_precision",
+    "pack_bits",
+    "pr_curve_from_histograms",
+    "precision_at_n",
+    "precision_recall_at_ranks",
+    "precision_recall_curve",
+    "ranking_statistics",
+    "retrieval_report",
+    "targeted_map",
+    "tie_aware_average_precision",
+]

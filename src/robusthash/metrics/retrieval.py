@@ -1,0 +1,246 @@
+"""Hamming-ranking retrieval metrics: mAP@K, t-mAP, precision-recall by radius, P@N, P/R at rank cut-offs.
+
+Conventions (the field's, as in the ``CalcTopMap`` of the DHTA / ProS-GAN / CgAT code bases):
+
+- Codes are {-1, +1} arrays (N, K); labels are 0/1 arrays (N, C); numpy arrays or torch tensors.
+- An item is relevant to a query when they share at least one label.
+- The database is ranked by Hamming distance; **ties are broken by database index** (a stable order), so the
+  result never depends on a sort algorithm.
+- AP@K averages the precision at each relevant position within the top K and divides by the number of
+  relevant items within the top K. A query with none scores 0 and still counts in the mean. ``topk=None``
+  ranks the whole database; a ``topk`` larger than the database is clipped to it.
+- ``tie_aware=True`` gives the tie-aware AP of He et al. (CVPR 2018), the expectation over orders within ties.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from robusthash.metrics import kernels
+
+ArrayLike = np.ndarray | torch.Tensor
+DEFAULT_NS: tuple[int, ...] = tuple(range(100, 1001, 100))
+
+
+def _numpy(x: ArrayLike, what: str) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    x = np.asarray(x)
+    if x.ndim != 2:
+        raise ValueError(f"{what} must be 2-D (N, width), got shape {x.shape}")
+    return x
+
+
+def pack_bits(bits: np.ndarray) -> np.ndarray:
+    """Pack a boolean (N, W) array into uint64 words (N, ceil(W / 64)), little-endian bit order."""
+    packed = np.packbits(bits.astype(bool), axis=1, bitorder="little")
+    pad = (-packed.shape[1]) % 8 if packed.shape[1] else 8
+    return np.ascontiguousarray(np.pad(packed, ((0, 0), (0, pad)))).view("<u8")
+
+
+def _codes(x: ArrayLike, what: str) -> np.ndarray:
+    arr = _numpy(x, what)
+    if not np.isin(arr, (-1, 1)).all():
+        raise ValueError(f"{what} must hold only -1 and +1 (binarize continuous outputs first)")
+    return arr > 0
+
+
+def _labels(x: ArrayLike, what: str) -> np.ndarray:
+    arr = _numpy(x, what)
+    if not np.isin(arr, (0, 1)).all():
+        raise ValueError(f"{what} must hold only 0 and 1 (multi-hot rows)")
+    return arr > 0
+
+
+@dataclass
+class RankingStatistics:
+    """Everything one pass over the database gives: per-query AP@topk, hits at cut-offs, distance histograms."""
+
+    ap: np.ndarray  # (Q,)
+    cutoffs: np.ndarray  # (M,) effective cut-offs (clipped to the database size)
+    hits: np.ndarray  # (Q, M) relevant items among the first cutoffs[m] ranks
+    hist: np.ndarray  # (Q, K+1) items at each Hamming distance
+    relhist: np.ndarray  # (Q, K+1) relevant items at each Hamming distance
+    topk: int
+
+    @property
+    def num_relevant(self) -> np.ndarray:
+        return self.relhist.sum(1)
+
+
+def ranking_statistics(
+    query_codes: ArrayLike,
+    db_codes: ArrayLike,
+    query_labels: ArrayLike,
+    db_labels: ArrayLike,
+    topk: int | None = None,
+    cutoffs: Sequence[int] = (),
+) -> RankingStatistics:
+    """One compiled pass over the database for all queries (see module docstring for the conventions)."""
+    q, d = _codes(query_codes, "query codes"), _codes(db_codes, "database codes")
+    ql, dl = _labels(query_labels, "query labels"), _labels(db_labels, "database labels")
+    if q.shape[1] != d.shape[1]:
+        raise ValueError(f"code lengths differ: queries {q.shape[1]} bits, database {d.shape[1]} bits")
+    if ql.shape[1] != dl.shape[1]:
+        raise ValueError(f"label widths differ: queries {ql.shape[1]}, database {dl.shape[1]}")
+    if q.shape[0] != ql.shape[0] or d.shape[0] != dl.shape[0]:
+        raise ValueError("each code row needs one label row")
+    n = d.shape[0]
+    if n == 0:
+        raise ValueError("the database is empty")
+    topk = n if topk is None else int(topk)
+    if topk < 1:
+        raise ValueError(f"topk must be >= 1 or None, got {topk}")
+    topk = min(topk, n)
+    cuts = np.asarray(sorted(int(c) for c in cutoffs), dtype=np.int64)
+    if (cuts < 1).any():
+        raise ValueError("rank cut-offs must be >= 1")
+    cuts = np.minimum(cuts, n)
+    nq, nbins = q.shape[0], q.shape[1] + 1
+    hist = np.zeros((nq, nbins), np.int64)
+    relhist = np.zeros((nq, nbins), np.int64)
+    ap = np.zeros(nq, np.float64)
+    hits = np.zeros((nq, len(cuts)), np.int64)
+    if nq:
+        kernels.ranking_statistics(pack_bits(q), pack_bits(d), pack_bits(ql), pack_bits(dl), topk, cuts,
+                                   hist, relhist, ap, hits)  # fmt: skip
+    return RankingStatistics(ap, cuts, hits, hist, relhist, topk)
+
+
+def average_precision(
+    query_codes: ArrayLike,
+    db_codes: ArrayLike,
+    query_labels: ArrayLike,
+    db_labels: ArrayLike,
+    topk: int | None = None,
+    tie_aware: bool = False,
+) -> np.ndarray:
+    """Per-query AP@topk, shape (Q,). ``tie_aware`` averages over orders within distance ties."""
+    stats = ranking_statistics(query_codes, db_codes, query_labels, db_labels, topk)
+    if not tie_aware:
+        return stats.ap
+    return tie_aware_average_precision(stats)
+
+
+def tie_aware_average_precision(stats: RankingStatistics) -> np.ndarray:
+    out = np.zeros(stats.hist.shape[0], np.float64)
+    if len(out):
+        kernels.tie_aware_ap(stats.hist, stats.relhist, stats.topk, out)
+    return out
+
+
+def mean_average_precision(
+    query_codes: ArrayLike,
+    db_codes: ArrayLike,
+    query_labels: ArrayLike,
+    db_labels: ArrayLike,
+    topk: int | None = None,
+    tie_aware: bool = False,
+) -> float:
+    """mAP@topk over all queries (queries with no relevant item in the top K count as 0)."""
+    ap = average_precision(query_codes, db_codes, query_labels, db_labels, topk, tie_aware)
+    return float(ap.mean()) if len(ap) else 0.0
+
+
+def targeted_map(
+    query_codes: ArrayLike,
+    db_codes: ArrayLike,
+    target_labels: ArrayLike,
+    db_labels: ArrayLike,
+    topk: int | None = None,
+) -> float:
+    """t-mAP of a targeted attack: mAP where relevance is to each query's *target* label, not its own."""
+    return mean_average_precision(query_codes, db_codes, target_labels, db_labels, topk)
+
+
+def pr_curve_from_histograms(hist: np.ndarray, relhist: np.ndarray) -> dict[str, np.ndarray]:
+    """Precision and recall of Hamming-ball retrieval at each radius r = 0..K.
+
+    Precision at r averages over the queries that retrieve at least one item within r; recall at r averages
+    over the queries with at least one relevant item in the database. A radius where no query retrieves
+    anything has precision NaN (nothing was measured there).
+    """
+    retrieved = hist.cumsum(1)
+    relevant_retrieved = relhist.cumsum(1)
+    num_relevant = relhist.sum(1)
+    has_any = retrieved > 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision_q = np.where(has_any, relevant_retrieved / np.maximum(retrieved, 1), 0.0)
+        counted = has_any.sum(0)
+        precision = np.where(counted > 0, precision_q.sum(0) / np.maximum(counted, 1), np.nan)
+    has_rel = num_relevant > 0
+    if has_rel.any():
+        recall = (relevant_retrieved[has_rel] / num_relevant[has_rel, None]).mean(0)
+    else:
+        recall = np.zeros(hist.shape[1])
+    return {"radius": np.arange(hist.shape[1]), "precision": precision, "recall": recall}
+
+
+def precision_recall_curve(
+    query_codes: ArrayLike, db_codes: ArrayLike, query_labels: ArrayLike, db_labels: ArrayLike
+) -> dict[str, np.ndarray]:
+    """PR curve by Hamming radius (see :func:`pr_curve_from_histograms`)."""
+    stats = ranking_statistics(query_codes, db_codes, query_labels, db_labels, topk=1)
+    return pr_curve_from_histograms(stats.hist, stats.relhist)
+
+
+def precision_recall_at_ranks(
+    query_codes: ArrayLike,
+    db_codes: ArrayLike,
+    query_labels: ArrayLike,
+    db_labels: ArrayLike,
+    ranks: Sequence[int] = DEFAULT_NS,
+) -> dict[str, np.ndarray]:
+    """Precision and recall among the first N ranked items, for each N in ``ranks`` (sorted ascending).
+
+    An N above the database size is clipped to it. Precision averages over all queries; recall over queries
+    with at least one relevant item in the database.
+    """
+    stats = ranking_statistics(query_codes, db_codes, query_labels, db_labels, topk=1, cutoffs=ranks)
+    return _rank_curves(stats)
+
+
+def _rank_curves(stats: RankingStatistics) -> dict[str, np.ndarray]:
+    precision = (stats.hits / stats.cutoffs[None, :]).mean(0) if len(stats.hits) else np.zeros(len(stats.cutoffs))
+    nrel = stats.num_relevant
+    has_rel = nrel > 0
+    recall = (stats.hits[has_rel] / nrel[has_rel, None]).mean(0) if has_rel.any() else np.zeros(len(stats.cutoffs))
+    return {"n": stats.cutoffs, "precision": precision, "recall": recall}
+
+
+def precision_at_n(
+    query_codes: ArrayLike,
+    db_codes: ArrayLike,
+    query_labels: ArrayLike,
+    db_labels: ArrayLike,
+    ns: Sequence[int] = DEFAULT_NS,
+) -> np.ndarray:
+    """P@N for each N in ``ns`` (default 100, 200, ..., 1000)."""
+    return precision_recall_at_ranks(query_codes, db_codes, query_labels, db_labels, ns)["precision"]
+
+
+def retrieval_report(
+    query_codes: ArrayLike,
+    db_codes: ArrayLike,
+    query_labels: ArrayLike,
+    db_labels: ArrayLike,
+    topk: int | None = None,
+    ns: Sequence[int] = DEFAULT_NS,
+) -> dict[str, Any]:
+    """mAP@topk, per-query AP, PR curve and P@N / R@N from a single pass."""
+    stats = ranking_statistics(query_codes, db_codes, query_labels, db_labels, topk, ns)
+    pr = pr_curve_from_histograms(stats.hist, stats.relhist)
+    ranks = _rank_curves(stats)
+    return {
+        "map": float(stats.ap.mean()) if len(stats.ap) else 0.0,
+        "topk": stats.topk,
+        "ap": stats.ap,
+        "pr_curve": {k: v.tolist() for k, v in pr.items()},
+        "p_at_n": {"n": ranks["n"].tolist(), "precision": ranks["precision"].tolist(),
+                   "recall": ranks["recall"].tolist()},  # fmt: skip
+    }

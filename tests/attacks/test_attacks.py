@@ -1,0 +1,186 @@
+"""The attack framework and every attack: contract tests over the registry, formulas against loops."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from robusthash import metrics
+from robusthash.attacks import CodeBank, alpha_schedule, create_attack, list_attacks, project_linf, stable_tanh
+from robusthash.attacks.base import surrogate_tanh
+from robusthash.attacks.sdha import surrogate_distance
+from robusthash.codes import pharos_code
+from robusthash.errors import UserError
+from robusthash.evaluation import encode, encode_images
+
+FAST = {"hag": {"steps": 40}, "sdha": {"steps": 40}, "p2p": {"steps": 30}, "dhta": {"steps": 30},
+        "pga": {"steps": 30}, "pga-dagger": {"steps": 30}}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def setup(toy):
+    data, model = toy
+    reference = CodeBank(encode(model, data.train), data.train.labels)
+    database = CodeBank(encode(model, data.database), data.database.labels)
+    x, y, _ = data.query.batch(torch.arange(len(data.query)))
+    return model, reference, database, x, y
+
+
+def _attack(name, model, reference, database, **kw):
+    return create_attack(name, model, reference=reference, database=database, **{**FAST.get(name, {}), **kw})
+
+
+@pytest.mark.parametrize("name", list_attacks())
+def test_attack_contract(name, setup):
+    model, reference, database, x, y = setup
+    x_before, y_before = x.clone(), y.clone()
+    model.train()  # the attack must put the model in eval mode and restore train mode afterwards
+    flags = [p.requires_grad for p in model.parameters()]
+    attack = _attack(name, model, reference, database, eps=32 / 255, seed=3, batch_size=7)
+    adv = attack(x, y)
+    assert model.training and [p.requires_grad for p in model.parameters()] == flags
+    model.eval()
+    assert torch.equal(x, x_before) and torch.equal(y, y_before)  # inputs untouched
+    assert adv.shape == x.shape and adv.min() >= 0 and adv.max() <= 1
+    assert (adv - x).abs().max() <= 32 / 255 + 1e-6
+    again = _attack(name, model, reference, database, eps=32 / 255, seed=3, batch_size=7)(x, y)
+    assert torch.equal(adv, again)  # same seed, same result
+
+
+@pytest.mark.parametrize("name", list_attacks())
+def test_attack_hurts_retrieval(name, setup):
+    model, reference, database, x, y = setup
+    attack = _attack(name, model, reference, database, eps=32 / 255)
+    targets = attack.choose_targets(y) if attack.targeted else None
+    adv = attack(x, y, targets)
+    clean_codes, adv_codes = encode_images(model, x), encode_images(model, adv)
+    clean_map = metrics.mean_average_precision(clean_codes, database.codes, y, database.labels)
+    adv_map = metrics.mean_average_precision(adv_codes, database.codes, y, database.labels)
+    assert adv_map < clean_map - 0.2, (clean_map, adv_map)
+    if targets is not None:
+        assert not ((targets @ y.T).diag() > 0).any()  # targets share no class with the query
+        t_clean = metrics.targeted_map(clean_codes, database.codes, targets, database.labels)
+        t_adv = metrics.targeted_map(adv_codes, database.codes, targets, database.labels)
+        assert t_adv > t_clean + 0.2
+
+
+def test_pga_objective_matches_eq_13_and_eq_10():
+    torch.manual_seed(0)
+    u = torch.rand(5, 12) * 2 - 1
+    attack = create_attack("pga", torch.nn.Linear(1, 1), margin=-0.8)
+    got = attack.objective(u)
+    for i in range(5):
+        t = -0.8
+        m = [1.0 if u[i, k] > t else 0.0 for k in range(12)]
+        omega = [float(u[i, k] - 2 * t) if u[i, k] > t else -t * t for k in range(12)]
+        pi = sum(m)
+        want = -sum(m[k] * omega[k] * float(u[i, k]) for k in range(12)) / pi
+        assert got[i].item() == pytest.approx(want, rel=1e-6)
+    dagger = create_attack("pga-dagger", torch.nn.Linear(1, 1))
+    torch.testing.assert_close(dagger.objective(u), -u.sum(1) / 12)
+
+
+def test_pga_objective_pulls_active_bits_to_the_margin():
+    u = torch.tensor([[0.5, -0.5, -0.9]], requires_grad=True)
+    attack = create_attack("pga", torch.nn.Linear(1, 1), margin=-0.8)
+    attack.objective(u).sum().backward()
+    # ascent direction lowers the active bits (u > t), the bit already past the margin gets no gradient
+    assert u.grad[0, 0] < u.grad[0, 1] < 0 and u.grad[0, 2] == 0
+
+
+def test_pga_uses_the_pharos_code_of_the_reference_bank(setup):
+    model, reference, database, x, y = setup
+    attack = _attack("pga", model, reference, database)
+    torch.testing.assert_close(attack.pharos(y), pharos_code(y, reference.codes, reference.labels, "pga"))
+
+
+def test_stable_tanh_keeps_gradient_where_tanh_saturates():
+    h = torch.tensor([0.5, 12.0, -20.0], requires_grad=True)
+    stable_tanh(h).sum().backward()
+    plain = torch.tensor([0.5, 12.0, -20.0], requires_grad=True)
+    torch.tanh(plain).sum().backward()
+    assert plain.grad[1] == 0 and plain.grad[2] == 0  # float32 underflow: the bug this guards against
+    assert (h.grad > 0).all()
+    assert h.grad[0].item() == pytest.approx(1 / torch.cosh(torch.tensor(0.5)).item() ** 2, rel=1e-5)
+    torch.testing.assert_close(stable_tanh(h.detach()), torch.tanh(h.detach()))
+    s = torch.tensor([0.5, -30.0], requires_grad=True)
+    surrogate_tanh(s).sum().backward()
+    torch.testing.assert_close(s.grad, 1 / (1 + s.detach().abs()) ** 2)
+
+
+def test_pga_keeps_flipping_bits_of_a_saturated_model(setup):
+    model, reference, database, x, y = setup
+    import copy
+
+    saturated = copy.deepcopy(model)
+    with torch.no_grad():
+        saturated.hash_layer.weight.mul_(40)  # |h| in the tens: float32 tanh is exactly +-1
+        saturated.hash_layer.bias.mul_(40)
+        assert (saturated.preactivation(x).abs() > 10).float().mean() > 0.5
+    ref = CodeBank(encode_images(saturated, x), y)
+
+    def flipped(model_, **kw):
+        adv = create_attack("pga", model_, reference=ref, steps=30, eps=32 / 255, **kw)(x, y)
+        return (encode_images(model_, adv) != encode_images(model_, x)).float().sum(1).mean().item()
+
+    unscaled = flipped(model)
+    surrogate, exact = flipped(saturated), flipped(saturated, surrogate_gradient=False)
+    assert surrogate > 2 * exact and surrogate > 0.5 * unscaled
+
+
+def test_sdha_surrogate_matches_the_published_per_pair_formula():
+    torch.manual_seed(1)
+    q = torch.rand(4, 10) * 2 - 1
+    r = torch.where(torch.rand(6, 10) < 0.5, -1.0, 1.0)
+    got = surrogate_distance(q, r, 5.0)
+    for i in range(4):
+        for j in range(6):
+            sig = torch.sigmoid(5 * q[i] * r[j])
+            want = 0.5 * ((q[i] - r[j]).abs() * sig).sum() + (1 - sig).sum()
+            assert got[i, j].item() == pytest.approx(want.item(), rel=1e-5)
+
+
+def test_hag_objective_formula():
+    attack = create_attack("hag", torch.nn.Linear(1, 1))
+    u = torch.tensor([[0.9, -0.2, 0.6, -0.7]])
+    b = torch.tensor([[1.0, 1.0, -1.0, -1.0]])
+    # bits with |u - b| < 1.5: 0 (0.1), 1 (1.2), 3 (0.3); bit 2 (1.6) is masked out
+    agreement = (0.9 * 1 + -0.2 * 1 + -0.7 * -1) / 3
+    want = (agreement + 1) ** 2 + (u.mean()) ** 2
+    assert attack.objective(u, b).item() == pytest.approx(want.item(), rel=1e-6)
+
+
+def test_anchor_codes_vote_over_items_with_the_exact_target_label():
+    codes = torch.tensor([[1.0, 1.0], [1.0, -1.0], [1.0, -1.0], [-1.0, -1.0]])
+    labels = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [1.0, 1.0]])
+    db = CodeBank(codes, labels)
+    dhta = create_attack("dhta", torch.nn.Linear(1, 1), database=db)
+    dhta.n_anchor = 2
+    assert dhta.anchor_codes(torch.tensor([[0.0, 1.0]])).tolist() == [[1.0, -1.0]]
+    p2p = create_attack("p2p", torch.nn.Linear(1, 1), database=db)
+    assert p2p.anchor_codes(torch.tensor([[1.0, 0.0]])).tolist() == [[1.0, 1.0]]
+    targets = p2p.choose_targets(torch.tensor([[1.0, 0.0]] * 10))
+    assert (targets == torch.tensor([0.0, 1.0])).all()  # the only database label with no class in common
+
+
+def test_alpha_schedule_matches_dhta_switch_points():
+    got = {s: alpha_schedule(s, 2000) for s in (0, 999, 1000, 1199, 1200, 1400, 1600, 1799, 1800, 1999)}
+    assert got == {0: 0.1, 999: 0.1, 1000: 0.2, 1199: 0.2, 1200: 0.3, 1400: 0.5, 1600: 0.7, 1799: 0.7,
+                   1800: 1.0, 1999: 1.0}  # fmt: skip
+
+
+def test_projection():
+    x = torch.tensor([0.0, 0.5, 1.0])
+    assert project_linf(torch.tensor([-1.0, 0.9, 0.99]), x, 0.1).tolist() == pytest.approx([0.0, 0.6, 0.99])
+
+
+def test_missing_bank_and_bad_names_are_user_errors(setup):
+    model, _, _, x, y = setup
+    with pytest.raises(UserError, match="reference code bank"):
+        create_attack("pga", model, steps=1)(x, y)
+    with pytest.raises(UserError, match="database"):
+        create_attack("dhta", model, steps=1)(x, y)
+    with pytest.raises(UserError, match="unknown attack 'fgsm'; valid: "):
+        create_attack("fgsm", model)
+    with pytest.raises(UserError, match="bad option"):
+        create_attack("pga", model, temperature=3)

@@ -1,0 +1,128 @@
+"""Each loss against its formula written out pair by pair, plus the properties it must have."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from robusthash.losses import create_loss, list_losses
+from robusthash.losses.csq import hash_centers, sylvester_hadamard
+
+
+def _batch(seed=0, b=5, n=12, bits=8, classes=3):
+    g = torch.Generator().manual_seed(seed)
+    u = torch.rand(b, bits, generator=g) * 2 - 1
+    labels = (torch.rand(b, classes, generator=g) < 0.4).float()
+    idx = torch.randperm(n, generator=g)[:b]
+    bank_u = torch.rand(n, bits, generator=g) * 2 - 1
+    bank_y = (torch.rand(n, classes, generator=g) < 0.4).float()
+    return u, labels, idx, bank_u, bank_y
+
+
+def _prefill(loss, bank_u, bank_y):
+    loss.U.copy_(bank_u)
+    loss.Y.copy_(bank_y)
+
+
+def test_dpsh_matches_pairwise_formula_and_gradient():
+    u, y, idx, bank_u, bank_y = _batch()
+    loss = create_loss("dpsh", 8, 3, 12, eta=0.3)
+    _prefill(loss, bank_u, bank_y)
+    u = u.requires_grad_(True)
+    value = loss(u, y, idx)
+    value.backward()
+    # reference: the bank with the batch's rows replaced by the live outputs, every pair written out
+    ref_u = u.detach().clone().requires_grad_(True)
+    bank = bank_u.clone()
+    labels = bank_y.clone()
+    labels[idx] = y
+    total = 0.0
+    for i in range(len(ref_u)):
+        for j in range(len(bank)):
+            other = ref_u[(idx == j).nonzero()[0, 0]] if (idx == j).any() else bank[j]
+            theta = 0.5 * ref_u[i] @ other
+            s = float((y[i] * labels[j]).sum() > 0)
+            total = total + torch.log1p(torch.exp(theta)) - s * theta
+    ref = total / (len(ref_u) * len(bank)) + 0.3 * ((ref_u - ref_u.sign()) ** 2).mean()
+    ref.backward()
+    assert value.item() == pytest.approx(ref.item(), rel=1e-6)
+    torch.testing.assert_close(u.grad, ref_u.grad)
+    assert torch.equal(loss.U[idx], u.detach()) and torch.equal(loss.Y[idx], y)
+
+
+def test_dph_matches_pairwise_formula():
+    u, y, idx, bank_u, bank_y = _batch(1)
+    loss = create_loss("dph", 8, 3, 12)
+    _prefill(loss, bank_u, bank_y)
+    value = loss(u, y, idx)
+    bank = bank_u.clone()
+    bank[idx] = u
+    labels = bank_y.clone()
+    labels[idx] = y
+    ref = sum(
+        (u[i] @ bank[j] / 8 - (1.0 if (y[i] * labels[j]).sum() > 0 else -1.0)) ** 2
+        for i in range(len(u)) for j in range(len(bank))
+    ) / (len(u) * len(bank))  # fmt: skip
+    assert value.item() == pytest.approx(float(ref), rel=1e-6)
+
+
+def test_pairwise_losses_prefer_codes_that_respect_similarity():
+    # two classes; codes that agree within a class must score lower than codes that mix them
+    y = torch.tensor([[1.0, 0.0]] * 4 + [[0.0, 1.0]] * 4)
+    good = torch.tensor([[1.0] * 8] * 4 + [[-1.0] * 8] * 4) * 0.9
+    bad = good[torch.tensor([0, 4, 1, 5, 2, 6, 3, 7])]
+    idx = torch.arange(8)
+    for name in ("dpsh", "dph", "csq"):
+        a = create_loss(name, 8, 2, 8)
+        b = create_loss(name, 8, 2, 8)
+        assert a(good, y, idx) < b(bad, y, idx), name
+
+
+def test_csq_hadamard_centres_are_far_apart():
+    h = sylvester_hadamard(16)
+    assert torch.equal(h @ h.T, 16 * torch.eye(16))
+    c = hash_centers(10, 16, torch.Generator().manual_seed(0))
+    d = 0.5 * (16 - c @ c.T)
+    assert d[~torch.eye(10, dtype=bool)].min() >= 8
+
+
+@pytest.mark.parametrize("bits", [12, 48])
+def test_csq_random_centres_when_not_a_power_of_two(bits):
+    c = hash_centers(10, bits, torch.Generator().manual_seed(0))
+    assert c.shape == (10, bits) and (c.sum(1) == 0).all()  # balanced
+    d = 0.5 * (bits - c @ c.T)
+    off = d[~torch.eye(10, dtype=bool)]
+    assert off.min() >= bits / 4 and off.mean() >= bits / 2
+    assert torch.equal(c, hash_centers(10, bits, torch.Generator().manual_seed(0)))
+
+
+def test_csq_multilabel_centre_is_sign_of_sum_and_loss_formula():
+    loss = create_loss("csq", 8, 4, 0)
+    y = torch.tensor([[1.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 0.0], [1.0, 1.0, 0.0, 0.0]])
+    target = loss.target(y)
+    assert torch.equal(target[0], loss.centers[0])
+    total = loss.centers[:3].sum(0)
+    assert torch.equal(target[1], torch.where(total > 0, 1.0, -1.0))
+    pair = loss.centers[0] + loss.centers[1]
+    assert torch.equal(target[2], torch.where(pair > 0, 1.0, torch.where(pair < 0, -1.0, loss.fill)))
+    u = torch.tensor([[0.5] * 8, [-0.2] * 8, [0.1] * 8])
+    p = (u + 1) / 2
+    t = (target + 1) / 2
+    bce = -(t * torch.log(p) + (1 - t) * torch.log(1 - p)).mean()
+    assert loss(u, y, torch.arange(3)).item() == pytest.approx((bce + 1e-4 * ((u.abs() - 1) ** 2).mean()).item())
+
+
+@pytest.mark.parametrize("name", list_losses())
+@pytest.mark.parametrize("bits", [1, 7, 48])
+def test_every_loss_runs_for_any_bits_and_gives_finite_gradients(name, bits):
+    loss = create_loss(name, bits, 5, 20)
+    u = (torch.rand(6, bits) * 2 - 1).requires_grad_(True)
+    y = torch.zeros(6, 5)
+    y[torch.arange(6), torch.arange(6) % 5] = 1
+    y[0] = 0  # a row with no label
+    value = loss(torch.tanh(u), y, torch.arange(6))
+    value.backward()
+    assert math.isfinite(value.item()) and torch.isfinite(u.grad).all()
+    loss.epoch_start(0, 3)

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from robusthash.errors import UserError
+from robusthash.models import create_model, list_models, model_from_config
+from robusthash.models.backbones import SmallCNN
+
+
+def test_small_cnn_size_is_about_150k_parameters():
+    n = sum(p.numel() for p in SmallCNN(1).parameters())
+    assert 120_000 <= n <= 200_000
+
+
+@pytest.mark.parametrize("bits", [1, 12, 32, 64])
+def test_hash_model_outputs_and_sign_rule(bits):
+    model = create_model("small_cnn", bits, 1, (0.5,), (0.25,), 28).eval()
+    x = torch.rand(3, 1, 28, 28)
+    u = model(x)
+    assert u.shape == (3, bits) and (u.abs() < 1).all()
+    b = model.encode(x)
+    assert set(b.unique().tolist()) <= {-1.0, 1.0}
+    assert torch.equal(b, torch.where(model.preactivation(x) >= 0, 1.0, -1.0))
+
+
+def test_normalisation_is_inside_the_model():
+    model = create_model("small_cnn", 8, 1, (0.3,), (0.2,)).eval()
+    ref = create_model("small_cnn", 8, 1, (0.0,), (1.0,)).eval()
+    ref.load_state_dict({k: v for k, v in model.state_dict().items() if k not in ("mean", "std")}, strict=False)
+    x = torch.rand(2, 1, 16, 16)
+    torch.testing.assert_close(model(x), ref((x - 0.3) / 0.2))
+
+
+@pytest.mark.parametrize("name", [n for n in list_models() if n != "small_cnn"])
+def test_torchvision_backbones_build_offline_and_accept_grey_images(name):
+    if name in ("resnet101", "densenet161", "vgg11"):
+        pytest.importorskip("torchvision")
+    model = create_model(name, 16, in_channels=1, mean=(0.5,), std=(0.5,), image_size=28).eval()
+    with torch.no_grad():
+        out = model(torch.rand(1, 1, 28, 28))
+    assert out.shape == (1, 16)
+
+
+def test_model_rebuilds_from_its_config():
+    model = create_model("small_cnn", 24, 1, (0.1,), (0.9,), 56)
+    clone = model_from_config(model.config)
+    clone.load_state_dict(model.state_dict())
+    x = torch.rand(2, 1, 56, 56)
+    model.eval()
+    clone.eval()
+    torch.testing.assert_close(model(x), clone(x))
+
+
+def test_bad_model_requests_are_user_errors(tmp_path):
+    with pytest.raises(UserError, match="unknown backbone 'resnet9'; valid: .*small_cnn"):
+        create_model("resnet9", 16)
+    with pytest.raises(UserError, match="positive integer"):
+        create_model("small_cnn", 0)
+    with pytest.raises(UserError, match="not found"):
+        create_model("resnet18", 16, pretrained=tmp_path / "missing.pth")
+
+
+def test_local_pretrained_weights_are_loaded(tmp_path):
+    from torchvision.models import resnet18
+
+    net = resnet18(weights=None)
+    path = tmp_path / "r18.pth"
+    torch.save(net.state_dict(), path)
+    model = create_model("resnet18", 8, pretrained=path)
+    torch.testing.assert_close(model.backbone.conv1.weight, net.conv1.weight)

@@ -1,0 +1,81 @@
+"""The command line: help everywhere, one clear line and exit code 2 for user mistakes, no traceback."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from robusthash.cli import build_parser, main
+from tests.conftest import needs_fashion_mnist
+
+
+def _commands() -> list[str]:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    return list(sub.choices)
+
+
+@pytest.mark.parametrize("command", _commands())
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([command, "--help"])
+    assert exc.value.code == 0
+    assert "usage: robusthash" in capsys.readouterr().out
+
+
+def test_datasets_lists_sources(capsys):
+    assert main(["datasets"]) == 0
+    out = capsys.readouterr().out
+    assert "fashion-mnist" in out and "fashion-mosaic" in out and "deephash-list" in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--dataset", "mnist"], "unknown dataset 'mnist'; valid: "),
+        (["train", "--loss", "dsh", "--epochs", "1"], "unknown loss 'dsh'; valid: "),
+        (["train", "--backbone", "vgg99", "--epochs", "1"], "unknown backbone 'vgg99'; valid: "),
+        (["train", "--data-dir", "/nonexistent"], "dataset-fashion-mnist"),
+        (["evaluate", "--model", "/nonexistent.pt"], "checkpoint /nonexistent.pt not found"),
+        (["train", "--device", "tpu"], "unknown device 'tpu'"),
+    ],
+)
+def test_user_mistakes_exit_2_with_one_line(argv, message, capsys, tmp_path):
+    assert main([*argv, "--out", str(tmp_path / "x.pt"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("robusthash: error: ") and message in err
+    assert "Traceback" not in err and err.count("\n") == 1
+
+
+def test_bad_bits_is_an_argparse_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--bits", "0"])
+    assert exc.value.code == 2
+    assert "positive integer" in capsys.readouterr().err
+
+
+def test_corrupt_checkpoint_from_the_console_script(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_text("garbage")
+    proc = subprocess.run([sys.executable, "-m", "robusthash.cli", "evaluate", "--model", str(bad)],
+                          capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 2
+    assert "not a readable robusthash checkpoint" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@needs_fashion_mnist
+@pytest.mark.slow
+def test_train_then_evaluate_writes_results(tmp_path, capsys):
+    ckpt = tmp_path / "m.pt"
+    assert main(["train", "--epochs", "1", "--bits", "16", "--out", str(ckpt), "--quiet", "--device", "cpu"]) == 0
+    assert "clean mAP@1000" in capsys.readouterr().out
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", "--model", str(ckpt), "--out", str(out), "--quiet", "--topk", "500"]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["command"] == "evaluate" and doc["seed"] == 0
+    assert doc["environment"]["torch"] and doc["environment"]["device"] == "cpu"
+    assert 0.3 < doc["results"]["clean"]["map"] <= 1 and doc["results"]["clean"]["topk"] == 500
+    assert doc["model"]["model"]["bits"] == 16
