@@ -38,5 +38,7 @@ def toy():
     from tests.test_training import toy_data
 
     data = toy_data(n_per_class=40)
-    result = train(data, TrainConfig(bits=16, loss="dph", epochs=4, batch_size=16, lr=3e-3, seed=1), quiet=True)
+    result = train(
+        data, TrainConfig(bits=16, loss="dph", epochs=4, batch_size=16, lr=3e-3, seed=1), quiet=True
+    )
     return data, result.model

@@ -70,7 +70,10 @@ def test_corrupt_checkpoint_from_the_console_script(tmp_path):
 @pytest.mark.slow
 def test_train_then_evaluate_writes_results(tmp_path, capsys):
     ckpt = tmp_path / "m.pt"
-    assert main(["train", "--epochs", "1", "--bits", "16", "--out", str(ckpt), "--quiet", "--device", "cpu"]) == 0
+    assert (
+        main(["train", "--epochs", "1", "--bits", "16", "--out", str(ckpt), "--quiet", "--device", "cpu"])
+        == 0
+    )
     assert "clean mAP@1000" in capsys.readouterr().out
     out = tmp_path / "eval.json"
     assert main(["evaluate", "--model", str(ckpt), "--out", str(out), "--quiet", "--topk", "500"]) == 0

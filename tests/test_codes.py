@@ -59,7 +59,9 @@ def test_pharos_code_minimises_psi_over_all_codes(weighting, similarity, seed):
     labels = (rng.random((6, classes)) < 0.35).astype(np.float64)
     labels[0] = 0  # an all-zero label row: no positives
     labels[1] = 1  # shares a label with nearly everything
-    got = pharos_code(torch.tensor(labels), torch.tensor(bank), torch.tensor(bank_labels), weighting, similarity)
+    got = pharos_code(
+        torch.tensor(labels), torch.tensor(bank), torch.tensor(bank_labels), weighting, similarity
+    )
     assert set(torch.unique(got).tolist()) <= {-1.0, 1.0}
     codes = _all_codes(bits)
     for q in range(len(labels)):

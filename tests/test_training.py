@@ -25,7 +25,9 @@ def toy_data(n_per_class: int = 30, classes: int = 3, size: int = 12, seed: int 
             images[i, 0, r * 6 : r * 6 + 6, col * 6 : col * 6 + 6] += 60
         return TensorImageSet(images, torch.nn.functional.one_hot(labels, classes).float())
 
-    return DatasetSplits("toy", split(n_per_class), split(10), split(20), classes, (1, size, size), (0.3,), (0.3,))
+    return DatasetSplits(
+        "toy", split(n_per_class), split(10), split(20), classes, (1, size, size), (0.3,), (0.3,)
+    )
 
 
 def _config(**kw):
@@ -110,7 +112,12 @@ def test_checkpoint_that_does_not_match_the_data(tmp_path):
 
 @pytest.mark.parametrize(
     ("field", "value", "message"),
-    [("bits", 0, "bits"), ("epochs", 0, "epochs"), ("optimizer", "lbfgs", "valid: adamw, sgd"), ("lr", -1.0, "rate")],
+    [
+        ("bits", 0, "bits"),
+        ("epochs", 0, "epochs"),
+        ("optimizer", "lbfgs", "valid: adamw, sgd"),
+        ("lr", -1.0, "rate"),
+    ],
 )
 def test_bad_training_config(field, value, message):
     with pytest.raises(UserError, match=message):

@@ -52,7 +52,9 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure to unpickle means the file is unusable
-        raise UserError(f"{path} is not a readable robusthash checkpoint (corrupt or another format): {exc}") from exc
+        raise UserError(
+            f"{path} is not a readable robusthash checkpoint (corrupt or another format): {exc}"
+        ) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(f"{path} is not a robusthash checkpoint (expected format {FORMAT})")
     return Checkpoint(path, payload["meta"], payload)

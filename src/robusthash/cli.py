@@ -16,12 +16,21 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def _add_data_options(p: argparse.ArgumentParser, required: bool = False, default: str | None = None) -> None:
-    p.add_argument("--dataset", required=required, default=default,
-                   help="dataset name (see 'robusthash datasets')" + (f"; default {default}" if default else ""))
+    p.add_argument(
+        "--dataset",
+        required=required,
+        default=default,
+        help="dataset name (see 'robusthash datasets')" + (f"; default {default}" if default else ""),
+    )
     p.add_argument("--data-dir", default=None, help="folder holding the dataset's files")
-    p.add_argument("--database", default=None,
-                   help="database size (a multiple of 10) or 'all' for Fashion-MNIST data; default 10000")
-    p.add_argument("--split-seed", type=int, default=None, help="seed of the train/query/database draw (default 0)")
+    p.add_argument(
+        "--database",
+        default=None,
+        help="database size (a multiple of 10) or 'all' for Fashion-MNIST data; default 10000",
+    )
+    p.add_argument(
+        "--split-seed", type=int, default=None, help="seed of the train/query/database draw (default 0)"
+    )
     p.add_argument("--image-size", type=int, default=None, help="image side for list datasets (default 224)")
 
 
@@ -43,6 +52,7 @@ def _positive_int(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from robusthash.attacks import list_attacks
+    from robusthash.defenses import list_defenses
     from robusthash.losses import list_losses
     from robusthash.models import list_models
     from robusthash.robustness import DEFAULT_ATTACKS, PROTOCOLS
@@ -62,7 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pretrained", default=None, help="local torchvision ImageNet weights for the backbone")
     p.add_argument("--bits", type=_positive_int, default=32, help="code length K (default 32)")
     p.add_argument("--loss", default="dph", help=f"one of: {', '.join(list_losses())} (default dph)")
-    p.add_argument("--epochs", type=_positive_int, default=None, help="training epochs (default: the recipe's)")
+    p.add_argument(
+        "--epochs", type=_positive_int, default=None, help="training epochs (default: the recipe's)"
+    )
     p.add_argument("--batch-size", type=_positive_int, default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--optimizer", default=None, help="adamw (default) or sgd (the papers' recipe)")
@@ -82,18 +94,58 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("attack", help="attack the query set and report mAP under each attack")
     p.add_argument("--model", required=True, help="checkpoint to attack")
     _add_data_options(p)
-    p.add_argument("--attack", default=",".join(DEFAULT_ATTACKS),
-                   help=f"comma-separated attacks from: {', '.join(list_attacks())} (default {','.join(DEFAULT_ATTACKS)})")
-    p.add_argument("--protocol", default="default", choices=PROTOCOLS,
-                   help="default: each attack's published optimiser and iterations; pgd20: all PGD, 20 steps")
-    p.add_argument("--steps", type=_positive_int, default=None, help="override every attack's iteration count")
-    p.add_argument("--eps", type=float, default=8.0, help="L-inf budget in pixel levels out of 255 (default 8)")
-    p.add_argument("--queries", type=_positive_int, default=None, help="attack this many queries (seeded subset)")
+    p.add_argument(
+        "--attack",
+        default=",".join(DEFAULT_ATTACKS),
+        help=f"comma-separated attacks from: {', '.join(list_attacks())} (default {','.join(DEFAULT_ATTACKS)})",
+    )
+    p.add_argument(
+        "--protocol",
+        default="default",
+        choices=PROTOCOLS,
+        help="default: each attack's published optimiser and iterations; pgd20: all PGD, 20 steps",
+    )
+    p.add_argument(
+        "--steps", type=_positive_int, default=None, help="override every attack's iteration count"
+    )
+    p.add_argument(
+        "--eps", type=float, default=8.0, help="L-inf budget in pixel levels out of 255 (default 8)"
+    )
+    p.add_argument(
+        "--queries", type=_positive_int, default=None, help="attack this many queries (seeded subset)"
+    )
     p.add_argument("--topk", type=int, default=None, help="mAP cut-off (default 1000; 0 = whole database)")
     p.add_argument("--batch-size", type=_positive_int, default=128, help="images per attack batch")
     p.add_argument("--out", default=None, help="output folder (default: <checkpoint>-attacks/)")
     _add_run_options(p)
     p.set_defaults(handler=cmd_attack)
+
+    p = sub.add_parser("defend", help="adversarially train a checkpoint (CgAT, ATRDH or PgA-AT)")
+    p.add_argument("--model", required=True, help="clean pre-trained checkpoint to start from")
+    p.add_argument("--method", default="cgat", help=f"one of: {', '.join(list_defenses())} (default cgat)")
+    _add_data_options(p)
+    p.add_argument(
+        "--epochs", type=_positive_int, default=None, help="adversarial-training epochs (default 3)"
+    )
+    p.add_argument(
+        "--lam", type=float, default=None, help="weight lambda of the adversarial loss (default 1)"
+    )
+    p.add_argument(
+        "--steps", type=_positive_int, default=None, help="PGD steps of the training attack (default 7)"
+    )
+    p.add_argument(
+        "--lr", type=float, default=None, help="learning rate (default: the method's published one)"
+    )
+    p.add_argument(
+        "--similarity",
+        default=None,
+        choices=["binary", "dice", "jaccard"],
+        help="label similarity of the center codes (CgAT default binary, PgA-AT dice)",
+    )
+    p.add_argument("--out", default=None, help="defended checkpoint (default: <checkpoint>-<method>.pt)")
+    p.add_argument("--no-resume", action="store_true", help="start over even if --out holds a checkpoint")
+    _add_run_options(p)
+    p.set_defaults(handler=cmd_defend)
 
     p = sub.add_parser("demo", help="the embedded default end to end: train, evaluate (and more as it grows)")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
@@ -125,7 +177,11 @@ def load_data(options: dict[str, Any]):  # noqa: ANN201 - DatasetSplits, importe
     from robusthash.data import load_dataset
 
     return load_dataset(
-        options["name"], options["data_dir"], options["split_seed"], options["database"], options["image_size"]
+        options["name"],
+        options["data_dir"],
+        options["split_seed"],
+        options["database"],
+        options["image_size"],
     )
 
 
@@ -187,7 +243,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_attack(args: argparse.Namespace) -> int:
     from robusthash.checkpoint import check_matches_data, read_checkpoint
-    from robusthash.report.results import results_document, write_results
     from robusthash.robustness import AttackSuite, evaluate_attacks
     from robusthash.runtime import resolve_device, seed_everything
 
@@ -207,7 +262,11 @@ def cmd_attack(args: argparse.Namespace) -> int:
     check_matches_data(ckpt.meta, data, args.model)
     model = ckpt.build_model(device)
     results = evaluate_attacks(model, data, suite, device, quiet=args.quiet)
-    out = Path(args.out) if args.out else Path(args.model).with_suffix("").with_name(Path(args.model).stem + "-attacks")
+    out = (
+        Path(args.out)
+        if args.out
+        else Path(args.model).with_suffix("").with_name(Path(args.model).stem + "-attacks")
+    )
     write_attack_outputs(results, suite, options, ckpt.meta, args.seed, device, out, args.model)
     return 0
 
@@ -233,6 +292,38 @@ def write_attack_outputs(results, suite, options, meta, seed, device, out: Path,
     print(f"results: {out / 'attack_results.json'} (+ attack_table.md, pr_curve.png, p_at_n.png)")
 
 
+def cmd_defend(args: argparse.Namespace) -> int:
+    from robusthash.checkpoint import check_matches_data, read_checkpoint
+    from robusthash.defenses import DefenseConfig, defend, defense_class
+    from robusthash.evaluation import evaluate_retrieval
+    from robusthash.runtime import resolve_device
+
+    device = resolve_device(args.device)
+    defense_class(args.method)
+    overrides = {k: v for k, v in {"epochs": args.epochs, "lam": args.lam, "steps": args.steps, "lr": args.lr,
+                                   "similarity": args.similarity}.items() if v is not None}  # fmt: skip
+    config = DefenseConfig(method=args.method, seed=args.seed, **overrides)
+    config.validate()
+    base = read_checkpoint(args.model)
+    if base.meta.get("kind") == "defended":
+        raise UserError(
+            f"{args.model} is already a defended model; start from the clean checkpoint it came from"
+        )
+    options = _dataset_options(args, base.meta.get("dataset"))
+    data = load_data(options)
+    check_matches_data(base.meta, data, args.model)
+    out = (
+        Path(args.out)
+        if args.out
+        else Path(args.model).with_name(f"{Path(args.model).stem}-{args.method}.pt")
+    )
+    result = defend(base, data, config, out, device, resume=not args.no_resume, quiet=args.quiet)
+    report = evaluate_retrieval(result.model, data, device, topk=1000)
+    print(f"saved {out}: {args.method} from {args.model}, clean mAP@1000 = {report['map']:.4f} "
+          f"({result.seconds:.0f} s of adversarial training)")  # fmt: skip
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from robusthash.demo import run_demo
 
@@ -251,7 +342,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"robusthash: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("robusthash: interrupted (checkpoints written so far are complete; rerun to resume)", file=sys.stderr)
+        print(
+            "robusthash: interrupted (checkpoints written so far are complete; rerun to resume)",
+            file=sys.stderr,
+        )
         return 130
     except json.JSONDecodeError as exc:
         print(f"robusthash: error: a results file is not valid JSON: {exc}", file=sys.stderr)

@@ -31,11 +31,15 @@ def encode(
 
 
 @torch.no_grad()
-def encode_images(model: HashModel, images: Tensor, device: torch.device | str = "cpu", batch_size: int = 500) -> Tensor:
+def encode_images(
+    model: HashModel, images: Tensor, device: torch.device | str = "cpu", batch_size: int = 500
+) -> Tensor:
     """Binary codes of an image tensor (N, C, H, W), computed in batches on ``device``, returned on the CPU."""
     was_training = model.training
     model.eval()
-    chunks = [model.encode(images[i : i + batch_size].to(device)).cpu() for i in range(0, len(images), batch_size)]
+    chunks = [
+        model.encode(images[i : i + batch_size].to(device)).cpu() for i in range(0, len(images), batch_size)
+    ]
     model.train(was_training)
     return torch.cat(chunks) if chunks else torch.zeros(0, model.bits)
 
@@ -47,6 +51,8 @@ def evaluate_retrieval(
     """Clean mAP@topk, PR and P@N of the query split against the database split."""
     db_codes = encode(model, data.database, device, quiet=quiet, desc="encode database")
     q_codes = encode(model, data.query, device, quiet=quiet, desc="encode queries")
-    report = metrics.retrieval_report(q_codes, db_codes, labels_of(data.query), labels_of(data.database), topk)
+    report = metrics.retrieval_report(
+        q_codes, db_codes, labels_of(data.query), labels_of(data.database), topk
+    )
     report.pop("ap")
     return report

@@ -128,7 +128,10 @@ def evaluate_attacks(
     }
     per_query_ap = []
     for name in suite.attacks:
-        options = {**protocol_options(name, suite.protocol, suite.steps), **suite.attack_options.get(name, {})}
+        options = {
+            **protocol_options(name, suite.protocol, suite.steps),
+            **suite.attack_options.get(name, {}),
+        }
         attack = create_attack(name, model, eps=suite.eps, reference=reference.to(device),
                                database=database, seed=suite.seed, batch_size=suite.batch_size, quiet=quiet,
                                **options)  # fmt: skip
@@ -161,4 +164,3 @@ def evaluate_attacks(
         results["robust_map"] = float(worst.mean())
         results["robust_ap"] = worst.tolist()
     return results
-

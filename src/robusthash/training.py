@@ -79,7 +79,9 @@ def build_model(config: TrainConfig, data: DatasetSplits) -> HashModel:
 
 def make_optimizer(config: TrainConfig, params: Any) -> torch.optim.Optimizer:
     if config.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        return torch.optim.SGD(
+            params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+        )
     return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
 
 

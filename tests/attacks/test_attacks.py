@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from robusthash import metrics
-from robusthash.attacks import CodeBank, alpha_schedule, create_attack, list_attacks, project_linf, stable_tanh
+from robusthash.attacks import (
+    CodeBank,
+    alpha_schedule,
+    create_attack,
+    list_attacks,
+    project_linf,
+    stable_tanh,
+)
 from robusthash.attacks.base import surrogate_tanh
 from robusthash.attacks.sdha import surrogate_distance
 from robusthash.codes import pharos_code
@@ -14,7 +21,7 @@ from robusthash.errors import UserError
 from robusthash.evaluation import encode, encode_images
 
 FAST = {"hag": {"steps": 40}, "sdha": {"steps": 40}, "p2p": {"steps": 30}, "dhta": {"steps": 30},
-        "pga": {"steps": 30}, "pga-dagger": {"steps": 30}}  # fmt: skip
+        "pga": {"steps": 30}, "pga-dagger": {"steps": 30}, "tha": {"steps": 30, "prototype_steps": 300}}  # fmt: skip
 
 
 @pytest.fixture(scope="module")

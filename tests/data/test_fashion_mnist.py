@@ -68,7 +68,10 @@ def test_fashion_mnist_protocol(fmnist):
     assert torch.equal(fmnist.train.labels.sum(0), torch.full((10,), 500.0))
     assert (fmnist.train.labels.sum(1) == 1).all()
     # splits are disjoint: no identical image appears in two splits (exact duplicates are vanishingly rare)
-    keys = [{bytes(img.numpy().tobytes()) for img in s.images} for s in (fmnist.train, fmnist.query, fmnist.database)]
+    keys = [
+        {bytes(img.numpy().tobytes()) for img in s.images}
+        for s in (fmnist.train, fmnist.query, fmnist.database)
+    ]
     assert not (keys[0] & keys[1]) and not (keys[0] & keys[2]) and not (keys[1] & keys[2])
     x, y, i = fmnist.query[3]
     assert x.dtype == torch.float32 and 0 <= x.min() and x.max() <= 1 and int(i) == 3

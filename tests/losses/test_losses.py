@@ -111,7 +111,9 @@ def test_csq_multilabel_centre_is_sign_of_sum_and_loss_formula():
     p = (u + 1) / 2
     t = (target + 1) / 2
     bce = -(t * torch.log(p) + (1 - t) * torch.log(1 - p)).mean()
-    assert loss(u, y, torch.arange(3)).item() == pytest.approx((bce + 1e-4 * ((u.abs() - 1) ** 2).mean()).item())
+    assert loss(u, y, torch.arange(3)).item() == pytest.approx(
+        (bce + 1e-4 * ((u.abs() - 1) ** 2).mean()).item()
+    )
 
 
 @pytest.mark.parametrize("name", list_losses())

@@ -80,7 +80,9 @@ def test_stable_tie_rule_is_by_database_index():
 def test_targeted_map_uses_target_labels():
     q, d, ql, dl = _random_case(7)
     targets = np.roll(ql, 1, axis=0)
-    assert metrics.targeted_map(q, d, targets, dl, 30) == pytest.approx(reference_ap(q, d, targets, dl, 30).mean())
+    assert metrics.targeted_map(q, d, targets, dl, 30) == pytest.approx(
+        reference_ap(q, d, targets, dl, 30).mean()
+    )
 
 
 def _tie_aware_reference(qi, d, qli, dl):

@@ -27,7 +27,9 @@ def test_hash_model_outputs_and_sign_rule(bits):
 def test_normalisation_is_inside_the_model():
     model = create_model("small_cnn", 8, 1, (0.3,), (0.2,)).eval()
     ref = create_model("small_cnn", 8, 1, (0.0,), (1.0,)).eval()
-    ref.load_state_dict({k: v for k, v in model.state_dict().items() if k not in ("mean", "std")}, strict=False)
+    ref.load_state_dict(
+        {k: v for k, v in model.state_dict().items() if k not in ("mean", "std")}, strict=False
+    )
     x = torch.rand(2, 1, 16, 16)
     torch.testing.assert_close(model(x), ref((x - 0.3) / 0.2))
 

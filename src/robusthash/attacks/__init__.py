@@ -10,9 +10,10 @@ from robusthash.attacks.hag import HAG
 from robusthash.attacks.p2p import P2P
 from robusthash.attacks.pga import PgA, PgADagger
 from robusthash.attacks.sdha import SDHA
+from robusthash.attacks.tha import THA
 from robusthash.errors import UserError
 
-_REGISTRY: dict[str, type[Attack]] = {cls.name: cls for cls in (PgA, PgADagger, HAG, SDHA, P2P, DHTA)}
+_REGISTRY: dict[str, type[Attack]] = {cls.name: cls for cls in (PgA, PgADagger, HAG, SDHA, P2P, DHTA, THA)}
 
 
 def register_attack(cls: type[Attack]) -> type[Attack]:
@@ -48,6 +49,7 @@ __all__ = [
     "PgA",
     "PgADagger",
     "SDHA",
+    "THA",
     "alpha_schedule",
     "attack_class",
     "create_attack",

@@ -88,6 +88,18 @@ def surrogate_tanh(h: Tensor) -> Tensor:
     return _SurrogateTanh.apply(h)
 
 
+def draw_disjoint_rows(labels: Tensor, candidates: Tensor, generator: torch.Generator) -> Tensor:
+    """For each label row, a candidate row sharing no class with it, uniformly at random (seeded).
+
+    A row that shares a class with every candidate gets a uniformly random candidate (documented; it cannot
+    happen on single-label data with two or more classes).
+    """
+    overlap = (labels.cpu().float() @ candidates.cpu().float().T) > 0
+    scores = torch.rand(overlap.shape, generator=generator)
+    scores[overlap] -= 2.0  # any disjoint candidate beats every overlapping one
+    return candidates.cpu()[scores.argmax(1)]
+
+
 def alpha_schedule(step: int, steps: int) -> float:
     """The tanh scale ``alpha`` of the public HAG / SDHA / DHTA code: ``tanh(alpha h)`` with alpha 0.1 for the
     first half of the iterations, then 0.2, 0.3, 0.5, 0.7 and 1.0 for a tenth each (for 2,000 iterations this
@@ -162,7 +174,9 @@ class Attack:
         for p in self.model.parameters():
             p.requires_grad_(False)
         starts = range(0, images.shape[0], self.batch_size)
-        self._bar = tqdm(total=len(starts) * max(self.steps, 1), desc=self.name, disable=self.quiet, leave=False)
+        self._bar = tqdm(
+            total=len(starts) * max(self.steps, 1), desc=self.name, disable=self.quiet, leave=False
+        )
         try:
             for start in starts:
                 sl = slice(start, start + self.batch_size)
@@ -182,18 +196,10 @@ class Attack:
         raise NotImplementedError  # abstract: each attack implements its optimisation
 
     def choose_targets(self, labels: Tensor) -> Tensor:
-        """Target labels for a targeted attack: a database label row sharing no class with the query.
-
-        Drawn uniformly among the distinct label rows of the database (seeded). A query that shares a class
-        with every database row keeps a random row (documented; never happens on the embedded data).
-        """
-        bank = self.require_database()
-        candidates = torch.unique(bank.labels.cpu(), dim=0)
-        candidates = candidates[candidates.sum(1) > 0]
-        overlap = (labels.cpu().float() @ candidates.T) > 0
-        scores = torch.rand(overlap.shape, generator=self.generator)
-        scores[overlap] -= 2.0  # any disjoint row beats every overlapping one
-        return candidates[scores.argmax(1)]
+        """Target labels for a targeted attack: a database label row sharing no class with the query
+        (:func:`draw_disjoint_rows` over the distinct non-empty label rows of the database)."""
+        rows = torch.unique(self.require_database().labels.cpu(), dim=0)
+        return draw_disjoint_rows(labels, rows[rows.sum(1) > 0], self.generator)
 
     # ----------------------------------------------------------------- helpers
     _bar: Any = None

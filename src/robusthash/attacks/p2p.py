@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from robusthash.attacks.base import Attack, alpha_schedule
+from robusthash.attacks.base import Attack, alpha_schedule, draw_disjoint_rows
 from robusthash.codes import binarize
 
 
@@ -18,7 +18,8 @@ class P2P(Attack):
     with the query (as the DHTA code does). The anchor code is ``sign(sum of the codes of n_t database items
     whose label row equals the target)``, the items drawn without replacement (seeded); sign(0) = +1. P2P uses
     n_t = 1 (point to point), DHTA n_t = 9. PGD with signed steps of 1/255 for 2,000 iterations, no random
-    start, with the public alpha schedule (:func:`alpha_schedule`).
+    start, with the public alpha schedule (:func:`alpha_schedule`); ``alpha`` (a float) and ``random_start``
+    change both for derived attacks (THA, ATRDH's training attack).
     """
 
     name: ClassVar[str] = "p2p"
@@ -27,8 +28,11 @@ class P2P(Attack):
     paper: ClassVar[str] = "Bai et al., Targeted attack for deep hashing based retrieval, ECCV 2020"
     n_anchor: ClassVar[int] = 1
 
-    def __init__(self, model: Any, **kwargs: Any) -> None:
+    def __init__(self, model: Any, *, alpha: float | str = "schedule", random_start: bool = False,
+                 **kwargs: Any) -> None:  # fmt: skip
         super().__init__(model, **kwargs)
+        self.alpha = alpha
+        self.use_random_start = random_start
 
     def _candidates(self) -> Tensor:
         bank = self.require_database()
@@ -37,11 +41,7 @@ class P2P(Attack):
         return rows[keep]
 
     def choose_targets(self, labels: Tensor) -> Tensor:
-        candidates = self._candidates()
-        overlap = (labels.cpu().float() @ candidates.T) > 0
-        scores = torch.rand(overlap.shape, generator=self.generator)
-        scores[overlap] -= 2.0
-        return candidates[scores.argmax(1)]
+        return draw_disjoint_rows(labels, self._candidates(), self.generator)
 
     def anchor_codes(self, targets: Tensor) -> Tensor:
         bank = self.require_database()
@@ -60,6 +60,12 @@ class P2P(Attack):
         assert targets is not None
         anchor = self.anchor_codes(targets).to(x.device, x.dtype)
         bits = anchor.shape[1]
-        return self.pgd(
-            x, lambda xa, s: (anchor * self.code_output(xa, alpha_schedule(s, self.steps))).sum() / bits
-        )
+
+        def loss(x_adv: Tensor, step: int) -> Tensor:
+            a = alpha_schedule(step, self.steps) if self.alpha == "schedule" else float(self.alpha)
+            return (anchor * self.code_output(x_adv, a)).sum() / bits
+
+        return self.pgd(x, loss, self.random_start(x) if self.use_random_start else None)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "alpha": self.alpha, "random_start": self.use_random_start}

@@ -8,13 +8,14 @@ import torch
 from torch import Tensor
 
 from robusthash.attacks.base import Attack, alpha_schedule
-from robusthash.codes import Similarity, pharos_code
+from robusthash.codes import Similarity, Weighting, pharos_code
 
 
 class PgA(Attack):
     """Non-targeted: push the code of x' away from the pharos code of x.
 
-    1. Pharos code ``b*`` of each query from the reference bank by PGM (eqs. 7-8, :func:`pharos_code`).
+    1. Pharos code ``b*`` of each query from the reference bank by PGM (eqs. 7-8, :func:`pharos_code`);
+       ``weighting="cgat"`` uses the center code of CgAT eqs. 4-5 instead (CgAT's training attack, eq. 7).
     2. ``u = b* o f(x')`` (eq. 11). Default PgA maximises eq. (13):
        ``L_a = -(1/pi) (m o omega)^T u`` with ``omega_k = u_k - 2t`` if ``u_k > t`` else ``-t^2`` (eq. 12),
        mask ``m_k = [u_k > t]`` (eq. 14) and ``pi`` the number of active bits. On an active bit
@@ -25,12 +26,13 @@ class PgA(Attack):
        eps-ball. Defaults: t = -0.8, T = 100, eta = 1/255, eps = 8/255.
 
     Saturation: on a well-trained model many bits have |h| > 9, where float32's ``1 - tanh^2`` is exactly zero
-    and PGD never moves them. PgA evaluates its loss on the paper's ``f(x') = tanh(h)`` but differentiates tanh
-    through the softsign surrogate ``1 / (1 + |h|)^2`` (:func:`surrogate_tanh`; ``surrogate_gradient=False``
-    uses the exact sech^2). Measured on the test suite's toy model with its logits scaled 40x (eps 32/255,
-    30 steps), PgA flips 4.4 bits per query with the surrogate, 0.9 with the exact derivative and 0.4 with
-    autograd's tanh; unscaled, the three flip 6.0-6.5. ``alpha`` scales the logits, ``tanh(alpha h)``, as HAG / DHTA do ("schedule" for their
-    schedule); alpha < 1 weakens PgA on the embedded model (the margin t is then out of reach), so it is 1.
+    and PGD never moves them. PgA evaluates its loss on the paper's ``f(x') = tanh(h)`` but differentiates
+    tanh through the softsign surrogate ``1 / (1 + |h|)^2`` (:func:`surrogate_tanh`;
+    ``surrogate_gradient=False`` uses the exact sech^2). Measured on the test suite's toy model with its
+    logits scaled 40x (eps 32/255, 30 steps), PgA flips 4.4 bits per query with the surrogate, 0.9 with the
+    exact derivative and 0.4 with autograd's tanh; unscaled, the three flip 6.0-6.5. ``alpha`` scales the
+    logits, ``tanh(alpha h)``, as HAG / DHTA do ("schedule" for their schedule); alpha < 1 weakens PgA on the
+    embedded model (the margin t is then out of reach), so it is 1.
     """
 
     name: ClassVar[str] = "pga"
@@ -44,7 +46,8 @@ class PgA(Attack):
         margin: float = -0.8,
         masked: bool = True,
         random_start: bool = True,
-        similarity: Similarity = "dice",
+        weighting: Weighting = "pga",
+        similarity: Similarity | None = None,
         alpha: float | str = 1.0,
         surrogate_gradient: bool = True,
         **kwargs: Any,
@@ -55,13 +58,14 @@ class PgA(Attack):
         self.margin = margin
         self.masked = masked
         self.use_random_start = random_start
+        self.weighting = weighting
         self.similarity = similarity
         self.alpha = alpha
         self.surrogate_gradient = surrogate_gradient
 
     def pharos(self, labels: Tensor) -> Tensor:
         bank = self.require_reference()
-        return pharos_code(labels, bank.codes, bank.labels, "pga", self.similarity).to(labels.device)
+        return pharos_code(labels, bank.codes, bank.labels, self.weighting, self.similarity).to(labels.device)
 
     def objective(self, u: Tensor) -> Tensor:
         """Per-query ``L_a`` (to be maximised) of ``u = b* o f(x')``: eq. (13), or eq. (10) when not masked."""

@@ -39,7 +39,9 @@ class SDHA(Attack):
 
     name: ClassVar[str] = "sdha"
     default_steps: ClassVar[int] = 1500
-    paper: ClassVar[str] = "Lu et al., A smart adversarial attack on deep hashing based image retrieval, ICMR 2021"
+    paper: ClassVar[str] = (
+        "Lu et al., A smart adversarial attack on deep hashing based image retrieval, ICMR 2021"
+    )
 
     def __init__(self, model: Any, *, optimizer: str = "adam", lr: float = 0.01, weight: float = 25.0,
                  sigma: float = 5.0, power: float = 0.5, **kwargs: Any) -> None:  # fmt: skip

@@ -35,7 +35,9 @@ register_dataset(
         "fashion-mnist",
         "Fashion-MNIST, 10 classes, 28x28 grey; query 1,000 / train 5,000 / database 10,000 (or all 64,000)",
         _fmnist_location,
-        lambda data_dir, seed, database, image_size: fashion_mnist.load_fashion_mnist(data_dir, seed, database),
+        lambda data_dir, seed, database, image_size: fashion_mnist.load_fashion_mnist(
+            data_dir, seed, database
+        ),
     )
 )
 register_dataset(
@@ -43,7 +45,9 @@ register_dataset(
         "fashion-mosaic",
         "2x2 mosaics of Fashion-MNIST (56x56), multi-label (1-3 of 10); query 1,000 / train 5,000 / db 10,000",
         _fmnist_location,
-        lambda data_dir, seed, database, image_size: fashion_mnist.load_fashion_mosaic(data_dir, seed, database),
+        lambda data_dir, seed, database, image_size: fashion_mnist.load_fashion_mosaic(
+            data_dir, seed, database
+        ),
     )
 )
 for _fmt, _desc in (

@@ -75,7 +75,9 @@ def read_idx(path: Path) -> np.ndarray:
     offset = 4 + 4 * ndim
     count = int(np.prod(dims))
     if len(data) - offset != count:
-        raise UserError(f"{path} is truncated or corrupt: expected {count} values, found {len(data) - offset}")
+        raise UserError(
+            f"{path} is truncated or corrupt: expected {count} values, found {len(data) - offset}"
+        )
     return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(dims)
 
 
@@ -89,7 +91,9 @@ def load_raw(data_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray
     return train_x, train_y.astype(np.int64), test_x, test_y.astype(np.int64)
 
 
-def _per_class(labels: np.ndarray, candidates: np.ndarray, per_class: int, rng: np.random.Generator) -> np.ndarray:
+def _per_class(
+    labels: np.ndarray, candidates: np.ndarray, per_class: int, rng: np.random.Generator
+) -> np.ndarray:
     chosen = []
     for c in range(len(CLASS_NAMES)):
         pool = candidates[labels[candidates] == c]
@@ -138,7 +142,10 @@ def load_fashion_mnist(
         mean=MEAN,
         std=STD,
         class_names=list(CLASS_NAMES),
-        info={"protocol": "query 100/class from test files, train 500/class, database from the rest", "seed": seed},
+        info={
+            "protocol": "query 100/class from test files, train 500/class, database from the rest",
+            "seed": seed,
+        },
     )
 
 

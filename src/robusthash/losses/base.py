@@ -22,6 +22,9 @@ class HashLoss(nn.Module):
     def epoch_start(self, epoch: int, num_epochs: int) -> None:
         """Called before each training epoch (DSDH's discrete update, HashNet's continuation)."""
 
+    def preinstall(self, outputs: Tensor, labels: Tensor) -> None:
+        """Start from the outputs f(x_i) of the whole training set (adversarial training of a trained model)."""
+
 
 def pairwise_similarity(labels_a: Tensor, labels_b: Tensor) -> Tensor:
     """1 where two items share at least one label, else 0, shape (A, B)."""
@@ -37,9 +40,12 @@ class BankLoss(HashLoss):
         self.register_buffer("U", torch.zeros(num_train, bits))
         self.register_buffer("Y", torch.zeros(num_train, num_classes))
 
+    def preinstall(self, outputs: Tensor, labels: Tensor) -> None:
+        self.U.copy_(outputs)
+        self.Y.copy_(labels)
+
     def update_bank(self, u: Tensor, labels: Tensor, indices: Tensor) -> Tensor:
         """Store the batch in the bank; return the bank with the batch rows live (differentiable)."""
         self.U[indices] = u.detach()
         self.Y[indices] = labels.to(self.Y.dtype)
         return self.U.index_put((indices,), u)
-

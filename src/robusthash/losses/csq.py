@@ -60,7 +60,9 @@ class CSQLoss(HashLoss):
 
     name = "csq"
 
-    def __init__(self, bits: int, num_classes: int, num_train: int = 0, lam: float = 1e-4, seed: int = 0) -> None:
+    def __init__(
+        self, bits: int, num_classes: int, num_train: int = 0, lam: float = 1e-4, seed: int = 0
+    ) -> None:
         super().__init__()
         g = torch.Generator().manual_seed(seed)
         self.register_buffer("centers", hash_centers(num_classes, bits, g))

@@ -13,7 +13,6 @@ from robusthash.metrics.retrieval import (
     ranking_statistics,
     retrieval_report,
     targeted_map,
-    tie_aware_average_precision,
 )
 
 __all__ = [
@@ -29,5 +28,4 @@ __all__ = [
     "ranking_statistics",
     "retrieval_report",
     "targeted_map",
-    "tie_aware_average_precision",
 ]

@@ -45,32 +45,75 @@ def pack_bits(bits: np.ndarray) -> np.ndarray:
 
 def _codes(x: ArrayLike, what: str) -> np.ndarray:
     arr = _numpy(x, what)
-    if not np.isin(arr, (-1, 1)).all():
+    positive = arr == 1
+    if not (positive | (arr == -1)).all():
         raise ValueError(f"{what} must hold only -1 and +1 (binarize continuous outputs first)")
-    return arr > 0
+    return positive
 
 
 def _labels(x: ArrayLike, what: str) -> np.ndarray:
     arr = _numpy(x, what)
-    if not np.isin(arr, (0, 1)).all():
+    positive = arr == 1
+    if not (positive | (arr == 0)).all():
         raise ValueError(f"{what} must hold only 0 and 1 (multi-hot rows)")
-    return arr > 0
+    return positive
 
 
 @dataclass
 class RankingStatistics:
-    """Everything one pass over the database gives: per-query AP@topk, hits at cut-offs, distance histograms."""
+    """What the compiled passes give: per-query AP@topk, hits at cut-offs, and optionally distance histograms."""
 
     ap: np.ndarray  # (Q,)
     cutoffs: np.ndarray  # (M,) effective cut-offs (clipped to the database size)
     hits: np.ndarray  # (Q, M) relevant items among the first cutoffs[m] ranks
-    hist: np.ndarray  # (Q, K+1) items at each Hamming distance
-    relhist: np.ndarray  # (Q, K+1) relevant items at each Hamming distance
     topk: int
+    hist: np.ndarray | None = None  # (Q, K+1) items at each Hamming distance
+    relhist: np.ndarray | None = None  # (Q, K+1) relevant items at each Hamming distance
+
+
+@dataclass
+class _Packed:
+    q: np.ndarray
+    d: np.ndarray
+    ql: np.ndarray
+    dl: np.ndarray
+    bits: int
 
     @property
-    def num_relevant(self) -> np.ndarray:
-        return self.relhist.sum(1)
+    def shape(self) -> tuple[int, int]:
+        return self.q.shape[0], self.d.shape[0]
+
+
+def _pack(
+    query_codes: ArrayLike, db_codes: ArrayLike, query_labels: ArrayLike, db_labels: ArrayLike
+) -> _Packed:
+    q, d = _codes(query_codes, "query codes"), _codes(db_codes, "database codes")
+    ql, dl = _labels(query_labels, "query labels"), _labels(db_labels, "database labels")
+    if q.shape[1] != d.shape[1]:
+        raise ValueError(f"code lengths differ: queries {q.shape[1]} bits, database {d.shape[1]} bits")
+    if ql.shape[1] != dl.shape[1]:
+        raise ValueError(f"label widths differ: queries {ql.shape[1]}, database {dl.shape[1]}")
+    if q.shape[0] != ql.shape[0] or d.shape[0] != dl.shape[0]:
+        raise ValueError("each code row needs one label row")
+    if d.shape[0] == 0:
+        raise ValueError("the database is empty")
+    return _Packed(pack_bits(q), pack_bits(d), pack_bits(ql), pack_bits(dl), q.shape[1])
+
+
+def _histograms(p: _Packed) -> tuple[np.ndarray, np.ndarray]:
+    nq = p.shape[0]
+    hist = np.zeros((nq, p.bits + 1), np.int64)
+    relhist = np.zeros((nq, p.bits + 1), np.int64)
+    if nq:
+        kernels.distance_histograms(p.q, p.d, p.ql, p.dl, hist, relhist)
+    return hist, relhist
+
+
+def _topk(topk: int | None, n: int) -> int:
+    topk = n if topk is None else int(topk)
+    if topk < 1:
+        raise ValueError(f"topk must be >= 1 or None, got {topk}")
+    return min(topk, n)
 
 
 def ranking_statistics(
@@ -80,36 +123,25 @@ def ranking_statistics(
     db_labels: ArrayLike,
     topk: int | None = None,
     cutoffs: Sequence[int] = (),
+    histograms: bool = False,
 ) -> RankingStatistics:
-    """One compiled pass over the database for all queries (see module docstring for the conventions)."""
-    q, d = _codes(query_codes, "query codes"), _codes(db_codes, "database codes")
-    ql, dl = _labels(query_labels, "query labels"), _labels(db_labels, "database labels")
-    if q.shape[1] != d.shape[1]:
-        raise ValueError(f"code lengths differ: queries {q.shape[1]} bits, database {d.shape[1]} bits")
-    if ql.shape[1] != dl.shape[1]:
-        raise ValueError(f"label widths differ: queries {ql.shape[1]}, database {dl.shape[1]}")
-    if q.shape[0] != ql.shape[0] or d.shape[0] != dl.shape[0]:
-        raise ValueError("each code row needs one label row")
-    n = d.shape[0]
-    if n == 0:
-        raise ValueError("the database is empty")
-    topk = n if topk is None else int(topk)
-    if topk < 1:
-        raise ValueError(f"topk must be >= 1 or None, got {topk}")
-    topk = min(topk, n)
+    """AP@topk and hits at rank ``cutoffs`` from the compiled ranking pass; with ``histograms``, also the
+    per-distance counts of all and of relevant items (one more pass). Conventions: module docstring."""
+    p = _pack(query_codes, db_codes, query_labels, db_labels)
+    nq, n = p.shape
+    topk = _topk(topk, n)
     cuts = np.asarray(sorted(int(c) for c in cutoffs), dtype=np.int64)
     if (cuts < 1).any():
         raise ValueError("rank cut-offs must be >= 1")
     cuts = np.minimum(cuts, n)
-    nq, nbins = q.shape[0], q.shape[1] + 1
-    hist = np.zeros((nq, nbins), np.int64)
-    relhist = np.zeros((nq, nbins), np.int64)
     ap = np.zeros(nq, np.float64)
     hits = np.zeros((nq, len(cuts)), np.int64)
     if nq:
-        kernels.ranking_statistics(pack_bits(q), pack_bits(d), pack_bits(ql), pack_bits(dl), topk, cuts,
-                                   hist, relhist, ap, hits)  # fmt: skip
-    return RankingStatistics(ap, cuts, hits, hist, relhist, topk)
+        kernels.ranked_relevance(p.q, p.d, p.ql, p.dl, topk, cuts, ap, hits)
+    stats = RankingStatistics(ap, cuts, hits, topk)
+    if histograms:
+        stats.hist, stats.relhist = _histograms(p)
+    return stats
 
 
 def average_precision(
@@ -121,16 +153,14 @@ def average_precision(
     tie_aware: bool = False,
 ) -> np.ndarray:
     """Per-query AP@topk, shape (Q,). ``tie_aware`` averages over orders within distance ties."""
-    stats = ranking_statistics(query_codes, db_codes, query_labels, db_labels, topk)
     if not tie_aware:
-        return stats.ap
-    return tie_aware_average_precision(stats)
-
-
-def tie_aware_average_precision(stats: RankingStatistics) -> np.ndarray:
-    out = np.zeros(stats.hist.shape[0], np.float64)
+        return ranking_statistics(query_codes, db_codes, query_labels, db_labels, topk).ap
+    p = _pack(query_codes, db_codes, query_labels, db_labels)
+    topk = _topk(topk, p.shape[1])
+    hist, relhist = _histograms(p)
+    out = np.zeros(p.shape[0], np.float64)
     if len(out):
-        kernels.tie_aware_ap(stats.hist, stats.relhist, stats.topk, out)
+        kernels.tie_aware_ap(hist, relhist, topk, out)
     return out
 
 
@@ -185,8 +215,7 @@ def precision_recall_curve(
     query_codes: ArrayLike, db_codes: ArrayLike, query_labels: ArrayLike, db_labels: ArrayLike
 ) -> dict[str, np.ndarray]:
     """PR curve by Hamming radius (see :func:`pr_curve_from_histograms`)."""
-    stats = ranking_statistics(query_codes, db_codes, query_labels, db_labels, topk=1)
-    return pr_curve_from_histograms(stats.hist, stats.relhist)
+    return pr_curve_from_histograms(*_histograms(_pack(query_codes, db_codes, query_labels, db_labels)))
 
 
 def precision_recall_at_ranks(
@@ -201,15 +230,20 @@ def precision_recall_at_ranks(
     An N above the database size is clipped to it. Precision averages over all queries; recall over queries
     with at least one relevant item in the database.
     """
-    stats = ranking_statistics(query_codes, db_codes, query_labels, db_labels, topk=1, cutoffs=ranks)
+    stats = ranking_statistics(query_codes, db_codes, query_labels, db_labels, topk=1, cutoffs=ranks,
+                               histograms=True)  # fmt: skip
     return _rank_curves(stats)
 
 
 def _rank_curves(stats: RankingStatistics) -> dict[str, np.ndarray]:
-    precision = (stats.hits / stats.cutoffs[None, :]).mean(0) if len(stats.hits) else np.zeros(len(stats.cutoffs))
-    nrel = stats.num_relevant
+    precision = (
+        (stats.hits / stats.cutoffs[None, :]).mean(0) if len(stats.hits) else np.zeros(len(stats.cutoffs))
+    )
+    nrel = stats.relhist.sum(1)
     has_rel = nrel > 0
-    recall = (stats.hits[has_rel] / nrel[has_rel, None]).mean(0) if has_rel.any() else np.zeros(len(stats.cutoffs))
+    recall = (
+        (stats.hits[has_rel] / nrel[has_rel, None]).mean(0) if has_rel.any() else np.zeros(len(stats.cutoffs))
+    )
     return {"n": stats.cutoffs, "precision": precision, "recall": recall}
 
 
@@ -220,8 +254,9 @@ def precision_at_n(
     db_labels: ArrayLike,
     ns: Sequence[int] = DEFAULT_NS,
 ) -> np.ndarray:
-    """P@N for each N in ``ns`` (default 100, 200, ..., 1000)."""
-    return precision_recall_at_ranks(query_codes, db_codes, query_labels, db_labels, ns)["precision"]
+    """P@N for each N in ``ns`` (default 100, 200, ..., 1000); an N above the database size is clipped to it."""
+    stats = ranking_statistics(query_codes, db_codes, query_labels, db_labels, topk=1, cutoffs=ns)
+    return (stats.hits / stats.cutoffs[None, :]).mean(0) if len(stats.hits) else np.zeros(len(stats.cutoffs))
 
 
 def retrieval_report(
@@ -233,7 +268,7 @@ def retrieval_report(
     ns: Sequence[int] = DEFAULT_NS,
 ) -> dict[str, Any]:
     """mAP@topk, per-query AP, PR curve and P@N / R@N from a single pass."""
-    stats = ranking_statistics(query_codes, db_codes, query_labels, db_labels, topk, ns)
+    stats = ranking_statistics(query_codes, db_codes, query_labels, db_labels, topk, ns, histograms=True)
     pr = pr_curve_from_histograms(stats.hist, stats.relhist)
     ranks = _rank_curves(stats)
     return {
@@ -241,6 +276,9 @@ def retrieval_report(
         "topk": stats.topk,
         "ap": stats.ap,
         "pr_curve": {k: v.tolist() for k, v in pr.items()},
-        "p_at_n": {"n": ranks["n"].tolist(), "precision": ranks["precision"].tolist(),
-                   "recall": ranks["recall"].tolist()},  # fmt: skip
+        "p_at_n": {
+            "n": ranks["n"].tolist(),
+            "precision": ranks["precision"].tolist(),
+            "recall": ranks["recall"].tolist(),
+        },  # fmt: skip
     }

@@ -23,15 +23,20 @@ class SmallCNN(nn.Module):
 
     The feature layer ends in batch norm, not ReLU: centred features keep a randomly initialised network from
     giving every image nearly the same code, which otherwise stalls the pairwise losses (DPSH, DPH) whose
-    gradients come from a bank of those codes. Sized for Fashion-MNIST: big enough to reach a high clean mAP and to be attackable, small enough to train
-    in about a minute on two CPU cores. Works for any input size >= 8 pixels (global pooling).
+    gradients come from a bank of those codes. Sized for Fashion-MNIST: big enough to reach a high clean mAP
+    and to be attackable, small enough to train in about a minute on two CPU cores. Works for any input size
+    >= 8 pixels (global pooling).
     """
 
     def __init__(self, in_channels: int = 1, width: int = 32, feature_dim: int = 256) -> None:
         super().__init__()
 
         def block(cin: int, cout: int) -> list[nn.Module]:
-            return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+            return [
+                nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(inplace=True),
+            ]
 
         self.body = nn.Sequential(
             *block(in_channels, width),
@@ -56,7 +61,9 @@ def _load_local(model: nn.Module, pretrained: str | Path | None) -> None:
         return
     path = Path(pretrained)
     if not path.is_file():
-        raise UserError(f"pretrained weights file {path} not found (nothing is downloaded; give a local file)")
+        raise UserError(
+            f"pretrained weights file {path} not found (nothing is downloaded; give a local file)"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure here means the file is unusable

@@ -56,7 +56,9 @@ class HashModel(nn.Module):
         if self.backbone_channels != self.in_channels:
             x = x.expand(-1, self.backbone_channels, -1, -1)
         if self.input_size is not None and x.shape[-1] != self.input_size:
-            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
+            x = F.interpolate(
+                x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False
+            )
         return self.backbone(x)
 
     def preactivation(self, x: Tensor) -> Tensor:

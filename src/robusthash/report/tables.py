@@ -35,4 +35,7 @@ def markdown_table(header: list[str], rows: list[list[Any]], align: str | None =
     """A plain Markdown table; numbers are printed with 4 decimals."""
     cells = [[_fmt(v) if isinstance(v, float) else str(v) for v in row] for row in rows]
     align = align or "|---" + "|---:" * (len(header) - 1) + "|"
-    return "\n".join(["| " + " | ".join(header) + " |", align] + ["| " + " | ".join(r) + " |" for r in cells]) + "\n"
+    return (
+        "\n".join(["| " + " | ".join(header) + " |", align] + ["| " + " | ".join(r) + " |" for r in cells])
+        + "\n"
+    )

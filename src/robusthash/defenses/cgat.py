@@ -1,0 +1,61 @@
+"""CgAT, center-guided adversarial training (CgAT sec. 3.3, eqs. 4-11, Algorithm 1)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from torch import Tensor
+
+from robusthash.attacks import PgA
+from robusthash.codes import pharos_code
+from robusthash.defenses.base import AdversarialTraining
+
+
+class CgAT(AdversarialTraining):
+    """Each step, for a batch (x, y):
+
+    1. adversarial examples maximising eq. (7) ``L_ca = -(1/K) b*^T f(x')`` by PGD (eq. 8: T = 7 steps of
+       2/255, eps 8/255, random start, model in eval mode, restored after), with ``b*`` the center codes of
+       eq. (4) computed from the dynamic bank with the weights of eq. (5) (similarity ``binary`` by default:
+       M = 1, s = 1 for every pair; ``dice`` / ``jaccard`` as options);
+    2. ``L_cat = L_ori(f(x)) + lambda L_adv`` (eq. 11) with ``L_adv = -(1/K) mean_i b*_i^T f(x'_i)`` (eq. 10);
+    3. the batch's bank rows become ``f(x)`` of this step (Algorithm 1, line 7).
+
+    As in the authors' code, the bank is updated with this step's clean outputs (before the parameter update)
+    and the center codes of ``L_adv`` are recomputed from the updated bank.
+    """
+
+    name: ClassVar[str] = "cgat"
+    default_optimizer: ClassVar[tuple[str, float]] = ("sgd", 0.01)
+    paper: ClassVar[str] = "Wang, Lin and Li, CgAT: center-guided adversarial training for deep hashing"
+    weighting: ClassVar[str] = "cgat"
+    masked: ClassVar[bool] = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        cfg = self.config
+        self.similarity = cfg.similarity or ("binary" if self.weighting == "cgat" else "dice")
+        self.attack = PgA(
+            self.model, masked=self.masked, weighting=self.weighting, similarity=self.similarity,
+            reference=self.bank.view(), eps=cfg.eps, steps=cfg.steps, step_size=cfg.step_size,
+            random_start=True, seed=cfg.seed, batch_size=10**9,
+        )  # fmt: skip
+
+    def center_codes(self, labels: Tensor) -> Tensor:
+        return pharos_code(labels, self.bank.codes, self.bank.labels, self.weighting, self.similarity)
+
+    def adversarial_step(self, x: Tensor, y: Tensor, idx: Tensor) -> dict[str, Tensor]:
+        x_adv = self.attack(x, y)
+        outputs = self.model(x)
+        adv_outputs = self.model(x_adv)
+        loss_ori = self.loss_fn(outputs, y, idx)
+        self.bank.update(idx, outputs)
+        loss_adv = self.center_loss(self.center_codes(y).to(outputs.dtype), adv_outputs)
+        return {"loss": loss_ori + self.config.lam * loss_adv, "ori": loss_ori, "adv": loss_adv}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "attack_rng": self.attack.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.attack.generator.set_state(state["attack_rng"])

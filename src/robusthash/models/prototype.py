@@ -1,0 +1,77 @@
+"""PrototypeNet (Wang et al., SIGIR 2021): a label row to a prototype hash code, ``label -> 4096 -> 512 -> K``.
+
+Used by the THA attack (its target code) and by the ATRDH defence (the target of its training attack).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+
+class PrototypeNet(nn.Module):
+    """``tanh(W3 (W2 relu(W1 y)))``: Linear(C, 4096), ReLU, Linear(4096, 512), Linear(512, K), tanh."""
+
+    def __init__(self, num_classes: int, bits: int) -> None:
+        super().__init__()
+        self.feature = nn.Sequential(
+            nn.Linear(num_classes, 4096), nn.ReLU(inplace=True), nn.Linear(4096, 512)
+        )
+        self.hashing = nn.Sequential(nn.Linear(512, bits), nn.Tanh())
+
+    def forward(self, labels: Tensor) -> Tensor:
+        return self.hashing(self.feature(labels))
+
+
+def prototype_loss(prototypes: Tensor, target_labels: Tensor, codes: Tensor, labels: Tensor) -> Tensor:
+    """The published PrototypeNet objective: a circle loss (m = 0, gamma = 1) on ``s = p b^T / K`` against the
+    bank codes b, positives sharing a label with the target, plus ``sum (sign p - p)^2 / (1e4 B)``.
+
+    Circle loss: ``logsumexp(a_n s_n) + logsumexp(-a_p s_p)`` with ``a_p = [2 - s_p]_+``, ``a_n = [s_n + 2]_+``
+    (detached), divided by the batch size B. (The public code keeps only the upper triangle of the B x N
+    similarity matrix, an artefact of square matrices; all pairs are used here.)
+    """
+    batch, bits = prototypes.shape
+    sim = prototypes @ codes.T / bits
+    positive = (target_labels @ labels.T) > 0
+    sp, sn = sim[positive], sim[~positive]
+    ap = (2 - sp.detach()).clamp_min(0)
+    an = (sn.detach() + 2).clamp_min(0)
+    zero = prototypes.new_zeros(())
+    loss_n = torch.logsumexp(an * sn, 0) if sn.numel() else zero
+    loss_p = torch.logsumexp(-ap * sp, 0) if sp.numel() else zero
+    reg = (torch.sign(prototypes) - prototypes).pow(2).sum() / (1e4 * batch)
+    return (loss_n + loss_p) / batch + reg
+
+
+def train_prototype_net(
+    codes: Tensor,
+    labels: Tensor,
+    candidates: Tensor,
+    steps: int = 30_000,
+    batch_size: int = 32,
+    lr: float = 1e-4,
+    generator: torch.Generator | None = None,
+    quiet: bool = True,
+) -> PrototypeNet:
+    """Fit a PrototypeNet to a code bank: Adam (lr 1e-4, betas 0.5 / 0.999) on batches of target label rows
+    drawn from ``candidates``, lr divided by 10 at 1/2 and 3/4 of the steps (the public THA schedule: 100
+    epochs of 300 steps)."""
+    device = codes.device
+    generator = generator or torch.Generator().manual_seed(0)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
+        net = PrototypeNet(labels.shape[1], codes.shape[1]).to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=lr, betas=(0.5, 0.999))
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[steps // 2, steps * 3 // 4], gamma=0.1)
+    codes, labels, candidates = codes.float(), labels.float().to(device), candidates.float().to(device)
+    for _ in tqdm(range(steps), desc="PrototypeNet", disable=quiet, leave=False):
+        pick = torch.randint(0, len(candidates), (batch_size,), generator=generator).to(device)
+        target = candidates[pick]
+        loss = prototype_loss(net(target), target, codes, labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    return net.eval()

@@ -1,0 +1,192 @@
+"""Adversarial training: the code bank, each method's step, robustness gained, exact resume."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from robusthash.attacks import CodeBank, create_attack
+from robusthash.checkpoint import read_checkpoint
+from robusthash.codes import binarize, pharos_code
+from robusthash.defenses import DefenseConfig, TrainingCodeBank, defend, defense_class, list_defenses
+from robusthash.defenses import base as defense_base
+from robusthash.errors import UserError
+from robusthash.evaluation import encode
+from robusthash.models.prototype import PrototypeNet, prototype_loss
+from robusthash.robustness import AttackSuite, evaluate_attacks
+from robusthash.training import TrainConfig, train
+from tests.test_training import toy_data
+
+
+@pytest.fixture(scope="module")
+def toy_ckpt(tmp_path_factory):
+    data = toy_data(n_per_class=40)
+    path = tmp_path_factory.mktemp("defend") / "base.pt"
+    train(data, TrainConfig(bits=16, loss="dph", epochs=4, batch_size=16, lr=3e-3, seed=1), path, quiet=True)
+    return data, read_checkpoint(path)
+
+
+def _config(method, **kw):
+    return DefenseConfig(**{"method": method, "epochs": 2, "batch_size": 16, "eps": 32 / 255,
+                            "step_size": 8 / 255, **kw})  # fmt: skip
+
+
+def test_code_bank_starts_from_eval_codes_and_updates_rows(toy_ckpt):
+    data, ckpt = toy_ckpt
+    model = ckpt.build_model().train()  # from_model must use eval mode and restore train mode
+    bank = TrainingCodeBank.from_model(model, data.train, "cpu")
+    assert model.training
+    model.eval()
+    assert torch.equal(bank.codes, encode(model, data.train))
+    view = bank.view()
+    new = torch.full((2, 16), -0.5)
+    bank.update(torch.tensor([3, 7]), new)
+    assert torch.equal(bank.values[[3, 7]], new) and torch.equal(view.codes[[3, 7]], -torch.ones(2, 16))
+    state = bank.state_dict()
+    bank.update(torch.tensor([3]), torch.full((1, 16), 0.5))
+    bank.load_state_dict(state)
+    assert torch.equal(view.codes[3], -torch.ones(16))  # restored in place: old views stay valid
+
+
+def _gather_worker(rank: int, world: int, store_file: str, out_file: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{store_file}", rank=rank, world_size=world)
+    bank = TrainingCodeBank(torch.zeros(6, 2), torch.zeros(6, 1))
+    rows = torch.tensor([rank, rank + 2] if rank == 0 else [rank + 2])  # ranks update different rows
+    bank.update(rows, torch.full((len(rows), 2), float(rank + 1)))
+    torch.save(bank.values, f"{out_file}.{rank}")
+    dist.destroy_process_group()
+
+
+def test_code_bank_updates_are_all_gathered_across_processes(tmp_path):
+    mp.spawn(_gather_worker, args=(2, str(tmp_path / "store"), str(tmp_path / "bank")), nprocs=2)
+    banks = [torch.load(tmp_path / f"bank.{r}", weights_only=True) for r in range(2)]
+    assert torch.equal(banks[0], banks[1])
+    assert banks[0][:, 0].tolist() == [1.0, 0.0, 1.0, 2.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("method", list_defenses())
+def test_one_step_of_each_method(method, toy_ckpt):
+    data, ckpt = toy_ckpt
+    torch.manual_seed(0)
+    model = ckpt.build_model().train()
+    from robusthash.losses import create_loss
+
+    loss_fn = create_loss("dph", 16, data.num_classes, len(data.train))
+    trainer = defense_class(method)(model, loss_fn, data, _config(method), torch.device("cpu"))
+    x, y, idx = data.train.batch(torch.arange(16))
+    before = [p.clone() for p in model.parameters()]
+    terms = trainer.training_step(x, y, idx)
+    assert set(terms) >= {"loss", "ori", "adv"} and all(
+        torch.isfinite(torch.tensor(v)) for v in terms.values()
+    )
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    model.eval()
+    # the bank's rows for the batch now hold this step's clean codes (before the update), others untouched
+    assert (trainer.bank.codes[16:] == encode(ckpt.build_model(), data.train)[16:]).all()
+
+
+def test_cgat_loss_is_eq_11_with_center_codes_from_the_updated_bank(toy_ckpt, monkeypatch):
+    data, ckpt = toy_ckpt
+    model = ckpt.build_model().train()
+    from robusthash.losses import create_loss
+
+    loss_fn = create_loss("dph", 16, data.num_classes, len(data.train))
+    cfg = _config("cgat", lam=0.7)
+    trainer = defense_class("cgat")(model, loss_fn, data, cfg, torch.device("cpu"))
+    x, y, idx = data.train.batch(torch.arange(8))
+    seen = {}
+    real_attack = trainer.attack
+
+    def spy_attack(images, labels):
+        seen["x_adv"] = real_attack(images, labels)
+        return seen["x_adv"]
+
+    monkeypatch.setattr(trainer, "attack", spy_attack)
+    terms = trainer.adversarial_step(x, y, idx)
+    assert (seen["x_adv"] - x).abs().max() <= cfg.eps + 1e-6
+    centers = pharos_code(y, trainer.bank.codes, trainer.bank.labels, "cgat", "binary")
+    with torch.no_grad():
+        adv_out = model(seen["x_adv"])
+    want_adv = -(centers * adv_out).sum(1).mean() / 16
+    assert terms["adv"].item() == pytest.approx(want_adv.item(), rel=1e-4)
+    assert terms["loss"].item() == pytest.approx((terms["ori"] + 0.7 * terms["adv"]).item(), rel=1e-5)
+
+
+def test_prototype_net_and_its_loss():
+    net = PrototypeNet(5, 12)
+    assert [m.out_features for m in net.modules() if isinstance(m, torch.nn.Linear)] == [4096, 512, 12]
+    torch.manual_seed(0)
+    p = torch.tanh(torch.randn(3, 12))
+    targets = torch.eye(5)[[0, 1, 2]]
+    codes = binarize(torch.randn(10, 12))
+    labels = torch.eye(5)[torch.arange(10) % 5]
+    sim = p @ codes.T / 12
+    pos = (targets @ labels.T) > 0
+    sp, sn = sim[pos], sim[~pos]
+    want = (
+        torch.logsumexp((sn + 2).clamp_min(0) * sn, 0) + torch.logsumexp(-(2 - sp).clamp_min(0) * sp, 0)
+    ) / 3
+    want = want + ((p.sign() - p) ** 2).sum() / (1e4 * 3)
+    assert prototype_loss(p, targets, codes, labels).item() == pytest.approx(want.item(), rel=1e-6)
+
+
+def _pga_robust_map(model, data):
+    suite = AttackSuite(attacks=["pga"], protocol="pgd20", eps=32 / 255, topk=None)
+    return evaluate_attacks(model, data, suite, quiet=True)["robust_map"]
+
+
+@pytest.mark.parametrize("method", ["cgat", "atrdh"])
+def test_defending_makes_the_model_more_robust(method, toy_ckpt):
+    data, ckpt = toy_ckpt
+    before = _pga_robust_map(ckpt.build_model(), data)
+    lr = {"cgat": 0.01, "atrdh": 1e-3}[method]
+    result = defend(ckpt, data, _config(method, epochs=3, lr=lr), quiet=True)
+    assert _pga_robust_map(result.model, data) > before + 0.1
+
+
+def test_defend_resumes_exactly_and_records_its_settings(toy_ckpt, tmp_path, monkeypatch):
+    data, ckpt = toy_ckpt
+    full = defend(ckpt, data, _config("cgat"), tmp_path / "full.pt", quiet=True)
+    real_save = defense_base.save_checkpoint
+    calls = {"n": 0}
+
+    def crash(*args, **kwargs):
+        real_save(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(defense_base, "save_checkpoint", crash)
+    with pytest.raises(KeyboardInterrupt):
+        defend(ckpt, data, _config("cgat"), tmp_path / "resumed.pt", quiet=True)
+    monkeypatch.setattr(defense_base, "save_checkpoint", real_save)
+    resumed = defend(ckpt, data, _config("cgat"), tmp_path / "resumed.pt", quiet=True)
+    for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    meta = read_checkpoint(tmp_path / "resumed.pt").meta
+    assert meta["kind"] == "defended" and meta["defense"]["method"] == "cgat"
+    assert meta["defense"]["config"]["lam"] == 1.0 and meta["model"]["bits"] == 16
+    with pytest.raises(UserError, match="other settings"):
+        defend(ckpt, data, _config("cgat", lam=0.5), tmp_path / "resumed.pt", quiet=True)
+
+
+def test_unknown_method_and_bad_config():
+    with pytest.raises(UserError, match="unknown defence 'madry'; valid: atrdh, cgat, pga-at"):
+        defense_class("madry")
+    with pytest.raises(UserError, match="lambda"):
+        DefenseConfig(lam=-1).validate()
+
+
+def test_attacks_see_the_bank_as_it_changes(toy_ckpt):
+    data, ckpt = toy_ckpt
+    model = ckpt.build_model()
+    bank = TrainingCodeBank.from_model(model, data.train, "cpu")
+    attack = create_attack("pga", model, reference=bank.view(), weighting="cgat")
+    y = data.train.labels[:4]
+    first = attack.pharos(y).clone()
+    bank.update(torch.arange(len(data.train)), -bank.values)
+    assert (attack.pharos(y) == -first).float().mean() > 0.9  # (zero sums keep sign(0) = +1)
+    assert isinstance(bank.view(), CodeBank)
