@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.robusthash-installed
 
-.PHONY: setup data demo test lint bench clean
+.PHONY: setup data browser demo test lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,10 +17,13 @@ setup: $(STAMP) data
 data:
 	@scripts/ensure-data.sh
 
+browser:
+	@scripts/ensure-chromium.sh
+
 demo: setup
 	$(BIN)/robusthash demo
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest -q
 
 lint: setup
@@ -28,6 +31,8 @@ lint: setup
 
 bench: setup
 	$(BIN)/python benchmarks/bench_metrics.py
+	$(BIN)/python benchmarks/bench_attacks.py --markdown docs/attacks.md
+	$(BIN)/python benchmarks/bench_defenses.py --markdown docs/defenses.md
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

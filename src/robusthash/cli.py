@@ -147,6 +147,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(p)
     p.set_defaults(handler=cmd_defend)
 
+    p = sub.add_parser("report", help="turn results JSON files into an HTML page, Markdown and CSV tables")
+    p.add_argument("results", nargs="+", help="attack results, a demo's results.json, or benchmark rows")
+    p.add_argument("--out", default="runs/report", help="output folder (default runs/report)")
+    p.add_argument(
+        "--no-gallery", action="store_true", help="skip the retrieval gallery (needs the checkpoints)"
+    )
+    _add_run_options(p)
+    p.set_defaults(handler=cmd_report)
+
     p = sub.add_parser("demo", help="the embedded default end to end: train, evaluate (and more as it grows)")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST IDX files")
@@ -321,6 +330,18 @@ def cmd_defend(args: argparse.Namespace) -> int:
     report = evaluate_retrieval(result.model, data, device, topk=1000)
     print(f"saved {out}: {args.method} from {args.model}, clean mAP@1000 = {report['map']:.4f} "
           f"({result.seconds:.0f} s of adversarial training)")  # fmt: skip
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from robusthash.report.build import build_report
+    from robusthash.runtime import resolve_device, seed_everything
+
+    seed_everything(args.seed)
+    index = build_report(
+        args.results, args.out, gallery=not args.no_gallery, device=resolve_device(args.device)
+    )
+    print(f"report: {index} (+ report.md, CSV tables, figures/)")
     return 0
 
 

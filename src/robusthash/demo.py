@@ -4,7 +4,8 @@ stopped.
 
 Stages: train DPH / small_cnn / 32 bits on Fashion-MNIST; attack it with P2P, DHTA, HAG, SDHA and PgA (all as
 PGD-20, PgA Table 5's protocol, so the whole suite runs in about a minute); adversarially train it with ATRDH,
-PgA-AT and CgAT; attack each defended model again; print the CgAT-style table and write the results.
+PgA-AT and CgAT; attack each defended model again; print the CgAT-style table, write the results and build
+the report (``out/report/index.html``).
 """
 
 from __future__ import annotations
@@ -33,10 +34,10 @@ ROW_NAMES = {"none": "undefended", "atrdh": "ATRDH", "pga-at": "PgA-AT", "cgat":
 COLUMN_NAMES = {"p2p": "P2P", "dhta": "DHTA", "hag": "HAG", "sdha": "SDHA", "pga": "PgA"}
 
 
-def _attack_stage(model_path: Path, data: DatasetSplits, suite: AttackSuite, device: torch.device,
-                  out: Path, seed: int, quiet: bool) -> dict[str, Any]:  # fmt: skip
+def _attack_stage(model_path: Path, data: DatasetSplits, options: dict[str, Any], suite: AttackSuite,
+                  device: torch.device, out: Path, seed: int, quiet: bool) -> dict[str, Any]:  # fmt: skip
     """Attack results of one model, reused from ``out`` when an earlier run finished them."""
-    config = {"model": str(model_path), "suite": asdict(suite)}
+    config = {"model": str(model_path), "dataset": options, "suite": asdict(suite)}
     if out.exists():
         doc = json.loads(out.read_text())
         if doc.get("config") == config:
@@ -75,7 +76,8 @@ def run_demo(out: Path, data_dir: str | None, seed: int, device_name: str, quiet
     print(
         f"[2/4] attacking the undefended model ({', '.join(DEMO_ATTACKS)}; PGD-20; {len(data.query)} queries)"
     )
-    results = {"none": _attack_stage(model_path, data, suite, device, out / "attacks-none.json", seed, quiet)}
+    results = {"none": _attack_stage(model_path, data, options, suite, device, out / "attacks-none.json", seed,
+                                     quiet)}  # fmt: skip
     print(attack_table(results["none"], "undefended model, PGD-20 protocol"))
 
     print(f"[3/4] adversarial training: {', '.join(DEFENSES)} ({DefenseConfig().epochs} epochs each)")
@@ -87,8 +89,8 @@ def run_demo(out: Path, data_dir: str | None, seed: int, device_name: str, quiet
 
     print("[4/4] attacking the defended models")
     for method in DEFENSES:
-        results[method] = _attack_stage(paths[method], data, suite, device, out / f"attacks-{method}.json",
-                                        seed, quiet)  # fmt: skip
+        results[method] = _attack_stage(paths[method], data, options, suite, device,
+                                        out / f"attacks-{method}.json", seed, quiet)  # fmt: skip
     table = defense_table(results, DEMO_ATTACKS)
     summary = {
         "dataset": options, "train": asdict(config), "defense": asdict(DefenseConfig(seed=seed)),

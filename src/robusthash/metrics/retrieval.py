@@ -282,3 +282,14 @@ def retrieval_report(
             "recall": ranks["recall"].tolist(),
         },  # fmt: skip
     }
+
+
+def hamming_ranking(query_codes: ArrayLike, db_codes: ArrayLike, k: int) -> np.ndarray:
+    """Indices of the first ``k`` database items for each query under the stable order (distance, index).
+
+    For a handful of queries (galleries, inspection); mAP and friends never materialise the ranking.
+    """
+    q = _numpy(query_codes, "query codes").astype(np.int32)
+    d = _numpy(db_codes, "database codes").astype(np.int32)
+    distances = (d.shape[1] - q @ d.T) // 2
+    return np.argsort(distances, axis=1, kind="stable")[:, :k]

@@ -50,3 +50,24 @@ def _finish(fig: Any, ax: Any, caption: str) -> None:
     ax.legend(fontsize=8, loc="best")
     fig.text(0.5, 0.005, caption, ha="center", va="bottom", fontsize=6.5, wrap=True, color="#444")
     fig.tight_layout(rect=(0, 0.05, 1, 1))
+
+
+def plot_efficiency(results: dict[str, Any], caption: str, out: str | Path) -> Path:
+    """PgA Fig. 1 for one run: mAP under each attack against seconds per adversarial image."""
+    fig, ax = plt.subplots(figsize=(5.6, 4.2), dpi=110)
+    for name, r in results["attacks"].items():
+        ax.scatter(r["seconds_per_image"], r["map"], s=45)
+        ax.annotate(
+            name, (r["seconds_per_image"], r["map"]), fontsize=8, xytext=(4, 4), textcoords="offset points"
+        )
+    ax.axhline(results["clean"]["map"], color="black", linewidth=1, linestyle="--", label="clean")
+    times = [r["seconds_per_image"] for r in results["attacks"].values()]
+    wide = bool(times) and max(times) > 10 * min(times)
+    ax.set(xscale="log" if wide else "linear", ylabel="mAP under attack",
+           xlabel="seconds per adversarial image" + (" (log scale)" if wide else ""),
+           title="Attack strength against cost (lower left is better)")  # fmt: skip
+    _finish(fig, ax, caption)
+    out = Path(out)
+    fig.savefig(out)
+    plt.close(fig)
+    return out

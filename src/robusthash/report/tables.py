@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 
-def _fmt(value: Any, spec: str = ".4f") -> str:
+def fmt(value: Any, spec: str = ".4f") -> str:
     return "" if value is None else format(value, spec)
 
 
@@ -18,22 +18,22 @@ def attack_table(results: dict[str, Any], title: str | None = None) -> str:
     lines += [
         f"| attack | steps | mAP@{topk} | t-mAP@{topk} | s / image | bits flipped | L-inf (x255) | L2 |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
-        f"| clean | | {_fmt(results['clean']['map'])} | | | | | |",
+        f"| clean | | {fmt(results['clean']['map'])} | | | | | |",
     ]
     for name, r in results["attacks"].items():
         lines.append(
-            f"| {name} | {r['settings']['steps']} | {_fmt(r['map'])} | {_fmt(r.get('tmap'))} | "
-            f"{_fmt(r['seconds_per_image'], '.4f')} | {_fmt(r['bits_flipped'], '.2f')} | "
-            f"{_fmt(r['linf'] * 255, '.2f')} | {_fmt(r['l2'], '.3f')} |"
+            f"| {name} | {r['settings']['steps']} | {fmt(r['map'])} | {fmt(r.get('tmap'))} | "
+            f"{fmt(r['seconds_per_image'], '.4f')} | {fmt(r['bits_flipped'], '.2f')} | "
+            f"{fmt(r['linf'] * 255, '.2f')} | {fmt(r['l2'], '.3f')} |"
         )
     if "robust_map" in results:
-        lines.append(f"| **robust (worst case per query)** | | **{_fmt(results['robust_map'])}** | | | | | |")
+        lines.append(f"| **robust (worst case per query)** | | **{fmt(results['robust_map'])}** | | | | | |")
     return "\n".join(lines) + "\n"
 
 
 def markdown_table(header: list[str], rows: list[list[Any]], align: str | None = None) -> str:
     """A plain Markdown table; numbers are printed with 4 decimals."""
-    cells = [[_fmt(v) if isinstance(v, float) else str(v) for v in row] for row in rows]
+    cells = [[fmt(v) if isinstance(v, float) else str(v) for v in row] for row in rows]
     align = align or "|---" + "|---:" * (len(header) - 1) + "|"
     return (
         "\n".join(["| " + " | ".join(header) + " |", align] + ["| " + " | ".join(r) + " |" for r in cells])

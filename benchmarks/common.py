@@ -1,0 +1,72 @@
+"""Shared pieces of the benchmark scripts: cached models, resumable result rows, printing."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from robusthash.checkpoint import read_checkpoint  # noqa: E402
+from robusthash.data import DatasetSplits, load_dataset  # noqa: E402
+from robusthash.runtime import atomic_write_json, environment  # noqa: E402
+from robusthash.training import TrainConfig, train  # noqa: E402
+
+CACHE = ROOT / "runs" / "bench"
+RESULTS = ROOT / "benchmarks" / "results"
+EPOCHS = {"fashion-mnist": 20, "fashion-mosaic": 10}
+
+_DATA: dict[str, DatasetSplits] = {}
+
+
+def dataset(name: str) -> DatasetSplits:
+    if name not in _DATA:
+        _DATA[name] = load_dataset(name, seed=0)
+    return _DATA[name]
+
+
+def trained_model(name: str, bits: int, loss: str = "dph", seed: int = 0, **overrides: Any) -> Path:
+    """Train (or reuse) the embedded recipe for ``loss`` / ``bits`` on dataset ``name``; return its checkpoint.
+
+    fashion-mosaic images are 4x larger, so its recipe runs 10 epochs instead of 20 to stay within minutes.
+    """
+    path = CACHE / f"{name}-{loss}-{bits}-s{seed}.pt"
+    config = TrainConfig(loss=loss, bits=bits, seed=seed, epochs=EPOCHS[name], **overrides)
+    options = {"name": name, "database": 10_000, "split_seed": 0, "image_size": None, "data_dir": None}
+    train(dataset(name), config, path, dataset_options=options, quiet=True)
+    return path
+
+
+class Rows:
+    """Result rows in a JSON file, written atomically after every row; rows already there are skipped."""
+
+    def __init__(self, path: Path, command: str, key_fields: tuple[str, ...]) -> None:
+        self.path = path
+        self.key_fields = key_fields
+        doc = json.loads(path.read_text()) if path.exists() else {}
+        self.rows: list[dict[str, Any]] = doc.get("rows", [])
+        self.doc = {"command": command, "environment": environment("cpu"), "rows": self.rows}
+
+    def key(self, row: dict[str, Any]) -> tuple:
+        return tuple(row.get(k) for k in self.key_fields)
+
+    def has(self, **key: Any) -> bool:
+        wanted = self.key(key)
+        return any(self.key(r) == wanted for r in self.rows)
+
+    def get(self, **key: Any) -> dict[str, Any] | None:
+        wanted = self.key(key)
+        return next((r for r in self.rows if self.key(r) == wanted), None)
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.rows[:] = [r for r in self.rows if self.key(r) != self.key(row)] + [row]
+        self.doc["environment"] = environment("cpu")
+        atomic_write_json(self.doc, self.path)
+
+
+def checkpoint_meta(path: Path) -> dict[str, Any]:
+    meta = read_checkpoint(path).meta
+    return {"train": meta["train"], "model": meta["model"]}

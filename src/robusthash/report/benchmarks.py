@@ -1,0 +1,295 @@
+"""Tables and figures of the benchmark result rows (``benchmarks/results/*.json``).
+
+``attack_benchmark_markdown`` turns the rows of ``bench_attacks.py`` into the PgA paper's Tables 1, 3 and 5
+and Fig. 5; the benchmark scripts and ``robusthash report`` both use it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from robusthash.report.tables import markdown_table  # noqa: E402
+
+NAMES = {"clean": "Clean", "p2p": "P2P", "dhta": "DHTA", "hag": "HAG", "sdha": "SDHA", "pga-dagger": "PgA-dagger",
+         "pga": "PgA", "tha": "THA"}  # fmt: skip
+ORDER = ["clean", "p2p", "dhta", "hag", "sdha", "pga-dagger", "pga"]
+
+
+def _pick(rows: list[dict[str, Any]], **key: Any) -> dict[str, Any] | None:
+    for r in rows:
+        if all(r.get(k) == v for k, v in key.items()):
+            return r
+    return None
+
+
+def _map_table(rows: list[dict[str, Any]], protocol: str, columns: list[tuple[str, int, str]]) -> str:
+    header = ["attack"] + [f"{d} {b} bits" + ("" if m == "dph" else f" ({m})") for d, b, m in columns]
+    body = []
+    for attack in ORDER:
+        line: list[Any] = [NAMES[attack]]
+        for d, b, m in columns:
+            r = _pick(
+                rows, dataset=d, bits=b, model=m, protocol=protocol, attack=attack, steps=None, margin=None
+            )
+            line.append(r["map"] if r else "")
+        body.append(line)
+    return markdown_table(header, body)
+
+
+def _lowest_note(rows: list[dict[str, Any]], protocol: str, columns: list[tuple[str, int, str]]) -> str:
+    notes = []
+    for d, b, m in columns:
+        found = [r for r in rows if r.get("dataset") == d and r.get("bits") == b and r.get("model") == m
+                 and r.get("protocol") == protocol and r.get("steps") is None and r.get("margin") is None
+                 and r["attack"] != "clean"]  # fmt: skip
+        if found:
+            best = min(found, key=lambda r: r["map"])
+            notes.append(f"{d} {b} bits ({m}): lowest is {NAMES[best['attack']]} ({best['map']:.4f})")
+    return "; ".join(notes)
+
+
+def attack_benchmark_markdown(
+    rows: list[dict[str, Any]], figures: Path, link_prefix: str = "figures/"
+) -> str:
+    """The Markdown of Tables 1, 5, 3 and Fig. 5 from ``bench_attacks.py`` rows; figures go to ``figures``."""
+    figures.mkdir(parents=True, exist_ok=True)
+    datasets = sorted({r["dataset"] for r in rows if r.get("protocol") in ("default", "pgd20")})
+    bits = sorted({r["bits"] for r in rows if r.get("protocol") in ("default", "pgd20")})
+    cols = [(d, b, "dph") for d in datasets for b in bits]
+    parts = [
+        "# Attacks at embedded scale (PgA paper, Tables 1, 3, 5 and Fig. 5)\n",
+        "Produced by `python benchmarks/bench_attacks.py --markdown docs/attacks.md` (raw rows: "
+        "`benchmarks/results/attacks.json`). DPH models on `small_cnn`, eps 8/255, mAP@1000 "
+        "against the 10,000-item database. Lower is a stronger attack.\n",
+        "## Table 1: default iterations (P2P / DHTA / HAG 2,000, SDHA 1,500, PgA 100)\n",
+        _default_queries_note(rows),
+        _map_table(rows, "default", cols),
+        "\n" + _lowest_note(rows, "default", cols) + "\n",
+        "## Table 5: every attack as PGD-20 (T = 20, step 1/255)\n",
+        _map_table(rows, "pgd20", cols + [("fashion-mnist", 32, "atrdh")]),
+        "\n" + _lowest_note(rows, "pgd20", cols + [("fashion-mnist", 32, "atrdh")]) + "\n",
+        "## Table 3: seconds per adversarial image (32 bits, default iterations, 2 CPU cores)\n",
+        _time_table(rows, datasets),
+        _floor_note(rows),
+        "## Fig. 5: mAP against T (PGD steps) and against the margin t\n",
+        _sweep_tables(rows, figures, link_prefix),
+    ]
+    if _efficiency_figure(rows, figures):
+        parts.append(f"\n![mAP against time]({link_prefix}attacks-efficiency.png)\n")
+    return "\n".join(p for p in parts if p)
+
+
+def _default_queries_note(rows: list[dict[str, Any]]) -> str:
+    counts = sorted({(r["dataset"], r["queries"]) for r in rows if r.get("protocol") == "default"
+                     and r.get("margin") is None})  # fmt: skip
+    return "Queries attacked: " + ", ".join(f"{d} {q}" for d, q in counts) + " (seeded subsets).\n"
+
+
+def _time_table(rows: list[dict[str, Any]], datasets: list[str]) -> str:
+    header = ["attack"] + [f"{d} mAP" for d in datasets] + [f"{d} s/image" for d in datasets]
+    body = []
+    for attack in ORDER[1:]:
+        found = [_pick(rows, dataset=d, bits=32, model="dph", protocol="default", attack=attack, steps=None,
+                       margin=None) for d in datasets]  # fmt: skip
+        body.append([NAMES[attack]] + [r["map"] if r else "" for r in found]
+                    + [f"{r['seconds_per_image']:.4f}" if r else "" for r in found])  # fmt: skip
+    return markdown_table(header, body)
+
+
+def _floor_note(rows: list[dict[str, Any]]) -> str:
+    r = _pick(rows, protocol="floor", attack="pga")
+    if not r:
+        return ""
+    return (f"\nPgA at T = {r['steps']} on a batch of {r['batch']}: {r['pga_seconds']:.2f} s; {r['steps']} bare "
+            f"forward-backward passes of the same batch: {r['floor_seconds']:.2f} s; ratio **{r['ratio']:.3f}** "
+            "(bar: at most 1.15).\n")  # fmt: skip
+
+
+def _sweep_tables(rows: list[dict[str, Any]], figures: Path, link_prefix: str) -> str:
+    out = []
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), dpi=100)
+    for ax, model in zip(axes[:2], ("dph", "atrdh"), strict=True):
+        steps = [1, 5, 10, 20, 50, 100]
+        header = ["attack"] + [f"T={t}" for t in steps]
+        body = []
+        for attack in ("dhta", "hag", "sdha", "pga-dagger", "pga"):
+            values = []
+            for t in steps:
+                r = _pick(rows, dataset="fashion-mnist", bits=32, model=model, protocol="pgd20", attack=attack,
+                          steps=None if t == 20 else t, margin=None)  # fmt: skip
+                values.append(r["map"] if r else None)
+            if any(v is not None for v in values):
+                body.append([NAMES[attack]] + [v if v is not None else "" for v in values])
+                ax.plot([t for t, v in zip(steps, values) if v is not None], [v for v in values if v is not None],
+                        marker="o", label=NAMES[attack])  # fmt: skip
+        if body:
+            out += [f"mAP against T, {model.upper()} model (Fashion-MNIST, 32 bits, PGD):\n",
+                    markdown_table(header, body)]  # fmt: skip
+        ax.set(xscale="log", xlabel="T (PGD steps)", ylabel="mAP@1000", title=f"(a/b) mAP-T, {model.upper()}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    margins = [-0.2, -0.4, -0.6, -0.8, -0.95]
+    header = ["model"] + [f"t={m}" for m in margins]
+    body = []
+    for model in ("dph", "atrdh"):
+        values = [_pick(rows, dataset="fashion-mnist", bits=32, model=model, protocol="default", attack="pga",
+                        margin=m) for m in margins]  # fmt: skip
+        if any(values):
+            body.append([model.upper()] + [v["map"] if v else "" for v in values])
+            axes[2].plot(
+                margins, [v["map"] if v else float("nan") for v in values], marker="o", label=model.upper()
+            )
+    if body:
+        out += ["\nPgA (T = 100) against its margin t:\n", markdown_table(header, body)]
+    axes[2].set(xlabel="margin t", ylabel="mAP@1000", title="(c) PgA against t")
+    axes[2].grid(alpha=0.3)
+    axes[2].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(figures / "attacks-fig5.png")
+    plt.close(fig)
+    out.append(f"\n![Fig. 5]({link_prefix}attacks-fig5.png)\n")
+    return "\n".join(out)
+
+
+def _efficiency_figure(rows: list[dict[str, Any]], figures: Path) -> bool:
+    """PgA Fig. 1: mAP against seconds per image, default iterations, Fashion-MNIST 32 bits."""
+    if not _pick(rows, dataset="fashion-mnist", bits=32, model="dph", protocol="default"):
+        return False
+    fig, ax = plt.subplots(figsize=(5.5, 4), dpi=100)
+    for attack in ORDER[1:]:
+        r = _pick(rows, dataset="fashion-mnist", bits=32, model="dph", protocol="default", attack=attack,
+                  steps=None, margin=None)  # fmt: skip
+        if r:
+            ax.scatter(r["seconds_per_image"], r["map"], s=50)
+            ax.annotate(NAMES[attack], (r["seconds_per_image"], r["map"]), fontsize=8, xytext=(4, 4),
+                        textcoords="offset points")  # fmt: skip
+    ax.set(xscale="log", xlabel="seconds per adversarial image (log)", ylabel="mAP@1000 under attack",
+           title="Efficiency (Fashion-MNIST, 32 bits)")  # fmt: skip
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(figures / "attacks-efficiency.png")
+    plt.close(fig)
+    return True
+
+
+DEFENSE_NAMES = {"none": "undefended", "atrdh": "ATRDH", "pga-at": "PgA-AT", "cgat": "CgAT"}
+DEFENSE_ATTACKS = ["clean", "p2p", "dhta", "hag", "sdha", "pga", "robust"]
+
+
+def defense_benchmark_markdown(
+    rows: list[dict[str, Any]], figures: Path, link_prefix: str = "figures/"
+) -> str:
+    """CgAT Tables 1 / 5 (mAP of each defence under each attack), Fig. 4 (lambda) and Figs. 2-3 (PR and P@N
+    under SDHA) from ``bench_defenses.py`` rows."""
+    figures.mkdir(parents=True, exist_ok=True)
+    parts = ["# Defences at embedded scale (CgAT paper, Tables 1 and 5, Figs. 2-4)\n",
+             "Produced by `python benchmarks/bench_defenses.py --markdown docs/defenses.md` (raw rows: "
+             "`benchmarks/results/defenses.json`). mAP@1000; every attack run as PGD-20 (20 signed steps of "
+             "1/255, eps 8/255) on all 1,000 queries; robust = mean over queries of the lowest AP any attack "
+             "reached.\n"]  # fmt: skip
+    configs = sorted({(r["dataset"], r["bits"], r.get("loss", "")) for r in rows if r.get("lam") == 1.0})
+    for name, bits, loss in configs:
+        header = ["defence"] + [NAMES.get(a, a.capitalize()) for a in DEFENSE_ATTACKS]
+        body = []
+        for defense in DEFENSE_NAMES:
+            values = [_pick(rows, dataset=name, bits=bits, defense=defense, attack=a, lam=1.0 if defense != "none"
+                            else None) for a in DEFENSE_ATTACKS]  # fmt: skip
+            if any(values):
+                body.append([DEFENSE_NAMES[defense]] + [v["map"] if v else "" for v in values])
+        parts += [f"## {name}, {bits} bits ({loss.upper()} models)\n", markdown_table(header, body)]
+        parts.append(_defense_checks(rows, name, bits))
+    lams = sorted({r["lam"] for r in rows if r.get("defense") == "cgat" and r.get("lam") is not None})
+    if len(lams) > 1:
+        name, bits = "fashion-mnist", 32
+        header = ["lambda"] + [NAMES.get(a, a.capitalize()) for a in DEFENSE_ATTACKS]
+        body = []
+        for lam in lams:
+            values = [
+                _pick(rows, dataset=name, bits=bits, defense="cgat", attack=a, lam=lam)
+                for a in DEFENSE_ATTACKS
+            ]
+            body.append([lam] + [v["map"] if v else "" for v in values])
+        parts += ["## Fig. 4: CgAT against lambda (Fashion-MNIST, 32 bits)\n", markdown_table(header, body)]
+        _lambda_figure(rows, lams, figures / "defenses-lambda.png")
+        parts.append(f"\n![lambda sweep]({link_prefix}defenses-lambda.png)\n")
+    if _sdha_curves(rows, figures / "defenses-sdha-curves.png"):
+        parts += ["## Figs. 2-3: PR and P@N curves under SDHA (Fashion-MNIST, 32 bits)\n",
+                  f"![PR and P@N under SDHA]({link_prefix}defenses-sdha-curves.png)\n"]  # fmt: skip
+    return "\n".join(parts)
+
+
+def _defense_checks(rows: list[dict[str, Any]], name: str, bits: int) -> str:
+    def get(defense: str, attack: str) -> float | None:
+        r = _pick(rows, dataset=name, bits=bits, defense=defense, attack=attack,
+                  lam=None if defense == "none" else 1.0)  # fmt: skip
+        return r["map"] if r else None
+
+    attacks = [a for a in DEFENSE_ATTACKS if a != "clean"]
+    cg, at = [get("cgat", a) for a in attacks], [get("atrdh", a) for a in attacks]
+    lines = []
+    if all(v is not None for v in cg + at):
+        above = [NAMES.get(a, a) for a, c, t in zip(attacks, cg, at, strict=True) if c > t]
+        lines.append(f"CgAT above ATRDH under {len(above)} of {len(attacks)} attack columns"
+                     + (f" ({', '.join(above)})" if above else ""))  # fmt: skip
+    c_clean, a_clean = get("cgat", "clean"), get("atrdh", "clean")
+    if c_clean is not None and a_clean is not None:
+        lines.append(
+            f"clean mAP: CgAT {c_clean:.4f}, ATRDH {a_clean:.4f} ({100 * (c_clean - a_clean):+.1f} points)"
+        )
+    c_pga, n_pga = get("cgat", "pga"), get("none", "pga")
+    if c_pga is not None and n_pga is not None:
+        lines.append(
+            f"under PgA, CgAT lifts mAP by {100 * (c_pga - n_pga):+.1f} points over the undefended model"
+        )
+    return ("Checks: " + "; ".join(lines) + ".\n") if lines else ""
+
+
+def _lambda_figure(rows: list[dict[str, Any]], lams: list[float], out: Path) -> None:
+    fig, ax = plt.subplots(figsize=(5.6, 4), dpi=100)
+    for attack in ("clean", "sdha", "pga", "robust"):
+        values = [
+            _pick(rows, dataset="fashion-mnist", bits=32, defense="cgat", attack=attack, lam=lam)
+            for lam in lams
+        ]
+        ax.plot(
+            lams,
+            [v["map"] if v else float("nan") for v in values],
+            marker="o",
+            label=NAMES.get(attack, attack),
+        )
+    ax.set(xlabel="lambda", ylabel="mAP@1000", title="CgAT against lambda (Fashion-MNIST, 32 bits)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+
+
+def _sdha_curves(rows: list[dict[str, Any]], out: Path) -> bool:
+    found = [(d, _pick(rows, dataset="fashion-mnist", bits=32, defense=d, attack="sdha",
+                       lam=None if d == "none" else 1.0)) for d in DEFENSE_NAMES]  # fmt: skip
+    found = [(d, r) for d, r in found if r and r.get("pr_curve")]
+    if not found:
+        return False
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4), dpi=100)
+    for d, r in found:
+        a1.plot(r["pr_curve"]["recall"], r["pr_curve"]["precision"], marker="o", markersize=2.5,
+                label=DEFENSE_NAMES[d])  # fmt: skip
+        a2.plot(r["p_at_n"]["n"], r["p_at_n"]["precision"], marker="o", markersize=3, label=DEFENSE_NAMES[d])
+    a1.set(
+        xlabel="recall", ylabel="precision", title="PR under SDHA (Hamming radius)", xlim=(0, 1), ylim=(0, 1)
+    )
+    a2.set(xlabel="N", ylabel="precision@N", title="P@N under SDHA", ylim=(0, 1))
+    for ax in (a1, a2):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out)
+    plt.close(fig)
+    return True
