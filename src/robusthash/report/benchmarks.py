@@ -126,8 +126,8 @@ def _sweep_tables(rows: list[dict[str, Any]], figures: Path, link_prefix: str) -
                 values.append(r["map"] if r else None)
             if any(v is not None for v in values):
                 body.append([NAMES[attack]] + [v if v is not None else "" for v in values])
-                ax.plot([t for t, v in zip(steps, values) if v is not None], [v for v in values if v is not None],
-                        marker="o", label=NAMES[attack])  # fmt: skip
+                done = [(t, v) for t, v in zip(steps, values, strict=True) if v is not None]
+                ax.plot([t for t, _ in done], [v for _, v in done], marker="o", label=NAMES[attack])
         if body:
             out += [f"mAP against T, {model.upper()} model (Fashion-MNIST, 32 bits, PGD):\n",
                     markdown_table(header, body)]  # fmt: skip

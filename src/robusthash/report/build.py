@@ -260,12 +260,20 @@ def _environment_lines(docs: list[dict[str, Any]]) -> list[str]:
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1100px;color:#222;
-line-height:1.45;padding:0 1em}h1{font-size:1.7em}h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:2em}
-table{border-collapse:collapse;margin:.6em 0;font-size:.92em}th,td{border:1px solid #ccc;padding:.25em .6em;
-text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}tbody tr:nth-child(even)
-{background:#fafafa}figure{margin:.8em 1% .8em 0;display:inline-block;vertical-align:top;width:48.5%}
-figure.wide{width:100%}figure img{max-width:100%;border:1px solid #eee}figcaption{font-size:.8em;color:#555}.note{font-size:.85em;color:#555}.meta{font-size:.85em;color:#555}pre{background:#f6f6f6;padding:.6em;
-overflow:auto}code{background:#f3f3f3;padding:0 .2em}
+  line-height:1.45;padding:0 1em}
+h1{font-size:1.7em}
+h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:2em}
+table{border-collapse:collapse;margin:.6em 0;font-size:.92em}
+th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}
+th{background:#f3f3f3}
+td:first-child,th:first-child{text-align:left}
+tbody tr:nth-child(even){background:#fafafa}
+figure{margin:.8em 1% .8em 0;display:inline-block;vertical-align:top;width:48.5%}
+figure.wide{width:100%}
+figure img{max-width:100%;border:1px solid #eee}
+figcaption,.note,.meta{font-size:.82em;color:#555}
+pre{background:#f6f6f6;padding:.6em;overflow:auto}
+code{background:#f3f3f3;padding:0 .2em}
 """
 
 
@@ -327,8 +335,8 @@ def build_report(paths: list[str | Path], out: str | Path, gallery: bool = True,
     sections: list[Section] = []
     table = defense_table(attacks) if attacks else None
     if table:
-        sections.append(Section("Defences", intro="Clean and attacked mAP of each model; robust = the mean over "
-                                "queries of the lowest AP any attack reached (worst case).", tables=[table]))  # fmt: skip
+        intro = "Clean and attacked mAP of each model; robust = mean over queries of the lowest AP any attack reached."
+        sections.append(Section("Defences", intro=intro, tables=[table]))
     for i, (path, doc) in enumerate(attacks):
         sections.append(attack_section(path, doc, figures, i))
     if gallery and attacks:
