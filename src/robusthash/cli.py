@@ -70,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(p, default="fashion-mnist")
     p.add_argument("--backbone", default="small_cnn", help=f"one of: {', '.join(list_models())}")
     p.add_argument("--pretrained", default=None, help="local torchvision ImageNet weights for the backbone")
+    p.add_argument(
+        "--input-size",
+        type=_positive_int,
+        default=None,
+        help="resize inputs to this side inside the model (e.g. 64 for efficientnet_lite0)",
+    )
     p.add_argument("--bits", type=_positive_int, default=32, help="code length K (default 32)")
     p.add_argument("--loss", default="dph", help=f"one of: {', '.join(list_losses())} (default dph)")
     p.add_argument(
@@ -217,7 +223,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         }.items() if v is not None
     }  # fmt: skip
     config = TrainConfig(backbone=args.backbone, bits=args.bits, loss=args.loss, seed=args.seed,
-                         pretrained=args.pretrained, **overrides)  # fmt: skip
+                         pretrained=args.pretrained, input_size=args.input_size, **overrides)  # fmt: skip
     result = train(data, config, args.out, device, resume=not args.no_resume, dataset_options=options,
                    quiet=args.quiet)  # fmt: skip
     report = evaluate_retrieval(result.model, data, device, topk=1000)

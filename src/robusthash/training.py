@@ -44,6 +44,7 @@ class TrainConfig:
     augment: bool = False
     seed: int = 0
     pretrained: str | None = None
+    input_size: int | None = None
     loss_options: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
@@ -73,7 +74,7 @@ def dataset_meta(data: DatasetSplits, options: dict[str, Any]) -> dict[str, Any]
 def build_model(config: TrainConfig, data: DatasetSplits) -> HashModel:
     return create_model(
         config.backbone, config.bits, data.image_shape[0], data.mean, data.std, data.image_shape[-1],
-        config.pretrained,
+        config.pretrained, config.input_size,
     )  # fmt: skip
 
 
@@ -153,7 +154,7 @@ def train(
             x, y, idx = x.to(device), y.to(device), idx.to(device)
             if config.augment:
                 x = augment(x, generator)
-            loss = loss_fn(model(x), y, idx)
+            loss = loss_fn(loss_fn.outputs(model.preactivation(x)), y, idx)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -74,10 +74,11 @@ def test_pairwise_losses_prefer_codes_that_respect_similarity():
     good = torch.tensor([[1.0] * 8] * 4 + [[-1.0] * 8] * 4) * 0.9
     bad = good[torch.tensor([0, 4, 1, 5, 2, 6, 3, 7])]
     idx = torch.arange(8)
-    for name in ("dpsh", "dph", "csq"):
+    for name in list_losses():
         a = create_loss(name, 8, 2, 8)
         b = create_loss(name, 8, 2, 8)
-        assert a(good, y, idx) < b(bad, y, idx), name
+        to_input = torch.atanh if a.takes_logits else (lambda t: t)
+        assert a(to_input(good), y, idx) < b(to_input(bad), y, idx), name
 
 
 def test_csq_hadamard_centres_are_far_apart():
@@ -128,3 +129,111 @@ def test_every_loss_runs_for_any_bits_and_gives_finite_gradients(name, bits):
     value.backward()
     assert math.isfinite(value.item()) and torch.isfinite(u.grad).all()
     loss.epoch_start(0, 3)
+
+
+def test_hashnet_weighted_likelihood_and_continuation():
+    u, y, idx, bank_u, bank_y = _batch(2)
+    loss = create_loss("hashnet", 8, 3, 12)
+    assert loss.takes_logits and loss.beta == 1.0
+    _prefill(loss, bank_u, bank_y)
+    h = torch.atanh(u * 0.9)
+    value = loss(h, y, idx)
+    code = torch.tanh(h)
+    bank = bank_u.clone()
+    bank[idx] = code
+    labels = bank_y.clone()
+    labels[idx] = y
+    terms, sims = [], []
+    for i in range(len(code)):
+        for j in range(len(bank)):
+            theta = 0.1 * code[i] @ bank[j]
+            s = float((y[i] * labels[j]).sum() > 0)
+            terms.append(torch.log1p(torch.exp(theta)) - s * theta)
+            sims.append(s)
+    sims = torch.tensor(sims)
+    terms = torch.stack(terms)
+    n1, n0 = sims.sum(), (1 - sims).sum()
+    w = torch.where(sims > 0, (n0 + n1) / n1, (n0 + n1) / n0)
+    assert value.item() == pytest.approx(((w * terms).sum() / (n0 + n1)).item(), rel=1e-5)
+    loss.step.fill_(400)
+    assert loss.beta == pytest.approx(3**0.5)
+    loss.step.fill_(399)
+    assert loss.beta == pytest.approx(2**0.5)  # refreshed every 200 steps
+
+
+def test_dch_matches_its_formula():
+    torch.manual_seed(3)
+    u = torch.tanh(torch.randn(5, 6))
+    y = torch.eye(3)[torch.tensor([0, 1, 0, 2, 1])]
+    loss = create_loss("dch", 6, 3, 0)
+    want_terms, sims = [], []
+    for i in range(5):
+        for j in range(5):
+            cos = (u[i] @ u[j] / (u[i].norm() * u[j].norm())).clamp(max=0.99)
+            d = (1 - cos) * 3
+            s = float((y[i] * y[j]).sum() > 0)
+            want_terms.append((s * torch.log(d / 20) + torch.log1p(20 / d)).item())
+            sims.append(s)
+    sims = torch.tensor(sims)
+    w = sims * 25 / sims.sum() + (1 - sims) * 25 / (1 - sims).sum()
+    cauchy = (w * torch.tensor(want_terms)).mean()
+    quant = torch.stack([torch.log1p((1 - (u[i].abs().sum() / (u[i].norm() * 6**0.5)).clamp(max=0.99)) * 3 / 20)
+                         for i in range(5)]).mean()  # fmt: skip
+    assert loss(u, y, torch.arange(5)).item() == pytest.approx((cauchy + 0.1 * quant).item(), rel=1e-5)
+
+
+def test_dsdh_w_step_is_the_ridge_minimiser():
+    from robusthash.losses.dsdh import ridge_classifier
+
+    torch.manual_seed(0)
+    b = torch.where(torch.rand(6, 40) < 0.5, -1.0, 1.0)
+    y = torch.eye(3)[torch.randint(0, 3, (40,))].T
+    w = ridge_classifier(b, y, mu=1.0, nu=2.0).requires_grad_(True)
+    objective = (y - w.T @ b).pow(2).sum() + 2.0 * w.pow(2).sum()
+    (grad,) = torch.autograd.grad(objective, w)
+    assert grad.abs().max() < 1e-3
+
+
+def test_dsdh_b_step_is_coordinate_optimal_and_never_increases_the_objective():
+    from robusthash.losses.dsdh import discrete_code_update
+
+    torch.manual_seed(1)
+    k, n, c, mu, eta = 5, 30, 3, 1.0, 2.0
+    b = torch.where(torch.rand(k, n) < 0.5, -1.0, 1.0)
+    w = torch.randn(k, c)
+    y = torch.eye(c)[torch.randint(0, c, (n,))].T
+    u = torch.tanh(torch.randn(k, n))
+
+    def objective(codes):
+        return mu * (y - w.T @ codes).pow(2).sum() + eta * (codes - u).pow(2).sum()
+
+    new = discrete_code_update(b, w, y, u, mu, eta)
+    assert objective(new) <= objective(b) + 1e-4
+    # the last row was set with all other rows final: flipping any of its bits cannot help
+    for i in range(n):
+        flipped = new.clone()
+        flipped[k - 1, i] *= -1
+        assert objective(flipped) >= objective(new) - 1e-4
+
+
+def test_dsdh_epoch_update_uses_only_its_own_state():
+    loss = create_loss("dsdh", 8, 3, 20)
+    torch.manual_seed(0)
+    loss.preinstall(torch.tanh(torch.randn(20, 8)), torch.eye(3)[torch.arange(20) % 3])
+    loss.epoch_start(0, 5)
+    assert set(loss.B.unique().tolist()) == {-1.0, 1.0} and loss.W.abs().sum() > 0
+    state = loss.state_dict()
+    assert {"B", "W", "U", "Y"} <= set(state)
+
+
+def test_balanced_wasserstein():
+    from robusthash.losses.dsdh import balanced_wasserstein
+
+    perfect = torch.tensor([[1.0, -1.0], [-1.0, 1.0], [1.0, 1.0], [-1.0, -1.0]])
+    assert balanced_wasserstein(perfect).item() == 0.0
+    u = torch.tensor([[0.2], [0.9], [-0.4], [0.5]])
+    ordered = torch.tensor([-0.4, 0.2, 0.5, 0.9])
+    want = ((ordered - torch.tensor([-1.0, -1.0, 1.0, 1.0])) ** 2).mean()
+    assert balanced_wasserstein(u).item() == pytest.approx(want.item())
+    odd = torch.tensor([[0.1], [0.3], [-0.2]])
+    assert balanced_wasserstein(odd).item() == pytest.approx(((-0.2 + 1) ** 2 + 0.1**2 + (0.3 - 1) ** 2) / 3)

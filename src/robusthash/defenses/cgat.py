@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor
 
 from robusthash.attacks import PgA
@@ -46,9 +47,10 @@ class CgAT(AdversarialTraining):
 
     def adversarial_step(self, x: Tensor, y: Tensor, idx: Tensor) -> dict[str, Tensor]:
         x_adv = self.attack(x, y)
-        outputs = self.model(x)
+        logits = self.model.preactivation(x)
+        outputs = torch.tanh(logits)
         adv_outputs = self.model(x_adv)
-        loss_ori = self.loss_fn(outputs, y, idx)
+        loss_ori = self.loss_fn(self.loss_fn.outputs(logits), y, idx)
         self.bank.update(idx, outputs)
         loss_adv = self.center_loss(self.center_codes(y).to(outputs.dtype), adv_outputs)
         return {"loss": loss_ori + self.config.lam * loss_adv, "ori": loss_ori, "adv": loss_adv}

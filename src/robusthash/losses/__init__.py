@@ -7,10 +7,15 @@ from typing import Any
 from robusthash.errors import UserError
 from robusthash.losses.base import HashLoss
 from robusthash.losses.csq import CSQLoss
+from robusthash.losses.dch import DCHLoss
 from robusthash.losses.dph import DPHLoss
 from robusthash.losses.dpsh import DPSHLoss
+from robusthash.losses.dsdh import DSDHCLoss, DSDHLoss
+from robusthash.losses.hashnet import HashNetLoss
 
-_REGISTRY: dict[str, type[HashLoss]] = {cls.name: cls for cls in (DPSHLoss, DPHLoss, CSQLoss)}
+_REGISTRY: dict[str, type[HashLoss]] = {
+    cls.name: cls for cls in (DPSHLoss, DPHLoss, CSQLoss, HashNetLoss, DSDHLoss, DSDHCLoss, DCHLoss)
+}
 
 
 def register_loss(cls: type[HashLoss]) -> type[HashLoss]:

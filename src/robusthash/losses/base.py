@@ -9,12 +9,18 @@ from torch import Tensor, nn
 class HashLoss(nn.Module):
     """A hashing objective ``L_ori`` on the continuous codes ``u = f(x)`` of a training batch.
 
-    ``forward(u, labels, indices)``: ``labels`` are multi-hot (B, C), ``indices`` the items' positions in the
+    ``forward(u, labels, indices)``: ``u = tanh(h)`` (or the logits h when ``takes_logits``; use
+    :meth:`outputs`), ``labels`` are multi-hot (B, C), ``indices`` the items' positions in the
     training split (bank-based losses keep the codes of the whole training set). State such as code banks
     lives in buffers, so it is saved in checkpoints and restored on resume.
     """
 
     name: str = ""
+    takes_logits: bool = False  # True: forward receives the logits h, not tanh(h) (HashNet's continuation)
+
+    def outputs(self, logits: Tensor) -> Tensor:
+        """What :meth:`forward` takes from the model's logits: ``tanh(h)``, or ``h`` itself."""
+        return logits if self.takes_logits else torch.tanh(logits)
 
     def forward(self, u: Tensor, labels: Tensor, indices: Tensor) -> Tensor:  # pragma: no cover - interface
         raise NotImplementedError  # abstract

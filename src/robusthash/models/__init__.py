@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from robusthash.errors import UserError
-from robusthash.models.backbones import BACKBONES, build_backbone
+from robusthash.models.backbones import BACKBONE_NORMALIZATION, BACKBONES, build_backbone
 from robusthash.models.hash_model import HashModel
 
 
@@ -22,11 +22,15 @@ def create_model(
     std: Sequence[float] | None = None,
     image_size: int | None = None,
     pretrained: str | Path | None = None,
+    input_size: int | None = None,
 ) -> HashModel:
     """Build ``HashModel`` on backbone ``name`` with a ``bits``-bit hash head.
 
-    ``mean``/``std`` default to 0/1 per channel. ``image_size`` (the data's) decides whether inputs must be
-    upsampled to the backbone's minimum size. ``pretrained`` is a local torchvision state-dict file.
+    ``mean``/``std`` (the data's) default to 0/1 per channel; a backbone with ImageNet weights of its own
+    (``efficientnet_lite0``) uses the normalisation those weights expect instead. ``image_size`` (the data's)
+    decides whether inputs must be upsampled to the backbone's minimum size; ``input_size`` resizes every
+    input to that side inside the model (e.g. 32-64 px for the pretrained backbone on a CPU).
+    ``pretrained`` is a local state-dict file.
     """
     if not isinstance(bits, int) or bits < 1:
         raise UserError(f"bits must be a positive integer, got {bits!r}")
@@ -35,7 +39,13 @@ def create_model(
     backbone, dim, backbone_channels, min_size = build_backbone(name, in_channels, pretrained)
     mean = tuple(mean) if mean is not None else (0.0,) * in_channels
     std = tuple(std) if std is not None else (1.0,) * in_channels
-    input_size = min_size if image_size is not None and image_size < min_size else None
+    if name in BACKBONE_NORMALIZATION:
+        m, s = BACKBONE_NORMALIZATION[name]
+        mean, std = (m,) * in_channels, (s,) * in_channels
+    if input_size is not None and input_size < min_size:
+        raise UserError(f"input size {input_size} is below {name}'s minimum of {min_size} pixels")
+    if input_size is None and image_size is not None and image_size < min_size:
+        input_size = min_size
     config = {
         "backbone": name,
         "bits": bits,
@@ -43,6 +53,8 @@ def create_model(
         "mean": list(mean),
         "std": list(std),
         "image_size": image_size,
+        "input_size": input_size,
+        "pretrained": str(pretrained) if pretrained else None,
     }
     return HashModel(backbone, dim, bits, in_channels, backbone_channels, mean, std, input_size, config)
 
@@ -51,7 +63,7 @@ def model_from_config(config: dict) -> HashModel:
     """Rebuild an (untrained) model from ``HashModel.config``; load the state dict afterwards."""
     return create_model(
         config["backbone"], config["bits"], config["in_channels"], config["mean"], config["std"],
-        config.get("image_size"),
+        config.get("image_size"), input_size=config.get("input_size"),
     )  # fmt: skip
 
 
