@@ -24,7 +24,7 @@ from robusthash.robustness import AttackSuite, evaluate_attacks
 
 COMMAND = "python benchmarks/bench_attacks.py"
 ATTACKS = ["p2p", "dhta", "hag", "sdha", "pga-dagger", "pga"]
-KEY = ("dataset", "bits", "model", "protocol", "attack", "steps", "margin")
+KEY = ("dataset", "bits", "model", "protocol", "attack", "steps", "margin", "queries")
 
 
 def run_suite(
@@ -159,6 +159,17 @@ def main() -> None:
             ckpt = trained_model(name, bits)
             run_suite(rows, name, bits, "dph", ckpt, "pgd20", args.pgd20_queries)
             run_suite(rows, name, bits, "dph", ckpt, "default", args.default_queries // scale)
+            if name == "fashion-mnist":  # PgA against PgA-dagger on every query: 100 are too few to rank them
+                run_suite(
+                    rows,
+                    name,
+                    bits,
+                    "dph",
+                    ckpt,
+                    "default",
+                    args.pgd20_queries,
+                    attacks=["pga-dagger", "pga"],
+                )
     if not args.no_sweeps:
         name, bits = "fashion-mnist", 32
         ckpt = trained_model(name, bits)

@@ -33,8 +33,10 @@ def trained_model(name: str, bits: int, loss: str = "dph", seed: int = 0, **over
 
     fashion-mosaic images are 4x larger, so its recipe runs 10 epochs instead of 20 to stay within minutes.
     """
-    path = CACHE / f"{name}-{loss}-{bits}-s{seed}.pt"
-    config = TrainConfig(loss=loss, bits=bits, seed=seed, epochs=EPOCHS[name], **overrides)
+    backbone = overrides.get("backbone", "small_cnn")
+    tag = "" if backbone == "small_cnn" else f"-{backbone}"
+    path = CACHE / f"{name}-{loss}{tag}-{bits}-s{seed}.pt"
+    config = TrainConfig(loss=loss, bits=bits, seed=seed, **{"epochs": EPOCHS[name], **overrides})
     options = {"name": name, "database": 10_000, "split_seed": 0, "image_size": None, "data_dir": None}
     train(dataset(name), config, path, dataset_options=options, quiet=True)
     return path

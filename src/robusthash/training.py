@@ -147,6 +147,7 @@ def train(
     bar = tqdm(range(start_epoch, config.epochs), desc=f"train {config.loss}-{config.bits}", disable=quiet,
                initial=start_epoch, total=config.epochs)  # fmt: skip
     for epoch in bar:
+        epoch_began = time.perf_counter()
         loss_fn.epoch_start(epoch, config.epochs)
         model.train()
         total, batches = 0.0, 0
@@ -161,7 +162,8 @@ def train(
             total += float(loss.detach())
             batches += 1
         scheduler.step()
-        history.append({"epoch": epoch + 1, "loss": total / max(batches, 1)})
+        history.append({"epoch": epoch + 1, "loss": total / max(batches, 1),
+                        "seconds": time.perf_counter() - epoch_began})  # fmt: skip
         bar.set_postfix(loss=f"{history[-1]['loss']:.4f}")
         if path is not None:
             save_checkpoint(

@@ -28,15 +28,21 @@ def _pick(rows: list[dict[str, Any]], **key: Any) -> dict[str, Any] | None:
     return None
 
 
+def _subset(rows: list[dict[str, Any]], dataset: str, protocol: str) -> int | None:
+    """The query count of a protocol's main runs on a dataset (the smallest, i.e. the all-attacks subset)."""
+    counts = [r.get("queries") for r in rows if r.get("dataset") == dataset and r.get("protocol") == protocol
+              and r.get("steps") is None and r.get("margin") is None and r.get("attack") == "hag"]  # fmt: skip
+    return min((c for c in counts if c is not None), default=None)
+
+
 def _map_table(rows: list[dict[str, Any]], protocol: str, columns: list[tuple[str, int, str]]) -> str:
     header = ["attack"] + [f"{d} {b} bits" + ("" if m == "dph" else f" ({m})") for d, b, m in columns]
     body = []
     for attack in ORDER:
         line: list[Any] = [NAMES[attack]]
         for d, b, m in columns:
-            r = _pick(
-                rows, dataset=d, bits=b, model=m, protocol=protocol, attack=attack, steps=None, margin=None
-            )
+            r = _pick(rows, dataset=d, bits=b, model=m, protocol=protocol, attack=attack, steps=None, margin=None,
+                      queries=_subset(rows, d, protocol))  # fmt: skip
             line.append(r["map"] if r else "")
         body.append(line)
     return markdown_table(header, body)
@@ -47,7 +53,7 @@ def _lowest_note(rows: list[dict[str, Any]], protocol: str, columns: list[tuple[
     for d, b, m in columns:
         found = [r for r in rows if r.get("dataset") == d and r.get("bits") == b and r.get("model") == m
                  and r.get("protocol") == protocol and r.get("steps") is None and r.get("margin") is None
-                 and r["attack"] != "clean"]  # fmt: skip
+                 and r["attack"] != "clean" and r.get("queries") == _subset(rows, d, protocol)]  # fmt: skip
         if found:
             best = min(found, key=lambda r: r["map"])
             notes.append(f"{d} {b} bits ({m}): lowest is {NAMES[best['attack']]} ({best['map']:.4f})")
@@ -71,6 +77,7 @@ def attack_benchmark_markdown(
         _default_queries_note(rows),
         _map_table(rows, "default", cols),
         "\n" + _lowest_note(rows, "default", cols) + "\n",
+        _full_pga_table(rows),
         "## Table 5: every attack as PGD-20 (T = 20, step 1/255)\n",
         _map_table(rows, "pgd20", cols + [("fashion-mnist", 32, "atrdh")]),
         "\n" + _lowest_note(rows, "pgd20", cols + [("fashion-mnist", 32, "atrdh")]) + "\n",
@@ -85,6 +92,22 @@ def attack_benchmark_markdown(
     return "\n".join(p for p in parts if p)
 
 
+def _full_pga_table(rows: list[dict[str, Any]]) -> str:
+    """PgA against PgA-dagger at T = 100 on all queries (the subsets of Table 1 are too small to rank them)."""
+    full = [r for r in rows if r.get("protocol") == "default" and r.get("queries", 0) >= 1000
+            and r.get("attack") in ("pga", "pga-dagger") and r.get("margin") is None]  # fmt: skip
+    if not full:
+        return ""
+    settings = sorted({(r["dataset"], r["bits"]) for r in full})
+    value = {(r["dataset"], r["bits"], r["attack"]): r["map"] for r in full}
+    body = [
+        [f"{d} {b} bits"] + [value.get((d, b, a), "") for a in ("pga-dagger", "pga")] for d, b in settings
+    ]
+    return "\nPgA (eq. 13) against PgA-dagger (eq. 10), T = 100, on all 1,000 queries:\n\n" + markdown_table(
+        ["setting", "PgA-dagger", "PgA"], body
+    )
+
+
 def _default_queries_note(rows: list[dict[str, Any]]) -> str:
     counts = sorted({(r["dataset"], r["queries"]) for r in rows if r.get("protocol") == "default"
                      and r.get("margin") is None})  # fmt: skip
@@ -96,7 +119,7 @@ def _time_table(rows: list[dict[str, Any]], datasets: list[str]) -> str:
     body = []
     for attack in ORDER[1:]:
         found = [_pick(rows, dataset=d, bits=32, model="dph", protocol="default", attack=attack, steps=None,
-                       margin=None) for d in datasets]  # fmt: skip
+                       margin=None, queries=_subset(rows, d, "default")) for d in datasets]  # fmt: skip
         body.append([NAMES[attack]] + [r["map"] if r else "" for r in found]
                     + [f"{r['seconds_per_image']:.4f}" if r else "" for r in found])  # fmt: skip
     return markdown_table(header, body)
@@ -164,7 +187,7 @@ def _efficiency_figure(rows: list[dict[str, Any]], figures: Path) -> bool:
     fig, ax = plt.subplots(figsize=(5.5, 4), dpi=100)
     for attack in ORDER[1:]:
         r = _pick(rows, dataset="fashion-mnist", bits=32, model="dph", protocol="default", attack=attack,
-                  steps=None, margin=None)  # fmt: skip
+                  steps=None, margin=None, queries=_subset(rows, "fashion-mnist", "default"))  # fmt: skip
         if r:
             ax.scatter(r["seconds_per_image"], r["map"], s=50)
             ax.annotate(NAMES[attack], (r["seconds_per_image"], r["map"]), fontsize=8, xytext=(4, 4),
@@ -293,3 +316,78 @@ def _sdha_curves(rows: list[dict[str, Any]], out: Path) -> bool:
     fig.savefig(out)
     plt.close(fig)
     return True
+
+
+def universality_markdown(rows: list[dict[str, Any]]) -> str:
+    """PgA / CgAT Table 6 layout from ``bench_universality.py`` rows: per method, the undefended, ATRDH and
+    CgAT models, clean and under each attack."""
+    attacks = ["clean", "p2p", "dhta", "hag", "sdha", "pga", "robust"]
+    header = ["method", "model"] + [NAMES.get(a, a.capitalize()) for a in attacks]
+    body = []
+    methods = sorted({r["method"] for r in rows if r.get("backbone") == "small_cnn"})
+    for method in methods:
+        for defense in ("none", "atrdh", "cgat"):
+            values = [
+                _pick(rows, method=method, backbone="small_cnn", defense=defense, attack=a) for a in attacks
+            ]
+            if any(values):
+                label = method.upper() if defense == "none" else f"- {DEFENSE_NAMES[defense]}"
+                body.append([method.upper() if defense == "none" else "", label]
+                            + [v["map"] if v else "" for v in values])  # fmt: skip
+    parts = ["# Universality across hashing methods (PgA Table 6, CgAT Table 6)\n",
+             "Produced by `python benchmarks/bench_universality.py` (rows: `benchmarks/results/universality.json`). "
+             "Fashion-MNIST, 32 bits, small_cnn, each method's embedded recipe; ATRDH and CgAT with their defaults "
+             "(3 epochs); attacks as PGD-20 on the 1,000 queries; mAP@1000.\n",
+             markdown_table(header, body)]  # fmt: skip
+    checks = []
+    for method in methods:
+        worse = [a for a in ("p2p", "dhta", "hag", "sdha", "pga")
+                 if (c := _pick(rows, method=method, backbone="small_cnn", defense="cgat", attack=a))
+                 and (t := _pick(rows, method=method, backbone="small_cnn", defense="atrdh", attack=a))
+                 and c["map"] <= t["map"]]  # fmt: skip
+        lowest = [a for a in ("p2p", "dhta", "hag", "sdha")
+                  if (p := _pick(rows, method=method, backbone="small_cnn", defense="none", attack="pga"))
+                  and (o := _pick(rows, method=method, backbone="small_cnn", defense="none", attack=a))
+                  and o["map"] < p["map"]]  # fmt: skip
+        checks.append(f"{method.upper()}: PgA lowest on the undefended model"
+                      + (f" except {', '.join(NAMES[a] for a in lowest)}" if lowest else "")
+                      + "; CgAT above ATRDH under " + (f"all attacks but {', '.join(NAMES[a] for a in worse)}"
+                                                       if worse else "every attack"))  # fmt: skip
+    parts.append("\n" + "\n".join(f"- {c}" for c in checks) + "\n")
+    eff = [r for r in rows if r.get("backbone") == "efficientnet_lite0"]
+    if eff:
+        small = {
+            a: _pick(rows, method="dph", backbone="small_cnn", defense="none", attack=a)
+            for a in ("clean", "pga")
+        }
+        big = {a: _pick(rows, method="dph", backbone="efficientnet_lite0", defense="none", attack=a)
+               for a in ("clean", "pga")}  # fmt: skip
+        body = [
+            [name] + [d[a]["map"] if d[a] else "" for a in ("clean", "pga")]
+            for name, d in (
+                ("small_cnn (from scratch)", small),
+                ("efficientnet_lite0 (ImageNet, 64 px)", big),
+            )
+        ]
+        parts += ["\n## Pretrained backbone against small_cnn (DPH, 32 bits, Fashion-MNIST)\n",
+                  markdown_table(["backbone", "Clean", "PgA (PGD-20)"], body)]  # fmt: skip
+    return "\n".join(parts)
+
+
+def training_markdown(rows: list[dict[str, Any]]) -> str:
+    """Clean mAP@1000 of the embedded recipe per method and bits (``bench_training.py`` rows)."""
+    settings = sorted({(r["dataset"], r["bits"]) for r in rows})
+    losses = sorted({r["loss"] for r in rows})
+    header = ["method"] + [f"{d} {b} bits" for d, b in settings]
+    body = [[loss.upper()] + [r["map"] if (r := _pick(rows, dataset=d, bits=b, loss=loss)) else ""
+                              for d, b in settings] for loss in losses]  # fmt: skip
+    times = [[loss.upper()] + [f"{r['train_seconds']:.0f}" if (r := _pick(rows, dataset=d, bits=b, loss=loss))
+                               and r.get("train_seconds") else "" for d, b in settings] for loss in losses]  # fmt: skip
+    return (
+        "# Clean retrieval of the embedded recipe\n\nProduced by `python benchmarks/bench_training.py` (rows: "
+        "`benchmarks/results/training.json`). small_cnn, AdamW lr 1e-3, batch 32, 20 epochs on Fashion-MNIST "
+        "(10 on the 4x larger fashion-mosaic); mAP@1000 against the 10,000-item database.\n\n"
+        + markdown_table(header, body)
+        + "\nTraining seconds (2 CPU cores):\n\n"
+        + markdown_table(header, times)
+    )

@@ -229,15 +229,20 @@ def gallery_section(attacks: list[tuple[Path, dict]], figures: Path, device: tor
 
 
 def benchmark_sections(benches: list[tuple[Path, dict]], figures: Path) -> list[Section]:
-    from robusthash.report.benchmarks import attack_benchmark_markdown, defense_benchmark_markdown
+    from robusthash.report import benchmarks as views
 
     sections = []
     for path, doc in benches:
         rows = doc.get("rows", [])
-        if rows and "attack" in rows[0] and "defense" not in rows[0]:
-            md = attack_benchmark_markdown(rows, figures, link_prefix="figures/")
-        elif rows and "defense" in rows[0]:
-            md = defense_benchmark_markdown(rows, figures, link_prefix="figures/")
+        first = rows[0] if rows else {}
+        if "method" in first:
+            md = views.universality_markdown(rows)
+        elif "defense" in first:
+            md = views.defense_benchmark_markdown(rows, figures, link_prefix="figures/")
+        elif "attack" in first:
+            md = views.attack_benchmark_markdown(rows, figures, link_prefix="figures/")
+        elif "loss" in first:
+            md = views.training_markdown(rows)
         elif "summary" in doc:
             md = "```\n" + json.dumps(doc["summary"], indent=2) + "\n```\n"
         else:
