@@ -86,7 +86,7 @@ def test_gallery_marks_relevant_items(toy, tmp_path):
 
     img = Image.open(path)
     assert img.size[0] > 400 and img.size[1] > 200
-    pixels = torch.from_numpy(np.asarray(img.convert("RGB"))).reshape(-1, 3).int()
+    pixels = torch.from_numpy(np.array(img.convert("RGB"))).reshape(-1, 3).int()
     green = ((pixels[:, 1] > 130) & (pixels[:, 0] < 60) & (pixels[:, 2] < 110)).sum()
     assert green > 100  # relevant items are framed in green
 

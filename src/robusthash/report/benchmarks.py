@@ -156,7 +156,8 @@ def _sweep_tables(rows: list[dict[str, Any]], figures: Path, link_prefix: str) -
                     markdown_table(header, body)]  # fmt: skip
         ax.set(xscale="log", xlabel="T (PGD steps)", ylabel="mAP@1000", title=f"(a/b) mAP-T, {model.upper()}")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_lines():
+            ax.legend(fontsize=7)
     margins = [-0.2, -0.4, -0.6, -0.8, -0.95]
     header = ["model"] + [f"t={m}" for m in margins]
     body = []
@@ -172,7 +173,8 @@ def _sweep_tables(rows: list[dict[str, Any]], figures: Path, link_prefix: str) -
         out += ["\nPgA (T = 100) against its margin t:\n", markdown_table(header, body)]
     axes[2].set(xlabel="margin t", ylabel="mAP@1000", title="(c) PgA against t")
     axes[2].grid(alpha=0.3)
-    axes[2].legend(fontsize=7)
+    if axes[2].get_lines():
+        axes[2].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(figures / "attacks-fig5.png")
     plt.close(fig)
