@@ -178,7 +178,7 @@ def main() -> None:
         defend(read_checkpoint(ckpt), dataset(name), DefenseConfig(method="atrdh"), atrdh, quiet=True)
         for tag, model_ckpt in (("dph", ckpt), ("atrdh", atrdh)):
             run_suite(rows, name, bits, tag, model_ckpt, "pgd20", args.pgd20_queries)
-            for t in (1, 5, 10, 50, 100):
+            for t in (1, 5, 10, 20, 50, 100):
                 run_suite(
                     rows,
                     name,

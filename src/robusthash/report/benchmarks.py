@@ -145,14 +145,14 @@ def _sweep_tables(rows: list[dict[str, Any]], figures: Path, link_prefix: str) -
             values = []
             for t in steps:
                 r = _pick(rows, dataset="fashion-mnist", bits=32, model=model, protocol="pgd20", attack=attack,
-                          steps=None if t == 20 else t, margin=None)  # fmt: skip
+                          steps=t, margin=None)  # fmt: skip
                 values.append(r["map"] if r else None)
             if any(v is not None for v in values):
                 body.append([NAMES[attack]] + [v if v is not None else "" for v in values])
                 done = [(t, v) for t, v in zip(steps, values, strict=True) if v is not None]
                 ax.plot([t for t, _ in done], [v for _, v in done], marker="o", label=NAMES[attack])
         if body:
-            out += [f"mAP against T, {model.upper()} model (Fashion-MNIST, 32 bits, PGD):\n",
+            out += [f"mAP against T, {model.upper()} model (Fashion-MNIST, 32 bits, PGD, seeded query subset):\n",
                     markdown_table(header, body)]  # fmt: skip
         ax.set(xscale="log", xlabel="T (PGD steps)", ylabel="mAP@1000", title=f"(a/b) mAP-T, {model.upper()}")
         ax.grid(alpha=0.3)
