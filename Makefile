@@ -30,9 +30,12 @@ lint: setup
 	$(BIN)/ruff check src tests benchmarks
 
 bench: setup
+	$(BIN)/python -m pip install --quiet -e '.[faiss]'
 	$(BIN)/python benchmarks/bench_metrics.py
 	$(BIN)/python benchmarks/bench_attacks.py --markdown docs/attacks.md
 	$(BIN)/python benchmarks/bench_defenses.py --markdown docs/defenses.md
+	$(BIN)/python benchmarks/bench_training.py --markdown docs/training.md
+	$(BIN)/python benchmarks/bench_universality.py --markdown docs/universality.md
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache

@@ -1,7 +1,9 @@
 """Clean retrieval of the embedded recipe for every hashing method: mAP@1000 and training time per loss and
 bits on Fashion-MNIST (16/32/64 bits) and fashion-mosaic (32 bits).
 
-    python benchmarks/bench_training.py       # ~45 min on 2 CPU cores; resumable (shares bench_*'s models)
+    python benchmarks/bench_training.py --markdown docs/training.md   # ~45 min on 2 CPU cores; resumable
+
+It shares the other benchmarks' cached models.
 
 Rows go to benchmarks/results/training.json.
 """
@@ -29,6 +31,7 @@ def main() -> None:
     )
     parser.add_argument("--losses", default=",".join(list_losses()))
     parser.add_argument("--out", default=str(RESULTS / "training.json"))
+    parser.add_argument("--markdown", default=None, help="write the table to this Markdown file")
     args = parser.parse_args()
     rows = Rows(Path(args.out), COMMAND, ("dataset", "bits", "loss"))
     for setting in args.settings.split(","):
@@ -45,6 +48,10 @@ def main() -> None:
                       "train_seconds": sum(h.get("seconds", 0.0) for h in history), "train": ckpt.meta["train"],
                       "train_environment": ckpt.meta["environment"]})  # fmt: skip
             print(f"{name:15s} {bits:>3s} {loss:8s} mAP@1000 {report['map']:.4f}", flush=True)
+    if args.markdown:
+        from robusthash.report.benchmarks import training_markdown
+
+        Path(args.markdown).write_text(training_markdown(rows.rows), encoding="utf-8")
     print(f"rows in {args.out}; command: {COMMAND}")
 
 

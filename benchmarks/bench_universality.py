@@ -2,7 +2,7 @@
 32 bits, undefended and defended by ATRDH and CgAT, clean and under P2P, DHTA, HAG, SDHA and PgA (all as PGD-20
 on the 1,000 queries). Also the pretrained EfficientNet-Lite0 backbone against small_cnn (clean and PgA mAP).
 
-    python benchmarks/bench_universality.py   # ~1 h on 2 CPU cores; resumable
+    python benchmarks/bench_universality.py --markdown docs/universality.md   # ~1 h on 2 CPU cores; resumable
 
 Rows go to benchmarks/results/universality.json (method, defense, attack, map, ...).
 """
@@ -56,6 +56,7 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(list_losses()))
     parser.add_argument("--out", default=str(RESULTS / "universality.json"))
     parser.add_argument("--no-pretrained", action="store_true", help="skip the EfficientNet-Lite0 comparison")
+    parser.add_argument("--markdown", default=None, help="write the table to this Markdown file")
     args = parser.parse_args()
     rows = Rows(Path(args.out), COMMAND, KEY)
     for method in args.methods.split(","):
@@ -76,6 +77,10 @@ def main() -> None:
             "fashion-mnist", 32, loss="dph", backbone="efficientnet_lite0", input_size=64, epochs=8
         )
         evaluate(rows, "dph", "efficientnet_lite0", "none", ckpt, ["pga"])
+    if args.markdown:
+        from robusthash.report.benchmarks import universality_markdown
+
+        Path(args.markdown).write_text(universality_markdown(rows.rows), encoding="utf-8")
     print(f"rows in {args.out}; command: {COMMAND}")
 
 

@@ -11,9 +11,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
+
+from robusthash.errors import UserError
 
 Batch = tuple[Tensor, Tensor, Tensor]
 
@@ -112,3 +115,23 @@ def augment(images: Tensor, generator: torch.Generator, pad: int = 2, flip: bool
         mask = (torch.rand(n, generator=generator) < 0.5).to(images.device)
         out = torch.where(mask[:, None, None, None], out.flip(3), out)
     return out.contiguous()
+
+
+def sample_per_class(
+    labels: np.ndarray,
+    candidates: np.ndarray,
+    per_class: int,
+    rng: np.random.Generator,
+    class_names: Sequence[str],
+) -> np.ndarray:
+    """``per_class`` indices of each class drawn without replacement from ``candidates``, sorted.
+
+    ``labels`` holds the integer class of every index; a class with too few candidates is a ``UserError``.
+    """
+    chosen = []
+    for c, name in enumerate(class_names):
+        pool = candidates[labels[candidates] == c]
+        if len(pool) < per_class:
+            raise UserError(f"class {name!r} has {len(pool)} images here, {per_class} needed")
+        chosen.append(rng.choice(pool, size=per_class, replace=False))
+    return np.sort(np.concatenate(chosen))

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from robusthash.data.base import DatasetSplits, TensorImageSet
+from robusthash.data.base import DatasetSplits, TensorImageSet, sample_per_class
 from robusthash.errors import UserError
 
 DATA_DIR_ENV = "ROBUSTHASH_CIFAR10"
@@ -62,18 +62,6 @@ def read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data.reshape(-1, 3, 32, 32), labels
 
 
-def _per_class(
-    labels: np.ndarray, candidates: np.ndarray, count: int, rng: np.random.Generator
-) -> np.ndarray:
-    picked = []
-    for c in range(len(CLASS_NAMES)):
-        pool = candidates[labels[candidates] == c]
-        if len(pool) < count:
-            raise UserError(f"CIFAR-10 class {CLASS_NAMES[c]!r} has {len(pool)} images here, {count} needed")
-        picked.append(rng.choice(pool, size=count, replace=False))
-    return np.sort(np.concatenate(picked))
-
-
 def load_cifar10(protocol: str, data_dir: str | Path | None = None, seed: int = 0) -> DatasetSplits:
     """Load CIFAR-10 under ``protocol`` (module docstring)."""
     if protocol not in PROTOCOLS:
@@ -89,13 +77,13 @@ def load_cifar10(protocol: str, data_dir: str | Path | None = None, seed: int = 
     rng = np.random.default_rng(seed)
     everything = np.arange(len(images))
     if protocol == "cifar10":
-        query = _per_class(labels, everything, 100, rng)
-        train = _per_class(labels, np.setdiff1d(everything, query), 500, rng)
+        query = sample_per_class(labels, everything, 100, rng, CLASS_NAMES)
+        train = sample_per_class(labels, np.setdiff1d(everything, query), 500, rng, CLASS_NAMES)
         database = np.setdiff1d(everything, np.concatenate([query, train]))
     elif protocol == "cifar10-1":
-        query = _per_class(labels, everything, 100, rng)
+        query = sample_per_class(labels, everything, 100, rng, CLASS_NAMES)
         database = np.setdiff1d(everything, query)
-        train = _per_class(labels, database, 500, rng)
+        train = sample_per_class(labels, database, 500, rng, CLASS_NAMES)
     else:
         query = np.arange(len(train_x), len(images))
         train = database = np.arange(len(train_x))

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from robusthash.data.base import DatasetSplits, TensorImageSet
+from robusthash.data.base import DatasetSplits, TensorImageSet, sample_per_class
 from robusthash.errors import UserError
 
 DEFAULT_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -91,18 +91,6 @@ def load_raw(data_dir: str | Path | None = None) -> tuple[np.ndarray, np.ndarray
     return train_x, train_y.astype(np.int64), test_x, test_y.astype(np.int64)
 
 
-def _per_class(
-    labels: np.ndarray, candidates: np.ndarray, per_class: int, rng: np.random.Generator
-) -> np.ndarray:
-    chosen = []
-    for c in range(len(CLASS_NAMES)):
-        pool = candidates[labels[candidates] == c]
-        if len(pool) < per_class:
-            raise UserError(f"class {CLASS_NAMES[c]!r} has {len(pool)} images, {per_class} needed")
-        chosen.append(rng.choice(pool, size=per_class, replace=False))
-    return np.sort(np.concatenate(chosen))
-
-
 def _one_hot(labels: np.ndarray) -> torch.Tensor:
     return torch.nn.functional.one_hot(torch.from_numpy(labels), len(CLASS_NAMES)).float()
 
@@ -120,8 +108,8 @@ def load_fashion_mnist(
     images = np.concatenate([train_x, test_x])
     labels = np.concatenate([train_y, test_y])
     n_train_file = len(train_x)
-    query = _per_class(labels, np.arange(n_train_file, len(images)), 100, rng)
-    train = _per_class(labels, np.arange(n_train_file), 500, rng)
+    query = sample_per_class(labels, np.arange(n_train_file, len(images)), 100, rng, CLASS_NAMES)
+    train = sample_per_class(labels, np.arange(n_train_file), 500, rng, CLASS_NAMES)
     remaining = np.setdiff1d(np.arange(len(images)), np.concatenate([query, train]))
     if database == "all":
         db = remaining
@@ -131,7 +119,7 @@ def load_fashion_mnist(
             raise UserError(
                 f"database size {database!r} must be 'all' or a positive multiple of 10 up to {len(remaining)}"
             )
-        db = _per_class(labels, remaining, size // len(CLASS_NAMES), rng)
+        db = sample_per_class(labels, remaining, size // len(CLASS_NAMES), rng, CLASS_NAMES)
     return DatasetSplits(
         name="fashion-mnist",
         train=_tensor_set(images[train], _one_hot(labels[train])),

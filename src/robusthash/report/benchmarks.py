@@ -333,11 +333,12 @@ def universality_markdown(rows: list[dict[str, Any]]) -> str:
                 _pick(rows, method=method, backbone="small_cnn", defense=defense, attack=a) for a in attacks
             ]
             if any(values):
-                label = method.upper() if defense == "none" else f"- {DEFENSE_NAMES[defense]}"
+                label = DEFENSE_NAMES[defense]
                 body.append([method.upper() if defense == "none" else "", label]
                             + [v["map"] if v else "" for v in values])  # fmt: skip
     parts = ["# Universality across hashing methods (PgA Table 6, CgAT Table 6)\n",
-             "Produced by `python benchmarks/bench_universality.py` (rows: `benchmarks/results/universality.json`). "
+             "Produced by `python benchmarks/bench_universality.py --markdown docs/universality.md` "
+             "(rows: `benchmarks/results/universality.json`). "
              "Fashion-MNIST, 32 bits, small_cnn, each method's embedded recipe; ATRDH and CgAT with their defaults "
              "(3 epochs); attacks as PGD-20 on the 1,000 queries; mAP@1000.\n",
              markdown_table(header, body)]  # fmt: skip
@@ -386,7 +387,8 @@ def training_markdown(rows: list[dict[str, Any]]) -> str:
     times = [[loss.upper()] + [f"{r['train_seconds']:.0f}" if (r := _pick(rows, dataset=d, bits=b, loss=loss))
                                and r.get("train_seconds") else "" for d, b in settings] for loss in losses]  # fmt: skip
     return (
-        "# Clean retrieval of the embedded recipe\n\nProduced by `python benchmarks/bench_training.py` (rows: "
+        "# Clean retrieval of the embedded recipe\n\nProduced by `python benchmarks/bench_training.py --markdown "
+        "docs/training.md` (rows: "
         "`benchmarks/results/training.json`). small_cnn, AdamW lr 1e-3, batch 32, 20 epochs on Fashion-MNIST "
         "(10 on the 4x larger fashion-mosaic); mAP@1000 against the 10,000-item database.\n\n"
         + markdown_table(header, body)
