@@ -91,6 +91,20 @@ def test_resume_refuses_other_settings(tmp_path):
     train(data, _config(epochs=1, bits=16), tmp_path / "m.pt", resume=False, quiet=True)
 
 
+def test_checkpoint_from_before_a_config_field_existed_still_resumes(tmp_path):
+    """A field added to TrainConfig later (here input_size) is read at its default, not as other settings."""
+    data = toy_data()
+    train(data, _config(epochs=1), tmp_path / "m.pt", quiet=True)
+    payload = torch.load(tmp_path / "m.pt", weights_only=True)
+    del payload["meta"]["train"]["input_size"]
+    torch.save(payload, tmp_path / "m.pt")
+    assert [h["epoch"] for h in train(data, _config(epochs=1), tmp_path / "m.pt", quiet=True).history] == [1]
+    payload["meta"]["train"]["field_from_the_future"] = 1
+    torch.save(payload, tmp_path / "m.pt")
+    with pytest.raises(UserError, match="other settings"):
+        train(data, _config(epochs=1), tmp_path / "m.pt", quiet=True)
+
+
 def test_corrupt_and_foreign_checkpoints_are_user_errors(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="not a readable robusthash checkpoint"):

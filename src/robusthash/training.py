@@ -99,6 +99,18 @@ class TrainResult:
     seconds: float
 
 
+def _stored_config(meta: dict[str, Any]) -> dict[str, Any] | None:
+    """The recipe a checkpoint was trained with, fields added to ``TrainConfig`` since then at their defaults.
+
+    Every field added later defaults to the earlier behaviour, so an older checkpoint of the same recipe still
+    resumes (or is reused when complete); ``None`` when the stored recipe has fields this version lacks.
+    """
+    try:
+        return asdict(TrainConfig(**meta.get("train", {})))
+    except TypeError:
+        return None
+
+
 def train(
     data: DatasetSplits,
     config: TrainConfig,
@@ -131,7 +143,10 @@ def train(
     path = Path(out) if out else None
     if path is not None and resume and path.exists():
         ckpt = read_checkpoint(path, map_location=device)
-        if ckpt.meta.get("train") != meta["train"] or ckpt.meta.get("dataset", {}).get("name") != data.name:
+        if (
+            _stored_config(ckpt.meta) != meta["train"]
+            or ckpt.meta.get("dataset", {}).get("name") != data.name
+        ):
             raise UserError(
                 f"{path} holds a run with other settings; choose another --out or pass --no-resume to overwrite"
             )
