@@ -45,8 +45,15 @@ def run_suite(
         a
         for a in attacks
         if not rows.has(
-            dataset=name, bits=bits, model=model_tag, protocol=protocol, attack=a, steps=steps, margin=margin
-        )
+            dataset=name,
+            bits=bits,
+            model=model_tag,
+            protocol=protocol,
+            attack=a,
+            steps=steps,
+            margin=margin,
+            queries=queries,
+        )  # fmt: skip
     ]
     if not todo:
         return
