@@ -21,6 +21,7 @@ import torch
 from robusthash.checkpoint import read_checkpoint
 from robusthash.data import DatasetSplits, load_dataset
 from robusthash.defenses import DefenseConfig, defend
+from robusthash.report.build import build_report
 from robusthash.report.results import results_document, write_results
 from robusthash.report.tables import attack_table, markdown_table
 from robusthash.robustness import AttackSuite, evaluate_attacks
@@ -68,26 +69,26 @@ def run_demo(out: Path, data_dir: str | None, seed: int, device_name: str, quiet
     config = TrainConfig(seed=seed)
     model_path = out / "model.pt"
     print(
-        f"[1/4] training {config.loss} / {config.backbone} / {config.bits} bits on {data.name} -> {model_path}"
+        f"[1/5] training {config.loss} / {config.backbone} / {config.bits} bits on {data.name} -> {model_path}"
     )
     train(data, config, model_path, device, dataset_options=options, quiet=quiet)
 
     suite = AttackSuite(attacks=DEMO_ATTACKS, protocol="pgd20", topk=1000, seed=seed)
     print(
-        f"[2/4] attacking the undefended model ({', '.join(DEMO_ATTACKS)}; PGD-20; {len(data.query)} queries)"
+        f"[2/5] attacking the undefended model ({', '.join(DEMO_ATTACKS)}; PGD-20; {len(data.query)} queries)"
     )
     results = {"none": _attack_stage(model_path, data, options, suite, device, out / "attacks-none.json", seed,
                                      quiet)}  # fmt: skip
     print(attack_table(results["none"], "undefended model, PGD-20 protocol"))
 
-    print(f"[3/4] adversarial training: {', '.join(DEFENSES)} ({DefenseConfig().epochs} epochs each)")
+    print(f"[3/5] adversarial training: {', '.join(DEFENSES)} ({DefenseConfig().epochs} epochs each)")
     base = read_checkpoint(model_path)
     paths = {}
     for method in DEFENSES:
         paths[method] = out / f"model-{method}.pt"
         defend(base, data, DefenseConfig(method=method, seed=seed), paths[method], device, quiet=quiet)
 
-    print("[4/4] attacking the defended models")
+    print("[4/5] attacking the defended models")
     for method in DEFENSES:
         results[method] = _attack_stage(paths[method], data, options, suite, device,
                                         out / f"attacks-{method}.json", seed, quiet)  # fmt: skip
@@ -102,8 +103,10 @@ def run_demo(out: Path, data_dir: str | None, seed: int, device_name: str, quiet
                   out / "results.json")  # fmt: skip
     (out / "defense_table.md").write_text(table, encoding="utf-8")
     print(f"\nmAP@1000 on Fashion-MNIST (DPH, 32 bits), attacks as PGD-20, eps 8/255:\n\n{table}")
+    print("[5/5] writing the report (tables, PR and P@N curves, retrieval gallery)")
+    index = build_report([out / "results.json"], out / "report", device=device)
     print(
-        f"results in {out}/ (results.json, attacks-*.json, defense_table.md); "
+        f"results in {out}/ (results.json, attacks-*.json, defense_table.md); report: {index}; "
         f"{time.perf_counter() - began:.0f} s in all"
     )
     return 0
