@@ -162,7 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(p)
     p.set_defaults(handler=cmd_report)
 
-    p = sub.add_parser("demo", help="the embedded default end to end: train, attack, defend, re-attack, write the report")
+    p = sub.add_parser(
+        "demo", help="the embedded default end to end: train, attack, defend, re-attack, write the report"
+    )
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST IDX files")
     _add_run_options(p)
