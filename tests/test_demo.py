@@ -15,7 +15,9 @@ from tests.test_training import toy_data
 def test_demo_trains_attacks_defends_and_writes_the_report(tmp_path, monkeypatch, capsys):
     toy = toy_data(n_per_class=20)
     monkeypatch.setattr(demo, "load_dataset", lambda *a, **k: toy)
-    monkeypatch.setattr(data_module, "load_dataset", lambda *a, **k: toy)  # the report's gallery reloads the data
+    monkeypatch.setattr(
+        data_module, "load_dataset", lambda *a, **k: toy
+    )  # the report's gallery reloads the data
     monkeypatch.setattr(demo, "TrainConfig", functools.partial(TrainConfig, bits=8, epochs=2, lr=3e-3))
     monkeypatch.setattr(demo, "DefenseConfig", functools.partial(DefenseConfig, epochs=1))
     assert demo.run_demo(tmp_path, None, seed=0, device_name="cpu", quiet=True) == 0
