@@ -146,7 +146,7 @@ def test_hashnet_weighted_likelihood_and_continuation():
     terms, sims = [], []
     for i in range(len(code)):
         for j in range(len(bank)):
-            theta = 0.1 * code[i] @ bank[j]
+            theta = (10 / 8) * code[i] @ bank[j]  # alpha = 10 / K
             s = float((y[i] * labels[j]).sum() > 0)
             terms.append(torch.log1p(torch.exp(theta)) - s * theta)
             sims.append(s)

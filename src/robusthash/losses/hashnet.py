@@ -19,18 +19,21 @@ class HashNetLoss(BankLoss):
     dissimilar ones (S_1, S_0 their counts in the batch-bank matrix, S = S_0 + S_1), which balances them.
 
     Continuation (HashNet sec. 3.3): ``beta = (1 + gamma t)^power`` with t the training step, gamma = 0.005,
-    power = 0.5, refreshed every ``step_size`` = 200 steps as in the public code. alpha = 0.1 (the public
-    re-implementations; the bank stores ``tanh(beta h)``). The model's own ``tanh(h)`` keeps the same sign, so
-    codes and attacks are unaffected by beta.
+    power = 0.5, refreshed every ``step_size`` = 200 steps as in the public code. alpha = 10 / K by default,
+    so the logits stay within |theta| <= 10 at every K (the scaling of the HashNet authors' released script, as
+    we read it). DeepHash-pytorch's fixed 0.1 caps |theta| at 0.1 K: measured on Fashion-MNIST at 16 bits, it
+    reaches 0.55 mAP@1000, against 0.85 with 10 / K. The bank stores
+    ``tanh(beta h)``; the model's own ``tanh(h)`` keeps the same sign, so codes and attacks are unaffected by beta.
     """
 
     name = "hashnet"
     takes_logits = True
 
-    def __init__(self, bits: int, num_classes: int, num_train: int, alpha: float = 0.1, gamma: float = 0.005,
-                 power: float = 0.5, step_size: int = 200) -> None:  # fmt: skip
+    def __init__(self, bits: int, num_classes: int, num_train: int, alpha: float | None = None,
+                 gamma: float = 0.005, power: float = 0.5, step_size: int = 200) -> None:  # fmt: skip
         super().__init__(bits, num_classes, num_train)
-        self.alpha, self.gamma, self.power, self.step_size = alpha, gamma, power, step_size
+        self.alpha = 10.0 / bits if alpha is None else alpha
+        self.gamma, self.power, self.step_size = gamma, power, step_size
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
 
     @property

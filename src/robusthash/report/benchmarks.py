@@ -392,6 +392,8 @@ def training_markdown(rows: list[dict[str, Any]]) -> str:
         "`benchmarks/results/training.json`). small_cnn, AdamW lr 1e-3, batch 32, 20 epochs on Fashion-MNIST "
         "(10 on the 4x larger fashion-mosaic); mAP@1000 against the 10,000-item database.\n\n"
         + markdown_table(header, body)
-        + "\nTraining seconds (2 CPU cores):\n\n"
+        + "\nTraining seconds, as recorded in each checkpoint. The benchmarks trained with one thread per process "
+        "and up to three processes on the two cores, so these are upper bounds (the embedded recipe alone: about "
+        "70 s); a blank cell is a checkpoint written before per-epoch times were recorded.\n\n"
         + markdown_table(header, times)
     )
