@@ -53,7 +53,7 @@ def run_suite(
             steps=steps,
             margin=margin,
             queries=queries,
-        )  # fmt: skip
+        )
     ]
     if not todo:
         return

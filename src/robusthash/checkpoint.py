@@ -8,7 +8,7 @@ A checkpoint is a plain dict of tensors and JSON-like values:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -73,3 +73,14 @@ def check_matches_data(meta: dict[str, Any], data: DatasetSplits, path: str | Pa
         raise UserError(
             f"{path} expects {model['in_channels']}-channel images, but {data.name} has {data.image_shape[0]}"
         )
+
+
+def stored_config(config_class: type, stored: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A config a checkpoint recorded, rebuilt with ``config_class`` so that fields added to the class since then
+    read at their defaults (every later field defaults to the earlier behaviour); ``None`` when the stored
+    config has fields this version lacks. Resume checks compare this with ``asdict`` of the current config.
+    """
+    try:
+        return asdict(config_class(**(stored or {})))
+    except TypeError:
+        return None

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from robusthash.checkpoint import read_checkpoint, save_checkpoint
+from robusthash.checkpoint import read_checkpoint, save_checkpoint, stored_config
 from robusthash.data import DatasetSplits, augment, iterate_batches
 from robusthash.errors import UserError
 from robusthash.losses import HashLoss, create_loss
@@ -99,18 +99,6 @@ class TrainResult:
     seconds: float
 
 
-def _stored_config(meta: dict[str, Any]) -> dict[str, Any] | None:
-    """The recipe a checkpoint was trained with, fields added to ``TrainConfig`` since then at their defaults.
-
-    Every field added later defaults to the earlier behaviour, so an older checkpoint of the same recipe still
-    resumes (or is reused when complete); ``None`` when the stored recipe has fields this version lacks.
-    """
-    try:
-        return asdict(TrainConfig(**meta.get("train", {})))
-    except TypeError:
-        return None
-
-
 def train(
     data: DatasetSplits,
     config: TrainConfig,
@@ -144,7 +132,7 @@ def train(
     if path is not None and resume and path.exists():
         ckpt = read_checkpoint(path, map_location=device)
         if (
-            _stored_config(ckpt.meta) != meta["train"]
+            stored_config(TrainConfig, ckpt.meta.get("train")) != meta["train"]
             or ckpt.meta.get("dataset", {}).get("name") != data.name
         ):
             raise UserError(

@@ -171,6 +171,17 @@ def test_defend_resumes_exactly_and_records_its_settings(toy_ckpt, tmp_path, mon
     assert meta["defense"]["config"]["lam"] == 1.0 and meta["model"]["bits"] == 16
     with pytest.raises(UserError, match="other settings"):
         defend(ckpt, data, _config("cgat", lam=0.5), tmp_path / "resumed.pt", quiet=True)
+    # a checkpoint from before a DefenseConfig field existed reads it at its default and is reused as it is
+    payload = torch.load(tmp_path / "full.pt", weights_only=True)
+    del payload["meta"]["defense"]["config"]["similarity"]
+    torch.save(payload, tmp_path / "full.pt")
+    again = defend(ckpt, data, _config("cgat"), tmp_path / "full.pt", quiet=True)
+    for a, b in zip(full.model.state_dict().values(), again.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    payload["meta"]["defense"]["config"]["field_from_the_future"] = 1
+    torch.save(payload, tmp_path / "full.pt")
+    with pytest.raises(UserError, match="other settings"):
+        defend(ckpt, data, _config("cgat"), tmp_path / "full.pt", quiet=True)
 
 
 def test_unknown_method_and_bad_config():

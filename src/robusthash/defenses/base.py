@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from robusthash.checkpoint import Checkpoint, read_checkpoint, save_checkpoint
+from robusthash.checkpoint import Checkpoint, read_checkpoint, save_checkpoint, stored_config
 from robusthash.data import DatasetSplits, iterate_batches
 from robusthash.defenses.codebank import TrainingCodeBank
 from robusthash.errors import UserError
@@ -164,7 +164,10 @@ def defend(
     path = Path(out) if out else None
     if path is not None and resume and path.exists():
         ckpt = read_checkpoint(path, map_location=device)
-        if ckpt.meta.get("defense", {}).get("config") != meta["defense"]["config"]:
+        if (
+            stored_config(DefenseConfig, ckpt.meta.get("defense", {}).get("config"))
+            != meta["defense"]["config"]
+        ):
             raise UserError(
                 f"{path} holds a defence run with other settings; choose another --out or --no-resume"
             )
