@@ -210,7 +210,7 @@ def main() -> None:
                     attacks=["pga"],
                 )
     if args.markdown:
-        from robusthash.report.benchmarks import attack_benchmark_markdown
+        from views import attack_benchmark_markdown
 
         out = Path(args.markdown)
         out.write_text(attack_benchmark_markdown(rows.rows, out.parent / "figures"), encoding="utf-8")

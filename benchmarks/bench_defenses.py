@@ -98,7 +98,7 @@ def main() -> None:
             rows, "fashion-mnist", 32, "cgat", lam, defended(base, "fashion-mnist", "cgat", lam), args.loss
         )
     if args.markdown:
-        from robusthash.report.benchmarks import defense_benchmark_markdown
+        from views import defense_benchmark_markdown
 
         out = Path(args.markdown)
         out.write_text(defense_benchmark_markdown(rows.rows, out.parent / "figures"), encoding="utf-8")

@@ -49,7 +49,7 @@ def main() -> None:
                       "train_environment": ckpt.meta["environment"]})  # fmt: skip
             print(f"{name:15s} {bits:>3s} {loss:8s} mAP@1000 {report['map']:.4f}", flush=True)
     if args.markdown:
-        from robusthash.report.benchmarks import training_markdown
+        from views import training_markdown
 
         Path(args.markdown).write_text(training_markdown(rows.rows), encoding="utf-8")
     print(f"rows in {args.out}; command: {COMMAND}")

@@ -78,7 +78,7 @@ def main() -> None:
         )
         evaluate(rows, "dph", "efficientnet_lite0", "none", ckpt, ["pga"])
     if args.markdown:
-        from robusthash.report.benchmarks import universality_markdown
+        from views import universality_markdown
 
         Path(args.markdown).write_text(universality_markdown(rows.rows), encoding="utf-8")
     print(f"rows in {args.out}; command: {COMMAND}")

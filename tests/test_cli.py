@@ -50,11 +50,26 @@ def test_user_mistakes_exit_2_with_one_line(argv, message, capsys, tmp_path):
     assert "Traceback" not in err and err.count("\n") == 1
 
 
-def test_bad_bits_is_an_argparse_error(capsys):
+def test_bad_bits_is_a_one_line_error(capsys):
+    assert main(["train", "--bits", "0"]) == 2
+    assert "bits must be an integer in [1, 4096]" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
-        main(["train", "--bits", "0"])
-    assert exc.value.code == 2
-    assert "positive integer" in capsys.readouterr().err
+        main(["train", "--bits", "ten"])
+    assert exc.value.code == 2 and "expected an integer" in capsys.readouterr().err
+
+
+def test_every_config_field_is_a_flag():
+    from dataclasses import fields
+
+    from robusthash.defenses import DefenseConfig
+    from robusthash.robustness import AttackSuite
+    from robusthash.training import TrainConfig
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices
+    for command, cls in (("train", TrainConfig), ("attack", AttackSuite), ("defend", DefenseConfig)):
+        dests = {a.dest for a in sub[command]._actions}
+        assert {f.name for f in fields(cls)} <= dests, command
 
 
 def test_corrupt_checkpoint_from_the_console_script(tmp_path):
@@ -78,7 +93,7 @@ def test_train_then_evaluate_writes_results(tmp_path, capsys):
     out = tmp_path / "eval.json"
     assert main(["evaluate", "--model", str(ckpt), "--out", str(out), "--quiet", "--topk", "500"]) == 0
     doc = json.loads(out.read_text())
-    assert doc["command"] == "evaluate" and doc["seed"] == 0
+    assert doc["kind"] == "evaluation" and doc["seed"] == 0
     assert doc["environment"]["torch"] and doc["environment"]["device"] == "cpu"
-    assert 0.3 < doc["results"]["clean"]["map"] <= 1 and doc["results"]["clean"]["topk"] == 500
+    assert 0.3 < doc["clean"]["map"] <= 1 and doc["clean"]["topk"] == 500 and len(doc["clean"]["ap"]) == 1000
     assert doc["model"]["model"]["bits"] == 16

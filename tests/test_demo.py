@@ -1,33 +1,63 @@
-"""``robusthash demo`` end to end on a toy problem: every stage runs, the table is printed, the report is written."""
+"""``robusthash demo`` / ``run`` end to end on a toy problem: every stage runs, the table is printed, the report is
+written, and a rerun reuses every finished stage."""
 
 from __future__ import annotations
 
-import functools
 import json
 
-from robusthash import data as data_module
-from robusthash import demo
-from robusthash.defenses import DefenseConfig
-from robusthash.training import TrainConfig
+from robusthash import experiment
+from robusthash.results import ExperimentRun, load_results
 from tests.test_training import toy_data
 
+TOY_EXPERIMENT = """
+name = "toy"
+seed = 0
+[dataset]
+name = "toy"
+[train]
+bits = 8
+epochs = 2
+lr = 3e-3
+batch_size = 16
+[attack]
+attacks = ["p2p", "pga"]
+protocol = "pgd20"
+topk = 1000
+[defend]
+methods = ["atrdh", "pga-at", "cgat"]
+epochs = 1
+batch_size = 16
+"""
 
-def test_demo_trains_attacks_defends_and_writes_the_report(tmp_path, monkeypatch, capsys):
+
+def test_experiment_trains_attacks_defends_and_writes_the_report(tmp_path, monkeypatch, capsys):
     toy = toy_data(n_per_class=20)
-    monkeypatch.setattr(demo, "load_dataset", lambda *a, **k: toy)
-    monkeypatch.setattr(
-        data_module, "load_dataset", lambda *a, **k: toy
-    )  # the report's gallery reloads the data
-    monkeypatch.setattr(demo, "TrainConfig", functools.partial(TrainConfig, bits=8, epochs=2, lr=3e-3))
-    monkeypatch.setattr(demo, "DefenseConfig", functools.partial(DefenseConfig, epochs=1))
-    assert demo.run_demo(tmp_path, None, seed=0, device_name="cpu", quiet=True) == 0
+    monkeypatch.setattr(experiment, "load_dataset", lambda **kw: toy)
+    path = tmp_path / "toy.toml"
+    path.write_text(TOY_EXPERIMENT)
+    out = tmp_path / "out"
+    experiment.run_experiment(path, out, device_name="cpu", quiet=True)
     printed = capsys.readouterr().out
     for row in ("| undefended |", "| ATRDH |", "| PgA-AT |", "| CgAT |"):
         assert row in printed
-    assert "[5/5] writing the report" in printed
-    html = (tmp_path / "report" / "index.html").read_text()
+    assert "writing the report" in printed
+    html = (out / "report" / "index.html").read_text()
     assert "Defences" in html and "Retrieval gallery" in html
-    assert (tmp_path / "report" / "figures" / "gallery.png").stat().st_size > 0
-    table = json.loads((tmp_path / "results.json").read_text())["results"]["table"]
-    assert set(table) == {"none", "atrdh", "pga-at", "cgat"}
-    assert all(0.0 <= v["robust"] <= v["pga"] <= 1.0 for v in table.values())
+    assert (out / "report" / "figures" / "gallery.png").stat().st_size > 0
+    result = load_results(out / "results.json")
+    assert isinstance(result, ExperimentRun) and [r.label for r in result.rows] == ["undefended", "ATRDH", "PgA-AT",
+                                                                                    "CgAT"]  # fmt: skip
+    resolved = json.loads((out / "config.json").read_text())
+    assert resolved["train"]["bits"] == 8 and resolved["train"]["loss"] == "dph"  # defaults filled in
+    for row in result.rows:
+        run = load_results(out / row.results)
+        assert 0.0 <= run.robust_map <= run.attack("pga").map <= 1.0
+    stamp = (out / "attacks-cgat.json").stat().st_mtime_ns
+    experiment.run_experiment(path, out, device_name="cpu", quiet=True)  # resumes: nothing recomputed
+    assert (out / "attacks-cgat.json").stat().st_mtime_ns == stamp
+
+
+def test_the_shipped_demo_file_is_valid():
+    exp = experiment.load_experiment(experiment.DEMO)
+    assert exp.train.loss == "dph" and exp.train.bits == 32 and exp.methods == ["atrdh", "pga-at", "cgat"]
+    assert exp.attack.protocol == "pgd20" and exp.attack.attacks == ["p2p", "dhta", "hag", "sdha", "pga"]

@@ -30,12 +30,19 @@ class Checkpoint:
 
     def build_model(self, device: torch.device | str = "cpu") -> HashModel:
         """The trained model in eval mode on ``device``."""
+        if self.meta["model"].get("external"):
+            raise UserError(f"{self.path} holds a model you brought ({self.meta['model']['backbone']}); pass "
+                            "--model-def path/to/file.py:factory to rebuild it")  # fmt: skip
         model = model_from_config(self.meta["model"])
         try:
             model.load_state_dict(self.state["model"])
         except RuntimeError as exc:
             raise UserError(f"checkpoint {self.path} does not match its own model config: {exc}") from exc
         return model.to(device).eval()
+
+    def summary(self) -> dict[str, Any]:
+        """What results files record of the model: kind, model, train, dataset, defense and seed."""
+        return {k: self.meta.get(k) for k in ("kind", "model", "train", "dataset", "defense", "seed")}
 
 
 def save_checkpoint(path: str | Path, meta: dict[str, Any], model: HashModel, **state: Any) -> None:

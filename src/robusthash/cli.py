@@ -1,4 +1,9 @@
-"""The ``robusthash`` command line. User mistakes print one line and exit with code 2, never a traceback."""
+"""The ``robusthash`` command line. User mistakes print one line and exit with code 2, never a traceback.
+
+The flags of ``train``, ``attack`` and ``defend`` are derived from the config dataclasses
+(:class:`~robusthash.training.TrainConfig`, :class:`~robusthash.robustness.AttackSuite`,
+:class:`~robusthash.defenses.DefenseConfig`): every field is a flag, with the field's help and default.
+"""
 
 from __future__ import annotations
 
@@ -10,52 +15,46 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from robusthash.errors import UserError
 
 Handler = Callable[[argparse.Namespace], int]
 
 
-def _add_data_options(p: argparse.ArgumentParser, required: bool = False, default: str | None = None) -> None:
-    p.add_argument(
-        "--dataset",
-        required=required,
-        default=default,
-        help="dataset name (see 'robusthash datasets')" + (f"; default {default}" if default else ""),
-    )
+def _add_data_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", default=None, help="dataset name (see 'robusthash datasets'); default: the "
+                   "checkpoint's, else fashion-mnist")  # fmt: skip
     p.add_argument("--data-dir", default=None, help="folder holding the dataset's files")
-    p.add_argument(
-        "--database",
-        default=None,
-        help="database size (a multiple of 10) or 'all' for Fashion-MNIST data; default 10000",
-    )
-    p.add_argument(
-        "--split-seed", type=int, default=None, help="seed of the train/query/database draw (default 0)"
-    )
+    p.add_argument("--database", default=None, help="database size (a multiple of 10) or 'all' for Fashion-MNIST "
+                   "data; default 10000")  # fmt: skip
+    p.add_argument("--split-seed", type=int, default=None, help="seed of the train/query/database draw (default 0)")
     p.add_argument("--image-size", type=int, default=None, help="image side for list datasets (default 224)")
 
 
-def _add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--seed", type=int, default=0, help="seed of everything random in this run (default 0)")
+def _add_run_options(p: argparse.ArgumentParser, seed: bool = True) -> None:
+    if seed:
+        p.add_argument("--seed", type=int, default=0, help="seed of everything random in this run (default 0)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+def _add_model_options(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--model", required=True, help=f"{what}: a robusthash checkpoint, or a state dict with "
+                   "--model-def / --backbone")  # fmt: skip
+    p.add_argument("--model-def", default=None, help="path/to/file.py:factory building your nn.Module (images in "
+                   "[0, 1] -> (N, K) codes); --model is then its state dict or a checkpoint robusthash wrote")  # fmt: skip
+    p.add_argument("--model-output", default="tanh", choices=["tanh", "preactivation"],
+                   help="what the --model-def module returns (default tanh)")  # fmt: skip
+    p.add_argument("--loss", dest="model_loss", default="dph",
+                   help="hashing loss of a brought model, for defences (default dph)")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from robusthash.attacks import list_attacks
-    from robusthash.defenses import list_defenses
-    from robusthash.losses import list_losses
-    from robusthash.models import list_models
-    from robusthash.robustness import DEFAULT_ATTACKS, PROTOCOLS
+    from robusthash.config import add_arguments
+    from robusthash.defenses import DefenseConfig
+    from robusthash.robustness import AttackSuite
+    from robusthash.training import TrainConfig
 
     parser = argparse.ArgumentParser(
         prog="robusthash",
@@ -63,110 +62,62 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    p = sub.add_parser("datasets", help="list the datasets and where they are read from")
+    p = sub.add_parser("datasets", help="list the datasets, backbones, losses, attacks and defences")
     p.set_defaults(handler=cmd_datasets)
 
     p = sub.add_parser("train", help="train a hashing model and save a checkpoint")
-    _add_data_options(p, default="fashion-mnist")
-    p.add_argument("--backbone", default="small_cnn", help=f"one of: {', '.join(list_models())}")
-    p.add_argument("--pretrained", default=None, help="local torchvision ImageNet weights for the backbone")
-    p.add_argument(
-        "--input-size",
-        type=_positive_int,
-        default=None,
-        help="resize inputs to this side inside the model (e.g. 64 for efficientnet_lite0)",
-    )
-    p.add_argument("--bits", type=_positive_int, default=32, help="code length K (default 32)")
-    p.add_argument("--loss", default="dph", help=f"one of: {', '.join(list_losses())} (default dph)")
-    p.add_argument(
-        "--epochs", type=_positive_int, default=None, help="training epochs (default: the recipe's)"
-    )
-    p.add_argument("--batch-size", type=_positive_int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--optimizer", default=None, help="adamw (default) or sgd (the papers' recipe)")
+    _add_data_options(p)
+    add_arguments(p, TrainConfig)
     p.add_argument("--out", default="runs/model.pt", help="checkpoint path (default runs/model.pt)")
     p.add_argument("--no-resume", action="store_true", help="start over even if --out holds a checkpoint")
-    _add_run_options(p)
+    _add_run_options(p, seed=False)
     p.set_defaults(handler=cmd_train)
 
     p = sub.add_parser("evaluate", help="clean retrieval: mAP@K, PR and P@N of the query set")
-    p.add_argument("--model", required=True, help="checkpoint to evaluate")
+    _add_model_options(p, "model to evaluate")
     _add_data_options(p)
-    p.add_argument("--topk", type=int, default=None, help="mAP cut-off (default 1000; 0 = whole database)")
+    p.add_argument("--topk", type=int, default=1000, help="mAP cut-off (default 1000; 0 = whole database)")
     p.add_argument("--out", default=None, help="results JSON (default: next to the checkpoint)")
     _add_run_options(p)
     p.set_defaults(handler=cmd_evaluate)
 
     p = sub.add_parser("attack", help="attack the query set and report mAP under each attack")
-    p.add_argument("--model", required=True, help="checkpoint to attack")
+    _add_model_options(p, "model to attack (the victim)")
+    p.add_argument("--surrogate", default=None, help="checkpoint(s), comma-separated, that craft transfer attacks")
     _add_data_options(p)
-    p.add_argument(
-        "--attack",
-        default=",".join(DEFAULT_ATTACKS),
-        help=f"comma-separated attacks from: {', '.join(list_attacks())} (default {','.join(DEFAULT_ATTACKS)})",
-    )
-    p.add_argument(
-        "--protocol",
-        default="default",
-        choices=PROTOCOLS,
-        help="default: each attack's published optimiser and iterations; pgd20: all PGD, 20 steps",
-    )
-    p.add_argument(
-        "--steps", type=_positive_int, default=None, help="override every attack's iteration count"
-    )
-    p.add_argument(
-        "--eps", type=float, default=8.0, help="L-inf budget in pixel levels out of 255 (default 8)"
-    )
-    p.add_argument(
-        "--queries", type=_positive_int, default=None, help="attack this many queries (seeded subset)"
-    )
-    p.add_argument("--topk", type=int, default=None, help="mAP cut-off (default 1000; 0 = whole database)")
-    p.add_argument("--batch-size", type=_positive_int, default=128, help="images per attack batch")
+    add_arguments(p, AttackSuite, skip=["attacks"])
+    p.add_argument("--attack", dest="attacks", default=None, type=lambda t: [a.strip() for a in t.split(",") if a.strip()],
+                   help="comma-separated attacks (see 'robusthash datasets'); default pga,hag,sdha,p2p,dhta")  # fmt: skip
     p.add_argument("--out", default=None, help="output folder (default: <checkpoint>-attacks/)")
-    _add_run_options(p)
+    _add_run_options(p, seed=False)
     p.set_defaults(handler=cmd_attack)
 
     p = sub.add_parser("defend", help="adversarially train a checkpoint (CgAT, ATRDH or PgA-AT)")
-    p.add_argument("--model", required=True, help="clean pre-trained checkpoint to start from")
-    p.add_argument("--method", default="cgat", help=f"one of: {', '.join(list_defenses())} (default cgat)")
+    _add_model_options(p, "clean pre-trained model to start from")
     _add_data_options(p)
-    p.add_argument(
-        "--epochs", type=_positive_int, default=None, help="adversarial-training epochs (default 3)"
-    )
-    p.add_argument(
-        "--lam", type=float, default=None, help="weight lambda of the adversarial loss (default 1)"
-    )
-    p.add_argument(
-        "--steps", type=_positive_int, default=None, help="PGD steps of the training attack (default 7)"
-    )
-    p.add_argument(
-        "--lr", type=float, default=None, help="learning rate (default: the method's published one)"
-    )
-    p.add_argument(
-        "--similarity",
-        default=None,
-        choices=["binary", "dice", "jaccard"],
-        help="label similarity of the center codes (CgAT default binary, PgA-AT dice)",
-    )
+    add_arguments(p, DefenseConfig)
     p.add_argument("--out", default=None, help="defended checkpoint (default: <checkpoint>-<method>.pt)")
     p.add_argument("--no-resume", action="store_true", help="start over even if --out holds a checkpoint")
-    _add_run_options(p)
+    _add_run_options(p, seed=False)
     p.set_defaults(handler=cmd_defend)
 
-    p = sub.add_parser("report", help="turn results JSON files into an HTML page, Markdown and CSV tables")
-    p.add_argument("results", nargs="+", help="attack results, a demo's results.json, or benchmark rows")
+    p = sub.add_parser("report", help="turn results files into an HTML page, Markdown and CSV tables")
+    p.add_argument("results", nargs="+", help="attack results, an experiment's results.json, or benchmark rows")
     p.add_argument("--out", default="runs/report", help="output folder (default runs/report)")
-    p.add_argument(
-        "--no-gallery", action="store_true", help="skip the retrieval gallery (needs the checkpoints)"
-    )
-    _add_run_options(p)
     p.set_defaults(handler=cmd_report)
 
-    p = sub.add_parser(
-        "demo", help="the embedded default end to end: train, attack, defend, re-attack, write the report"
-    )
+    p = sub.add_parser("run", help="run an experiment file (TOML): train, attack, defend, re-attack, report")
+    p.add_argument("experiment", help="experiment file; start from the demo's: robusthash demo --print")
+    p.add_argument("--out", default=None, help="output folder (default runs/<experiment name>)")
+    p.add_argument("--data-dir", default=None, help="folder with the dataset's files")
+    p.add_argument("--seed", type=int, default=None, help="override the file's seed")
+    _add_run_options(p, seed=False)
+    p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("demo", help="the embedded default end to end (the shipped experiment demo.toml)")
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST IDX files")
+    p.add_argument("--print", action="store_true", help="print the demo's experiment file (to copy and edit)")
     _add_run_options(p)
     p.set_defaults(handler=cmd_demo)
     return parser
@@ -190,42 +141,87 @@ def _dataset_options(args: argparse.Namespace, stored: dict[str, Any] | None = N
     }
 
 
-def load_data(options: dict[str, Any]):  # noqa: ANN201 - DatasetSplits, imported lazily
+def _load_data(options: dict[str, Any]):  # noqa: ANN202 - DatasetSplits, imported lazily
     from robusthash.data import load_dataset
 
-    return load_dataset(
-        options["name"],
-        options["data_dir"],
-        options["split_seed"],
-        options["database"],
-        options["image_size"],
-    )
+    return load_dataset(options["name"], options["data_dir"], options["split_seed"], options["database"],
+                        options["image_size"])  # fmt: skip
+
+
+def _read_state(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - unusable for any reason
+        raise UserError(f"{path} is not a readable checkpoint or state dict (corrupt, or holds objects robusthash "
+                        "will not load)") from None  # fmt: skip
+    if not isinstance(state, dict):
+        raise UserError(f"{path} holds a {type(state).__name__}, not a checkpoint or state dict")
+    return state
+
+
+def _load_model(args: argparse.Namespace, device: torch.device) -> tuple[Any, Any, dict[str, Any]]:
+    """(model, checkpoint, dataset options) of ``--model`` [+ ``--model-def``]; a brought model gets a
+    checkpoint-like record of its own (its loss from ``--loss``)."""
+    from robusthash.checkpoint import FORMAT, Checkpoint, check_matches_data, read_checkpoint
+    from robusthash.models import load_model_def, wrap_model
+
+    path = Path(args.model)
+    if args.model_def is None:
+        ckpt = read_checkpoint(path)
+        options = _dataset_options(args, ckpt.meta.get("dataset"))
+        data = _load_data(options)
+        check_matches_data(ckpt.meta, data, path)
+        return ckpt.build_model(device), ckpt, options
+    state = _read_state(path)
+    stored = state.get("meta", {}) if state.get("format") == FORMAT else {}
+    options = _dataset_options(args, stored.get("dataset"))
+    data = _load_data(options)
+    model = wrap_model(load_model_def(args.model_def), args.model_output, image_shape=data.image_shape,
+                       name=args.model_def)  # fmt: skip
+    weights = state["model"] if state.get("format") == FORMAT else state
+    try:
+        model.load_state_dict(weights if "mean" in weights else {**model.state_dict(), **{f"module.{k}": v
+                              for k, v in weights.items()}})  # fmt: skip
+    except RuntimeError as exc:
+        raise UserError(f"{path} does not fit the module of {args.model_def}: {str(exc).splitlines()[0]}") from None
+    from robusthash.training import TrainConfig, dataset_meta
+
+    meta = stored or {"kind": "trained", "model": model.config, "dataset": dataset_meta(data, options),
+                      "train": {**TrainConfig().__dict__, "loss": args.model_loss, "backbone": model.config["backbone"]},
+                      "seed": None}  # fmt: skip
+    return model.to(device).eval(), Checkpoint(path, meta, {"model": weights}), options
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
+    from robusthash.attacks import ATTACKS
     from robusthash.data import dataset_spec, list_datasets
+    from robusthash.defenses import DEFENSES
+    from robusthash.losses import LOSSES
+    from robusthash.models import BACKBONES
 
     for name in list_datasets():
         spec = dataset_spec(name)
         print(f"{name:16s} {spec.description}\n{'':16s} read from: {spec.location()}")
+    print("\nbackbones: " + ", ".join(BACKBONES.names()))
+    print("losses:    " + ", ".join(LOSSES.names()))
+    print("attacks:   " + ", ".join(f"{n} ({ATTACKS.get(n).threat_model})" for n in ATTACKS.names()))
+    print("defences:  " + ", ".join(DEFENSES.names()))
     return 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from robusthash.config import given
     from robusthash.evaluation import evaluate_retrieval
     from robusthash.runtime import resolve_device
     from robusthash.training import TrainConfig, train
 
     device = resolve_device(args.device)
+    config = TrainConfig(**given(args, TrainConfig))
+    config.validate()
     options = _dataset_options(args)
-    data = load_data(options)
-    overrides = {
-        k: v for k, v in {
-            "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "optimizer": args.optimizer,
-        }.items() if v is not None
-    }  # fmt: skip
-    config = TrainConfig(backbone=args.backbone, bits=args.bits, loss=args.loss, seed=args.seed,
-                         pretrained=args.pretrained, input_size=args.input_size, **overrides)  # fmt: skip
+    data = _load_data(options)
     result = train(data, config, args.out, device, resume=not args.no_resume, dataset_options=options,
                    quiet=args.quiet)  # fmt: skip
     report = evaluate_retrieval(result.model, data, device, topk=1000)
@@ -235,128 +231,108 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from robusthash.checkpoint import check_matches_data, read_checkpoint
     from robusthash.evaluation import evaluate_retrieval
-    from robusthash.report.results import results_document, write_results
-    from robusthash.runtime import resolve_device, seed_everything
+    from robusthash.results import EvaluationRun, Scores, now
+    from robusthash.runtime import environment, resolve_device, seed_everything
 
     device = resolve_device(args.device)
     seed_everything(args.seed)
-    ckpt = read_checkpoint(args.model)
-    options = _dataset_options(args, ckpt.meta.get("dataset"))
-    data = load_data(options)
-    check_matches_data(ckpt.meta, data, args.model)
-    model = ckpt.build_model(device)
-    topk = 1000 if args.topk is None else (None if args.topk == 0 else args.topk)
-    report = evaluate_retrieval(model, data, device, topk, quiet=args.quiet)
+    if args.topk < 0:
+        raise UserError(f"--topk must be >= 0 (0 = the whole database), got {args.topk}")
+    model, ckpt, options = _load_model(args, device)
+    data = _load_data(options)
+    topk = args.topk or None
+    report = evaluate_retrieval(model, data, device, topk, quiet=args.quiet, per_query=True)
     out = Path(args.out) if args.out else Path(args.model).with_suffix(".eval.json")
-    doc = results_document("evaluate", {"model": args.model, "dataset": options, "topk": topk},
-                           args.seed, device, ckpt.meta, {"clean": report})  # fmt: skip
-    write_results(doc, out)
-    print(f"clean mAP@{report['topk']} = {report['map']:.4f} ({data.name}, {ckpt.meta['model']['bits']} bits); "
-          f"results in {out}")  # fmt: skip
+    run = EvaluationRun(config={"model": args.model, "dataset": options, "topk": topk}, seed=args.seed,
+                        environment=environment(device), created=now(), model=ckpt.summary(),
+                        clean=Scores.from_report(report))  # fmt: skip
+    run.write(out)
+    print(f"clean mAP@{report['topk']} = {report['map']:.4f} ({data.name}, {model.bits} bits); results in {out}")
     return 0
 
 
 def cmd_attack(args: argparse.Namespace) -> int:
-    from robusthash.checkpoint import check_matches_data, read_checkpoint
+    from robusthash.checkpoint import read_checkpoint
+    from robusthash.config import given
     from robusthash.robustness import AttackSuite, evaluate_attacks
     from robusthash.runtime import resolve_device, seed_everything
 
     device = resolve_device(args.device)
-    seed_everything(args.seed)
-    if not 0 <= args.eps <= 255:
-        raise UserError(f"--eps is in pixel levels and must lie in [0, 255], got {args.eps}")
-    suite = AttackSuite(
-        attacks=[a.strip() for a in args.attack.split(",") if a.strip()], protocol=args.protocol,
-        steps=args.steps, eps=args.eps / 255, topk=1000 if args.topk is None else (args.topk or None),
-        queries=args.queries, batch_size=args.batch_size, seed=args.seed,
-    )  # fmt: skip
+    suite = AttackSuite(**given(args, AttackSuite))
     suite.validate()
-    ckpt = read_checkpoint(args.model)
-    options = _dataset_options(args, ckpt.meta.get("dataset"))
-    data = load_data(options)
-    check_matches_data(ckpt.meta, data, args.model)
-    model = ckpt.build_model(device)
-    results = evaluate_attacks(model, data, suite, device, quiet=args.quiet)
-    out = (
-        Path(args.out)
-        if args.out
-        else Path(args.model).with_suffix("").with_name(Path(args.model).stem + "-attacks")
-    )
-    write_attack_outputs(results, suite, options, ckpt.meta, args.seed, device, out, args.model)
+    seed_everything(suite.seed)
+    model, ckpt, options = _load_model(args, device)
+    data = _load_data(options)
+    surrogates = {Path(p).stem: read_checkpoint(p).build_model(device)
+                  for p in (args.surrogate or "").split(",") if p.strip()}  # fmt: skip
+    run = evaluate_attacks(model, data, suite, device, quiet=args.quiet, surrogates=surrogates,
+                           config={"model": args.model, "dataset": options}, model_meta=ckpt.summary())  # fmt: skip
+    out = Path(args.out) if args.out else Path(args.model).with_name(Path(args.model).stem + "-attacks")
+    write_attack_outputs(run, out)
     return 0
 
 
-def write_attack_outputs(results, suite, options, meta, seed, device, out: Path, model_path: str) -> None:  # noqa: ANN001
+def write_attack_outputs(run: Any, out: Path) -> None:
     """JSON, Markdown table and PR / P@N figures of an attack run, and the table on stdout."""
-    from dataclasses import asdict
-
     from robusthash.report.plots import plot_pr_and_pn
-    from robusthash.report.results import results_document, write_results
     from robusthash.report.tables import attack_table
+    from robusthash.runtime import atomic_write_text
 
-    doc = results_document("attack", {"model": model_path, "dataset": options, "suite": asdict(suite)},
-                           seed, device, meta, results)  # fmt: skip
-    write_results(doc, out / "attack_results.json")
-    title = (f"{meta['train']['loss']} / {meta['model']['backbone']} / {meta['model']['bits']} bits on "
-             f"{options['name']}, protocol {suite.protocol}, eps {suite.eps * 255:.0f}/255, "
-             f"{results['queries']} queries, seed {seed}")  # fmt: skip
-    table = attack_table(results, title)
-    (out / "attack_table.md").write_text(table, encoding="utf-8")
-    plot_pr_and_pn(results, title, out)
+    run.write(out / "attack_results.json")
+    title = f"{run.model_label} model: {run.describe()}"
+    table = attack_table(run, title)
+    atomic_write_text(table, out / "attack_table.md")
+    plot_pr_and_pn(run, title, out)
     print(table)
     print(f"results: {out / 'attack_results.json'} (+ attack_table.md, pr_curve.png, p_at_n.png)")
 
 
 def cmd_defend(args: argparse.Namespace) -> int:
-    from robusthash.checkpoint import check_matches_data, read_checkpoint
-    from robusthash.defenses import DefenseConfig, defend, defense_class
+    from robusthash.config import given
+    from robusthash.defenses import DefenseConfig, defend
     from robusthash.evaluation import evaluate_retrieval
     from robusthash.runtime import resolve_device
 
     device = resolve_device(args.device)
-    defense_class(args.method)
-    overrides = {k: v for k, v in {"epochs": args.epochs, "lam": args.lam, "steps": args.steps, "lr": args.lr,
-                                   "similarity": args.similarity}.items() if v is not None}  # fmt: skip
-    config = DefenseConfig(method=args.method, seed=args.seed, **overrides)
+    config = DefenseConfig(**given(args, DefenseConfig))
     config.validate()
-    base = read_checkpoint(args.model)
+    model, base, options = _load_model(args, device)
     if base.meta.get("kind") == "defended":
-        raise UserError(
-            f"{args.model} is already a defended model; start from the clean checkpoint it came from"
-        )
-    options = _dataset_options(args, base.meta.get("dataset"))
-    data = load_data(options)
-    check_matches_data(base.meta, data, args.model)
-    out = (
-        Path(args.out)
-        if args.out
-        else Path(args.model).with_name(f"{Path(args.model).stem}-{args.method}.pt")
-    )
-    result = defend(base, data, config, out, device, resume=not args.no_resume, quiet=args.quiet)
+        raise UserError(f"{args.model} is already a defended model; start from the clean checkpoint it came from")
+    data = _load_data(options)
+    out = Path(args.out) if args.out else Path(args.model).with_name(f"{Path(args.model).stem}-{config.method}.pt")
+    result = defend(base, data, config, out, device, resume=not args.no_resume, quiet=args.quiet, model=model)
     report = evaluate_retrieval(result.model, data, device, topk=1000)
-    print(f"saved {out}: {args.method} from {args.model}, clean mAP@1000 = {report['map']:.4f} "
+    print(f"saved {out}: {config.method} from {args.model}, clean mAP@1000 = {report['map']:.4f} "
           f"({result.seconds:.0f} s of adversarial training)")  # fmt: skip
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from robusthash.report.build import build_report
-    from robusthash.runtime import resolve_device, seed_everything
 
-    seed_everything(args.seed)
-    index = build_report(
-        args.results, args.out, gallery=not args.no_gallery, device=resolve_device(args.device)
-    )
+    index = build_report(args.results, args.out)
     print(f"report: {index} (+ report.md, CSV tables, figures/)")
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from robusthash.demo import run_demo
+def cmd_run(args: argparse.Namespace) -> int:
+    from robusthash.experiment import load_experiment, run_experiment
 
-    return run_demo(Path(args.out), args.data_dir, args.seed, args.device, args.quiet)
+    out = args.out or f"runs/{load_experiment(args.experiment, args.seed, args.data_dir).name}"
+    run_experiment(args.experiment, out, args.seed, args.device, args.quiet, args.data_dir)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from robusthash.experiment import DEMO, run_experiment
+
+    if args.print:
+        print(DEMO.read_text(encoding="utf-8"), end="")
+        return 0
+    run_experiment(DEMO, args.out, args.seed, args.device, args.quiet, args.data_dir)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -371,10 +347,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"robusthash: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(
-            "robusthash: interrupted (checkpoints written so far are complete; rerun to resume)",
-            file=sys.stderr,
-        )
+        print("robusthash: interrupted (checkpoints written so far are complete: train, defend and run resume "
+              "when rerun; attack starts over)", file=sys.stderr)  # fmt: skip
         return 130
     except json.JSONDecodeError as exc:
         print(f"robusthash: error: a results file is not valid JSON: {exc}", file=sys.stderr)

@@ -11,12 +11,11 @@ from tqdm.auto import tqdm
 
 from robusthash import metrics
 from robusthash.data import DatasetSplits, iterate_batches, labels_of
-from robusthash.models import HashModel
 
 
 @torch.no_grad()
 def encode(
-    model: HashModel, dataset: Dataset, device: torch.device | str = "cpu", batch_size: int = 500,
+    model: torch.nn.Module, dataset: Dataset, device: torch.device | str = "cpu", batch_size: int = 500,
     quiet: bool = True, desc: str = "encode",
 ) -> Tensor:  # fmt: skip
     """Binary codes {-1, +1} (N, K) of a whole split, computed in eval mode (the model's mode is restored)."""
@@ -32,7 +31,7 @@ def encode(
 
 @torch.no_grad()
 def encode_images(
-    model: HashModel, images: Tensor, device: torch.device | str = "cpu", batch_size: int = 500
+    model: torch.nn.Module, images: Tensor, device: torch.device | str = "cpu", batch_size: int = 500
 ) -> Tensor:
     """Binary codes of an image tensor (N, C, H, W), computed in batches on ``device``, returned on the CPU."""
     was_training = model.training
@@ -45,14 +44,15 @@ def encode_images(
 
 
 def evaluate_retrieval(
-    model: HashModel, data: DatasetSplits, device: torch.device | str = "cpu", topk: int | None = 1000,
-    quiet: bool = True,
+    model: torch.nn.Module, data: DatasetSplits, device: torch.device | str = "cpu", topk: int | None = 1000,
+    quiet: bool = True, per_query: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
-    """Clean mAP@topk, PR and P@N of the query split against the database split."""
+    """Clean mAP@topk, PR and P@N of the query split against the database split (and per-query AP)."""
     db_codes = encode(model, data.database, device, quiet=quiet, desc="encode database")
     q_codes = encode(model, data.query, device, quiet=quiet, desc="encode queries")
     report = metrics.retrieval_report(
         q_codes, db_codes, labels_of(data.query), labels_of(data.database), topk
     )
-    report.pop("ap")
+    if not per_query:
+        report.pop("ap")
     return report

@@ -1,51 +1,46 @@
-"""Robustness evaluation: run a suite of attacks on the query set and measure retrieval under each.
+"""Robustness evaluation in two steps: **craft** adversarial queries, then **score** them.
 
-Per attack: mAP@K of the adversarial queries (relevance = the query's true labels), t-mAP for targeted
-attacks (relevance = the target label), seconds per adversarial image, mean bits flipped against the clean
-code, mean L-inf and L2 of the perturbation, PR and P@N curves. Across attacks: the **robust mAP**, the mean
-over queries of the lowest AP any attack reached on that query (a worst-case ensemble, like AutoAttack's).
+:func:`craft` runs one attack on a set of queries (named by their indices in the query split) and returns a
+:class:`Crafted`: the victim's codes of the adversarial queries, the targets, per-query norms and the timings.
+Crafted sets of disjoint query shards :func:`merge` into the set of their union, exactly as if crafted
+together (every random draw of query i comes from ``(seed, i)``). :func:`score` turns a crafted set into an
+:class:`~robusthash.results.AttackOutcome`: mAP@K against the true labels (per-query AP), t-mAP against the
+targets for targeted attacks, bits flipped against the clean code, L-inf and L2 of the perturbation.
+:func:`evaluate_attacks` does both for a whole :class:`AttackSuite` and adds the **robust mAP**, the mean over
+queries of the lowest AP any attack reached (a worst-case ensemble, like AutoAttack's), and a retrieval gallery.
 
-Timing is wall clock per attack and includes target selection and pharos / anchor codes; it excludes encoding
-the database and the reference (training) set, which every attack shares and which is reported once as
-``setup_seconds``.
+White-box attacks craft on the victim. Transfer attacks (``threat_model = "transfer"``) craft on each surrogate
+model (with the surrogate's own code banks) and only the victim's codes of the result are scored; the victim is
+never differentiated. Timing is wall clock; it excludes encoding the database and the reference set, which every
+attack shares (``setup_seconds``); an attack's :meth:`~robusthash.attacks.Attack.fit` is timed apart.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from robusthash import metrics
-from robusthash.attacks import CodeBank, attack_class, create_attack
+from robusthash.attacks import ATTACKS, PROTOCOLS, Attack, CodeBank, create_attack
+from robusthash.config import option
 from robusthash.data import DatasetSplits, iterate_batches, labels_of
 from robusthash.errors import UserError
 from robusthash.evaluation import encode, encode_images
-from robusthash.models import HashModel
+from robusthash.results import AttackOutcome, Gallery, GalleryItem, RobustnessRun, Scores, now
+from robusthash.runtime import environment
 
-PROTOCOLS = ("default", "pgd20")
 DEFAULT_ATTACKS = ("pga", "hag", "sdha", "p2p", "dhta")
 
 
 def protocol_options(name: str, protocol: str, steps: int | None = None) -> dict[str, Any]:
-    """Constructor options of attack ``name`` under a protocol.
-
-    ``default``: each attack's published optimiser and iteration count. ``pgd20``: every attack optimised by
-    PGD with 20 signed steps of 1/255 (PgA Table 5). ``steps`` overrides the iteration count in both.
-    """
-    if protocol not in PROTOCOLS:
-        raise UserError(f"unknown protocol {protocol!r}; valid: {', '.join(PROTOCOLS)}")
-    attack_class(name)  # validates the name
-    options: dict[str, Any] = {}
-    if protocol == "pgd20":
-        options["steps"] = 20
-        options["step_size"] = 1 / 255
-        if name in ("hag", "sdha"):
-            options["optimizer"] = "pgd"
+    """Constructor options of attack ``name`` under a protocol (the attack's own
+    :meth:`~robusthash.attacks.Attack.protocol_options`); ``steps`` overrides the iteration count."""
+    options = dict(ATTACKS.get(name).protocol_options(protocol))
     if steps is not None:
         options["steps"] = steps
     return options
@@ -55,24 +50,49 @@ def protocol_options(name: str, protocol: str, steps: int | None = None) -> dict
 class AttackSuite:
     """What to run: attacks, protocol and the shared settings."""
 
-    attacks: list[str] = field(default_factory=lambda: list(DEFAULT_ATTACKS))
-    protocol: str = "default"
-    steps: int | None = None
-    eps: float = 8 / 255
-    topk: int | None = 1000
-    queries: int | None = None
-    batch_size: int = 128
-    seed: int = 0
-    attack_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    attacks: list[str] = option(None, "attacks to run, comma-separated")  # replaced in __post_init__
+    protocol: str = option("default", "default: each attack's published settings; pgd20: all PGD, 20 steps")
+    steps: int | None = option(None, "override every attack's iteration count")
+    eps: float = option(8 / 255, "L-inf budget, in pixel levels of 255 on the command line", cli_scale=255)
+    topk: int | None = option(1000, "mAP cut-off; none = the whole database")
+    queries: int | None = option(None, "attack this many queries (a seeded subset)")
+    batch_size: int = option(128, "images per attack batch (results do not depend on it)")
+    seed: int = option(0, "seed of every random draw (per query)")
+    attack_options: dict[str, dict[str, Any]] = field(default_factory=dict,
+                                                      metadata={"help": "per-attack options, JSON"})  # fmt: skip
+    gallery_queries: int = option(3, "queries drawn in the retrieval gallery (0: none)")
+
+    def __post_init__(self) -> None:
+        if self.attacks is None:
+            self.attacks = list(DEFAULT_ATTACKS)
 
     def validate(self) -> None:
         if not self.attacks:
-            raise UserError("no attack given; valid: " + ", ".join(sorted(DEFAULT_ATTACKS)))
+            raise UserError("no attack given; valid: " + ", ".join(ATTACKS.names()))
         for name in self.attacks:
-            attack_class(name)
-        protocol_options(self.attacks[0], self.protocol)
+            ATTACKS.get(name)
+        if self.protocol not in PROTOCOLS:
+            raise UserError(f"unknown protocol {self.protocol!r}; valid: {', '.join(PROTOCOLS)}")
+        unknown = sorted(set(self.attack_options) - set(self.attacks))
+        if unknown:
+            raise UserError(f"attack options given for {', '.join(unknown)}, which the suite does not run")
         if self.queries is not None and self.queries < 1:
-            raise UserError(f"--queries must be >= 1, got {self.queries}")
+            raise UserError(f"queries must be >= 1, got {self.queries}")
+        if self.topk is not None and self.topk < 1:
+            raise UserError(f"topk must be >= 1 (or none for the whole database), got {self.topk}")
+        if self.steps is not None and self.steps < 0:
+            raise UserError(f"steps must be >= 0, got {self.steps}")
+        if not (isinstance(self.eps, (int, float)) and 0 <= self.eps <= 1):
+            raise UserError(f"eps must lie in [0, 1] image units (0-255 pixel levels), got {self.eps}")
+        if self.batch_size < 1:
+            raise UserError(f"batch size must be >= 1, got {self.batch_size}")
+        if self.gallery_queries < 0:
+            raise UserError(f"gallery_queries must be >= 0, got {self.gallery_queries}")
+
+    def options(self, name: str) -> dict[str, Any]:
+        """The constructor options of attack ``name`` in this suite."""
+        return {**protocol_options(name, self.protocol, self.steps), **self.attack_options.get(name, {}),
+                "eps": self.eps, "seed": self.seed, "batch_size": self.batch_size}  # fmt: skip
 
 
 def query_subset(data: DatasetSplits, count: int | None, seed: int) -> Tensor:
@@ -84,83 +104,221 @@ def query_subset(data: DatasetSplits, count: int | None, seed: int) -> Tensor:
     return torch.randperm(n, generator=g)[:count].sort().values
 
 
-def _images(data: DatasetSplits, indices: Tensor) -> tuple[Tensor, Tensor]:
+def query_images(data: DatasetSplits, indices: Tensor) -> tuple[Tensor, Tensor]:
+    """Images and labels of the queries ``indices``."""
     xs, ys = [], []
     for x, y, _ in iterate_batches(data.query, 500, indices=indices):
         xs.append(x)
         ys.append(y)
+    if not xs:
+        return torch.zeros(0, *data.image_shape), torch.zeros(0, data.num_classes)
     return torch.cat(xs), torch.cat(ys)
 
 
-def _scores(codes: Tensor, db: CodeBank, labels: Tensor, topk: int | None) -> dict[str, Any]:
-    rep = metrics.retrieval_report(codes, db.codes, labels, db.labels, topk)
-    rep["ap"] = rep["ap"].tolist()
-    return rep
+@dataclass
+class Banks:
+    """A model's code banks: the reference (encoded training set) and the database."""
+
+    reference: CodeBank
+    database: CodeBank
+
+    @classmethod
+    def of(cls, model: nn.Module, data: DatasetSplits, device: torch.device, quiet: bool = True) -> Banks:
+        database = CodeBank(encode(model, data.database, device, quiet=quiet, desc="encode database"),
+                            labels_of(data.database).clone())  # fmt: skip
+        reference = CodeBank(encode(model, data.train, device, quiet=quiet, desc="encode reference"),
+                             labels_of(data.train).clone())  # fmt: skip
+        return cls(reference, database)
+
+
+@dataclass
+class Crafted:
+    """One attack's adversarial queries, as the victim sees them. Rows follow ``indices``."""
+
+    name: str
+    settings: dict[str, Any]
+    threat_model: str
+    targeted: bool
+    indices: Tensor
+    codes: Tensor
+    linf: Tensor
+    l2: Tensor
+    targets: Tensor | None
+    seconds: float
+    fit_seconds: float = 0.0
+    surrogate: str | None = None
+    images: Tensor | None = field(default=None, repr=False)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def craft(attack: Attack, victim: nn.Module, images: Tensor, labels: Tensor, indices: Tensor,
+          device: torch.device, keep_images: bool = False, surrogate: str | None = None) -> Crafted:  # fmt: skip
+    """Run ``attack`` on the queries ``indices`` and encode the result with ``victim`` (timed: target choice and
+    crafting). ``attack`` must be fitted already (its :meth:`fit` time is the caller's to record)."""
+    _sync(device)
+    began = time.perf_counter()
+    targets = attack.choose_targets(labels, indices) if attack.targeted else None
+    adversarial = attack(images, labels, targets, indices=indices)
+    _sync(device)
+    seconds = time.perf_counter() - began
+    delta = (adversarial - images).flatten(1)
+    return Crafted(attack.name, attack.describe(), attack.threat_model, attack.targeted, indices.clone(),
+                   encode_images(victim, adversarial, device), delta.abs().amax(1) if delta.shape[1] else
+                   torch.zeros(len(indices)), delta.norm(dim=1), targets, seconds, surrogate=surrogate,
+                   images=adversarial if keep_images else None)  # fmt: skip
+
+
+def merge(shards: list[Crafted]) -> Crafted:
+    """The crafted set of the union of disjoint query shards (rows sorted by query index; times summed)."""
+    if not shards:
+        raise ValueError("nothing to merge")
+    first = shards[0]
+    indices = torch.cat([s.indices for s in shards])
+    if len(torch.unique(indices)) != len(indices):
+        raise ValueError("query shards overlap: a query was crafted twice")
+    order = torch.argsort(indices)
+
+    def cat(name: str) -> Tensor | None:
+        parts = [getattr(s, name) for s in shards]
+        return None if parts[0] is None else torch.cat(parts)[order]
+
+    return Crafted(first.name, first.settings, first.threat_model, first.targeted, indices[order], cat("codes"),
+                   cat("linf"), cat("l2"), cat("targets"), sum(s.seconds for s in shards),
+                   max(s.fit_seconds for s in shards), first.surrogate, cat("images"))  # fmt: skip
+
+
+def score(crafted: Crafted, clean_codes: Tensor, labels: Tensor, database: CodeBank, topk: int | None) -> AttackOutcome:
+    """Per-query AP (and t-AP for targeted attacks), bits flipped and norms of a crafted set.
+
+    ``clean_codes`` and ``labels`` are the victim's clean codes and the true labels of the same queries, in the
+    same order as ``crafted.indices``.
+    """
+    scores = Scores.from_report(metrics.retrieval_report(crafted.codes, database.codes, labels, database.labels, topk))
+    tap = None
+    tmap = None
+    if crafted.targets is not None:
+        tap = metrics.average_precision(crafted.codes, database.codes, crafted.targets, database.labels, topk)
+        tap = [float(v) for v in np.asarray(tap)]
+        tmap = float(np.mean(tap)) if tap else 0.0
+    display = ATTACKS.get(crafted.name).display_name if crafted.name in ATTACKS else crafted.name
+    name = crafted.name if crafted.surrogate is None else f"{crafted.name}@{crafted.surrogate}"
+    return AttackOutcome(
+        name=name, display_name=display if crafted.surrogate is None else f"{display} ({crafted.surrogate})",
+        settings=crafted.settings, threat_model=crafted.threat_model, targeted=crafted.targeted, scores=scores,
+        seconds=crafted.seconds, fit_seconds=crafted.fit_seconds,
+        bits_flipped=(crafted.codes != clean_codes).float().sum(1).tolist(), linf=crafted.linf.tolist(),
+        l2=crafted.l2.tolist(), tmap=tmap, tap=tap, surrogate=crafted.surrogate,
+    )  # fmt: skip
+
+
+def build_gallery(name: str, images: Tensor, adversarial: Tensor, labels: Tensor, indices: Tensor,
+                  victim: nn.Module, data: DatasetSplits, database: CodeBank, device: torch.device,
+                  top: int = 10, thumb: int = 64) -> Gallery:  # fmt: skip
+    """The retrieval gallery of a few queries: images and top-``top`` retrievals before and after the attack,
+    with thumbnails (at most ``thumb`` pixels a side) so that the report needs neither the model nor the data."""
+
+    def small(x: Tensor) -> Tensor:
+        if x.shape[-1] <= thumb:
+            return x
+        return torch.nn.functional.interpolate(x, size=(thumb, thumb), mode="area")
+
+    items, db_thumbs = [], {}
+    db_labels = database.labels.cpu()
+    for kind_images in (images, adversarial):
+        assert kind_images.shape[0] == len(indices)
+    clean_top = metrics.hamming_ranking(encode_images(victim, images, device), database.codes, top)
+    adv_top = metrics.hamming_ranking(encode_images(victim, adversarial, device), database.codes, top)
+    for row, index in enumerate(indices.tolist()):
+        y = labels[row].cpu()
+        rel = [[bool((db_labels[int(j)] * y).sum() > 0) for j in ranked] for ranked in (clean_top[row], adv_top[row])]
+        items.append(GalleryItem(int(index), torch.nonzero(y)[:, 0].tolist(),
+                                 Gallery.encode_image(small(images[row : row + 1])[0]),
+                                 Gallery.encode_image(small(adversarial[row : row + 1])[0]),
+                                 [int(j) for j in clean_top[row]], [int(j) for j in adv_top[row]], rel[0], rel[1]))  # fmt: skip
+        for j in list(clean_top[row]) + list(adv_top[row]):
+            if str(int(j)) not in db_thumbs:
+                db_thumbs[str(int(j))] = Gallery.encode_image(small(data.database[int(j)][0][None])[0])
+    shape = list(small(images[:1]).shape[1:])
+    return Gallery(name, shape, items, db_thumbs, data.class_names)
+
+
+def _victim_of(model: nn.Module) -> nn.Module:
+    for attr in ("preactivation", "encode", "bits"):
+        if not hasattr(model, attr):
+            raise UserError(f"the model has no {attr!r}: wrap a plain nn.Module with robusthash.models.wrap_model")
+    return model
 
 
 def evaluate_attacks(
-    model: HashModel,
+    model: nn.Module,
     data: DatasetSplits,
     suite: AttackSuite,
     device: torch.device | str = "cpu",
     quiet: bool = False,
-) -> dict[str, Any]:
-    """Run ``suite`` against ``model`` on ``data.query`` (see module docstring). Returns a JSON-ready dict."""
+    surrogates: dict[str, nn.Module] | None = None,
+    config: dict[str, Any] | None = None,
+    model_meta: dict[str, Any] | None = None,
+    indices: Tensor | None = None,
+) -> RobustnessRun:
+    """Run ``suite`` against ``model`` (the victim) on ``data.query`` (see module docstring).
+
+    ``surrogates`` (label -> model) craft the transfer attacks; ``indices`` restricts the run to a shard of
+    the suite's queries (the rows of the result follow them); ``config`` and ``model_meta`` are recorded.
+    """
     suite.validate()
     device = torch.device(device)
-    model = model.to(device).eval()
+    victim = _victim_of(model).to(device).eval()
+    transfer = [n for n in suite.attacks if ATTACKS.get(n).threat_model == "transfer"]
+    if transfer and not surrogates:
+        raise UserError(f"transfer attack(s) {', '.join(transfer)} need surrogate models (--surrogate)")
     began = time.perf_counter()
-    database = CodeBank(encode(model, data.database, device, quiet=quiet, desc="encode database"),
-                        labels_of(data.database).clone())  # fmt: skip
-    reference = CodeBank(encode(model, data.train, device, quiet=quiet, desc="encode reference"),
-                         labels_of(data.train).clone())  # fmt: skip
+    banks = Banks.of(victim, data, device, quiet)
+    surrogate_banks = {k: (_victim_of(m).to(device).eval(), Banks.of(m, data, device, quiet))
+                       for k, m in (surrogates or {}).items()} if transfer else {}  # fmt: skip
     setup_seconds = time.perf_counter() - began
-    indices = query_subset(data, suite.queries, suite.seed)
-    images, labels = _images(data, indices)
-    clean_codes = encode_images(model, images, device)
-    clean = _scores(clean_codes, database, labels, suite.topk)
-    results: dict[str, Any] = {
-        "queries": len(indices),
-        "query_indices": indices.tolist(),
-        "setup_seconds": setup_seconds,
-        "clean": clean,
-        "attacks": {},
-    }
-    per_query_ap = []
+    if indices is None:
+        indices = query_subset(data, suite.queries, suite.seed)
+    images, labels = query_images(data, indices)
+    clean_codes = encode_images(victim, images, device)
+    clean = Scores.from_report(metrics.retrieval_report(clean_codes, banks.database.codes, labels,
+                                                        banks.database.labels, suite.topk))  # fmt: skip
+    gallery_name = _gallery_attack(suite)
+    picks = gallery_picks(len(indices), suite.gallery_queries, suite.seed)
+    outcomes, gallery = [], None
     for name in suite.attacks:
-        options = {
-            **protocol_options(name, suite.protocol, suite.steps),
-            **suite.attack_options.get(name, {}),
-        }
-        attack = create_attack(name, model, eps=suite.eps, reference=reference.to(device),
-                               database=database, seed=suite.seed, batch_size=suite.batch_size, quiet=quiet,
-                               **options)  # fmt: skip
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        targets = attack.choose_targets(labels) if attack.targeted else None
-        adversarial = attack(images, labels, targets)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        seconds = time.perf_counter() - start
-        codes = encode_images(model, adversarial, device)
-        entry = _scores(codes, database, labels, suite.topk)
-        delta = (adversarial - images).flatten(1)
-        entry.update({
-            "settings": attack.describe(),
-            "targeted": attack.targeted,
-            "seconds": seconds,
-            "seconds_per_image": seconds / len(indices),
-            "bits_flipped": float((codes != clean_codes).float().sum(1).mean()),
-            "linf": float(delta.abs().amax(1).mean()),
-            "l2": float(delta.norm(dim=1).mean()),
-        })  # fmt: skip
-        if targets is not None:
-            entry["tmap"] = metrics.targeted_map(codes, database.codes, targets, database.labels, suite.topk)
-        per_query_ap.append(np.asarray(entry["ap"]))
-        results["attacks"][name] = entry
-    if per_query_ap:
-        worst = np.min(np.stack(per_query_ap), axis=0)
-        results["robust_map"] = float(worst.mean())
-        results["robust_ap"] = worst.tolist()
-    return results
+        crafting = surrogate_banks.items() if name in transfer else [(None, (victim, banks))]
+        for label, (crafter, own) in crafting:
+            attack = create_attack(name, crafter, reference=own.reference.to(device), database=own.database,
+                                   quiet=quiet, **suite.options(name))  # fmt: skip
+            fit_began = time.perf_counter()
+            attack.fit(quiet=quiet)
+            fit_seconds = time.perf_counter() - fit_began
+            crafted = craft(attack, victim, images, labels, indices, device, keep_images=name == gallery_name,
+                            surrogate=label)  # fmt: skip
+            crafted.fit_seconds = fit_seconds
+            outcomes.append(score(crafted, clean_codes, labels, banks.database, suite.topk))
+            if name == gallery_name and gallery is None and len(picks) and crafted.images is not None:
+                gallery = build_gallery(name, images[picks], crafted.images[picks], labels[picks], indices[picks],
+                                        victim, data, banks.database, device)  # fmt: skip
+    return RobustnessRun(
+        config={"suite": asdict(suite), **(config or {})}, seed=suite.seed, environment=environment(device),
+        created=now(), model=model_meta or {}, query_indices=indices.tolist(), clean=clean, attacks=outcomes,
+        setup_seconds=setup_seconds, gallery=gallery,
+    )  # fmt: skip
+
+
+def gallery_picks(count: int, wanted: int, seed: int) -> Tensor:
+    """Positions (among the queries run) of the gallery's queries: ``wanted`` drawn with ``seed``."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randperm(count, generator=g)[: min(wanted, count)].sort().values
+
+
+def _gallery_attack(suite: AttackSuite) -> str | None:
+    """The gallery shows PgA when the suite runs it, else the first attack."""
+    if suite.gallery_queries == 0:
+        return None
+    return "pga" if "pga" in suite.attacks else suite.attacks[0]

@@ -1,17 +1,23 @@
-"""Training a hashing model: seeded, with progress, atomic per-epoch checkpoints and resume."""
+"""Training: one loop (seeded, progress, atomic per-epoch checkpoints, exact resume) for clean training and
+every adversarial-training method. A :class:`TrainingMethod` supplies the per-batch loss, its optimiser and its
+learning-rate schedule; :func:`run_training` does the rest. :func:`train` is clean training (``L_ori`` alone).
+"""
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from robusthash.checkpoint import read_checkpoint, save_checkpoint, stored_config
+from robusthash.config import check_finite, option
 from robusthash.data import DatasetSplits, augment, iterate_batches
 from robusthash.errors import UserError
 from robusthash.losses import HashLoss, create_loss
@@ -19,6 +25,7 @@ from robusthash.models import HashModel, create_model
 from robusthash.runtime import environment, seed_everything
 
 OPTIMIZERS = ("adamw", "sgd")
+MAX_BITS = 4096  # far above the papers' 12-128; bounds the hash layer and every (N, K) code matrix
 
 
 @dataclass
@@ -32,32 +39,40 @@ class TrainConfig:
     DPH is the model the PgA paper attacks by default; pass ``loss="dpsh"`` for the CgAT paper's default.
     """
 
-    backbone: str = "small_cnn"
-    bits: int = 32
-    loss: str = "dph"
-    epochs: int = 20
-    batch_size: int = 32
-    optimizer: str = "adamw"
-    lr: float = 1e-3
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    augment: bool = False
-    seed: int = 0
-    pretrained: str | None = None
-    input_size: int | None = None
-    loss_options: dict[str, Any] = field(default_factory=dict)
+    backbone: str = option("small_cnn", "backbone (see 'robusthash datasets' / models list)")
+    bits: int = option(32, "code length K")
+    loss: str = option("dph", "hashing loss")
+    epochs: int = option(20, "training epochs")
+    batch_size: int = option(32, "images per training batch")
+    optimizer: str = option("adamw", "adamw or sgd (the papers' recipe, with --lr 0.01)")
+    lr: float = option(1e-3, "learning rate")
+    momentum: float = option(0.9, "SGD momentum")
+    weight_decay: float = option(5e-4, "weight decay")
+    augment: bool = option(False, "random shift-and-flip augmentation")
+    seed: int = option(0, "seed of the initialisation, shuffling and augmentation")
+    pretrained: str | None = option(None, "local torchvision ImageNet weights for the backbone")
+    input_size: int | None = option(None, "resize inputs to this side inside the model (e.g. 64)")
+    loss_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "the loss's own options"})
 
     def validate(self) -> None:
-        if not isinstance(self.bits, int) or self.bits < 1:
-            raise UserError(f"bits must be a positive integer, got {self.bits!r}")
+        from robusthash.losses import LOSSES
+        from robusthash.models import BACKBONES
+
+        BACKBONES.get(self.backbone)
+        LOSSES.get(self.loss)
+        if not isinstance(self.bits, int) or not 1 <= self.bits <= MAX_BITS:
+            raise UserError(f"bits must be an integer in [1, {MAX_BITS}], got {self.bits!r}")
         if self.epochs < 1:
             raise UserError(f"epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise UserError(f"batch size must be >= 1, got {self.batch_size}")
+        if self.batch_size < 2:
+            raise UserError(f"batch size must be >= 2 (batch norm needs two items), got {self.batch_size}")
+        check_finite(lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
         if self.lr <= 0:
             raise UserError(f"learning rate must be > 0, got {self.lr}")
         if self.optimizer not in OPTIMIZERS:
             raise UserError(f"unknown optimizer {self.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+        if self.input_size is not None and self.input_size < 1:
+            raise UserError(f"input size must be >= 1, got {self.input_size}")
 
 
 def dataset_meta(data: DatasetSplits, options: dict[str, Any]) -> dict[str, Any]:
@@ -78,16 +93,158 @@ def build_model(config: TrainConfig, data: DatasetSplits) -> HashModel:
     )  # fmt: skip
 
 
-def make_optimizer(config: TrainConfig, params: Any) -> torch.optim.Optimizer:
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(
-            params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
-        )
-    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+class TrainingMethod:
+    """How one training step turns a batch into a loss. Subclasses implement :meth:`batch_loss` and may keep
+    state (banks, generators, auxiliary networks) through :meth:`state_dict` / :meth:`load_state_dict`.
+
+    ``generator`` is the loop's seeded CPU generator (it also shuffles the batches).
+    """
+
+    name: ClassVar[str] = "clean"
+
+    def __init__(self, model: nn.Module, loss_fn: HashLoss, data: DatasetSplits, device: torch.device,
+                 generator: torch.Generator) -> None:  # fmt: skip
+        self.model = model
+        self.loss_fn = loss_fn
+        self.data = data
+        self.device = device
+        self.generator = generator
+
+    def make_optimizer(self) -> torch.optim.Optimizer:  # pragma: no cover - abstract
+        raise NotImplementedError  # abstract: the method's optimiser over the model's parameters
+
+    def lr_factor(self, step: int, steps_per_epoch: int, total_steps: int) -> float:
+        """The learning-rate multiplier at ``step`` (0-based, counted in batches)."""
+        return 1.0
+
+    def batch_loss(self, x: Tensor, y: Tensor, idx: Tensor, step: int) -> dict[str, Tensor]:  # pragma: no cover
+        raise NotImplementedError  # abstract: the loss terms; "loss" is minimised
+
+    def epoch_start(self, epoch: int, epochs: int) -> None:
+        self.loss_fn.epoch_start(epoch, epochs)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"loss": self.loss_fn.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.loss_fn.load_state_dict(state["loss"])
 
 
-def cosine_lr(optimizer: torch.optim.Optimizer, epochs: int) -> torch.optim.lr_scheduler.LRScheduler:
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: 0.5 * (1 + math.cos(math.pi * e / epochs)))
+class CleanTraining(TrainingMethod):
+    """``L_ori`` of the hashing loss on clean (optionally augmented) batches; cosine learning rate per epoch."""
+
+    def __init__(self, *args: Any, config: TrainConfig, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.config = config
+
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        c = self.config
+        if c.optimizer == "sgd":
+            return torch.optim.SGD(self.model.parameters(), lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+        return torch.optim.AdamW(self.model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+
+    def lr_factor(self, step: int, steps_per_epoch: int, total_steps: int) -> float:
+        return 0.5 * (1 + math.cos(math.pi * (step // steps_per_epoch) / self.config.epochs))
+
+    def batch_loss(self, x: Tensor, y: Tensor, idx: Tensor, step: int) -> dict[str, Tensor]:
+        self.model.train()
+        if self.config.augment:
+            x = augment(x, self.generator)
+        return {"loss": self.loss_fn(self.loss_fn.outputs(self.model.preactivation(x)), y, idx)}
+
+
+def _differing(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    return [k for k in sorted(set(stored) | set(current)) if stored.get(k) != current.get(k)]
+
+
+def run_training(
+    model: nn.Module,
+    method: TrainingMethod,
+    data: DatasetSplits,
+    *,
+    epochs: int,
+    batch_size: int,
+    meta: dict[str, Any],
+    recipe_of: Callable[[dict[str, Any]], dict[str, Any]],
+    out: str | Path | None,
+    device: torch.device,
+    resume: bool = True,
+    quiet: bool = False,
+    desc: str = "train",
+) -> tuple[list[dict[str, float]], float]:
+    """Train ``model`` with ``method`` for ``epochs`` over ``data.train``; returns (history, seconds).
+
+    With ``out``, the model, the method's state, the optimiser, the schedule and the generators are saved
+    atomically after every epoch, and a later call resumes from there. ``recipe_of(meta)`` picks from a run's
+    metadata everything that shapes the result (it also reads checkpoints written before a field existed); a
+    checkpoint whose recipe differs from this run's is refused, naming the settings that differ. A last batch of
+    one item is dropped (batch norm cannot train on it).
+    """
+    optimizer = method.make_optimizer()
+    per_epoch = len(data.train) // batch_size + (len(data.train) % batch_size > 1)
+    total = epochs * per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: method.lr_factor(s, per_epoch, total))
+    history: list[dict[str, float]] = []
+    start_epoch = 0
+    path = Path(out) if out else None
+    if path is not None and resume and path.exists():
+        ckpt = read_checkpoint(path, map_location=device)
+        stored, recipe = recipe_of(ckpt.meta), recipe_of(meta)
+        if stored != recipe:
+            differ = ", ".join(_differing(stored, recipe)) or "the kind of run"
+            raise UserError(f"{path} holds a run with other settings ({differ}); choose another --out or pass "
+                            "--no-resume to start over")  # fmt: skip
+        model.load_state_dict(ckpt.state["model"])
+        history = list(ckpt.meta.get("history", []))
+        start_epoch = int(ckpt.state["epoch"])
+        if start_epoch < epochs:
+            method.load_state_dict(ckpt.state["method"])
+            optimizer.load_state_dict(ckpt.state["optimizer"])
+            scheduler.load_state_dict(ckpt.state["scheduler"])
+            method.generator.set_state(ckpt.state["rng"])
+            torch.set_rng_state(ckpt.state["torch_rng"])
+    began = time.perf_counter()
+    bar = tqdm(total=total, initial=start_epoch * per_epoch, desc=desc, disable=quiet)
+    for epoch in range(start_epoch, epochs):
+        epoch_began = time.perf_counter()
+        method.epoch_start(epoch, epochs)
+        sums: dict[str, float] = {}
+        n = 0
+        for x, y, idx in iterate_batches(data.train, batch_size, shuffle=True, generator=method.generator):
+            if len(idx) < 2:
+                continue
+            terms = method.batch_loss(x.to(device), y.to(device), idx.to(device), epoch * per_epoch + n)
+            loss = terms["loss"]
+            if not torch.isfinite(loss):
+                raise UserError(f"the training loss became {float(loss)} in epoch {epoch + 1}; lower the learning "
+                                "rate (the last good checkpoint is kept)")  # fmt: skip
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            n += 1
+            for k, v in terms.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach())
+            bar.update(1)
+            bar.set_postfix({k: f"{v / n:.4f}" for k, v in sums.items()}, refresh=False)
+        history.append({"epoch": epoch + 1, **{k: v / max(n, 1) for k, v in sums.items()},
+                        "seconds": time.perf_counter() - epoch_began})  # fmt: skip
+        if path is not None:
+            save_checkpoint(path, {**meta, "history": history}, model,
+                            method=method.state_dict(), optimizer=optimizer.state_dict(),
+                            scheduler=scheduler.state_dict(), rng=method.generator.get_state(),
+                            torch_rng=torch.get_rng_state(), epoch=epoch + 1)  # fmt: skip
+    bar.close()
+    model.eval()
+    return history, time.perf_counter() - began
+
+
+def _train_recipe(meta: dict[str, Any]) -> dict[str, Any]:
+    """What shapes a clean-training run: the recipe (fields added later read at their defaults), the data
+    (name, split seed, data folder, database size) and the model description."""
+    dataset = {k: (meta.get("dataset") or {}).get(k) for k in ("name", "split_seed", "data_dir", "database",
+                                                                 "image_size", "num_classes")}  # fmt: skip
+    return {"train": stored_config(TrainConfig, meta.get("train")), "dataset": dataset, "model": meta.get("model")}
 
 
 @dataclass
@@ -107,72 +264,29 @@ def train(
     resume: bool = True,
     dataset_options: dict[str, Any] | None = None,
     quiet: bool = False,
+    model: nn.Module | None = None,
 ) -> TrainResult:
-    """Train ``config`` on ``data.train``; with ``out``, checkpoint after every epoch and resume from it."""
+    """Train ``config`` on ``data.train`` (clean training); with ``out``, checkpoint every epoch and resume.
+
+    ``model`` trains a model you bring (see :func:`robusthash.models.wrap_model`) instead of building
+    ``config.backbone``; its own description replaces the backbone in the checkpoint.
+    """
     config.validate()
     device = torch.device(device)
     generator = seed_everything(config.seed)
-    model = build_model(config, data).to(device)
-    loss_fn = create_loss(
-        config.loss, config.bits, data.num_classes, len(data.train), **config.loss_options
-    ).to(device)
-    optimizer = make_optimizer(config, model.parameters())
-    scheduler = cosine_lr(optimizer, config.epochs)
-    meta = {
-        "kind": "trained",
-        "model": model.config,
-        "train": asdict(config),
-        "dataset": dataset_meta(data, dataset_options or {}),
-        "seed": config.seed,
-        "environment": environment(device),
-    }
-    history: list[dict[str, float]] = []
-    start_epoch = 0
-    path = Path(out) if out else None
-    if path is not None and resume and path.exists():
-        ckpt = read_checkpoint(path, map_location=device)
-        if (
-            stored_config(TrainConfig, ckpt.meta.get("train")) != meta["train"]
-            or ckpt.meta.get("dataset", {}).get("name") != data.name
-        ):
-            raise UserError(
-                f"{path} holds a run with other settings; choose another --out or pass --no-resume to overwrite"
-            )
-        model.load_state_dict(ckpt.state["model"])
-        loss_fn.load_state_dict(ckpt.state["loss"])
-        optimizer.load_state_dict(ckpt.state["optimizer"])
-        scheduler.load_state_dict(ckpt.state["scheduler"])
-        generator.set_state(ckpt.state["rng"])
-        torch.set_rng_state(ckpt.state["torch_rng"])
-        history = list(ckpt.meta.get("history", []))
-        start_epoch = int(ckpt.state["epoch"])
-    began = time.perf_counter()
-    bar = tqdm(range(start_epoch, config.epochs), desc=f"train {config.loss}-{config.bits}", disable=quiet,
-               initial=start_epoch, total=config.epochs)  # fmt: skip
-    for epoch in bar:
-        epoch_began = time.perf_counter()
-        loss_fn.epoch_start(epoch, config.epochs)
-        model.train()
-        total, batches = 0.0, 0
-        for x, y, idx in iterate_batches(data.train, config.batch_size, shuffle=True, generator=generator):
-            x, y, idx = x.to(device), y.to(device), idx.to(device)
-            if config.augment:
-                x = augment(x, generator)
-            loss = loss_fn(loss_fn.outputs(model.preactivation(x)), y, idx)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach())
-            batches += 1
-        scheduler.step()
-        history.append({"epoch": epoch + 1, "loss": total / max(batches, 1),
-                        "seconds": time.perf_counter() - epoch_began})  # fmt: skip
-        bar.set_postfix(loss=f"{history[-1]['loss']:.4f}")
-        if path is not None:
-            save_checkpoint(
-                path, {**meta, "history": history}, model,
-                loss=loss_fn.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                rng=generator.get_state(), torch_rng=torch.get_rng_state(), epoch=epoch + 1,
-            )  # fmt: skip
-    model.eval()
-    return TrainResult(model, loss_fn, history, path, time.perf_counter() - began)
+    model = (build_model(config, data) if model is None else model).to(device)
+    loss_fn = create_loss(config.loss, model.bits, data.num_classes, len(data.train), **config.loss_options)
+    loss_fn = loss_fn.to(device)
+    method = CleanTraining(model, loss_fn, data, device, generator, config=config)
+    dataset = dataset_meta(data, dataset_options or {})
+    meta = {"kind": "trained", "model": model.config, "train": asdict(config), "dataset": dataset,
+            "seed": config.seed, "environment": environment(device)}  # fmt: skip
+    history, seconds = run_training(
+        model, method, data, epochs=config.epochs, batch_size=config.batch_size, meta=meta, recipe_of=_train_recipe,
+        out=out, device=device, resume=resume, quiet=quiet, desc=f"train {config.loss}-{config.bits}",
+    )  # fmt: skip
+    return TrainResult(model, loss_fn, history, Path(out) if out else None, seconds)
+
+
+__all__ = ["TrainConfig", "TrainResult", "TrainingMethod", "CleanTraining", "run_training", "train",
+           "build_model", "dataset_meta", "stored_config"]  # fmt: skip

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from robusthash.report.benchmarks import (
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+from views import (  # noqa: E402
     attack_benchmark_markdown,
     defense_benchmark_markdown,
     training_markdown,

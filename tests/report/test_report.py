@@ -15,40 +15,36 @@ import torch
 
 from robusthash.errors import UserError
 from robusthash.report.build import build_report, collect
-from robusthash.report.gallery import retrieval_gallery
-from robusthash.report.results import results_document, write_results
+from robusthash.report.gallery import draw_gallery
+from robusthash.results import SCHEMA, BenchmarkRows, RobustnessRun, load_results
 from robusthash.robustness import AttackSuite, evaluate_attacks
 
 
 @pytest.fixture(scope="module")
 def results_files(toy, tmp_path_factory):
-    """Attack results of the toy model and of a copy with noise, as two models of one defence table."""
+    """Attack results of the toy model, recorded once as undefended and once as CgAT: one defence table."""
     data, model = toy
     folder = tmp_path_factory.mktemp("results")
-    suite = AttackSuite(attacks=["pga", "p2p"], protocol="pgd20", eps=32 / 255, topk=None)
+    suite = AttackSuite(attacks=["pga", "p2p"], protocol="pgd20", eps=32 / 255, topk=None, gallery_queries=2)
     paths = []
     for name, defense in (("none", None), ("cgat", {"method": "cgat"})):
-        res = evaluate_attacks(model, data, suite, quiet=True)
         meta = {"kind": "defended" if defense else "trained", "model": model.config, "defense": defense,
                 "train": {"loss": "dph"}, "dataset": {"name": "toy"}, "seed": 0}  # fmt: skip
-        config = {"model": str(folder / f"{name}.pt"), "dataset": {"name": "toy"}, "suite": suite.__dict__}
-        doc = results_document("attack", config, 0, "cpu", meta, res)
-        write_results(doc, folder / f"attacks-{name}.json")
-        paths.append(folder / f"attacks-{name}.json")
-    rows = {"command": "python benchmarks/bench_attacks.py", "environment": {"torch": "x"},
-            "rows": [{"dataset": "fashion-mnist", "bits": 32, "model": "dph", "protocol": "pgd20", "attack": a,
-                      "steps": None, "margin": None, "map": m, "queries": 10}
-                     for a, m in (("clean", 0.8), ("hag", 0.3), ("pga", 0.2))]}  # fmt: skip
-    (folder / "attacks.json").write_text(json.dumps(rows))
-    return paths, folder / "attacks.json"
+        run = evaluate_attacks(model, data, suite, quiet=True, config={"model": str(folder / f"{name}.pt"),
+                               "dataset": {"name": "toy"}}, model_meta=meta)  # fmt: skip
+        paths.append(run.write(folder / f"attacks-{name}.json"))
+    rows = BenchmarkRows(config={}, seed=0, environment={"torch": "x"}, created="", benchmark="attacks",
+                         command="python benchmarks/bench_attacks.py", markdown="### Table 5\n\n| a | b |\n|---|---:|\n| x | 1 |\n",
+                         rows=[{"attack": a, "map": m} for a, m in (("clean", 0.8), ("hag", 0.3))])  # fmt: skip
+    return paths, rows.write(folder / "attacks.json")
 
 
 def test_report_folder_has_page_markdown_csv_and_figures(results_files, tmp_path):
     paths, bench = results_files
-    index = build_report([*paths, bench], tmp_path / "rep", gallery=False)
+    index = build_report([*paths, bench], tmp_path / "rep")
     page = index.read_text()
     assert "<script" not in page and "http://" not in page and "https://" not in page  # self-contained
-    assert page.count("data:image/png;base64,") >= 6  # PR, P@N, efficiency for two models
+    assert page.count("data:image/png;base64,") >= 7  # PR, P@N, efficiency for two models, and the gallery
     assert "Defences" in page and "robust (worst case per query)" in page and "Table 5" in page
     assert "torch" in page  # versions listed
     md = (tmp_path / "rep" / "report.md").read_text()
@@ -61,8 +57,9 @@ def test_report_folder_has_page_markdown_csv_and_figures(results_files, tmp_path
     ]
     for r in table[1:]:
         assert 0 <= float(r[1]) <= 1
-    doc = json.loads(paths[0].read_text())
-    assert f"{doc['results']['clean']['map']:.4f}" in page
+    run = load_results(paths[0])
+    assert isinstance(run, RobustnessRun) and f"{run.clean.map:.4f}" in page
+    assert json.loads(paths[0].read_text())["schema"] == SCHEMA
 
 
 def test_report_rejects_bad_inputs(tmp_path):
@@ -72,16 +69,25 @@ def test_report_rejects_bad_inputs(tmp_path):
     with pytest.raises(UserError, match="not valid JSON"):
         collect([tmp_path / "bad.json"])
     (tmp_path / "other.json").write_text('{"hello": 1}')
-    with pytest.raises(UserError, match="neither"):
+    with pytest.raises(UserError, match="not a robusthash results file"):
         collect([tmp_path / "other.json"])
+    (tmp_path / "future.json").write_text('{"schema": "robusthash-results/99", "kind": "robustness"}')
+    with pytest.raises(UserError, match="newer robusthash"):
+        collect([tmp_path / "future.json"])
+    (tmp_path / "damaged.json").write_text(f'{{"schema": "{SCHEMA}", "kind": "robustness"}}')
+    with pytest.raises(UserError, match="damaged"):
+        collect([tmp_path / "damaged.json"])
     with pytest.raises(UserError, match="no results file"):
         build_report([], tmp_path / "rep")
 
 
-def test_gallery_marks_relevant_items(toy, tmp_path):
-    data, model = toy
-    path = retrieval_gallery({"toy": model}, data, tmp_path / "g.png", attack="pga", queries=2, top=5,
-                             caption="toy model", attack_options={"steps": 5})  # fmt: skip
+def test_gallery_is_drawn_from_the_stored_run_and_marks_relevant_items(results_files, tmp_path):
+    paths, _ = results_files
+    run = load_results(paths[0])
+    assert run.gallery is not None and len(run.gallery.items) == 2 and run.gallery.attack == "pga"
+    item = run.gallery.items[0]
+    assert len(item.clean_top) == 10 and all(str(i) in run.gallery.database for i in item.adversarial_top)
+    path = draw_gallery({"toy": run.gallery}, tmp_path / "g.png", caption="toy model")
     from PIL import Image
 
     img = Image.open(path)
@@ -91,13 +97,30 @@ def test_gallery_marks_relevant_items(toy, tmp_path):
     assert green > 100  # relevant items are framed in green
 
 
+def test_schema_1_results_are_still_read(results_files, tmp_path):
+    paths, _ = results_files
+    run = load_results(paths[0])
+    legacy = {"schema": "robusthash-results/1", "command": "attack", "config": run.config, "seed": 0,
+              "environment": {}, "model": run.model, "results": {
+                  "queries": len(run.query_indices), "query_indices": run.query_indices,
+                  "clean": {"map": run.clean.map, "topk": None, "ap": run.clean.ap, "pr_curve": run.clean.pr_curve,
+                            "p_at_n": run.clean.p_at_n},
+                  "attacks": {a.name: {"map": a.map, "topk": None, "ap": a.scores.ap, "pr_curve": {}, "p_at_n": {},
+                                       "settings": a.settings, "targeted": a.targeted, "seconds": a.seconds,
+                                       "bits_flipped": 1.0, "linf": 0.1, "l2": 1.0} for a in run.attacks}}}  # fmt: skip
+    (tmp_path / "old.json").write_text(json.dumps(legacy))
+    old = load_results(tmp_path / "old.json")
+    assert isinstance(old, RobustnessRun) and old.robust_map == pytest.approx(run.robust_map)
+    assert [a.display_name for a in old.attacks] == ["PgA", "P2P"]
+
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed ('make test' installs it)")
 def test_page_renders_in_a_headless_browser(results_files, tmp_path):
     paths, bench = results_files
-    index = build_report([*paths, bench], tmp_path / "rep", gallery=False)
+    index = build_report([*paths, bench], tmp_path / "rep")
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
              "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
              f"--user-data-dir={tmp_path / 'profile'}"]  # fmt: skip

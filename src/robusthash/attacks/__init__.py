@@ -1,34 +1,46 @@
-"""Attacks by name: ``create_attack(name, model, ...)`` and ``list_attacks()``."""
+"""Attacks by name: ``create_attack(name, model, ...)``, ``list_attacks()``, ``attack_class(name)``.
+
+Each attack is one module of this package that registers itself with ``@register_attack``; every module here
+is imported, so adding an attack touches only its own file (and its test).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from robusthash.attacks.base import Attack, CodeBank, alpha_schedule, project_linf, stable_tanh
-from robusthash.attacks.dhta import DHTA
-from robusthash.attacks.hag import HAG
-from robusthash.attacks.p2p import P2P
-from robusthash.attacks.pga import PgA, PgADagger
-from robusthash.attacks.sdha import SDHA
-from robusthash.attacks.tha import THA
+from robusthash.attacks.base import (
+    ATTACKS,
+    PROTOCOLS,
+    THREAT_MODELS,
+    Attack,
+    CodeBank,
+    IterativeAttack,
+    alpha_schedule,
+    derive_seed,
+    project_linf,
+    query_generator,
+    register_attack,
+    stable_tanh,
+)
 from robusthash.errors import UserError
+from robusthash.registry import import_submodules
 
-_REGISTRY: dict[str, type[Attack]] = {cls.name: cls for cls in (PgA, PgADagger, HAG, SDHA, P2P, DHTA, THA)}
+import_submodules(__name__, __path__, skip=lambda name: name == "base")
 
-
-def register_attack(cls: type[Attack]) -> type[Attack]:
-    _REGISTRY[cls.name] = cls
-    return cls
+from robusthash.attacks.dhta import DHTA  # noqa: E402
+from robusthash.attacks.hag import HAG  # noqa: E402
+from robusthash.attacks.p2p import P2P  # noqa: E402
+from robusthash.attacks.pga import PgA, PgADagger  # noqa: E402
+from robusthash.attacks.sdha import SDHA  # noqa: E402
+from robusthash.attacks.tha import THA  # noqa: E402
 
 
 def list_attacks() -> list[str]:
-    return sorted(_REGISTRY)
+    return ATTACKS.names()
 
 
 def attack_class(name: str) -> type[Attack]:
-    if name not in _REGISTRY:
-        raise UserError(f"unknown attack {name!r}; valid: {', '.join(list_attacks())}")
-    return _REGISTRY[name]
+    return ATTACKS.get(name)
 
 
 def create_attack(name: str, model: Any, **options: Any) -> Attack:
@@ -41,10 +53,14 @@ def create_attack(name: str, model: Any, **options: Any) -> Attack:
 
 
 __all__ = [
+    "ATTACKS",
+    "PROTOCOLS",
+    "THREAT_MODELS",
     "Attack",
     "CodeBank",
     "DHTA",
     "HAG",
+    "IterativeAttack",
     "P2P",
     "PgA",
     "PgADagger",
@@ -53,8 +69,10 @@ __all__ = [
     "alpha_schedule",
     "attack_class",
     "create_attack",
+    "derive_seed",
     "list_attacks",
     "project_linf",
+    "query_generator",
     "register_attack",
     "stable_tanh",
 ]

@@ -1,23 +1,37 @@
-"""The attack framework: one ``Attack`` base class, code banks, and the saturation-safe tanh.
+"""The attack contract: ``Attack`` (any threat model) and ``IterativeAttack`` (gradient steps in the eps-ball).
 
 Every attack maps images in [0, 1] to adversarial images in the L-inf ball of radius ``eps`` around them:
-``attack(images, labels) -> adversarial images``. Attacks never modify their inputs, always restore the
-model's train/eval mode and its parameters' ``requires_grad``, draw all randomness from their own seeded
-generator, run in batches on the model's device and show progress unless ``quiet``.
+``attack(images, labels, indices=...) -> adversarial images``. ``Attack.__call__`` enforces the invariants for
+every subclass: inputs are checked and never modified, the output is projected into the eps-ball and [0, 1],
+every module's train/eval mode and every parameter's ``requires_grad`` are restored, and all randomness of
+query i comes from generators derived from ``(seed, indices[i], stream)`` (:func:`query_generator`), so a query's
+adversarial example does not depend on the batch size, the order, or which other queries run with it.
+
+An attack knows itself: ``name`` (registry key), ``display_name`` (tables), ``threat_model`` (``white-box``:
+it crafts on the model it scores; ``transfer``: it crafts on surrogate models and a victim is scored),
+:meth:`Attack.protocol_options` (its options under each evaluation protocol) and ``test_options`` (the fast
+settings the test suite runs it with). Attacks that learn something first (THA's PrototypeNet, a generator)
+do it in :meth:`Attack.fit`, timed apart from crafting, and can :meth:`Attack.save` / :meth:`Attack.load` it.
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from robusthash.errors import UserError
-from robusthash.models import HashModel
+from robusthash.registry import Registry
+
+PROTOCOLS: tuple[str, ...] = ("default", "pgd20")
+THREAT_MODELS: tuple[str, ...] = ("white-box", "transfer")
 
 
 @dataclass
@@ -88,16 +102,27 @@ def surrogate_tanh(h: Tensor) -> Tensor:
     return _SurrogateTanh.apply(h)
 
 
-def draw_disjoint_rows(labels: Tensor, candidates: Tensor, generator: torch.Generator) -> Tensor:
-    """For each label row, a candidate row sharing no class with it, uniformly at random (seeded).
+def derive_seed(*parts: object) -> int:
+    """A 63-bit seed from any sequence of parts (stable across processes, platforms and Python versions)."""
+    digest = hashlib.blake2b("/".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (2**63 - 1)
+
+
+def query_generator(seed: int, index: int, stream: str) -> torch.Generator:
+    """The CPU generator of one query's draws of one kind (``start``, ``target``, ``anchor``, ...)."""
+    return torch.Generator().manual_seed(derive_seed(seed, int(index), stream))
+
+
+def draw_disjoint_row(label: Tensor, candidates: Tensor, generator: torch.Generator) -> Tensor:
+    """A candidate row sharing no class with ``label``, uniformly at random among those that qualify.
 
     A row that shares a class with every candidate gets a uniformly random candidate (documented; it cannot
     happen on single-label data with two or more classes).
     """
-    overlap = (labels.cpu().float() @ candidates.cpu().float().T) > 0
-    scores = torch.rand(overlap.shape, generator=generator)
-    scores[overlap] -= 2.0  # any disjoint candidate beats every overlapping one
-    return candidates.cpu()[scores.argmax(1)]
+    candidates = candidates.cpu()
+    disjoint = torch.nonzero((candidates.float() @ label.cpu().float()) == 0)[:, 0]
+    pool = disjoint if len(disjoint) else torch.arange(len(candidates))
+    return candidates[pool[int(torch.randint(len(pool), (1,), generator=generator))]]
 
 
 def alpha_schedule(step: int, steps: int) -> float:
@@ -114,100 +139,173 @@ def project_linf(x_adv: Tensor, x: Tensor, eps: float) -> Tensor:
 
 
 class Attack:
-    """Base class. Subclasses set ``name``, ``targeted``, ``default_steps`` and implement :meth:`perturb`.
+    """The minimal contract. Subclasses set the class attributes and implement :meth:`perturb`.
 
-    ``reference`` is the attacker's labelled code bank (the training set encoded by the attacked model, by
-    default), ``database`` the retrieval database's codes and labels (targeted attacks draw target labels
-    and anchor codes from it). An attack that needs one of them raises :class:`UserError` without it.
+    ``model`` is the model the attack differentiates (the victim for white-box attacks, a surrogate for
+    transfer attacks); ``reference`` its labelled code bank (the training set encoded by that model);
+    ``database`` the retrieval database's codes and labels (targeted attacks draw target labels and anchor
+    codes from it). An attack that needs one of them raises :class:`UserError` without it.
     """
 
     name: ClassVar[str] = ""
+    display_name: ClassVar[str] = ""
     targeted: ClassVar[bool] = False
-    default_steps: ClassVar[int] = 100
+    threat_model: ClassVar[str] = "white-box"
     paper: ClassVar[str] = ""
+    test_options: ClassVar[dict[str, Any]] = {}
 
     def __init__(
         self,
-        model: HashModel,
+        model: nn.Module,
         *,
         eps: float = 8 / 255,
-        steps: int | None = None,
-        step_size: float = 1 / 255,
         reference: CodeBank | None = None,
         database: CodeBank | None = None,
         seed: int = 0,
         batch_size: int = 256,
         quiet: bool = True,
     ) -> None:
-        if eps < 0:
-            raise UserError(f"eps must be >= 0, got {eps}")
-        steps = self.default_steps if steps is None else steps
-        if steps < 0:
-            raise UserError(f"steps must be >= 0, got {steps}")
+        if not (isinstance(eps, (int, float)) and eps >= 0 and not math.isnan(eps)):
+            raise UserError(f"eps must be a number >= 0 (image units, e.g. 8/255), got {eps!r}")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise UserError(f"batch_size must be a positive integer, got {batch_size!r}")
         self.model = model
         self.eps = float(eps)
-        self.steps = int(steps)
-        self.step_size = float(step_size)
         self.reference = reference
         self.database = database
-        self.seed = seed
+        self.seed = int(seed)
         self.batch_size = batch_size
         self.quiet = quiet
-        self.generator = torch.Generator().manual_seed(seed)
+        self._bar: Any = None
 
-    # ----------------------------------------------------------------- public API
-    def __call__(self, images: Tensor, labels: Tensor, targets: Tensor | None = None) -> Tensor:
+    # ----------------------------------------------------------------- what an attack says of itself
+    @classmethod
+    def protocol_options(cls, protocol: str) -> dict[str, Any]:
+        """Constructor options under an evaluation protocol (``default``: the attack's published settings)."""
+        if protocol not in PROTOCOLS:
+            raise UserError(f"unknown protocol {protocol!r}; valid: {', '.join(PROTOCOLS)}")
+        return {}
+
+    def describe(self) -> dict[str, Any]:
+        """The settings that produced a result (for results files and figure captions)."""
+        return {"attack": self.name, "targeted": self.targeted, "threat_model": self.threat_model,
+                "eps": self.eps, "seed": self.seed}  # fmt: skip
+
+    # ----------------------------------------------------------------- preparation (learned attacks)
+    def fit(self, reference: CodeBank | None = None, quiet: bool = True) -> Attack:
+        """Learn what the attack needs before crafting (a no-op for most attacks); returns ``self``."""
+        return self
+
+    @property
+    def is_fitted(self) -> bool:
+        return True
+
+    def fitted_state(self) -> dict[str, Any]:
+        """What :meth:`fit` learned, as tensors and plain values (saved by :meth:`save`)."""
+        return {}
+
+    def load_fitted_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`fitted_state` returned."""
+
+    def save(self, path: str | Path) -> None:
+        from robusthash.runtime import atomic_torch_save
+
+        atomic_torch_save({"attack": self.name, "settings": self.describe(), "state": self.fitted_state()}, path)
+
+    def load(self, path: str | Path) -> Attack:
+        """Restore a fitted attack saved by :meth:`save` (read with ``weights_only=True``)."""
+        try:
+            payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any failure means the file is unusable
+            raise UserError(f"{path} is not a readable fitted attack: {type(exc).__name__}") from None
+        if not isinstance(payload, dict) or payload.get("attack") != self.name:
+            raise UserError(f"{path} does not hold a fitted {self.name} attack")
+        self.load_fitted_state(payload["state"])
+        return self
+
+    # ----------------------------------------------------------------- crafting
+    def __call__(
+        self, images: Tensor, labels: Tensor, targets: Tensor | None = None, indices: Tensor | None = None
+    ) -> Tensor:
         """Adversarial versions of ``images`` (N, C, H, W) in [0, 1]; ``labels`` (N, C) multi-hot.
 
-        For targeted attacks ``targets`` are the target label rows; by default they are drawn with
-        :meth:`choose_targets`.
+        ``indices`` (N,) name the queries (their positions in the query set): query i's random draws come from
+        ``(seed, indices[i])``. By default they are 0..N-1. Targeted attacks draw ``targets`` (target label rows)
+        with :meth:`choose_targets` unless given.
         """
         if images.ndim != 4 or labels.ndim != 2 or images.shape[0] != labels.shape[0]:
             raise ValueError("expected images (N, C, H, W) and labels (N, C) with the same N")
+        if not images.is_floating_point():
+            raise UserError(f"images must be floating point in [0, 1], got dtype {images.dtype}")
+        if images.numel() and (images.min() < 0 or images.max() > 1):
+            raise UserError("images must lie in [0, 1] (the normalisation belongs inside the model)")
+        indices = torch.arange(images.shape[0]) if indices is None else torch.as_tensor(indices).cpu()
+        if indices.shape != (images.shape[0],):
+            raise ValueError(f"indices must have shape ({images.shape[0]},), got {tuple(indices.shape)}")
         if self.targeted and targets is None:
-            targets = self.choose_targets(labels)
+            targets = self.choose_targets(labels, indices)
         device = next(self.model.parameters()).device
         out = torch.empty_like(images)
-        was_training = self.model.training
-        grad_flags = [p.requires_grad for p in self.model.parameters()]
+        modes = [(m, m.training) for m in self.model.modules()]
+        grad_flags = [(p, p.requires_grad) for p in self.model.parameters()]
         self.model.eval()
-        for p in self.model.parameters():
+        for p, _ in grad_flags:
             p.requires_grad_(False)
         starts = range(0, images.shape[0], self.batch_size)
-        self._bar = tqdm(
-            total=len(starts) * max(self.steps, 1), desc=self.name, disable=self.quiet, leave=False
-        )
+        self._bar = tqdm(total=len(starts) * self.progress_units(), desc=self.name, disable=self.quiet,
+                         leave=False)  # fmt: skip
         try:
             for start in starts:
                 sl = slice(start, start + self.batch_size)
                 x = images[sl].detach().to(device).clone()
                 y = labels[sl].detach().to(device)
                 t = targets[sl].to(device) if targets is not None else None
-                adv = self.perturb(x, y, t)
+                adv = self.perturb(x, y, t, indices[sl])
                 out[sl] = project_linf(adv.detach(), x, self.eps).to(out.device)
         finally:
             self._bar.close()
-            for p, flag in zip(self.model.parameters(), grad_flags, strict=True):
+            self._bar = None
+            for p, flag in grad_flags:
                 p.requires_grad_(flag)
-            self.model.train(was_training)
+            for m, mode in modes:
+                m.training = mode
         return out
 
-    def perturb(self, x: Tensor, labels: Tensor, targets: Tensor | None) -> Tensor:  # pragma: no cover
-        raise NotImplementedError  # abstract: each attack implements its optimisation
+    def perturb(self, x: Tensor, labels: Tensor, targets: Tensor | None, indices: Tensor) -> Tensor:
+        """Adversarial images for one batch (projected by the caller); abstract."""
+        raise NotImplementedError  # abstract: each attack implements its crafting
 
-    def choose_targets(self, labels: Tensor) -> Tensor:
-        """Target labels for a targeted attack: a database label row sharing no class with the query
-        (:func:`draw_disjoint_rows` over the distinct non-empty label rows of the database)."""
-        rows = torch.unique(self.require_database().labels.cpu(), dim=0)
-        return draw_disjoint_rows(labels, rows[rows.sum(1) > 0], self.generator)
-
-    # ----------------------------------------------------------------- helpers
-    _bar: Any = None
+    def progress_units(self) -> int:
+        """Progress-bar units per batch (one by default; iterative attacks count steps)."""
+        return 1
 
     def step_done(self) -> None:
-        """Advance the progress bar by one optimisation step (attacks call it once per step)."""
+        """Advance the progress bar by one unit."""
         if self._bar is not None:
             self._bar.update(1)
+
+    # ----------------------------------------------------------------- per-query randomness and banks
+    def generator(self, index: int, stream: str) -> torch.Generator:
+        """Query ``index``'s generator for draws of kind ``stream`` (see :func:`query_generator`)."""
+        return query_generator(self.seed, index, stream)
+
+    def random_start(self, x: Tensor, indices: Tensor) -> Tensor:
+        """``x + U(-eps, eps)`` (PgA eq. 15), clipped to [0, 1]; query i's noise from its own generator."""
+        noise = torch.stack([torch.rand(x.shape[1:], generator=self.generator(int(i), "start")) for i in indices])
+        return (x + (noise * 2 - 1).mul_(self.eps).to(x.device, x.dtype)).clamp_(0.0, 1.0)
+
+    def target_candidates(self) -> Tensor:
+        """Label rows a targeted attack may aim at: the distinct non-empty label rows of the database."""
+        rows = torch.unique(self.require_database().labels.cpu(), dim=0)
+        return rows[rows.sum(1) > 0]
+
+    def choose_targets(self, labels: Tensor, indices: Tensor | None = None) -> Tensor:
+        """One target label row per query: a candidate sharing no class with it, drawn with the query's own
+        generator (:func:`draw_disjoint_row`)."""
+        indices = torch.arange(labels.shape[0]) if indices is None else indices
+        candidates = self.target_candidates()
+        return torch.stack([draw_disjoint_row(y, candidates, self.generator(int(i), "target"))
+                            for y, i in zip(labels.cpu(), indices, strict=True)])  # fmt: skip
 
     def require_reference(self) -> CodeBank:
         if self.reference is None:
@@ -219,10 +317,35 @@ class Attack:
             raise UserError(f"attack {self.name} needs the database codes and labels")
         return self.database
 
-    def random_start(self, x: Tensor) -> Tensor:
-        """``x + U(-eps, eps)`` (PgA eq. 15), clipped to [0, 1]; noise from the attack's CPU generator."""
-        noise = (torch.rand(x.shape, generator=self.generator) * 2 - 1) * self.eps
-        return (x + noise.to(x.device)).clamp_(0.0, 1.0)
+
+class IterativeAttack(Attack):
+    """An attack that optimises the input by gradient steps: ``steps`` iterations of ``step_size``.
+
+    Provides :meth:`pgd` (signed steps projected to the eps-ball, PgA eq. 15 / CgAT eq. 8), :meth:`code_output`
+    (tanh of the model's logits with a saturation-safe derivative) and a progress bar over steps.
+    """
+
+    default_steps: ClassVar[int] = 100
+
+    def __init__(self, model: nn.Module, *, steps: int | None = None, step_size: float = 1 / 255,
+                 **kwargs: Any) -> None:  # fmt: skip
+        super().__init__(model, **kwargs)
+        steps = self.default_steps if steps is None else steps
+        if not isinstance(steps, int) or steps < 0:
+            raise UserError(f"steps must be an integer >= 0, got {steps!r}")
+        if not (isinstance(step_size, (int, float)) and step_size > 0 and math.isfinite(step_size)):
+            raise UserError(f"step_size must be a finite number > 0, got {step_size!r}")
+        self.steps = steps
+        self.step_size = float(step_size)
+
+    @classmethod
+    def protocol_options(cls, protocol: str) -> dict[str, Any]:
+        """``pgd20``: 20 signed steps of 1/255 (PgA Table 5); ``default``: the published iterations."""
+        super().protocol_options(protocol)
+        return {"steps": 20, "step_size": 1 / 255} if protocol == "pgd20" else {}
+
+    def progress_units(self) -> int:
+        return max(self.steps, 1)
 
     def code_output(self, x: Tensor, alpha: float = 1.0, surrogate: bool = False) -> Tensor:
         """``tanh(alpha * h(x))``, differentiated exactly (:func:`stable_tanh`) or by :func:`surrogate_tanh`."""
@@ -251,7 +374,28 @@ class Attack:
             self.step_done()
         return x_adv.detach()
 
+    def optimise(self, x: Tensor, loss_fn: Callable[[Tensor, int], Tensor], optimizer: str, lr: float,
+                 **optimizer_options: Any) -> Tensor:  # fmt: skip
+        """Minimise ``loss_fn`` with a torch optimiser (``sgd`` / ``adam``) on the image, projecting after each
+        step (the public HAG and SDHA code); ``optimizer="pgd"`` maximises ``-loss_fn`` by :meth:`pgd`."""
+        if optimizer == "pgd":
+            return self.pgd(x, lambda xa, s: -loss_fn(xa, s))
+        x_adv = x.clone().requires_grad_(True)
+        cls = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}[optimizer]
+        opt = cls([x_adv], lr=lr, **optimizer_options)
+        for step in range(self.steps):
+            value = loss_fn(x_adv, step)
+            opt.zero_grad(set_to_none=True)
+            value.backward()
+            opt.step()
+            with torch.no_grad():
+                x_adv.copy_(project_linf(x_adv, x, self.eps))
+            self.step_done()
+        return x_adv.detach()
+
     def describe(self) -> dict[str, Any]:
-        """The settings that produced a result (for results files and figure captions)."""
-        return {"attack": self.name, "targeted": self.targeted, "eps": self.eps, "steps": self.steps,
-                "step_size": self.step_size, "seed": self.seed}  # fmt: skip
+        return {**super().describe(), "steps": self.steps, "step_size": self.step_size}
+
+
+ATTACKS: Registry[type[Attack]] = Registry("attack")
+register_attack = ATTACKS.register

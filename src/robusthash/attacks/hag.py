@@ -7,11 +7,13 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from robusthash.attacks.base import Attack, alpha_schedule, project_linf
+from robusthash.attacks.base import IterativeAttack, alpha_schedule, register_attack
 from robusthash.codes import binarize
+from robusthash.errors import UserError
 
 
-class HAG(Attack):
+@register_attack
+class HAG(IterativeAttack):
     """Non-targeted, with the clean code ``b = sign(f(x))`` as the only reference.
 
     Loss (minimised), per query, as in the public re-implementations used by the PgA / CgAT papers:
@@ -26,6 +28,8 @@ class HAG(Attack):
     """
 
     name: ClassVar[str] = "hag"
+    display_name: ClassVar[str] = "HAG"
+    test_options: ClassVar[dict[str, Any]] = {"steps": 40}
     default_steps: ClassVar[int] = 2000
     paper: ClassVar[str] = "Yang et al., Adversarial examples for Hamming space search, TCYB 2020"
 
@@ -33,7 +37,7 @@ class HAG(Attack):
                  lr: float = 100.0, momentum: float = 0.9, **kwargs: Any) -> None:  # fmt: skip
         super().__init__(model, **kwargs)
         if optimizer not in ("sgd", "pgd"):
-            raise ValueError(f"optimizer must be 'sgd' or 'pgd', got {optimizer!r}")
+            raise UserError(f"optimizer must be 'sgd' or 'pgd', got {optimizer!r}")
         self.margin, self.beta, self.optimizer = margin, beta, optimizer
         self.lr, self.momentum = lr, momentum
 
@@ -44,24 +48,20 @@ class HAG(Attack):
         agreement = (mask * u * clean).sum(1) / (m + 1e-8)
         return (agreement + 1).pow(2) + self.beta * u.mean(1).pow(2)
 
-    def perturb(self, x: Tensor, labels: Tensor, targets: Tensor | None) -> Tensor:
+    @classmethod
+    def protocol_options(cls, protocol: str) -> dict[str, Any]:
+        options = super().protocol_options(protocol)
+        return {**options, "optimizer": "pgd"} if protocol == "pgd20" else options
+
+    def perturb(self, x: Tensor, labels: Tensor, targets: Tensor | None, indices: Tensor) -> Tensor:
         with torch.no_grad():
             clean = binarize(self.model.preactivation(x))
-        if self.optimizer == "pgd":
-            return self.pgd(x, lambda xa, s: -self.objective(self.code_output(xa, alpha_schedule(s, self.steps)),
-                                                             clean).sum())  # fmt: skip
-        x_adv = x.clone().requires_grad_(True)
-        opt = torch.optim.SGD([x_adv], lr=self.lr, momentum=self.momentum)
-        for step in range(self.steps):
-            u = self.code_output(x_adv, alpha_schedule(step, self.steps))
-            loss = self.objective(u, clean).sum() / 32
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            with torch.no_grad():
-                x_adv.copy_(project_linf(x_adv, x, self.eps))
-            self.step_done()
-        return x_adv.detach()
+
+        def loss(x_adv: Tensor, step: int) -> Tensor:
+            value = self.objective(self.code_output(x_adv, alpha_schedule(step, self.steps)), clean).sum()
+            return value if self.optimizer == "pgd" else value / 32
+
+        return self.optimise(x, loss, self.optimizer, self.lr, momentum=self.momentum)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "optimizer": self.optimizer, "margin": self.margin, "beta": self.beta}

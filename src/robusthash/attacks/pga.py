@@ -7,11 +7,12 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from robusthash.attacks.base import Attack, alpha_schedule
+from robusthash.attacks.base import IterativeAttack, alpha_schedule, register_attack
 from robusthash.codes import Similarity, Weighting, pharos_code
 
 
-class PgA(Attack):
+@register_attack
+class PgA(IterativeAttack):
     """Non-targeted: push the code of x' away from the pharos code of x.
 
     1. Pharos code ``b*`` of each query from the reference bank by PGM (eqs. 7-8, :func:`pharos_code`);
@@ -36,6 +37,8 @@ class PgA(Attack):
     """
 
     name: ClassVar[str] = "pga"
+    display_name: ClassVar[str] = "PgA"
+    test_options: ClassVar[dict[str, Any]] = {"steps": 30}
     default_steps: ClassVar[int] = 100
     paper: ClassVar[str] = "Pharos-guided attack (PgA paper, eqs. 7-15)"
 
@@ -77,14 +80,14 @@ class PgA(Attack):
         pi = active.sum(1).clamp_min(1)
         return -(active * omega * u).sum(1) / pi
 
-    def perturb(self, x: Tensor, labels: Tensor, targets: Tensor | None) -> Tensor:
+    def perturb(self, x: Tensor, labels: Tensor, targets: Tensor | None, indices: Tensor) -> Tensor:
         b_star = self.pharos(labels).to(x.dtype)
 
         def loss(x_adv: Tensor, step: int) -> Tensor:
             a = alpha_schedule(step, self.steps) if self.alpha == "schedule" else float(self.alpha)
             return self.objective(b_star * self.code_output(x_adv, a, self.surrogate_gradient)).sum()
 
-        start = self.random_start(x) if self.use_random_start else x
+        start = self.random_start(x, indices) if self.use_random_start else x
         return self.pgd(x, loss, start)
 
     def describe(self) -> dict[str, Any]:
@@ -92,10 +95,12 @@ class PgA(Attack):
                 "surrogate_gradient": self.surrogate_gradient, "random_start": self.use_random_start}  # fmt: skip
 
 
+@register_attack
 class PgADagger(PgA):
     """PgA-dagger: PgA with the plain objective of eq. (10), no weighting and no mask."""
 
     name: ClassVar[str] = "pga-dagger"
+    display_name: ClassVar[str] = "PgA-dagger"
 
     def __init__(self, model: Any, **kwargs: Any) -> None:
         super().__init__(model, masked=False, **kwargs)

@@ -7,8 +7,9 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from robusthash.attacks.base import Attack, alpha_schedule, project_linf
+from robusthash.attacks.base import IterativeAttack, alpha_schedule, register_attack
 from robusthash.codes import binarize, hamming_distance
+from robusthash.errors import UserError
 
 
 def _g(s: Tensor, sigma: float) -> Tensor:
@@ -28,7 +29,8 @@ def surrogate_distance(q: Tensor, r: Tensor, sigma: float = 5.0) -> Tensor:
     return (0.5 * (gp + gn)).sum(1, keepdim=True) + (0.5 * (gp - gn)) @ r.T
 
 
-class SDHA(Attack):
+@register_attack
+class SDHA(IterativeAttack):
     """Non-targeted: maximise the weighted surrogate distance to every relevant training code.
 
     Minimises ``MSE(x', x) + (25 / K) S`` with ``S = -mean_r [d(u, r) (D_H(sign u, r) + 1e-8)^(-1/2)]`` over
@@ -38,6 +40,8 @@ class SDHA(Attack):
     """
 
     name: ClassVar[str] = "sdha"
+    display_name: ClassVar[str] = "SDHA"
+    test_options: ClassVar[dict[str, Any]] = {"steps": 40}
     default_steps: ClassVar[int] = 1500
     paper: ClassVar[str] = (
         "Lu et al., A smart adversarial attack on deep hashing based image retrieval, ICMR 2021"
@@ -47,7 +51,7 @@ class SDHA(Attack):
                  sigma: float = 5.0, power: float = 0.5, **kwargs: Any) -> None:  # fmt: skip
         super().__init__(model, **kwargs)
         if optimizer not in ("adam", "pgd"):
-            raise ValueError(f"optimizer must be 'adam' or 'pgd', got {optimizer!r}")
+            raise UserError(f"optimizer must be 'adam' or 'pgd', got {optimizer!r}")
         self.optimizer, self.lr, self.weight, self.sigma, self.power = optimizer, lr, weight, sigma, power
 
     def objective(self, x_adv: Tensor, x: Tensor, u: Tensor, relevant: Tensor, codes: Tensor) -> Tensor:
@@ -59,7 +63,12 @@ class SDHA(Attack):
         mse = (x_adv - x).pow(2).flatten(1).mean(1)
         return mse + self.weight / u.shape[1] * surrogate
 
-    def perturb(self, x: Tensor, labels: Tensor, targets: Tensor | None) -> Tensor:
+    @classmethod
+    def protocol_options(cls, protocol: str) -> dict[str, Any]:
+        options = super().protocol_options(protocol)
+        return {**options, "optimizer": "pgd"} if protocol == "pgd20" else options
+
+    def perturb(self, x: Tensor, labels: Tensor, targets: Tensor | None, indices: Tensor) -> Tensor:
         bank = self.require_reference()
         codes = bank.codes.to(x.device, x.dtype)
         relevant = ((labels.to(x.dtype) @ bank.labels.to(x.device, x.dtype).T) > 0).to(x.dtype)
@@ -76,19 +85,7 @@ class SDHA(Attack):
             u = self.code_output(x_adv, alpha_schedule(step, self.steps))
             return self.objective(x_adv, x, u, relevant, codes).sum()
 
-        if self.optimizer == "pgd":
-            return self.pgd(x, lambda xa, s: -loss(xa, s))
-        x_adv = x.clone().requires_grad_(True)
-        opt = torch.optim.Adam([x_adv], lr=self.lr, betas=(0.9, 0.999))
-        for step in range(self.steps):
-            value = loss(x_adv, step)
-            opt.zero_grad(set_to_none=True)
-            value.backward()
-            opt.step()
-            with torch.no_grad():
-                x_adv.copy_(project_linf(x_adv, x, self.eps))
-            self.step_done()
-        return x_adv.detach()
+        return self.optimise(x, loss, self.optimizer, self.lr, betas=(0.9, 0.999))
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "optimizer": self.optimizer}

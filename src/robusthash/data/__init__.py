@@ -1,94 +1,33 @@
-"""Datasets by name: ``load_dataset(name, ...)`` and ``list_datasets()`` drive the CLI, configs and tests."""
+"""Datasets by name: ``load_dataset(name, ...)`` and ``list_datasets()`` drive the CLI, configs and tests.
+
+Each dataset module of this package registers its datasets with ``register_dataset``; all are imported here.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-from robusthash.data import cifar, fashion_mnist, lists
-from robusthash.data.base import DatasetSplits, TensorImageSet, augment, iterate_batches, labels_of
-from robusthash.errors import UserError
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    name: str
-    description: str
-    location: Callable[[], str]
-    loader: Callable[..., DatasetSplits]
-
-
-def _fmnist_location() -> str:
-    return f"{fashion_mnist.default_data_dir()} (or --data-dir; env {fashion_mnist.DATA_DIR_ENV})"
-
-
-_REGISTRY: dict[str, DatasetSpec] = {}
-
-
-def register_dataset(spec: DatasetSpec) -> None:
-    _REGISTRY[spec.name] = spec
-
-
-register_dataset(
-    DatasetSpec(
-        "fashion-mnist",
-        "Fashion-MNIST, 10 classes, 28x28 grey; query 1,000 / train 5,000 / database 10,000 (or all 64,000)",
-        _fmnist_location,
-        lambda data_dir, seed, database, image_size: fashion_mnist.load_fashion_mnist(
-            data_dir, seed, database
-        ),
-    )
+from robusthash.data.base import (
+    DATASETS,
+    DatasetSpec,
+    DatasetSplits,
+    TensorImageSet,
+    augment,
+    iterate_batches,
+    labels_of,
+    register_dataset,
 )
-register_dataset(
-    DatasetSpec(
-        "fashion-mosaic",
-        "2x2 mosaics of Fashion-MNIST (56x56), multi-label (1-3 of 10); query 1,000 / train 5,000 / db 10,000",
-        _fmnist_location,
-        lambda data_dir, seed, database, image_size: fashion_mnist.load_fashion_mosaic(
-            data_dir, seed, database
-        ),
-    )
-)
-for _fmt, _desc in (
-    ("deephash-list", "your images: train.txt / test.txt / database.txt with 'relpath l1 ... lC' lines"),
-    ("prosgan-list", "your images: {train,test,database}_img.txt + _label.txt (ProS-GAN / CgAT format)"),
-):
-    register_dataset(
-        DatasetSpec(
-            _fmt,
-            _desc,
-            lambda: "--data-dir DIR (required)",
-            lambda data_dir, seed, database, image_size, _f=_fmt: lists.load_list_dataset(
-                data_dir, _f, image_size or 224
-            ),
-        )
-    )
+from robusthash.registry import import_submodules
 
-
-for _protocol, _desc in (
-    ("cifar10", "CIFAR-10 (your pickles): query 1,000 / train 5,000 / database 54,000"),
-    ("cifar10-1", "CIFAR-10 (your pickles): query 1,000 / database 59,000 (includes train 5,000)"),
-    ("cifar10-2", "CIFAR-10 (your pickles): query 10,000 / train = database 50,000"),
-):
-    register_dataset(
-        DatasetSpec(
-            _protocol,
-            _desc,
-            lambda: f"--data-dir DIR/cifar-10-batches-py (or env {cifar.DATA_DIR_ENV})",
-            lambda data_dir, seed, database, image_size, _p=_protocol: cifar.load_cifar10(_p, data_dir, seed),
-        )
-    )
+import_submodules(__name__, __path__, skip=lambda name: name == "base")
 
 
 def list_datasets() -> list[str]:
-    return sorted(_REGISTRY)
+    return DATASETS.names()
 
 
 def dataset_spec(name: str) -> DatasetSpec:
-    if name not in _REGISTRY:
-        raise UserError(f"unknown dataset {name!r}; valid: {', '.join(list_datasets())}")
-    return _REGISTRY[name]
+    return DATASETS.get(name)
 
 
 def load_dataset(
@@ -103,8 +42,9 @@ def load_dataset(
 
 
 __all__ = [
-    "DatasetSplits",
+    "DATASETS",
     "DatasetSpec",
+    "DatasetSplits",
     "TensorImageSet",
     "augment",
     "dataset_spec",

@@ -7,7 +7,7 @@ multi-label data share one code path, and ``index`` is the item's position in it
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +17,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from robusthash.errors import UserError
+from robusthash.registry import Registry
 
 Batch = tuple[Tensor, Tensor, Tensor]
 
@@ -135,3 +136,17 @@ def sample_per_class(
             raise UserError(f"class {name!r} has {len(pool)} images here, {per_class} needed")
         chosen.append(rng.choice(pool, size=per_class, replace=False))
     return np.sort(np.concatenate(chosen))
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A registered dataset: ``load(data_dir, seed, database, image_size) -> DatasetSplits``."""
+
+    name: str
+    description: str
+    location: Callable[[], str]
+    loader: Callable[..., DatasetSplits]
+
+
+DATASETS: Registry[DatasetSpec] = Registry("dataset")
+register_dataset = DATASETS.register

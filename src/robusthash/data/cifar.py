@@ -18,7 +18,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from robusthash.data.base import DatasetSplits, TensorImageSet, sample_per_class
+from robusthash.data.base import (
+    DatasetSpec,
+    DatasetSplits,
+    TensorImageSet,
+    register_dataset,
+    sample_per_class,
+)
 from robusthash.errors import UserError
 
 DATA_DIR_ENV = "ROBUSTHASH_CIFAR10"
@@ -97,3 +103,14 @@ def load_cifar10(protocol: str, data_dir: str | Path | None = None, seed: int = 
         num_classes=len(CLASS_NAMES), image_shape=(3, 32, 32), mean=MEAN, std=STD, class_names=list(CLASS_NAMES),
         info={"source": str(folder), "seed": seed},
     )  # fmt: skip
+
+
+for _protocol, _desc in (
+    ("cifar10", "CIFAR-10 (your pickles): query 1,000 / train 5,000 / database 54,000"),
+    ("cifar10-1", "CIFAR-10 (your pickles): query 1,000 / database 59,000 (includes train 5,000)"),
+    ("cifar10-2", "CIFAR-10 (your pickles): query 10,000 / train = database 50,000"),
+):
+    register_dataset(DatasetSpec(
+        _protocol, _desc, lambda: f"--data-dir DIR/cifar-10-batches-py (or env {DATA_DIR_ENV})",
+        lambda data_dir, seed, database, image_size, _p=_protocol: load_cifar10(_p, data_dir, seed),
+    ))  # fmt: skip

@@ -27,7 +27,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from robusthash.data.base import DatasetSplits, TensorImageSet, sample_per_class
+from robusthash.data.base import (
+    DatasetSpec,
+    DatasetSplits,
+    TensorImageSet,
+    register_dataset,
+    sample_per_class,
+)
 from robusthash.errors import UserError
 
 DEFAULT_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -182,3 +188,21 @@ def load_fashion_mosaic(
         class_names=list(CLASS_NAMES),
         info={"protocol": "2x2 mosaics of Fashion-MNIST items, label = union of tile classes", "seed": seed},
     )
+
+
+def _location() -> str:
+    return f"{default_data_dir()} (or --data-dir; env {DATA_DIR_ENV})"
+
+
+register_dataset(DatasetSpec(
+    "fashion-mnist",
+    "Fashion-MNIST, 10 classes, 28x28 grey; query 1,000 / train 5,000 / database 10,000 (or all 64,000)",
+    _location,
+    lambda data_dir, seed, database, image_size: load_fashion_mnist(data_dir, seed, database),
+))  # fmt: skip
+register_dataset(DatasetSpec(
+    "fashion-mosaic",
+    "2x2 mosaics of Fashion-MNIST (56x56), multi-label (1-3 of 10); query 1,000 / train 5,000 / db 10,000",
+    _location,
+    lambda data_dir, seed, database, image_size: load_fashion_mosaic(data_dir, seed, database),
+))  # fmt: skip

@@ -21,7 +21,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from robusthash.data.base import DatasetSplits
+from robusthash.data.base import DatasetSpec, DatasetSplits, register_dataset
 from robusthash.errors import UserError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -147,3 +147,13 @@ def load_list_dataset(data_dir: str | Path | None, fmt: str, image_size: int = 2
         std=IMAGENET_STD,
         info={"source": str(root), "zero_label_rows": zero_rows, "image_size": image_size},
     )
+
+
+for _fmt, _desc in (
+    ("deephash-list", "your images: train.txt / test.txt / database.txt with 'relpath l1 ... lC' lines"),
+    ("prosgan-list", "your images: {train,test,database}_img.txt + _label.txt (ProS-GAN / CgAT format)"),
+):
+    register_dataset(DatasetSpec(
+        _fmt, _desc, lambda: "--data-dir DIR (required)",
+        lambda data_dir, seed, database, image_size, _f=_fmt: load_list_dataset(data_dir, _f, image_size or 224),
+    ))  # fmt: skip

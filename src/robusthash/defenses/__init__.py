@@ -1,29 +1,40 @@
-"""Defences by name: ``defense_class(name)``, ``list_defenses()`` and :func:`defend`."""
+"""Defences by name: ``defense_class(name)``, ``list_defenses()`` and :func:`defend`.
+
+Each defence is one module of this package registered with ``@register_defense``; all are imported here.
+"""
 
 from __future__ import annotations
 
-from robusthash.defenses.atrdh import ATRDH
-from robusthash.defenses.base import AdversarialTraining, DefenseConfig, DefenseResult, defend
-from robusthash.defenses.cgat import CgAT
+from robusthash.defenses.base import (
+    DEFENSES,
+    AdversarialTraining,
+    DefenseConfig,
+    DefenseResult,
+    defend,
+    model_fingerprint,
+    register_defense,
+)
 from robusthash.defenses.codebank import TrainingCodeBank
-from robusthash.defenses.pga_at import PgAAT
-from robusthash.errors import UserError
+from robusthash.registry import import_submodules
 
-_REGISTRY: dict[str, type[AdversarialTraining]] = {cls.name: cls for cls in (CgAT, ATRDH, PgAAT)}
+import_submodules(__name__, __path__, skip=lambda name: name in ("base", "codebank"))
+
+from robusthash.defenses.atrdh import ATRDH  # noqa: E402
+from robusthash.defenses.cgat import CgAT  # noqa: E402
+from robusthash.defenses.pga_at import PgAAT  # noqa: E402
 
 
 def list_defenses() -> list[str]:
-    return sorted(_REGISTRY)
+    return DEFENSES.names()
 
 
 def defense_class(name: str) -> type[AdversarialTraining]:
-    if name not in _REGISTRY:
-        raise UserError(f"unknown defence {name!r}; valid: {', '.join(list_defenses())}")
-    return _REGISTRY[name]
+    return DEFENSES.get(name)
 
 
 __all__ = [
     "ATRDH",
+    "DEFENSES",
     "AdversarialTraining",
     "CgAT",
     "DefenseConfig",
@@ -33,4 +44,6 @@ __all__ = [
     "defend",
     "defense_class",
     "list_defenses",
+    "model_fingerprint",
+    "register_defense",
 ]

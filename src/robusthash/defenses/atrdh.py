@@ -8,11 +8,12 @@ import torch
 from torch import Tensor
 
 from robusthash.attacks import THA
-from robusthash.attacks.base import draw_disjoint_rows
-from robusthash.defenses.base import AdversarialTraining
+from robusthash.attacks.base import draw_disjoint_row
+from robusthash.defenses.base import AdversarialTraining, register_defense
 from robusthash.models.prototype import PrototypeNet, prototype_loss
 
 
+@register_defense
 class ATRDH(AdversarialTraining):
     """Each step, as in the authors' defence code:
 
@@ -28,6 +29,7 @@ class ATRDH(AdversarialTraining):
     """
 
     name: ClassVar[str] = "atrdh"
+    display_name: ClassVar[str] = "ATRDH"
     default_optimizer: ClassVar[tuple[str, float]] = ("adam", 1e-4)
     paper: ClassVar[str] = "Wang et al., Targeted attack and defense for deep hashing, SIGIR 2021"
 
@@ -44,18 +46,21 @@ class ATRDH(AdversarialTraining):
                           step_size=cfg.step_size, random_start=True, alpha=1.0, seed=cfg.seed,
                           batch_size=10**9)  # fmt: skip
 
-    def adversarial_step(self, x: Tensor, y: Tensor, idx: Tensor) -> dict[str, Tensor]:
+    def batch_loss(self, x: Tensor, y: Tensor, idx: Tensor, step: int) -> dict[str, Tensor]:
+        self.model.train()
         logits = self.model.preactivation(x)
         outputs = torch.tanh(logits)
         self.bank.update(idx, outputs)
-        targets = draw_disjoint_rows(y, self.candidates, self.generator).to(self.device)
+        targets = torch.stack([draw_disjoint_row(row, self.candidates, self.generator) for row in y.cpu()])
+        targets = targets.to(self.device)
         self.prototype.train()
         loss_p = prototype_loss(self.prototype(targets), targets, self.bank.codes, self.bank.labels)
         self.prototype_opt.zero_grad(set_to_none=True)
         loss_p.backward()
         self.prototype_opt.step()
         self.prototype.eval()
-        x_adv = self.attack(x, y, targets)
+        self.attack.seed = self.attack_seed(step)
+        x_adv = self.attack(x, y, targets, indices=idx.cpu())
         adv_outputs = self.model(x_adv)
         loss_ori = self.loss_fn(self.loss_fn.outputs(logits), y, idx)
         s = 2 * ((y @ self.bank.labels.T) > 0).to(outputs.dtype) - 1
@@ -63,15 +68,10 @@ class ATRDH(AdversarialTraining):
         return {"loss": loss_ori + loss_adv, "ori": loss_ori, "adv": loss_adv, "prototype": loss_p.detach()}
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            **super().state_dict(),
-            "prototype": self.prototype.state_dict(),
-            "prototype_opt": self.prototype_opt.state_dict(),
-            "attack_rng": self.attack.generator.get_state(),
-        }
+        return {**super().state_dict(), "prototype": self.prototype.state_dict(),
+                "prototype_opt": self.prototype_opt.state_dict()}  # fmt: skip
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.prototype.load_state_dict(state["prototype"])
         self.prototype_opt.load_state_dict(state["prototype_opt"])
-        self.attack.generator.set_state(state["attack_rng"])

@@ -1,24 +1,27 @@
-"""Adversarial training: one loop (seeded, progress with running losses, atomic per-epoch checkpoints, resume)
-and one class per method that says how a training step makes and uses adversarial examples."""
+"""Adversarial training: one :class:`AdversarialTraining` method per defence (how a training step makes and
+uses adversarial examples), run by the one training loop of :mod:`robusthash.training`."""
 
 from __future__ import annotations
 
-import time
+import hashlib
+import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from torch import Tensor
-from tqdm.auto import tqdm
 
-from robusthash.checkpoint import Checkpoint, read_checkpoint, save_checkpoint, stored_config
-from robusthash.data import DatasetSplits, iterate_batches
+from robusthash.attacks import derive_seed
+from robusthash.checkpoint import Checkpoint, stored_config
+from robusthash.config import check_finite, option
+from robusthash.data import DatasetSplits
 from robusthash.defenses.codebank import TrainingCodeBank
 from robusthash.errors import UserError
-from robusthash.losses import HashLoss, create_loss
+from robusthash.losses import create_loss
 from robusthash.models import HashModel
+from robusthash.registry import Registry
 from robusthash.runtime import environment, seed_everything
+from robusthash.training import TrainingMethod, run_training
 
 
 @dataclass
@@ -31,91 +34,90 @@ class DefenseConfig:
     the 5,000 Fashion-MNIST training images), which is what keeps ``robusthash demo`` within minutes.
     """
 
-    method: str = "cgat"
-    epochs: int = 3
-    batch_size: int = 32
-    optimizer: str | None = None
-    lr: float | None = None
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    eps: float = 8 / 255
-    steps: int = 7
-    step_size: float = 2 / 255
-    lam: float = 1.0
-    similarity: str | None = None
-    seed: int = 0
+    method: str = option("cgat", "adversarial-training method")
+    epochs: int = option(3, "adversarial-training epochs (the paper: 30)")
+    batch_size: int = option(32, "images per training batch")
+    optimizer: str | None = option(None, "sgd or adam (default: the method's published one)")
+    lr: float | None = option(None, "learning rate (default: the method's published one)")
+    momentum: float = option(0.9, "SGD momentum")
+    weight_decay: float = option(5e-4, "weight decay")
+    eps: float = option(8 / 255, "L-inf budget of the training attack (pixel levels of 255)", cli_scale=255)
+    steps: int = option(7, "PGD steps of the training attack")
+    step_size: float = option(2 / 255, "PGD step of the training attack (pixel levels)", cli_scale=255)
+    lam: float = option(1.0, "weight lambda of the adversarial loss")
+    similarity: str | None = option(None, "label similarity of the center codes: binary, dice or jaccard")
+    seed: int = option(0, "seed of the shuffling and the training attacks")
 
     def validate(self) -> None:
+        DEFENSES.get(self.method)
+        check_finite(lr=self.lr, lam=self.lam, eps=self.eps, step_size=self.step_size, momentum=self.momentum,
+                     weight_decay=self.weight_decay)  # fmt: skip
         if self.epochs < 1:
             raise UserError(f"epochs must be >= 1, got {self.epochs}")
-        if self.batch_size < 1:
-            raise UserError(f"batch size must be >= 1, got {self.batch_size}")
+        if self.batch_size < 2:
+            raise UserError(f"batch size must be >= 2 (batch norm needs two items), got {self.batch_size}")
+        if self.lr is not None and self.lr <= 0:
+            raise UserError(f"learning rate must be > 0, got {self.lr}")
         if self.lam < 0:
             raise UserError(f"lambda must be >= 0, got {self.lam}")
         if self.optimizer not in (None, "sgd", "adam"):
             raise UserError(f"unknown optimizer {self.optimizer!r}; valid: sgd, adam")
         if not 0 <= self.eps <= 1:
             raise UserError(f"eps must lie in [0, 1] (image units), got {self.eps}")
+        if self.steps < 0 or self.step_size <= 0:
+            raise UserError(f"steps must be >= 0 and step_size > 0, got {self.steps} and {self.step_size}")
+        if self.similarity not in (None, "binary", "dice", "jaccard"):
+            raise UserError(f"unknown similarity {self.similarity!r}; valid: binary, dice, jaccard")
 
 
-class AdversarialTraining:
-    """Base class. Subclasses set ``name`` and ``default_optimizer`` and implement :meth:`adversarial_step`."""
+class AdversarialTraining(TrainingMethod):
+    """Base class of the defences. Subclasses set ``name``, ``display_name`` and ``default_optimizer`` and
+    implement :meth:`batch_loss`.
+
+    Shared by all: the dynamic code bank of the training set (CgAT Algorithm 1, lines 1 and 7), the method's
+    published optimiser, the learning rate dropped 10x at 1/2 and 3/4 of the steps (the authors' code), and
+    :meth:`attack_seed`, which gives each step's training attack its own seed so that the random starts of an
+    item differ from epoch to epoch and a resumed run redraws exactly what the uninterrupted one drew.
+    """
 
     name: ClassVar[str] = ""
+    display_name: ClassVar[str] = ""
     default_optimizer: ClassVar[tuple[str, float]] = ("sgd", 0.01)
     paper: ClassVar[str] = ""
+    test_options: ClassVar[dict[str, Any]] = {}
 
-    def __init__(self, model: HashModel, loss_fn: HashLoss, data: DatasetSplits, config: DefenseConfig,
-                 device: torch.device) -> None:  # fmt: skip
-        self.model = model
-        self.loss_fn = loss_fn
-        self.data = data
+    def __init__(self, model: HashModel, loss_fn: Any, data: DatasetSplits, device: torch.device,
+                 generator: torch.Generator, *, config: DefenseConfig) -> None:  # fmt: skip
+        super().__init__(model, loss_fn, data, device, generator)
         self.config = config
-        self.device = device
-        self.generator = torch.Generator().manual_seed(config.seed)
         self.bank = TrainingCodeBank.from_model(model, data.train, device)
         loss_fn.preinstall(self.bank.values, self.bank.labels)
+
+    def make_optimizer(self) -> torch.optim.Optimizer:
         name, lr = self.default_optimizer
-        name = config.optimizer or name
-        lr = config.lr if config.lr is not None else lr
+        name = self.config.optimizer or name
+        lr = self.config.lr if self.config.lr is not None else lr
         if name == "sgd":
-            self.optimizer: torch.optim.Optimizer = torch.optim.SGD(
-                model.parameters(), lr=lr, momentum=config.momentum, weight_decay=config.weight_decay
-            )
-        else:
-            self.optimizer = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.5, 0.999))
-        total = config.epochs * -(-len(data.train) // config.batch_size)
-        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(
-            self.optimizer, milestones=[total // 2, total * 3 // 4], gamma=0.1
-        )
+            return torch.optim.SGD(self.model.parameters(), lr=lr, momentum=self.config.momentum,
+                                   weight_decay=self.config.weight_decay)  # fmt: skip
+        return torch.optim.Adam(self.model.parameters(), lr=lr, betas=(0.5, 0.999))
 
-    def adversarial_step(self, x: Tensor, y: Tensor, idx: Tensor) -> dict[str, Tensor]:  # pragma: no cover
-        raise NotImplementedError  # abstract: returns the loss terms; "loss" is minimised
+    def lr_factor(self, step: int, steps_per_epoch: int, total_steps: int) -> float:
+        return 0.1 ** ((step >= total_steps // 2) + (step >= total_steps * 3 // 4))
 
-    def training_step(self, x: Tensor, y: Tensor, idx: Tensor) -> dict[str, float]:
-        self.model.train()
-        terms = self.adversarial_step(x, y, idx)
-        self.optimizer.zero_grad(set_to_none=True)
-        terms["loss"].backward()
-        self.optimizer.step()
-        self.scheduler.step()
-        return {k: float(v.detach()) for k, v in terms.items()}
+    def attack_seed(self, step: int) -> int:
+        return derive_seed(self.config.seed, "training-attack", step)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"bank": self.bank.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "loss": self.loss_fn.state_dict(),
-                "generator": self.generator.get_state()}  # fmt: skip
+        return {**super().state_dict(), "bank": self.bank.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
         self.bank.load_state_dict(state["bank"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.loss_fn.load_state_dict(state["loss"])
-        self.generator.set_state(state["generator"])
 
-    def center_loss(self, codes: Tensor, outputs: Tensor) -> Tensor:
-        """``-(1/K) mean_i b_i^T f(x'_i)`` (CgAT eq. 10, PgA eq. 16, averaged over the batch)."""
-        return -(codes * outputs).sum(1).mean() / outputs.shape[1]
+
+DEFENSES: Registry[type[AdversarialTraining]] = Registry("defence")
+register_defense = DEFENSES.register
 
 
 @dataclass
@@ -126,6 +128,21 @@ class DefenseResult:
     seconds: float
 
 
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """A content hash of a model's weights (identifies a base model whatever its file is called)."""
+    h = hashlib.sha256()
+    for key, value in sorted(model.state_dict().items()):
+        h.update(key.encode())
+        h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _defense_recipe(meta: dict[str, Any]) -> dict[str, Any]:
+    defense = meta.get("defense") or {}
+    return {"config": stored_config(DefenseConfig, defense.get("config")),
+            "base": defense.get("base_fingerprint"), "dataset": json.dumps(meta.get("dataset"), sort_keys=True)}  # fmt: skip
+
+
 def defend(
     base: Checkpoint,
     data: DatasetSplits,
@@ -134,63 +151,32 @@ def defend(
     device: torch.device | str = "cpu",
     resume: bool = True,
     quiet: bool = False,
+    model: torch.nn.Module | None = None,
 ) -> DefenseResult:
-    """Adversarially train the model of checkpoint ``base`` on ``data.train`` with ``config.method``."""
-    from robusthash.defenses import defense_class
+    """Adversarially train the model of checkpoint ``base`` on ``data.train`` with ``config.method``.
 
+    ``model`` passes the base model itself (one you brought, see :func:`robusthash.models.wrap_model`); the
+    checkpoint then only supplies the training recipe it was trained with.
+    """
     config.validate()
-    cls = defense_class(config.method)
+    cls = DEFENSES.get(config.method)
     device = torch.device(device)
-    seed_everything(config.seed)
-    model = base.build_model(device).train()
+    generator = seed_everything(config.seed)
+    model = (base.build_model(device) if model is None else model.to(device)).train()
     train_cfg = base.meta["train"]
     loss_fn = create_loss(train_cfg["loss"], model.bits, data.num_classes, len(data.train),
                           **train_cfg.get("loss_options", {})).to(device)  # fmt: skip
-    method = cls(model, loss_fn, data, config, device)
     meta = {
         **{k: base.meta[k] for k in ("model", "train", "dataset")},
         "kind": "defended",
-        "defense": {
-            "method": cls.name,
-            "config": asdict(config),
-            "base_checkpoint": str(base.path),
-            "base_seed": base.meta.get("seed"),
-        },  # fmt: skip
+        "defense": {"method": cls.name, "config": asdict(config), "base_checkpoint": str(base.path),
+                    "base_seed": base.meta.get("seed"), "base_fingerprint": model_fingerprint(model)},  # fmt: skip
         "seed": config.seed,
         "environment": environment(device),
     }
-    history: list[dict[str, float]] = []
-    start_epoch = 0
-    path = Path(out) if out else None
-    if path is not None and resume and path.exists():
-        ckpt = read_checkpoint(path, map_location=device)
-        if (
-            stored_config(DefenseConfig, ckpt.meta.get("defense", {}).get("config"))
-            != meta["defense"]["config"]
-        ):
-            raise UserError(
-                f"{path} holds a defence run with other settings; choose another --out or --no-resume"
-            )
-        model.load_state_dict(ckpt.state["model"])
-        method.load_state_dict(ckpt.state["defense"])
-        torch.set_rng_state(ckpt.state["torch_rng"])
-        history = list(ckpt.meta.get("history", []))
-        start_epoch = int(ckpt.state["epoch"])
-    began = time.perf_counter()
-    batches = -(-len(data.train) // config.batch_size)
-    for epoch in range(start_epoch, config.epochs):
-        loss_fn.epoch_start(epoch, config.epochs)
-        sums: dict[str, float] = {}
-        bar = tqdm(iterate_batches(data.train, config.batch_size, shuffle=True, generator=method.generator),
-                   total=batches, desc=f"{cls.name} epoch {epoch + 1}/{config.epochs}", disable=quiet)  # fmt: skip
-        for n, (x, y, idx) in enumerate(bar, 1):
-            terms = method.training_step(x.to(device), y.to(device), idx.to(device))
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + v
-            bar.set_postfix({k: f"{v / n:.4f}" for k, v in sums.items()})
-        history.append({"epoch": epoch + 1, **{k: v / batches for k, v in sums.items()}})
-        if path is not None:
-            save_checkpoint(path, {**meta, "history": history}, model, defense=method.state_dict(),
-                            torch_rng=torch.get_rng_state(), epoch=epoch + 1)  # fmt: skip
-    model.eval()
-    return DefenseResult(model, history, path, time.perf_counter() - began)
+    method = cls(model, loss_fn, data, device, generator, config=config)
+    history, seconds = run_training(
+        model, method, data, epochs=config.epochs, batch_size=config.batch_size, meta=meta,
+        recipe_of=_defense_recipe, out=out, device=device, resume=resume, quiet=quiet, desc=cls.name,
+    )  # fmt: skip
+    return DefenseResult(model, history, Path(out) if out else None, seconds)

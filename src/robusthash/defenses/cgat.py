@@ -9,9 +9,15 @@ from torch import Tensor
 
 from robusthash.attacks import PgA
 from robusthash.codes import pharos_code
-from robusthash.defenses.base import AdversarialTraining
+from robusthash.defenses.base import AdversarialTraining, register_defense
 
 
+def center_loss(codes: Tensor, outputs: Tensor) -> Tensor:
+    """``L_adv = -(1/K) mean_i b*_i^T f(x'_i)`` (CgAT eq. 10; PgA eq. 16's adversarial term), batch-averaged."""
+    return -(codes * outputs).sum(1).mean() / outputs.shape[1]
+
+
+@register_defense
 class CgAT(AdversarialTraining):
     """Each step, for a batch (x, y):
 
@@ -19,14 +25,16 @@ class CgAT(AdversarialTraining):
        2/255, eps 8/255, random start, model in eval mode, restored after), with ``b*`` the center codes of
        eq. (4) computed from the dynamic bank with the weights of eq. (5) (similarity ``binary`` by default:
        M = 1, s = 1 for every pair; ``dice`` / ``jaccard`` as options);
-    2. ``L_cat = L_ori(f(x)) + lambda L_adv`` (eq. 11) with ``L_adv = -(1/K) mean_i b*_i^T f(x'_i)`` (eq. 10);
+    2. ``L_cat = L_ori(f(x)) + lambda L_adv`` (eq. 11) with ``L_adv`` of eq. (10) (:func:`center_loss`);
     3. the batch's bank rows become ``f(x)`` of this step (Algorithm 1, line 7).
 
     As in the authors' code, the bank is updated with this step's clean outputs (before the parameter update)
-    and the center codes of ``L_adv`` are recomputed from the updated bank.
+    and the center codes of ``L_adv`` are recomputed from the updated bank. The center code is
+    :func:`robusthash.codes.pharos_code` with the ``cgat`` weighting; PgA-AT is this class with the ``pga`` one.
     """
 
     name: ClassVar[str] = "cgat"
+    display_name: ClassVar[str] = "CgAT"
     default_optimizer: ClassVar[tuple[str, float]] = ("sgd", 0.01)
     paper: ClassVar[str] = "Wang, Lin and Li, CgAT: center-guided adversarial training for deep hashing"
     weighting: ClassVar[str] = "cgat"
@@ -45,19 +53,14 @@ class CgAT(AdversarialTraining):
     def center_codes(self, labels: Tensor) -> Tensor:
         return pharos_code(labels, self.bank.codes, self.bank.labels, self.weighting, self.similarity)
 
-    def adversarial_step(self, x: Tensor, y: Tensor, idx: Tensor) -> dict[str, Tensor]:
-        x_adv = self.attack(x, y)
+    def batch_loss(self, x: Tensor, y: Tensor, idx: Tensor, step: int) -> dict[str, Tensor]:
+        self.model.train()
+        self.attack.seed = self.attack_seed(step)
+        x_adv = self.attack(x, y, indices=idx.cpu())
         logits = self.model.preactivation(x)
         outputs = torch.tanh(logits)
         adv_outputs = self.model(x_adv)
         loss_ori = self.loss_fn(self.loss_fn.outputs(logits), y, idx)
         self.bank.update(idx, outputs)
-        loss_adv = self.center_loss(self.center_codes(y).to(outputs.dtype), adv_outputs)
+        loss_adv = center_loss(self.center_codes(y).to(outputs.dtype), adv_outputs)
         return {"loss": loss_ori + self.config.lam * loss_adv, "ori": loss_ori, "adv": loss_adv}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "attack_rng": self.attack.generator.get_state()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.attack.generator.set_state(state["attack_rng"])

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from robusthash.defenses.base import register_defense
 from robusthash.defenses.cgat import CgAT
 
 
+@register_defense
 class PgAAT(CgAT):
     """``min L_ori - (1/K) sum_i b*_i^T f(x'_i)`` (eq. 16) with x' from PgA (eq. 13: margin t = -0.8, mask,
     pharos code with Dice weights) run for a few steps (the CgAT budget: 7 steps of 2/255, random start).
@@ -16,6 +18,7 @@ class PgAAT(CgAT):
     """
 
     name: ClassVar[str] = "pga-at"
+    display_name: ClassVar[str] = "PgA-AT"
     paper: ClassVar[str] = "PgA paper, appendix A.3"
     weighting: ClassVar[str] = "pga"
     masked: ClassVar[bool] = True

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from robusthash.registry import Registry
+
 
 class HashLoss(nn.Module):
     """A hashing objective ``L_ori`` on the continuous codes ``u = f(x)`` of a training batch.
@@ -16,6 +18,7 @@ class HashLoss(nn.Module):
     """
 
     name: str = ""
+    display_name: str = ""
     takes_logits: bool = False  # True: forward receives the logits h, not tanh(h) (HashNet's continuation)
 
     def outputs(self, logits: Tensor) -> Tensor:
@@ -55,3 +58,7 @@ class BankLoss(HashLoss):
         self.U[indices] = u.detach()
         self.Y[indices] = labels.to(self.Y.dtype)
         return self.U.index_put((indices,), u)
+
+
+LOSSES: Registry[type[HashLoss]] = Registry("loss")
+register_loss = LOSSES.register

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from robusthash.losses.base import HashLoss
+from robusthash.losses.base import HashLoss, register_loss
 
 
 def sylvester_hadamard(n: int) -> Tensor:
@@ -50,6 +50,7 @@ def hash_centers(num_classes: int, bits: int, generator: torch.Generator, tries:
     return best
 
 
+@register_loss
 class CSQLoss(HashLoss):
     """``BCE((u+1)/2, (c+1)/2) + lambda mean(|u| - 1)^2`` with ``c`` the hash center of the item's labels.
 
@@ -59,6 +60,7 @@ class CSQLoss(HashLoss):
     """
 
     name = "csq"
+    display_name = "CSQ"
 
     def __init__(
         self, bits: int, num_classes: int, num_train: int = 0, lam: float = 1e-4, seed: int = 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from robusthash.losses.base import HashLoss, pairwise_similarity
+from robusthash.losses.base import HashLoss, pairwise_similarity, register_loss
 
 
 def cauchy_distance(a: Tensor, b: Tensor, bits: int) -> Tensor:
@@ -15,6 +15,7 @@ def cauchy_distance(a: Tensor, b: Tensor, bits: int) -> Tensor:
     return (1 - cos.clamp(max=0.99)) * bits / 2
 
 
+@register_loss
 class DCHLoss(HashLoss):
     """``mean_ij w_ij [s_ij log(d_ij / gamma) + log(1 + gamma / d_ij)] + lambda mean_i log(1 + d(|u_i|, 1) / gamma)``
 
@@ -24,6 +25,7 @@ class DCHLoss(HashLoss):
     """
 
     name = "dch"
+    display_name = "DCH"
 
     def __init__(self, bits: int, num_classes: int, num_train: int = 0, gamma: float = 20.0,
                  lam: float = 0.1) -> None:  # fmt: skip

@@ -5,9 +5,10 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from robusthash.losses.base import BankLoss, pairwise_similarity
+from robusthash.losses.base import BankLoss, pairwise_similarity, register_loss
 
 
+@register_loss
 class DPSHLoss(BankLoss):
     """``mean_ij [log(1 + e^theta_ij) - s_ij theta_ij] + eta mean (u - sign u)^2`` with ``theta = u U^T / 2``.
 
@@ -17,6 +18,7 @@ class DPSHLoss(BankLoss):
     """
 
     name = "dpsh"
+    display_name = "DPSH"
 
     def __init__(self, bits: int, num_classes: int, num_train: int, eta: float = 0.001) -> None:
         super().__init__(bits, num_classes, num_train)

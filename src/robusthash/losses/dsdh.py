@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from robusthash.codes import binarize
-from robusthash.losses.base import BankLoss, pairwise_similarity
+from robusthash.losses.base import BankLoss, pairwise_similarity, register_loss
 
 
 def ridge_classifier(codes: Tensor, labels: Tensor, mu: float, nu: float) -> Tensor:
@@ -34,6 +34,7 @@ def discrete_code_update(codes: Tensor, weights: Tensor, labels: Tensor, outputs
     return codes
 
 
+@register_loss
 class DSDHLoss(BankLoss):
     """DPSH's pairwise likelihood plus the linear classifier on discrete codes, alternating as in DSDH:
 
@@ -50,6 +51,7 @@ class DSDHLoss(BankLoss):
     """
 
     name = "dsdh"
+    display_name = "DSDH"
 
     def __init__(self, bits: int, num_classes: int, num_train: int, mu: float = 1.0, nu: float = 1.0,
                  eta: float = 55.0, dcc_iter: int = 10, quant: float = 0.1) -> None:  # fmt: skip
@@ -107,10 +109,12 @@ def balanced_wasserstein(u: Tensor) -> Tensor:
     return (ordered - target[:, None]).pow(2).mean()
 
 
+@register_loss
 class DSDHCLoss(DSDHLoss):
     """DSDH-C: DSDH plus ``0.1 x`` :func:`balanced_wasserstein` (Doan et al., CVPR 2022)."""
 
     name = "dsdh-c"
+    display_name = "DSDH-C"
 
     def __init__(self, bits: int, num_classes: int, num_train: int, quantization_weight: float = 0.1,
                  **kwargs: float) -> None:  # fmt: skip

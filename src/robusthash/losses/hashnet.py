@@ -8,9 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from robusthash.losses.base import BankLoss, pairwise_similarity
+from robusthash.losses.base import BankLoss, pairwise_similarity, register_loss
 
 
+@register_loss
 class HashNetLoss(BankLoss):
     """Codes ``u = tanh(beta h)`` with beta growing by continuation, then the weighted pairwise likelihood
 
@@ -27,6 +28,7 @@ class HashNetLoss(BankLoss):
     """
 
     name = "hashnet"
+    display_name = "HashNet"
     takes_logits = True
 
     def __init__(self, bits: int, num_classes: int, num_train: int, alpha: float | None = None,

@@ -6,12 +6,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from robusthash.errors import UserError
-from robusthash.models.backbones import BACKBONE_NORMALIZATION, BACKBONES, build_backbone
+from robusthash.models.backbones import BACKBONES, build_backbone, register_backbone
+from robusthash.models.external import WrappedModel, load_foreign_state_dict, load_model_def, wrap_model
 from robusthash.models.hash_model import HashModel
 
 
 def list_models() -> list[str]:
-    return sorted(BACKBONES)
+    return BACKBONES.names()
 
 
 def create_model(
@@ -39,9 +40,9 @@ def create_model(
     backbone, dim, backbone_channels, min_size = build_backbone(name, in_channels, pretrained)
     mean = tuple(mean) if mean is not None else (0.0,) * in_channels
     std = tuple(std) if std is not None else (1.0,) * in_channels
-    if name in BACKBONE_NORMALIZATION:
-        m, s = BACKBONE_NORMALIZATION[name]
-        mean, std = (m,) * in_channels, (s,) * in_channels
+    own = BACKBONES.get(name).normalization
+    if own is not None:
+        mean, std = (own[0],) * in_channels, (own[1],) * in_channels
     if input_size is not None and input_size < min_size:
         raise UserError(f"input size {input_size} is below {name}'s minimum of {min_size} pixels")
     if input_size is None and image_size is not None and image_size < min_size:
@@ -67,4 +68,5 @@ def model_from_config(config: dict) -> HashModel:
     )  # fmt: skip
 
 
-__all__ = ["HashModel", "create_model", "list_models", "model_from_config"]
+__all__ = ["BACKBONES", "HashModel", "WrappedModel", "create_model", "list_models", "load_foreign_state_dict",
+           "load_model_def", "model_from_config", "register_backbone", "wrap_model"]

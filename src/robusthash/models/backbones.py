@@ -10,12 +10,14 @@ ships. Nothing is ever downloaded.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from robusthash.errors import UserError
+from robusthash.registry import Registry
 
 Built = tuple[nn.Module, int, int, int]
 
@@ -155,26 +157,33 @@ def efficientnet_lite0(pretrained: str | Path | None = None, with_head: bool = F
     return net if with_head else _EfficientNetFeatures(net)
 
 
+@dataclass(frozen=True)
+class BackboneSpec:
+    """A registered backbone: ``build(in_channels, pretrained) -> (module, feature_dim, channels, min_size)``,
+    and the input normalisation its own weights expect (``None``: the data's)."""
+
+    name: str
+    build: Callable[[int, str | Path | None], Built]
+    description: str
+    normalization: tuple[float, float] | None = None
+
+
+BACKBONES: Registry[BackboneSpec] = Registry("backbone")
+register_backbone = BACKBONES.register
+
+register_backbone(BackboneSpec("small_cnn", _small_cnn, "4 conv blocks, ~0.18M parameters, for 28-56 px data"))
+register_backbone(BackboneSpec("alexnet", lambda c, p: _alexnet(p), "torchvision AlexNet (fc7 features)"))
+register_backbone(BackboneSpec("vgg11", lambda c, p: _vgg11(p), "torchvision VGG11 (fc7 features)"))
+for _depth in (18, 34, 50, 101):
+    register_backbone(BackboneSpec(f"resnet{_depth}", lambda c, p, _n=f"resnet{_depth}": _resnet(_n)(p),
+                                   f"torchvision ResNet-{_depth} (pooled features)"))  # fmt: skip
+register_backbone(BackboneSpec("densenet161", lambda c, p: _densenet161(p), "torchvision DenseNet-161"))
 # EfficientNet-Lite was trained on inputs scaled to [-1, 1] ((x - 127) / 128): measured on matplotlib's
 # Grace Hopper sample, the original head gives "military uniform" 0.47 with it and 0.37 with torchvision's
 # ImageNet mean/std, so the backbone brings its own normalisation.
-BACKBONE_NORMALIZATION: dict[str, tuple[float, float]] = {"efficientnet_lite0": (0.5, 0.5)}
-
-
-BACKBONES: dict[str, Callable[[int, str | Path | None], Built]] = {
-    "small_cnn": _small_cnn,
-    "alexnet": lambda c, p: _alexnet(p),
-    "vgg11": lambda c, p: _vgg11(p),
-    "resnet18": lambda c, p: _resnet("resnet18")(p),
-    "resnet34": lambda c, p: _resnet("resnet34")(p),
-    "resnet50": lambda c, p: _resnet("resnet50")(p),
-    "resnet101": lambda c, p: _resnet("resnet101")(p),
-    "densenet161": lambda c, p: _densenet161(p),
-    "efficientnet_lite0": lambda c, p: (efficientnet_lite0(p), 1280, 3, 32),
-}
+register_backbone(BackboneSpec("efficientnet_lite0", lambda c, p: (efficientnet_lite0(p), 1280, 3, 32),
+                               "EfficientNet-Lite0 with ImageNet weights (extra 'pretrained')", (0.5, 0.5)))  # fmt: skip
 
 
 def build_backbone(name: str, in_channels: int, pretrained: str | Path | None = None) -> Built:
-    if name not in BACKBONES:
-        raise UserError(f"unknown backbone {name!r}; valid: {', '.join(sorted(BACKBONES))}")
-    return BACKBONES[name](in_channels, pretrained)
+    return BACKBONES.get(name).build(in_channels, pretrained)

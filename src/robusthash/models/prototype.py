@@ -15,6 +15,7 @@ class PrototypeNet(nn.Module):
 
     def __init__(self, num_classes: int, bits: int) -> None:
         super().__init__()
+        self.num_classes, self.bits = num_classes, bits
         self.feature = nn.Sequential(
             nn.Linear(num_classes, 4096), nn.ReLU(inplace=True), nn.Linear(4096, 512)
         )

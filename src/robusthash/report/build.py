@@ -1,18 +1,17 @@
-"""``robusthash report``: results JSON files -> a folder with ``index.html`` (self-contained: images embedded,
-no network, no JavaScript), ``report.md`` and the tables as CSV.
+"""``robusthash report``: results files -> a folder with ``index.html`` (self-contained: images embedded, no
+network, no JavaScript), ``report.md`` and the tables as CSV.
 
-Inputs are the files ``robusthash attack`` and ``robusthash demo`` write (``attack_results.json``,
-``attacks-*.json``, a demo's ``results.json``, which brings its sibling ``attacks-*.json``) and the benchmarks'
-``benchmarks/results/*.json``. Attack results of several models on the same data and attack suite make a
-defence table. When the checkpoints named in the results are still on disk, the report also draws the
-retrieval gallery (query, top-10, adversarial query, perturbation, top-10).
+The report only renders what runs stored: robustness runs (``robusthash attack``), experiments (``robusthash
+run`` / ``demo``, which bring their robustness files) and benchmark rows. Every file is read into its typed
+document (:mod:`robusthash.results`); nothing is trained, attacked or loaded from a dataset here. Robustness runs
+of several models on the same data and suite make a defence table; their stored galleries make the retrieval
+gallery.
 """
 
 from __future__ import annotations
 
 import base64
 import csv
-import datetime as _dt
 import html
 import json
 import re
@@ -20,15 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from robusthash.errors import UserError
+from robusthash.report.gallery import draw_gallery
 from robusthash.report.plots import plot_efficiency, plot_pr_and_pn
-from robusthash.report.tables import fmt
-
-ROW_NAMES = {"none": "undefended", "atrdh": "ATRDH", "pga-at": "PgA-AT", "cgat": "CgAT"}
-ATTACK_NAMES = {"p2p": "P2P", "dhta": "DHTA", "hag": "HAG", "sdha": "SDHA", "pga": "PgA", "pga-dagger": "PgA-dagger",
-                "tha": "THA"}  # fmt: skip
+from robusthash.report.tables import attack_rows, fmt, markdown_table
+from robusthash.results import BenchmarkRows, ExperimentRun, RobustnessRun, load_results, now
 
 
 @dataclass
@@ -89,22 +84,10 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
-def _load(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise UserError(f"results file {path} not found")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path} is not valid JSON: {exc}") from exc
-    if not isinstance(doc, dict):
-        raise UserError(f"{path} is not a robusthash results file")
-    return doc
-
-
-def collect(paths: list[Path]) -> tuple[list[tuple[Path, dict]], list[tuple[Path, dict]]]:
-    """Split the inputs into attack-results documents and benchmark documents (a demo brings its attacks)."""
-    attacks: list[tuple[Path, dict]] = []
-    benches: list[tuple[Path, dict]] = []
+def collect(paths: list[Path]) -> tuple[list[tuple[Path, RobustnessRun]], list[tuple[Path, BenchmarkRows]]]:
+    """Typed robustness runs and benchmark rows of the inputs (an experiment brings its robustness files)."""
+    runs: list[tuple[Path, RobustnessRun]] = []
+    benches: list[tuple[Path, BenchmarkRows]] = []
     seen: set[Path] = set()
     queue = list(paths)
     while queue:
@@ -112,66 +95,29 @@ def collect(paths: list[Path]) -> tuple[list[tuple[Path, dict]], list[tuple[Path
         if path in seen:
             continue
         seen.add(path)
-        doc = _load(path)
-        if doc.get("command") == "demo":
-            queue += sorted(path.parent.glob("attacks-*.json"))
-        elif doc.get("command") == "attack" and "attacks" in doc.get("results", {}):
-            attacks.append((path, doc))
-        elif "rows" in doc or "timings" in doc:
+        doc = load_results(path)
+        if isinstance(doc, ExperimentRun):
+            queue += [path.parent / row.results for row in doc.rows]
+        elif isinstance(doc, RobustnessRun):
+            runs.append((path, doc))
+        elif isinstance(doc, BenchmarkRows):
             benches.append((path, doc))
         else:
-            raise UserError(
-                f"{path} is neither robusthash attack results, a demo's results nor benchmark rows"
-            )
-    return attacks, benches
+            raise UserError(f"{path} holds clean retrieval only ({doc.kind}); the report renders attack results, "
+                            "experiments and benchmark rows")  # fmt: skip
+    return runs, benches
 
 
-def _dataset_options(doc: dict[str, Any]) -> dict[str, Any]:
-    """The options that reload a results file's data: its own config, else what its checkpoint recorded."""
-    stored = doc.get("config", {}).get("dataset") or (doc.get("model") or {}).get("dataset") or {}
-    return {"name": stored.get("name", "fashion-mnist"), "data_dir": stored.get("data_dir"),
-            "database": stored.get("database", 10_000), "split_seed": stored.get("split_seed", 0),
-            "image_size": stored.get("image_size")}  # fmt: skip
-
-
-def _model_name(doc: dict[str, Any]) -> str:
-    model = doc.get("model") or {}
-    defense = (model.get("defense") or {}).get("method")
-    return ROW_NAMES.get(defense or "none", defense or "undefended")
-
-
-def _setting(doc: dict[str, Any]) -> str:
-    model = doc.get("model") or {}
-    m, t = model.get("model") or {}, model.get("train") or {}
-    suite = doc.get("config", {}).get("suite", {})
-    data = (model.get("dataset") or {}).get("name") or doc.get("config", {}).get("dataset", {}).get(
-        "name", "?"
-    )
-    return (f"{t.get('loss', '?')} / {m.get('backbone', '?')} / {m.get('bits', '?')} bits on {data}; "
-            f"protocol {suite.get('protocol', '?')}, eps {suite.get('eps', 0) * 255:.0f}/255, "
-            f"{doc['results']['queries']} queries, seed {doc.get('seed')}")  # fmt: skip
-
-
-def attack_section(path: Path, doc: dict[str, Any], figures: Path, index: int) -> Section:
-    results = doc["results"]
-    topk = results["clean"]["topk"]
-    rows: list[list[Any]] = [["clean", "", results["clean"]["map"], None, None, None, None, None]]
-    for name, r in results["attacks"].items():
-        rows.append([ATTACK_NAMES.get(name, name), r["settings"]["steps"], r["map"], r.get("tmap"),
-                     f"{r['seconds_per_image']:.4f}", f"{r['bits_flipped']:.2f}", f"{r['linf'] * 255:.2f}",
-                     f"{r['l2']:.3f}"])  # fmt: skip
-    if "robust_map" in results:
-        rows.append(
-            ["robust (worst case per query)", "", results["robust_map"], None, None, None, None, None]
-        )
-    caption = f"{_model_name(doc)} model: {_setting(doc)}"
-    table = Table(f"attacks-{index}-{_slug(_model_name(doc))}", f"Attacks on the {_model_name(doc)} model",
-                  ["attack", "steps", f"mAP@{topk}", f"t-mAP@{topk}", "s / image", "bits flipped", "L-inf (x255)",
-                   "L2"], rows, note=caption + f". Source: {path.name}.")  # fmt: skip
-    pr, pn = plot_pr_and_pn(results, caption, figures, stem=f"{index}-")
-    eff = plot_efficiency(results, caption, figures / f"{index}-efficiency.png")
+def attack_section(path: Path, run: RobustnessRun, figures: Path, index: int) -> Section:
+    header, rows = attack_rows(run)
+    label = run.model_label
+    caption = f"{label} model: {run.describe()}"
+    table = Table(f"attacks-{index}-{_slug(label)}", f"Attacks on the {label} model", header, rows,
+                  note=caption + f". Source: {path.name}.")  # fmt: skip
+    pr, pn = plot_pr_and_pn(run, caption, figures, stem=f"{index}-")
+    eff = plot_efficiency(run, caption, figures / f"{index}-efficiency.png")
     return Section(
-        f"{_model_name(doc)} model",
+        f"{label} model",
         intro=caption,
         tables=[table],
         figures=[Figure(pr, "Precision-recall by Hamming radius, clean and attacked queries. " + caption),
@@ -180,82 +126,65 @@ def attack_section(path: Path, doc: dict[str, Any], figures: Path, index: int) -
     )  # fmt: skip
 
 
-def defense_table(attacks: list[tuple[Path, dict]]) -> Table | None:
+def _group_key(run: RobustnessRun) -> str:
+    dataset = run.config.get("dataset") or run.model.get("dataset") or {}
+    data = {k: dataset.get(k) for k in ("name", "database", "split_seed", "image_size")}
+    return json.dumps([data, run.config.get("suite"), (run.model.get("model") or {}).get("bits")], sort_keys=True)
+
+
+def defense_table(runs: list[tuple[Path, RobustnessRun]]) -> Table | None:
     """CgAT's table (rows = models, columns = clean, attacks, robust) when several models share data and suite."""
-    groups: dict[str, list[dict]] = {}
-    for _, doc in attacks:
-        key = json.dumps([_dataset_options(doc), doc["config"].get("suite"),
-                          (doc.get("model") or {}).get("model", {}).get("bits")], sort_keys=True)  # fmt: skip
-        groups.setdefault(key, []).append(doc)
+    groups: dict[str, list[RobustnessRun]] = {}
+    for _, run in runs:
+        groups.setdefault(_group_key(run), []).append(run)
     group = max(groups.values(), key=len)
     if len(group) < 2:
         return None
-    order = list(ROW_NAMES.values())
-    group.sort(key=lambda d: order.index(_model_name(d)) if _model_name(d) in order else len(order))
-    names = list(group[0]["results"]["attacks"])
-    topk = group[0]["results"]["clean"]["topk"]
-    rows = [[_model_name(d), d["results"]["clean"]["map"]] + [d["results"]["attacks"].get(a, {}).get("map")
-            for a in names] + [d["results"].get("robust_map")] for d in group]  # fmt: skip
-    return Table("defenses", f"Defences: mAP@{topk} of each model, clean and under each attack",
-                 ["model", "Clean"] + [ATTACK_NAMES.get(a, a) for a in names] + ["robust"], rows,
-                 note=_setting(group[0]).split(";", 1)[1].strip().capitalize() + ".")  # fmt: skip
+    names = group[0].attack_names
+    displays = [a.display_name for a in group[0].attacks]
+    k = group[0].clean.topk or "all"
+    rows = [[r.model_label, r.clean.map] + [r.attack(a).map if a in r.attack_names else None for a in names]
+            + [r.robust_map] for r in group]  # fmt: skip
+    return Table("defenses", f"Defences: mAP@{k} of each model, clean and under each attack",
+                 ["model", "Clean"] + displays + ["robust"], rows,
+                 note=group[0].describe().split(";", 1)[1].strip().capitalize() + ".")  # fmt: skip
 
 
-def gallery_section(attacks: list[tuple[Path, dict]], figures: Path, device: torch.device) -> Section | None:
-    """Retrieval gallery of the undefended and the best-defended model, when their checkpoints exist."""
-    from robusthash.checkpoint import read_checkpoint
-    from robusthash.cli import load_data
-    from robusthash.report.gallery import retrieval_gallery
-    from robusthash.robustness import protocol_options
-
-    usable = [(p, d) for p, d in attacks if Path(d["config"].get("model", "")).is_file()]
+def gallery_section(runs: list[tuple[Path, RobustnessRun]], figures: Path) -> Section | None:
+    """The stored galleries of the weakest and the most robust model."""
+    usable = sorted((run for _, run in runs if run.gallery is not None), key=lambda r: r.robust_map)
     if not usable:
         return None
-    usable.sort(key=lambda pd: pd[1]["results"].get("robust_map", 0))
     chosen = [usable[0]] + ([usable[-1]] if len(usable) > 1 else [])
-    doc = chosen[0][1]
-    data = load_data(_dataset_options(doc))
-    models = {_model_name(d): read_checkpoint(d["config"]["model"]).build_model(device) for _, d in chosen}
-    suite = doc["config"].get("suite", {})
-    attack = "pga" if "pga" in doc["results"]["attacks"] else next(iter(doc["results"]["attacks"]))
-    options = protocol_options(attack, suite.get("protocol", "default"), suite.get("steps"))
-    caption = (f"{_setting(doc)}; gallery attack {ATTACK_NAMES.get(attack, attack)} "
-               f"({options.get('steps', 'default')} steps)")  # fmt: skip
-    path = retrieval_gallery(models, data, figures / "gallery.png", attack=attack, seed=doc.get("seed") or 0,
-                             caption=caption, device=device, attack_options=options)  # fmt: skip
+    galleries = {run.model_label: run.gallery for run in chosen if run.gallery is not None}
+    attack = chosen[0].gallery.attack if chosen[0].gallery else "?"
+    caption = f"{chosen[0].describe()}; gallery attack {attack}"
+    path = draw_gallery(galleries, figures / "gallery.png", caption)
     return Section("Retrieval gallery", intro="What an attack does to retrieval: for a few queries, the top-10 "
                    "database items before and after the attack, on the weakest and the most robust model.",
                    figures=[Figure(path, caption, wide=True)])  # fmt: skip
 
 
-def benchmark_sections(benches: list[tuple[Path, dict]], figures: Path) -> list[Section]:
-    from robusthash.report import benchmarks as views
-
+def benchmark_sections(benches: list[tuple[Path, BenchmarkRows]]) -> list[Section]:
+    """A benchmark's stored Markdown (its own layout, rendered by its script), else its rows as a table."""
     sections = []
     for path, doc in benches:
-        rows = doc.get("rows", [])
-        first = rows[0] if rows else {}
-        if "method" in first:
-            md = views.universality_markdown(rows)
-        elif "defense" in first:
-            md = views.defense_benchmark_markdown(rows, figures, link_prefix="figures/")
-        elif "attack" in first:
-            md = views.attack_benchmark_markdown(rows, figures, link_prefix="figures/")
-        elif "loss" in first:
-            md = views.training_markdown(rows)
-        elif "summary" in doc:
-            md = "```\n" + json.dumps(doc["summary"], indent=2) + "\n```\n"
+        if doc.markdown:
+            md = doc.markdown
+        elif doc.rows:
+            header = list(dict.fromkeys(k for row in doc.rows for k, v in row.items() if not isinstance(v, dict)))
+            md = markdown_table(header, [[row.get(k) for k in header] for row in doc.rows])
         else:
-            md = f"{len(rows)} rows (no view for this benchmark yet).\n"
-        sections.append(Section(f"Benchmark: {path.name}", intro=f"Command: `{doc.get('command', '?')}`",
+            md = "```\n" + json.dumps(doc.summary, indent=2) + "\n```\n" if doc.summary else "(no rows)\n"
+        sections.append(Section(f"Benchmark {doc.benchmark}: {path.name}", intro=f"Command: `{doc.command}`",
                                 markdown=md))  # fmt: skip
     return sections
 
 
-def _environment_lines(docs: list[dict[str, Any]]) -> list[str]:
+def _environment_lines(docs: list[RobustnessRun | BenchmarkRows]) -> list[str]:
     seen = []
     for doc in docs:
-        env = doc.get("environment") or {}
+        env = doc.environment or {}
         line = ", ".join(f"{k} {env[k]}" for k in ("robusthash", "torch", "torchvision", "numpy", "python",
                                                     "device", "device_name") if k in env)  # fmt: skip
         if line and line not in seen:
@@ -324,35 +253,30 @@ def _markdown_to_html(md: str, figures_dir: Path) -> str:
     return "\n".join(out)
 
 
-def build_report(paths: list[str | Path], out: str | Path, gallery: bool = True,
-                 device: torch.device | str = "cpu") -> Path:  # fmt: skip
+def build_report(paths: list[str | Path], out: str | Path) -> Path:
     """Write ``index.html``, ``report.md``, CSV tables and PNG figures for ``paths`` into ``out``."""
     if not paths:
-        raise UserError("no results file given; pass attack results, a demo's results.json or benchmark rows")
+        raise UserError("no results file given; pass attack results, an experiment's results.json or benchmark rows")
     out = Path(out)
+    runs, benches = collect([Path(p) for p in paths])
     figures = out / "figures"
     figures.mkdir(parents=True, exist_ok=True)
-    attacks, benches = collect([Path(p) for p in paths])
-    order = list(ROW_NAMES.values())
-    attacks.sort(
-        key=lambda pd: order.index(_model_name(pd[1])) if _model_name(pd[1]) in order else len(order)
-    )
+    runs.sort(key=lambda pr: (pr[1].model_label != "undefended", pr[1].robust_map))
     sections: list[Section] = []
-    table = defense_table(attacks) if attacks else None
+    table = defense_table(runs) if runs else None
     if table:
         intro = "Clean and attacked mAP of each model; robust = mean over queries of the lowest AP any attack reached."
         sections.append(Section("Defences", intro=intro, tables=[table]))
-    for i, (path, doc) in enumerate(attacks):
-        sections.append(attack_section(path, doc, figures, i))
-    if gallery and attacks:
-        section = gallery_section(attacks, figures, torch.device(device))
-        if section:
-            sections.append(section)
-    sections += benchmark_sections(benches, figures)
-    docs = [d for _, d in attacks + benches]
-    created = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    for i, (path, run) in enumerate(runs):
+        sections.append(attack_section(path, run, figures, i))
+    section = gallery_section(runs, figures) if runs else None
+    if section:
+        sections.append(section)
+    sections += benchmark_sections(benches)
+    docs: list[RobustnessRun | BenchmarkRows] = [d for _, d in runs] + [d for _, d in benches]
+    created = now()
     env = _environment_lines(docs)
-    sources = [str(p) for p, _ in attacks + benches]
+    sources = [str(p) for p, _ in runs] + [str(p) for p, _ in benches]
     for section in sections:
         for t in section.tables:
             t.write_csv(out)

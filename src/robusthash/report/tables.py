@@ -4,36 +4,40 @@ from __future__ import annotations
 
 from typing import Any
 
+from robusthash.results import RobustnessRun
+
 
 def fmt(value: Any, spec: str = ".4f") -> str:
     return "" if value is None else format(value, spec)
 
 
-def attack_table(results: dict[str, Any], title: str | None = None) -> str:
-    """The attack table: one row per attack, plus clean and the worst-case robust mAP."""
-    topk = results["clean"]["topk"]
-    lines = []
-    if title:
-        lines += [f"### {title}", ""]
-    lines += [
-        f"| attack | steps | mAP@{topk} | t-mAP@{topk} | s / image | bits flipped | L-inf (x255) | L2 |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-        f"| clean | | {fmt(results['clean']['map'])} | | | | | |",
-    ]
-    for name, r in results["attacks"].items():
-        lines.append(
-            f"| {name} | {r['settings']['steps']} | {fmt(r['map'])} | {fmt(r.get('tmap'))} | "
-            f"{fmt(r['seconds_per_image'], '.4f')} | {fmt(r['bits_flipped'], '.2f')} | "
-            f"{fmt(r['linf'] * 255, '.2f')} | {fmt(r['l2'], '.3f')} |"
-        )
-    if "robust_map" in results:
-        lines.append(f"| **robust (worst case per query)** | | **{fmt(results['robust_map'])}** | | | | | |")
-    return "\n".join(lines) + "\n"
+ATTACK_HEADER = ["attack", "threat model", "steps", "mAP@{k}", "t-mAP@{k}", "s / image", "s / image (with fit)",
+                 "bits flipped", "L-inf (x255)", "L2"]  # fmt: skip
+
+
+def attack_rows(run: RobustnessRun) -> tuple[list[str], list[list[Any]]]:
+    """Header and rows of the attack table: clean, one row per attack, and the worst-case robust mAP."""
+    k = run.clean.topk if run.clean.topk is not None else "all"
+    header = [h.format(k=k) for h in ATTACK_HEADER]
+    blank = [None] * 6
+    rows: list[list[Any]] = [["clean", "", "", run.clean.map, *blank]]
+    for a in run.attacks:
+        rows.append([a.display_name, a.threat_model, a.steps if a.steps is not None else "", a.map, a.tmap,
+                     fmt(a.seconds_per_image), fmt(a.seconds_per_image_amortised), fmt(a.mean_bits_flipped, ".2f"),
+                     fmt(a.mean_linf * 255, ".2f"), fmt(a.mean_l2, ".3f")])  # fmt: skip
+    if run.attacks:
+        rows.append(["robust (worst case per query)", "", "", run.robust_map, *blank])
+    return header, rows
+
+
+def attack_table(run: RobustnessRun, title: str | None = None) -> str:
+    header, rows = attack_rows(run)
+    return (f"### {title}\n\n" if title else "") + markdown_table(header, rows)
 
 
 def markdown_table(header: list[str], rows: list[list[Any]], align: str | None = None) -> str:
     """A plain Markdown table; numbers are printed with 4 decimals."""
-    cells = [[fmt(v) if isinstance(v, float) else str(v) for v in row] for row in rows]
+    cells = [[fmt(v) if isinstance(v, float) else ("" if v is None else str(v)) for v in row] for row in rows]
     align = align or "|---" + "|---:" * (len(header) - 1) + "|"
     return (
         "\n".join(["| " + " | ".join(header) + " |", align] + ["| " + " | ".join(r) + " |" for r in cells])

@@ -1,7 +1,8 @@
 """Tables and figures of the benchmark result rows (``benchmarks/results/*.json``).
 
 ``attack_benchmark_markdown`` turns the rows of ``bench_attacks.py`` into the PgA paper's Tables 1, 3 and 5
-and Fig. 5; the benchmark scripts and ``robusthash report`` both use it.
+and Fig. 5. These layouts belong to the benchmarks: each script renders its rows with them, writes the Markdown
+to ``docs/`` and stores it with its rows, which is what ``robusthash report`` shows.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from robusthash.attacks import ATTACKS  # noqa: E402
+from robusthash.defenses import DEFENSES  # noqa: E402
 from robusthash.report.tables import markdown_table  # noqa: E402
 
-NAMES = {"clean": "Clean", "p2p": "P2P", "dhta": "DHTA", "hag": "HAG", "sdha": "SDHA", "pga-dagger": "PgA-dagger",
-         "pga": "PgA", "tha": "THA"}  # fmt: skip
+NAMES = {"clean": "Clean", **{name: ATTACKS.get(name).display_name for name in ATTACKS}}
 ORDER = ["clean", "p2p", "dhta", "hag", "sdha", "pga-dagger", "pga"]
 
 
@@ -203,7 +205,7 @@ def _efficiency_figure(rows: list[dict[str, Any]], figures: Path) -> bool:
     return True
 
 
-DEFENSE_NAMES = {"none": "undefended", "atrdh": "ATRDH", "pga-at": "PgA-AT", "cgat": "CgAT"}
+DEFENSE_NAMES = {"none": "undefended", **{name: DEFENSES.get(name).display_name for name in ("atrdh", "pga-at", "cgat")}}
 DEFENSE_ATTACKS = ["clean", "p2p", "dhta", "hag", "sdha", "pga", "robust"]
 
 

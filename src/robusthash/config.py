@@ -1,0 +1,138 @@
+"""Configuration in one place: dataclass fields carry their help text, the command line is derived from them,
+and ``validate()`` on each config is the only place values are checked.
+
+``option(default, help)`` declares a field; :func:`add_arguments` adds one ``--flag`` per field of a config
+class to an ``argparse`` parser (the default shown is the field's own); :func:`from_arguments` builds the
+config back from the parsed namespace. Experiment files (``robusthash run``) build the same classes with
+:func:`from_mapping`, which names unknown keys.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeVar
+
+from robusthash.errors import UserError
+
+C = TypeVar("C")
+
+
+def option(default: Any, help: str, **metadata: Any) -> Any:  # noqa: A002 - argparse's word
+    """A config field with a default and its help text."""
+    return dataclasses.field(default=default, metadata={"help": help, **metadata})
+
+
+def check_finite(**values: float | None) -> None:
+    """Raise :class:`UserError` naming the first value that is NaN or infinite."""
+    for name, value in values.items():
+        if value is not None and not math.isfinite(value):
+            raise UserError(f"{name} must be a finite number, got {value}")
+
+
+def _base_type(annotation: Any) -> tuple[Any, bool]:
+    """(the non-None type of a field, whether it may be None)."""
+    if isinstance(annotation, str):
+        annotation = eval(annotation, {"Any": Any, "dict": dict, "list": list})  # noqa: S307 - our own annotations
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType) and type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return (rest[0] if len(rest) == 1 else str), True
+    return annotation, False
+
+
+def _parser_for(kind: Any, name: str, scale: float = 1.0) -> Any:
+    origin = typing.get_origin(kind) or kind
+    if origin is bool:
+        return None
+    if origin is list:
+        return lambda text: [part.strip() for part in text.split(",") if part.strip()]
+    if origin is dict:
+
+        def parse_json(text: str) -> Any:
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError:
+                raise argparse.ArgumentTypeError(f"--{name} takes JSON, got {text!r}") from None
+            if not isinstance(value, origin):
+                raise argparse.ArgumentTypeError(f"--{name} takes a JSON {origin.__name__}, got {text!r}")
+            return value
+
+        return parse_json
+    if origin is int:
+
+        def parse_int(text: str) -> int | None:
+            if text.lower() in ("none", "all"):
+                return None
+            try:
+                return int(text)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+        return parse_int
+    if origin is float:
+
+        def parse_float(text: str) -> float:
+            try:
+                return float(text) / scale
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+        return parse_float
+    return str
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type, skip: Iterable[str] = (),
+                  defaults: Mapping[str, Any] | None = None) -> None:  # fmt: skip
+    """One ``--flag`` per field of dataclass ``cls`` (underscores become dashes), help from the field.
+
+    Every flag defaults to ``None`` on the parser, meaning "the config's own default" (so a value stored in a
+    checkpoint can take precedence); the help shows the real default. Booleans get ``--flag`` / ``--no-flag``;
+    lists are comma-separated; dicts are JSON; integers accept ``none``; a field with ``cli_scale`` metadata is
+    given on the command line in those units (eps in pixel levels: ``cli_scale=255``).
+    """
+    skip = set(skip)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip or not f.init:
+            continue
+        kind, _ = _base_type(hints[f.name])
+        default = (defaults or {}).get(f.name, f.default)
+        if default is dataclasses.MISSING and f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata.get("help", "")
+        scale = f.metadata.get("cli_scale", 1.0)
+        if isinstance(default, float) and scale != 1.0:
+            default = round(default * scale, 6)
+        shown = json.dumps(default) if isinstance(default, (dict, list)) else default
+        help_text = f"{help_text} (default: {shown})" if default is not None else help_text
+        if kind is bool:
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
+                                help=help_text)  # fmt: skip
+        else:
+            parser.add_argument(flag, dest=f.name, type=_parser_for(kind, f.name, scale), default=None,
+                                metavar=f.name.upper(), help=help_text)  # fmt: skip
+
+
+def given(namespace: argparse.Namespace, cls: type) -> dict[str, Any]:
+    """The fields of ``cls`` that the command line set (not ``None``)."""
+    return {f.name: getattr(namespace, f.name) for f in dataclasses.fields(cls)
+            if getattr(namespace, f.name, None) is not None}  # fmt: skip
+
+
+def from_mapping(cls: type[C], values: Mapping[str, Any], where: str) -> C:
+    """Build config ``cls`` from a mapping (an experiment file's table), naming unknown keys."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise UserError(f"{where}: unknown setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
+    try:
+        return cls(**dict(values))
+    except TypeError as exc:
+        raise UserError(f"{where}: {exc}") from None

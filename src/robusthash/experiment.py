@@ -1,0 +1,179 @@
+"""``robusthash run FILE.toml``: a whole experiment, stage by stage, with resume.
+
+Stages: train the model of ``[train]`` (or reuse ``[model] checkpoint``); attack it with the suite of
+``[attack]``; adversarially train it with each method of ``[defend] methods``; attack every defended model; write
+``results.json`` (an :class:`~robusthash.results.ExperimentRun`), ``defense_table.md`` and the report. Each stage
+reuses what an earlier run left in the output folder (checkpoints resume; a robustness file is reused when its
+config is this run's), so an interrupted experiment picks up where it stopped. The resolved configuration (every
+default filled in) is written to ``config.json`` beside the results. ``robusthash demo`` runs the shipped
+``experiments/demo.toml``.
+"""
+
+from __future__ import annotations
+
+import time
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from robusthash.checkpoint import read_checkpoint
+from robusthash.config import from_mapping
+from robusthash.data import DatasetSplits, load_dataset
+from robusthash.defenses import DEFENSES, DefenseConfig, defend
+from robusthash.errors import UserError
+from robusthash.report.build import build_report
+from robusthash.report.tables import attack_table, markdown_table
+from robusthash.results import ExperimentRow, ExperimentRun, RobustnessRun, load_results, now
+from robusthash.robustness import AttackSuite, evaluate_attacks
+from robusthash.runtime import (
+    atomic_write_json,
+    atomic_write_text,
+    environment,
+    resolve_device,
+    seed_everything,
+)
+from robusthash.training import TrainConfig, train
+
+DEMO = Path(__file__).parent / "experiments" / "demo.toml"
+DATASET_KEYS = ("name", "data_dir", "database", "split_seed", "image_size")
+
+
+@dataclass
+class Experiment:
+    """A parsed experiment file, every default resolved."""
+
+    name: str
+    seed: int
+    dataset: dict[str, Any]
+    train: TrainConfig
+    attack: AttackSuite
+    defend: DefenseConfig
+    methods: list[str] = field(default_factory=list)
+    checkpoint: str | None = None
+
+    def resolved(self) -> dict[str, Any]:
+        return {"name": self.name, "seed": self.seed, "dataset": self.dataset, "train": asdict(self.train),
+                "attack": asdict(self.attack), "defend": {**asdict(self.defend), "methods": self.methods},
+                "model": {"checkpoint": self.checkpoint}}  # fmt: skip
+
+
+def load_experiment(path: str | Path, seed: int | None = None, data_dir: str | None = None) -> Experiment:
+    """Read an experiment file; ``seed`` and ``data_dir`` (from the command line) override the file's."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"experiment file {path} not found")
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is not a valid TOML experiment file: {exc}") from None
+    unknown = sorted(set(doc) - {"name", "seed", "dataset", "train", "attack", "defend", "model"})
+    if unknown:
+        raise UserError(f"{path}: unknown table(s) {', '.join(unknown)}; valid: dataset, train, attack, defend, "
+                        "model, name, seed")  # fmt: skip
+    seed = int(doc.get("seed", 0)) if seed is None else seed
+    dataset = {"name": "fashion-mnist", "data_dir": None, "database": 10_000, "split_seed": 0, "image_size": None,
+               **doc.get("dataset", {})}  # fmt: skip
+    if data_dir is not None:
+        dataset["data_dir"] = data_dir
+    if set(dataset) - set(DATASET_KEYS):
+        raise UserError(f"{path} [dataset]: unknown key(s) {', '.join(sorted(set(dataset) - set(DATASET_KEYS)))}; "
+                        f"valid: {', '.join(DATASET_KEYS)}")  # fmt: skip
+    defend_table = dict(doc.get("defend", {}))
+    methods = list(defend_table.pop("methods", []))
+    for method in methods:
+        DEFENSES.get(method)
+    experiment = Experiment(
+        name=str(doc.get("name", path.stem)), seed=seed, dataset=dataset,
+        train=from_mapping(TrainConfig, {**doc.get("train", {}), "seed": seed}, f"{path} [train]"),
+        attack=from_mapping(AttackSuite, {**doc.get("attack", {}), "seed": seed}, f"{path} [attack]"),
+        defend=from_mapping(DefenseConfig, {**defend_table, "seed": seed}, f"{path} [defend]"),
+        methods=methods, checkpoint=(doc.get("model") or {}).get("checkpoint"),
+    )  # fmt: skip
+    experiment.train.validate()
+    experiment.attack.validate()
+    for method in methods:
+        DefenseConfig(**{**asdict(experiment.defend), "method": method}).validate()
+    return experiment
+
+
+def _attack_stage(model_path: Path, data: DatasetSplits, exp: Experiment, device: torch.device, out: Path,
+                  quiet: bool) -> RobustnessRun:  # fmt: skip
+    """The robustness run of one model, reused from ``out`` when an earlier run finished it with this config."""
+    config = {"model": str(model_path), "dataset": exp.dataset}
+    if out.exists():
+        try:
+            doc = load_results(out)
+        except UserError:
+            doc = None  # unreadable leftovers are recomputed
+        if isinstance(doc, RobustnessRun) and doc.config == {"suite": asdict(exp.attack), **config}:
+            return doc
+    ckpt = read_checkpoint(model_path)
+    run = evaluate_attacks(ckpt.build_model(device), data, exp.attack, device, quiet=quiet, config=config,
+                           model_meta=ckpt.summary())  # fmt: skip
+    run.write(out)
+    return run
+
+
+def experiment_table(runs: dict[str, RobustnessRun]) -> str:
+    """CgAT's table layout: rows = models, columns = clean, each attack, and the worst-case robust mAP."""
+    first = next(iter(runs.values()))
+    header = ["model", "Clean"] + [a.display_name for a in first.attacks] + ["robust"]
+    rows = [[r.model_label, r.clean.map] + [a.map for a in r.attacks] + [r.robust_map] for r in runs.values()]
+    return markdown_table(header, rows)
+
+
+def run_experiment(path: str | Path, out: str | Path, seed: int | None = None, device_name: str = "auto",
+                   quiet: bool = False, data_dir: str | None = None) -> ExperimentRun:  # fmt: skip
+    """Run every stage of the experiment file ``path`` into folder ``out`` (see module docstring)."""
+    began = time.perf_counter()
+    exp = load_experiment(path, seed, data_dir)
+    device = resolve_device(device_name)
+    seed_everything(exp.seed)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(exp.resolved(), out / "config.json")
+    data = load_dataset(**{"name": exp.dataset["name"], "data_dir": exp.dataset["data_dir"],
+                           "seed": exp.dataset["split_seed"], "database": exp.dataset["database"],
+                           "image_size": exp.dataset["image_size"]})  # fmt: skip
+    stages = 3 + 2 * bool(exp.methods)
+    if exp.checkpoint:
+        model_path = Path(exp.checkpoint)
+        print(f"[1/{stages}] using the trained model {model_path}")
+    else:
+        model_path = out / "model.pt"
+        c = exp.train
+        print(f"[1/{stages}] training {c.loss} / {c.backbone} / {c.bits} bits on {data.name} -> {model_path}")
+        train(data, exp.train, model_path, device, dataset_options=exp.dataset, quiet=quiet)
+    suite = exp.attack
+    print(f"[2/{stages}] attacking the undefended model ({', '.join(suite.attacks)}; protocol {suite.protocol})")
+    runs = {"none": _attack_stage(model_path, data, exp, device, out / "attacks-none.json", quiet)}
+    print(attack_table(runs["none"], "undefended model"))
+    paths = {"none": model_path}
+    if exp.methods:
+        print(f"[3/{stages}] adversarial training: {', '.join(exp.methods)} ({exp.defend.epochs} epochs each)")
+        base = read_checkpoint(model_path)
+        for method in exp.methods:
+            paths[method] = out / f"model-{method}.pt"
+            config = DefenseConfig(**{**asdict(exp.defend), "method": method})
+            defend(base, data, config, paths[method], device, quiet=quiet)
+        print(f"[4/{stages}] attacking the defended models")
+        for method in exp.methods:
+            runs[method] = _attack_stage(paths[method], data, exp, device, out / f"attacks-{method}.json", quiet)
+    table = experiment_table(runs)
+    result = ExperimentRun(config=exp.resolved(), seed=exp.seed, environment=environment(device), created=now(),
+                           name=exp.name, rows=[ExperimentRow(runs[k].model_label, f"attacks-{k}.json", str(paths[k]))
+                                                for k in runs],
+                           seconds=time.perf_counter() - began)  # fmt: skip
+    result.write(out / "results.json")
+    atomic_write_text(table, out / "defense_table.md")
+    k = suite.topk or "all"
+    print(f"\nmAP@{k} on {data.name} ({exp.train.loss}, {exp.train.bits} bits), protocol {suite.protocol}, "
+          f"eps {suite.eps * 255:.0f}/255:\n\n{table}")  # fmt: skip
+    print(f"[{stages}/{stages}] writing the report (tables, PR and P@N curves, retrieval gallery)")
+    index = build_report([out / "results.json"], out / "report")
+    print(f"results in {out}/ (results.json, attacks-*.json, defense_table.md, config.json); report: {index}; "
+          f"{time.perf_counter() - began:.0f} s in all")  # fmt: skip
+    return result

@@ -1,0 +1,353 @@
+"""Typed results: what each run produces, with ``to_json`` / ``from_json`` and a schema version.
+
+- :class:`Scores`: retrieval of one set of query codes (mAP@K with per-query AP, PR curve, P@N).
+- :class:`AttackOutcome`: one attack on one model, with per-query AP, t-AP, bits flipped and norms.
+- :class:`Gallery`: a few queries, clean and adversarial, with their top retrievals (thumbnails included).
+- :class:`RobustnessRun`: ``robusthash attack`` (clean scores, every attack, the robust mAP, the gallery).
+- :class:`EvaluationRun`: ``robusthash evaluate`` (clean retrieval).
+- :class:`ExperimentRun`: ``robusthash run`` / ``demo`` (a table of models x attacks over robustness files).
+- :class:`BenchmarkRows`: a benchmark's rows, named by the benchmark that wrote them.
+
+Every document carries ``schema`` (``robusthash-results/2``), ``kind``, the config, seed, versions and device.
+Files of schema 1 (``command`` = attack / evaluate / demo, benchmark files without a schema) are read too.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from robusthash.errors import UserError
+from robusthash.runtime import atomic_write_json
+
+SCHEMA_VERSION = 2
+SCHEMA = f"robusthash-results/{SCHEMA_VERSION}"
+LEGACY_BENCHMARKS = {"bench_attacks": "attacks", "bench_defenses": "defenses", "bench_universality": "universality",
+                     "bench_training": "training", "bench_metrics": "metrics"}  # fmt: skip
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else 0.0
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+@dataclass
+class Scores:
+    """Retrieval of a set of query codes: mAP@topk (mean of ``ap``), PR curve by Hamming radius, P@N."""
+
+    map: float
+    topk: int | None
+    ap: list[float]
+    pr_curve: dict[str, list[float]] = field(default_factory=dict)
+    p_at_n: dict[str, list[float]] = field(default_factory=dict)
+
+    @classmethod
+    def from_report(cls, report: dict[str, Any]) -> Scores:
+        return cls(float(report["map"]), report["topk"], [float(v) for v in np.asarray(report["ap"]).tolist()],
+                   report.get("pr_curve", {}), report.get("p_at_n", {}))  # fmt: skip
+
+
+@dataclass
+class AttackOutcome:
+    """One attack against one model. Per-query lists follow ``RobustnessRun.query_indices``.
+
+    ``seconds`` is crafting time (wall clock, all queries); ``fit_seconds`` the attack's preparation (e.g. THA's
+    PrototypeNet), reported apart and amortised over the queries in :attr:`seconds_per_image_amortised`.
+    """
+
+    name: str
+    display_name: str
+    settings: dict[str, Any]
+    threat_model: str
+    targeted: bool
+    scores: Scores
+    seconds: float
+    bits_flipped: list[float]
+    linf: list[float]
+    l2: list[float]
+    fit_seconds: float = 0.0
+    tmap: float | None = None
+    tap: list[float] | None = None
+    surrogate: str | None = None
+
+    @property
+    def map(self) -> float:
+        return self.scores.map
+
+    @property
+    def queries(self) -> int:
+        return len(self.scores.ap)
+
+    @property
+    def seconds_per_image(self) -> float:
+        return self.seconds / max(self.queries, 1)
+
+    @property
+    def seconds_per_image_amortised(self) -> float:
+        return (self.seconds + self.fit_seconds) / max(self.queries, 1)
+
+    @property
+    def mean_bits_flipped(self) -> float:
+        return _mean(self.bits_flipped)
+
+    @property
+    def mean_linf(self) -> float:
+        return _mean(self.linf)
+
+    @property
+    def mean_l2(self) -> float:
+        return _mean(self.l2)
+
+    @property
+    def steps(self) -> int | None:
+        return self.settings.get("steps")
+
+
+@dataclass
+class GalleryItem:
+    """One query: its labels, clean and adversarial images (uint8 thumbnails, base64) and the database indices,
+    relevance and thumbnails of the top retrievals before and after the attack."""
+
+    query_index: int
+    labels: list[int]
+    clean: str
+    adversarial: str
+    clean_top: list[int]
+    adversarial_top: list[int]
+    clean_relevant: list[bool]
+    adversarial_relevant: list[bool]
+
+
+@dataclass
+class Gallery:
+    attack: str
+    shape: list[int]  # (channels, height, width) of every thumbnail
+    items: list[GalleryItem]
+    database: dict[str, str]  # database index -> thumbnail
+    class_names: list[str] | None = None
+
+    @staticmethod
+    def encode_image(image: Any) -> str:
+        """A float image (C, H, W) in [0, 1] as base64 of its uint8 pixels (display only)."""
+        array = np.clip(np.rint(np.asarray(image, dtype=np.float64) * 255), 0, 255).astype(np.uint8)
+        return base64.b64encode(array.tobytes()).decode("ascii")
+
+    def decode_image(self, text: str) -> np.ndarray:
+        data = np.frombuffer(base64.b64decode(text), dtype=np.uint8)
+        return data.reshape(self.shape).astype(np.float32) / 255
+
+
+@dataclass
+class _Document:
+    """Fields every results document has."""
+
+    kind: ClassVar[str] = ""
+    config: dict[str, Any]
+    seed: int | None
+    environment: dict[str, Any]
+    created: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema": SCHEMA, "kind": self.kind, **asdict(self)}
+
+    def write(self, path: str | Path) -> Path:
+        atomic_write_json(self.to_json(), path)
+        return Path(path)
+
+
+@dataclass
+class RobustnessRun(_Document):
+    kind: ClassVar[str] = "robustness"
+    model: dict[str, Any]  # what the checkpoint says of the model: kind, model, train, dataset, defense, seed
+    query_indices: list[int]
+    clean: Scores
+    attacks: list[AttackOutcome]
+    setup_seconds: float = 0.0
+    gallery: Gallery | None = None
+
+    def attack(self, name: str) -> AttackOutcome:
+        for outcome in self.attacks:
+            if outcome.name == name:
+                return outcome
+        raise KeyError(name)
+
+    @property
+    def attack_names(self) -> list[str]:
+        return [a.name for a in self.attacks]
+
+    @property
+    def robust_ap(self) -> list[float]:
+        """Per query, the lowest AP any attack reached (the worst case over the attacks run)."""
+        if not self.attacks:
+            return list(self.clean.ap)
+        return np.min(np.stack([a.scores.ap for a in self.attacks]), axis=0).tolist()
+
+    @property
+    def robust_map(self) -> float:
+        return _mean(self.robust_ap)
+
+    @property
+    def model_label(self) -> str:
+        """``undefended`` or the defence's display name."""
+        defense = (self.model.get("defense") or {}).get("method")
+        if not defense:
+            return "undefended"
+        from robusthash.defenses import DEFENSES
+
+        return DEFENSES.get(defense).display_name if defense in DEFENSES else defense
+
+    def describe(self) -> str:
+        m, t = self.model.get("model") or {}, self.model.get("train") or {}
+        suite = self.config.get("suite") or {}
+        data = (self.config.get("dataset") or {}).get("name") or (self.model.get("dataset") or {}).get("name", "?")
+        eps = suite.get("eps")
+        eps_text = f"eps {eps * 255:.0f}/255" if isinstance(eps, (int, float)) else "eps ?"
+        return (f"{t.get('loss', '?')} / {m.get('backbone', '?')} / {m.get('bits', '?')} bits on {data}; "
+                f"protocol {suite.get('protocol', '?')}, {eps_text}, {len(self.query_indices)} queries, "
+                f"seed {self.seed}")  # fmt: skip
+
+
+@dataclass
+class EvaluationRun(_Document):
+    kind: ClassVar[str] = "evaluation"
+    model: dict[str, Any]
+    clean: Scores
+
+
+@dataclass
+class ExperimentRow:
+    """One model of an experiment: its label and the robustness file of its attacks (relative path)."""
+
+    label: str
+    results: str
+    checkpoint: str | None = None
+
+
+@dataclass
+class ExperimentRun(_Document):
+    kind: ClassVar[str] = "experiment"
+    name: str
+    rows: list[ExperimentRow]
+    seconds: float = 0.0
+
+
+@dataclass
+class BenchmarkRows(_Document):
+    """A benchmark's rows (plain dicts, one per measurement); ``benchmark`` names the script's view."""
+
+    kind: ClassVar[str] = "benchmark"
+    benchmark: str
+    command: str
+    rows: list[dict[str, Any]]
+    summary: dict[str, Any] | None = None
+    markdown: str | None = None  # the benchmark's own tables, rendered by its script
+
+
+Document = RobustnessRun | EvaluationRun | ExperimentRun | BenchmarkRows
+KINDS: dict[str, type] = {c.kind: c for c in (RobustnessRun, EvaluationRun, ExperimentRun, BenchmarkRows)}
+
+
+def _build(cls: type, data: dict[str, Any]) -> Any:
+    """Construct dataclass ``cls`` from JSON, recursing into the typed fields."""
+    nested = {"clean": Scores, "scores": Scores, "gallery": Gallery}
+    values = {}
+    for f in fields(cls):
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        if f.name in nested and isinstance(value, dict):
+            value = _build(nested[f.name], value)
+        elif f.name == "attacks" and isinstance(value, list):
+            value = [_build(AttackOutcome, v) for v in value]
+        elif f.name == "items" and cls is Gallery:
+            value = [_build(GalleryItem, v) for v in value]
+        elif f.name == "rows" and cls is ExperimentRun:
+            value = [_build(ExperimentRow, v) for v in value]
+        values[f.name] = value
+    return cls(**values)
+
+
+def _from_legacy(doc: dict[str, Any], path: Path) -> Document:
+    """Schema 1: ``command`` said the kind; attack results were a dict by attack name."""
+    command = str(doc.get("command", ""))
+    common = {"config": doc.get("config") or {}, "seed": doc.get("seed"), "environment": doc.get("environment") or {},
+              "created": doc.get("created", "")}  # fmt: skip
+    results = doc.get("results") or {}
+    if command == "attack":
+        outcomes = []
+        for name, r in results["attacks"].items():
+            settings = r.get("settings", {})
+            outcomes.append(AttackOutcome(
+                name=name, display_name=_display_name(name), settings=settings,
+                threat_model=settings.get("threat_model", "white-box"), targeted=bool(r.get("targeted")),
+                scores=Scores.from_report(r), seconds=float(r["seconds"]),
+                bits_flipped=[float(r["bits_flipped"])] * len(r["ap"]), linf=[float(r["linf"])] * len(r["ap"]),
+                l2=[float(r["l2"])] * len(r["ap"]), tmap=r.get("tmap"),
+            ))  # fmt: skip
+        return RobustnessRun(**common, model=doc.get("model") or {}, query_indices=results.get("query_indices", []),
+                             clean=Scores.from_report(results["clean"]), attacks=outcomes,
+                             setup_seconds=results.get("setup_seconds", 0.0))  # fmt: skip
+    if command == "evaluate":
+        return EvaluationRun(**common, model=doc.get("model") or {}, clean=Scores.from_report(
+            {**results["clean"], "ap": results["clean"].get("ap", [])}))  # fmt: skip
+    if command == "demo":
+        rows = [ExperimentRow(label=name, results=f"attacks-{name}.json") for name in (results.get("table") or {})]
+        return ExperimentRun(**common, name="demo", rows=rows)
+    for script, benchmark in LEGACY_BENCHMARKS.items():
+        if f"{script}.py" in command:
+            return BenchmarkRows(**common, benchmark=benchmark, command=command, rows=doc.get("rows", []),
+                                 summary=doc.get("summary"))  # fmt: skip
+    raise UserError(f"{path} is not a robusthash results file (no schema, and command {command!r} is none of "
+                    "attack, evaluate, demo or a benchmark script)")  # fmt: skip
+
+
+def _display_name(attack: str) -> str:
+    from robusthash.attacks import ATTACKS
+
+    return ATTACKS.get(attack).display_name if attack in ATTACKS else attack
+
+
+def from_json(doc: Any, path: str | Path = "results") -> Document:
+    """The typed document of a parsed results file (schema 2, or schema 1 converted)."""
+    path = Path(path)
+    if not isinstance(doc, dict):
+        raise UserError(f"{path} is not a robusthash results file (expected a JSON object)")
+    schema = doc.get("schema")
+    try:
+        if schema is None or schema == "robusthash-results/1":
+            return _from_legacy(doc, path)
+        if not (isinstance(schema, str) and schema.startswith("robusthash-results/")):
+            raise UserError(f"{path} is not a robusthash results file (schema {schema!r})")
+        version = schema.rsplit("/", 1)[1]
+        if not version.isdigit() or int(version) > SCHEMA_VERSION:
+            raise UserError(f"{path} was written by a newer robusthash (schema {schema}); this version reads up to "
+                            f"{SCHEMA}: upgrade robusthash")  # fmt: skip
+        kind = doc.get("kind")
+        if kind not in KINDS:
+            raise UserError(f"{path} has an unknown kind {kind!r}; valid: {', '.join(KINDS)}")
+        return _build(KINDS[kind], doc)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise UserError(f"{path} is a damaged results file ({type(exc).__name__}: {exc})") from None
+
+
+def load_results(path: str | Path) -> Document:
+    """Read and type a results file; a missing, non-JSON or foreign file raises :class:`UserError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"results file {path} not found")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not a robusthash results file (not UTF-8 text)") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path} is not valid JSON: {exc}") from None
+    return from_json(doc, path)
