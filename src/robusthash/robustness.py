@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from robusthash import metrics
-from robusthash.attacks import ATTACKS, PROTOCOLS, Attack, CodeBank, create_attack
+from robusthash.attacks import ATTACKS, PROTOCOLS, Attack, CodeBank, IterativeAttack, create_attack
 from robusthash.config import option
 from robusthash.data import DatasetSplits, iterate_batches, labels_of
 from robusthash.errors import UserError
@@ -39,9 +39,11 @@ DEFAULT_ATTACKS = ("pga", "hag", "sdha", "p2p", "dhta")
 
 def protocol_options(name: str, protocol: str, steps: int | None = None) -> dict[str, Any]:
     """Constructor options of attack ``name`` under a protocol (the attack's own
-    :meth:`~robusthash.attacks.Attack.protocol_options`); ``steps`` overrides the iteration count."""
-    options = dict(ATTACKS.get(name).protocol_options(protocol))
-    if steps is not None:
+    :meth:`~robusthash.attacks.Attack.protocol_options`); ``steps`` overrides the iteration count of iterative
+    attacks."""
+    cls = ATTACKS.get(name)
+    options = dict(cls.protocol_options(protocol))
+    if steps is not None and issubclass(cls, IterativeAttack):
         options["steps"] = steps
     return options
 
