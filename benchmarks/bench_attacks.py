@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import torch
-from common import RESULTS, Rows, checkpoint_meta, dataset, trained_model
+from common import RESULTS, Rows, checkpoint_meta, dataset, flat, trained_model
 
 from robusthash.checkpoint import read_checkpoint
 from robusthash.defenses import DefenseConfig, defend
@@ -62,7 +62,7 @@ def run_suite(
         attacks=todo, protocol=protocol, steps=steps, queries=queries, topk=1000, seed=0, attack_options=extra
     )
     model = read_checkpoint(ckpt).build_model()
-    res = evaluate_attacks(model, dataset(name), suite, quiet=True)
+    res = flat(evaluate_attacks(model, dataset(name), suite, quiet=True))
     base = {
         "dataset": name,
         "bits": bits,
@@ -213,7 +213,9 @@ def main() -> None:
         from views import attack_benchmark_markdown
 
         out = Path(args.markdown)
-        out.write_text(attack_benchmark_markdown(rows.rows, out.parent / "figures"), encoding="utf-8")
+        markdown = attack_benchmark_markdown(rows.rows, out.parent / "figures")
+        Path(args.markdown).write_text(markdown, encoding="utf-8")
+        rows.set_markdown(markdown)  # robusthash report shows it
     print(f"rows in {args.out}; command: {COMMAND}")
 
 

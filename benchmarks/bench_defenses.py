@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from common import CACHE, RESULTS, Rows, checkpoint_meta, dataset, trained_model
+from common import CACHE, RESULTS, Rows, checkpoint_meta, dataset, flat, trained_model
 
 from robusthash.checkpoint import read_checkpoint
 from robusthash.defenses import DefenseConfig, defend
@@ -32,7 +32,7 @@ def evaluate(
     if rows.has(dataset=name, bits=bits, defense=defense, lam=lam, attack="robust"):
         return
     suite = AttackSuite(attacks=ATTACKS, protocol="pgd20", topk=1000, seed=0)
-    res = evaluate_attacks(read_checkpoint(ckpt).build_model(), dataset(name), suite, quiet=True)
+    res = flat(evaluate_attacks(read_checkpoint(ckpt).build_model(), dataset(name), suite, quiet=True))
     base = {
         "dataset": name,
         "bits": bits,
@@ -101,7 +101,9 @@ def main() -> None:
         from views import defense_benchmark_markdown
 
         out = Path(args.markdown)
-        out.write_text(defense_benchmark_markdown(rows.rows, out.parent / "figures"), encoding="utf-8")
+        markdown = defense_benchmark_markdown(rows.rows, out.parent / "figures")
+        Path(args.markdown).write_text(markdown, encoding="utf-8")
+        rows.set_markdown(markdown)  # robusthash report shows it
     print(f"rows in {args.out}; command: {COMMAND}")
 
 

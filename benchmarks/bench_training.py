@@ -51,7 +51,9 @@ def main() -> None:
     if args.markdown:
         from views import training_markdown
 
-        Path(args.markdown).write_text(training_markdown(rows.rows), encoding="utf-8")
+        markdown = training_markdown(rows.rows)
+        Path(args.markdown).write_text(markdown, encoding="utf-8")
+        rows.set_markdown(markdown)  # robusthash report shows it
     print(f"rows in {args.out}; command: {COMMAND}")
 
 

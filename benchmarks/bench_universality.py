@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from common import CACHE, RESULTS, Rows, checkpoint_meta, dataset, trained_model
+from common import CACHE, RESULTS, Rows, checkpoint_meta, dataset, flat, trained_model
 
 from robusthash.checkpoint import read_checkpoint
 from robusthash.defenses import DefenseConfig, defend
@@ -28,7 +28,7 @@ def evaluate(rows: Rows, method: str, backbone: str, defense: str, ckpt: Path, a
     if rows.has(method=method, backbone=backbone, defense=defense, attack="robust"):
         return
     suite = AttackSuite(attacks=attacks, protocol="pgd20", topk=1000, seed=0)
-    res = evaluate_attacks(read_checkpoint(ckpt).build_model(), dataset("fashion-mnist"), suite, quiet=True)
+    res = flat(evaluate_attacks(read_checkpoint(ckpt).build_model(), dataset("fashion-mnist"), suite, quiet=True))
     base = {
         "dataset": "fashion-mnist",
         "bits": 32,
@@ -80,7 +80,9 @@ def main() -> None:
     if args.markdown:
         from views import universality_markdown
 
-        Path(args.markdown).write_text(universality_markdown(rows.rows), encoding="utf-8")
+        markdown = universality_markdown(rows.rows)
+        Path(args.markdown).write_text(markdown, encoding="utf-8")
+        rows.set_markdown(markdown)  # robusthash report shows it
     print(f"rows in {args.out}; command: {COMMAND}")
 
 

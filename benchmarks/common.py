@@ -12,6 +12,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from robusthash.checkpoint import read_checkpoint  # noqa: E402
 from robusthash.data import DatasetSplits, load_dataset  # noqa: E402
+from robusthash.results import SCHEMA, RobustnessRun  # noqa: E402
 from robusthash.runtime import atomic_write_json, environment  # noqa: E402
 from robusthash.training import TrainConfig, train  # noqa: E402
 
@@ -42,15 +43,33 @@ def trained_model(name: str, bits: int, loss: str = "dph", seed: int = 0, **over
     return path
 
 
+def flat(run: RobustnessRun) -> dict[str, Any]:
+    """A robustness run as the flat per-attack numbers the benchmark rows store (means over queries)."""
+    return {"queries": len(run.query_indices), "clean": {"map": run.clean.map}, "robust_map": run.robust_map,
+            "attacks": {a.name: {"map": a.map, "tmap": a.tmap, "seconds_per_image": a.seconds_per_image,
+                                 "fit_seconds": a.fit_seconds, "bits_flipped": a.mean_bits_flipped,
+                                 "linf": a.mean_linf, "l2": a.mean_l2, "settings": a.settings,
+                                 "threat_model": a.threat_model, "pr_curve": a.scores.pr_curve,
+                                 "p_at_n": a.scores.p_at_n} for a in run.attacks}}  # fmt: skip
+
+
 class Rows:
-    """Result rows in a JSON file, written atomically after every row; rows already there are skipped."""
+    """Result rows in a typed benchmark document (``kind`` benchmark, named by the script), written atomically
+    after every row; rows already there are skipped."""
 
     def __init__(self, path: Path, command: str, key_fields: tuple[str, ...]) -> None:
         self.path = path
         self.key_fields = key_fields
         doc = json.loads(path.read_text()) if path.exists() else {}
         self.rows: list[dict[str, Any]] = doc.get("rows", [])
-        self.doc = {"command": command, "environment": environment("cpu"), "rows": self.rows}
+        self.doc = {"schema": SCHEMA, "kind": "benchmark", "benchmark": path.stem, "command": command,
+                    "config": {}, "seed": 0, "created": "", "environment": environment("cpu"), "rows": self.rows,
+                    "summary": doc.get("summary"), "markdown": doc.get("markdown")}  # fmt: skip
+
+    def set_markdown(self, markdown: str) -> None:
+        """Store the benchmark's own tables with its rows (what ``robusthash report`` shows)."""
+        self.doc["markdown"] = markdown
+        atomic_write_json(self.doc, self.path)
 
     def key(self, row: dict[str, Any]) -> tuple:
         return tuple(row.get(k) for k in self.key_fields)

@@ -205,7 +205,8 @@ def _efficiency_figure(rows: list[dict[str, Any]], figures: Path) -> bool:
     return True
 
 
-DEFENSE_NAMES = {"none": "undefended", **{name: DEFENSES.get(name).display_name for name in ("atrdh", "pga-at", "cgat")}}
+DEFENSE_NAMES = {"none": "undefended",
+                 **{name: DEFENSES.get(name).display_name for name in ("atrdh", "pga-at", "cgat")}}
 DEFENSE_ATTACKS = ["clean", "p2p", "dhta", "hag", "sdha", "pga", "robust"]
 
 

@@ -6,7 +6,6 @@ dicts load; transfer attacks never differentiate the victim."""
 from __future__ import annotations
 
 import json
-import textwrap
 from typing import ClassVar
 
 import pytest
@@ -14,7 +13,7 @@ import torch
 from torch import nn
 
 from robusthash import cli
-from robusthash.attacks import ATTACKS, Attack, create_attack, list_attacks, register_attack
+from robusthash.attacks import ATTACKS, Attack, list_attacks, register_attack
 from robusthash.checkpoint import read_checkpoint
 from robusthash.defenses import DefenseConfig, defend
 from robusthash.errors import UserError
@@ -198,8 +197,8 @@ def _rename(state, rename):
 
 
 LAYOUTS = {
-    ("alexnet", "deephash"): {"backbone.0.": "features.", "backbone.4.": "hash_layer.1.", "backbone.7.": "hash_layer.4.",
-                              "hash_layer.": "hash_layer.6."},
+    ("alexnet", "deephash"): {"backbone.0.": "features.", "backbone.4.": "hash_layer.1.",
+                              "backbone.7.": "hash_layer.4.", "hash_layer.": "hash_layer.6."},
     ("alexnet", "cgat"): {"backbone.0.": "features.", "backbone.4.": "classifier.1.", "backbone.7.": "classifier.4.",
                           "hash_layer.": "hash_layer."},
     ("resnet18", "deephash"): {"backbone.conv1.": "feature_layers.0.", "backbone.bn1.": "feature_layers.1.",
@@ -221,3 +220,13 @@ def test_foreign_state_dicts_load_into_the_same_backbone(backbone, layout):
     torch.testing.assert_close(target.preactivation(x), source.preactivation(x))
     with pytest.raises(UserError, match="fits no known layout"):
         load_foreign_state_dict(target, {"hash_layer.weight": torch.zeros(16, 4)}, backbone)
+
+
+def test_a_bare_state_dict_of_a_known_backbone_through_the_command_line(toy_cli, brought, tmp_path):
+    data, _, _ = brought
+    model = train(data, TrainConfig(bits=8, epochs=1, batch_size=16), quiet=True).model
+    torch.save(model.state_dict(), tmp_path / "weights.pt")  # a plain state dict, no robusthash metadata
+    _cli("attack", "--model", str(tmp_path / "weights.pt"), "--backbone", "small_cnn", "--bits", "8", "--attack",
+         "pga", "--steps", "2", "--queries", "5", "--out", str(tmp_path / "a"))  # fmt: skip
+    assert load_results(tmp_path / "a" / "attack_results.json").model["model"]["bits"] == 8
+    assert cli.main(["attack", "--model", str(tmp_path / "weights.pt"), "--backbone", "small_cnn", "--quiet"]) == 2

@@ -42,8 +42,11 @@ def _add_run_options(p: argparse.ArgumentParser, seed: bool = True) -> None:
 def _add_model_options(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--model", required=True, help=f"{what}: a robusthash checkpoint, or a state dict with "
                    "--model-def / --backbone")  # fmt: skip
-    p.add_argument("--model-def", default=None, help="path/to/file.py:factory building your nn.Module (images in "
-                   "[0, 1] -> (N, K) codes); --model is then its state dict or a checkpoint robusthash wrote")  # fmt: skip
+    p.add_argument("--model-def", default=None, help="path/to/file.py:factory building your nn.Module (images "
+                   "in [0, 1] -> (N, K) codes); --model is then its state dict or a checkpoint robusthash wrote")
+    p.add_argument("--backbone", default=None, help="with a state dict of the field's public code (DeepHash-pytorch, "
+                   "CgAT / ProS-GAN layouts): its backbone, e.g. alexnet, vgg11, resnet50")  # fmt: skip
+    p.add_argument("--bits", type=int, default=None, help="with --backbone: the code length of that state dict")
     p.add_argument("--model-output", default="tanh", choices=["tanh", "preactivation"],
                    help="what the --model-def module returns (default tanh)")  # fmt: skip
     p.add_argument("--loss", dest="model_loss", default="dph",
@@ -86,8 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--surrogate", default=None, help="checkpoint(s), comma-separated, that craft transfer attacks")
     _add_data_options(p)
     add_arguments(p, AttackSuite, skip=["attacks"])
-    p.add_argument("--attack", dest="attacks", default=None, type=lambda t: [a.strip() for a in t.split(",") if a.strip()],
-                   help="comma-separated attacks (see 'robusthash datasets'); default pga,hag,sdha,p2p,dhta")  # fmt: skip
+    p.add_argument("--attack", dest="attacks", default=None, type=lambda t: [a for a in t.split(",") if a.strip()],
+                   help="comma-separated attacks (see 'robusthash datasets'); default pga,hag,sdha,p2p,dhta")
     p.add_argument("--out", default=None, help="output folder (default: <checkpoint>-attacks/)")
     _add_run_options(p, seed=False)
     p.set_defaults(handler=cmd_attack)
@@ -165,10 +168,11 @@ def _load_model(args: argparse.Namespace, device: torch.device) -> tuple[Any, An
     """(model, checkpoint, dataset options) of ``--model`` [+ ``--model-def``]; a brought model gets a
     checkpoint-like record of its own (its loss from ``--loss``)."""
     from robusthash.checkpoint import FORMAT, Checkpoint, check_matches_data, read_checkpoint
-    from robusthash.models import load_model_def, wrap_model
+    from robusthash.models import create_model, load_foreign_state_dict, load_model_def, wrap_model
+    from robusthash.training import TrainConfig, dataset_meta
 
     path = Path(args.model)
-    if args.model_def is None:
+    if args.model_def is None and args.backbone is None:
         ckpt = read_checkpoint(path)
         options = _dataset_options(args, ckpt.meta.get("dataset"))
         data = _load_data(options)
@@ -176,22 +180,27 @@ def _load_model(args: argparse.Namespace, device: torch.device) -> tuple[Any, An
         return ckpt.build_model(device), ckpt, options
     state = _read_state(path)
     stored = state.get("meta", {}) if state.get("format") == FORMAT else {}
+    weights = state["model"] if stored else state
     options = _dataset_options(args, stored.get("dataset"))
     data = _load_data(options)
-    model = wrap_model(load_model_def(args.model_def), args.model_output, image_shape=data.image_shape,
-                       name=args.model_def)  # fmt: skip
-    weights = state["model"] if state.get("format") == FORMAT else state
-    try:
-        model.load_state_dict(weights if "mean" in weights else {**model.state_dict(), **{f"module.{k}": v
-                              for k, v in weights.items()}})  # fmt: skip
-    except RuntimeError as exc:
-        raise UserError(f"{path} does not fit the module of {args.model_def}: {str(exc).splitlines()[0]}") from None
-    from robusthash.training import TrainConfig, dataset_meta
-
+    if args.model_def is not None:
+        model = wrap_model(load_model_def(args.model_def), args.model_output, image_shape=data.image_shape,
+                           name=args.model_def)  # fmt: skip
+        if "mean" not in weights:  # the bare state dict of the user's module
+            weights = {**model.state_dict(), **{f"module.{k}": v for k, v in weights.items()}}
+        try:
+            model.load_state_dict(weights)
+        except RuntimeError as exc:
+            raise UserError(f"{path} does not fit the module of {args.model_def}: {str(exc).splitlines()[0]}") from None
+    else:
+        if args.bits is None:
+            raise UserError("--backbone needs --bits, the code length of the state dict")
+        model = create_model(args.backbone, args.bits, data.image_shape[0], data.mean, data.std, data.image_shape[-1])
+        load_foreign_state_dict(model, weights, args.backbone)
+    recipe = {**TrainConfig().__dict__, "loss": args.model_loss, "backbone": model.config["backbone"]}
     meta = stored or {"kind": "trained", "model": model.config, "dataset": dataset_meta(data, options),
-                      "train": {**TrainConfig().__dict__, "loss": args.model_loss, "backbone": model.config["backbone"]},
-                      "seed": None}  # fmt: skip
-    return model.to(device).eval(), Checkpoint(path, meta, {"model": weights}), options
+                      "train": recipe, "seed": None}
+    return model.to(device).eval(), Checkpoint(path, meta, {"model": model.state_dict()}), options
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:

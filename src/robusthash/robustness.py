@@ -193,7 +193,8 @@ def merge(shards: list[Crafted]) -> Crafted:
                    max(s.fit_seconds for s in shards), first.surrogate, cat("images"))  # fmt: skip
 
 
-def score(crafted: Crafted, clean_codes: Tensor, labels: Tensor, database: CodeBank, topk: int | None) -> AttackOutcome:
+def score(crafted: Crafted, clean_codes: Tensor, labels: Tensor, database: CodeBank,
+          topk: int | None) -> AttackOutcome:
     """Per-query AP (and t-AP for targeted attacks), bits flipped and norms of a crafted set.
 
     ``clean_codes`` and ``labels`` are the victim's clean codes and the true labels of the same queries, in the
@@ -230,20 +231,19 @@ def build_gallery(name: str, images: Tensor, adversarial: Tensor, labels: Tensor
 
     items, db_thumbs = [], {}
     db_labels = database.labels.cpu()
-    for kind_images in (images, adversarial):
-        assert kind_images.shape[0] == len(indices)
     clean_top = metrics.hamming_ranking(encode_images(victim, images, device), database.codes, top)
     adv_top = metrics.hamming_ranking(encode_images(victim, adversarial, device), database.codes, top)
     for row, index in enumerate(indices.tolist()):
         y = labels[row].cpu()
-        rel = [[bool((db_labels[int(j)] * y).sum() > 0) for j in ranked] for ranked in (clean_top[row], adv_top[row])]
+        ranked = [[int(j) for j in clean_top[row]], [int(j) for j in adv_top[row]]]
+        relevant = [[bool((db_labels[j] * y).sum() > 0) for j in r] for r in ranked]
         items.append(GalleryItem(int(index), torch.nonzero(y)[:, 0].tolist(),
                                  Gallery.encode_image(small(images[row : row + 1])[0]),
                                  Gallery.encode_image(small(adversarial[row : row + 1])[0]),
-                                 [int(j) for j in clean_top[row]], [int(j) for j in adv_top[row]], rel[0], rel[1]))  # fmt: skip
-        for j in list(clean_top[row]) + list(adv_top[row]):
-            if str(int(j)) not in db_thumbs:
-                db_thumbs[str(int(j))] = Gallery.encode_image(small(data.database[int(j)][0][None])[0])
+                                 ranked[0], ranked[1], relevant[0], relevant[1]))  # fmt: skip
+        for j in ranked[0] + ranked[1]:
+            if str(j) not in db_thumbs:
+                db_thumbs[str(j)] = Gallery.encode_image(small(data.database[j][0][None])[0])
     shape = list(small(images[:1]).shape[1:])
     return Gallery(name, shape, items, db_thumbs, data.class_names)
 

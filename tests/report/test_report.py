@@ -34,7 +34,8 @@ def results_files(toy, tmp_path_factory):
                                "dataset": {"name": "toy"}}, model_meta=meta)  # fmt: skip
         paths.append(run.write(folder / f"attacks-{name}.json"))
     rows = BenchmarkRows(config={}, seed=0, environment={"torch": "x"}, created="", benchmark="attacks",
-                         command="python benchmarks/bench_attacks.py", markdown="### Table 5\n\n| a | b |\n|---|---:|\n| x | 1 |\n",
+                         command="python benchmarks/bench_attacks.py",
+                         markdown="### Table 5\n\n| a | b |\n|---|---:|\n| x | 1 |\n",
                          rows=[{"attack": a, "map": m} for a, m in (("clean", 0.8), ("hag", 0.3))])  # fmt: skip
     return paths, rows.write(folder / "attacks.json")
 

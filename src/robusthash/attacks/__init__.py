@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from robusthash.attacks.base import (
+from robusthash.attacks.base import (  # noqa: I001
     ATTACKS,
     PROTOCOLS,
     THREAT_MODELS,

@@ -52,44 +52,35 @@ class CodeBank:
         return self.codes.shape[0]
 
 
-class _StableTanh(torch.autograd.Function):
-    """tanh whose derivative is computed from the input as sech^2(h), not from the output as 1 - tanh^2.
+def _tanh_with_derivative(name: str, derivative: Callable[[Tensor], Tensor], doc: str) -> type:
+    """An autograd function: ``tanh`` forward, ``derivative(h)`` as its backward (the loss value is untouched)."""
+
+    def forward(ctx: Any, h: Tensor) -> Tensor:
+        ctx.save_for_backward(h)
+        return torch.tanh(h)
+
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        (h,) = ctx.saved_tensors
+        return grad * derivative(h)
+
+    return type(name, (torch.autograd.Function,), {"forward": staticmethod(forward), "backward": staticmethod(backward),
+                                                    "__doc__": doc})  # fmt: skip
+
+
+_StableTanh = _tanh_with_derivative("_StableTanh", lambda h: torch.cosh(h.clamp(-80, 80)).pow(-2), """
+    tanh whose derivative is computed from the input as sech^2(h), not from the output as 1 - tanh^2.
 
     In float32, tanh(h) rounds to exactly +-1 for |h| > 9, so ``1 - tanh(h)^2`` is exactly 0 and a saturated
     bit gives no gradient at all: PGD's sign step then ignores it however many steps it takes. sech^2(h)
     stays positive up to |h| of about 50, so a saturated bit still points the way (its size does not matter
-    to a sign step once the bits already flipped are masked out, as in PgA eq. 13).
-    """
-
-    @staticmethod
-    def forward(ctx: Any, h: Tensor) -> Tensor:
-        ctx.save_for_backward(h)
-        return torch.tanh(h)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> Tensor:
-        (h,) = ctx.saved_tensors
-        return grad / torch.cosh(h.clamp(-80, 80)).pow(2)
-
-
-class _SurrogateTanh(torch.autograd.Function):
-    """tanh forward; backward through the softsign derivative ``1 / (1 + |h|)^2`` instead of sech^2(h).
+    to a sign step once the bits already flipped are masked out, as in PgA eq. 13).""")
+_SurrogateTanh = _tanh_with_derivative("_SurrogateTanh", lambda h: (1 + h.abs()).pow(-2), """
+    tanh forward; backward through the softsign derivative ``1 / (1 + |h|)^2`` instead of sech^2(h).
 
     sech^2 decays like e^{-2|h|}: on a strongly saturated model the signed gradient is then dominated by the
     single least-saturated bit and PGD flips bits one at a time. The softsign derivative decays polynomially,
     so every bit that still agrees with the target keeps a say in the step (a surrogate gradient in the spirit
-    of straight-through estimators; the loss value is untouched).
-    """
-
-    @staticmethod
-    def forward(ctx: Any, h: Tensor) -> Tensor:
-        ctx.save_for_backward(h)
-        return torch.tanh(h)
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> Tensor:
-        (h,) = ctx.saved_tensors
-        return grad / (1 + h.abs()).pow(2)
+    of straight-through estimators; the loss value is untouched).""")
 
 
 def stable_tanh(h: Tensor) -> Tensor:

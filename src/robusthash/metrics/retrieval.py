@@ -164,14 +164,9 @@ def average_precision(
     return out
 
 
-def mean_average_precision(
-    query_codes: ArrayLike,
-    db_codes: ArrayLike,
-    query_labels: ArrayLike,
-    db_labels: ArrayLike,
-    topk: int | None = None,
-    tie_aware: bool = False,
-) -> float:
+def mean_average_precision(query_codes: ArrayLike, db_codes: ArrayLike, query_labels: ArrayLike,
+                           db_labels: ArrayLike, topk: int | None = None,
+                           tie_aware: bool = False) -> float:  # fmt: skip
     """mAP@topk over all queries (queries with no relevant item in the top K count as 0)."""
     ap = average_precision(query_codes, db_codes, query_labels, db_labels, topk, tie_aware)
     return float(ap.mean()) if len(ap) else 0.0

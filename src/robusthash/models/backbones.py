@@ -182,7 +182,7 @@ register_backbone(BackboneSpec("densenet161", lambda c, p: _densenet161(p), "tor
 # Grace Hopper sample, the original head gives "military uniform" 0.47 with it and 0.37 with torchvision's
 # ImageNet mean/std, so the backbone brings its own normalisation.
 register_backbone(BackboneSpec("efficientnet_lite0", lambda c, p: (efficientnet_lite0(p), 1280, 3, 32),
-                               "EfficientNet-Lite0 with ImageNet weights (extra 'pretrained')", (0.5, 0.5)))  # fmt: skip
+                               "EfficientNet-Lite0, ImageNet weights (extra 'pretrained')", (0.5, 0.5)))
 
 
 def build_backbone(name: str, in_channels: int, pretrained: str | Path | None = None) -> Built:

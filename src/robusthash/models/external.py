@@ -130,11 +130,13 @@ _RESNET = {"deephash": [(r"^feature_layers\.0\.", "backbone.conv1."), (r"^featur
                         *[(rf"^feature_layers\.{i + 4}\.", f"backbone.layer{i + 1}.") for i in range(4)],
                         (r"^hash_layer\.", "hash_layer.")],
            "cgat": [(r"^(conv1|bn1|layer[1-4])\.", r"backbone.\1."), (r"^hash_layer\.", "hash_layer.")]}  # fmt: skip
-LAYOUTS: dict[str, dict[str, list[tuple[str, str]]]] = {"alexnet": _ALEXNET, "vgg11": _VGG,
-                                                        **{f"resnet{d}": _RESNET for d in (18, 34, 50, 101)}}  # fmt: skip
+LAYOUTS: dict[str, dict[str, list[tuple[str, str]]]] = {
+    "alexnet": _ALEXNET, "vgg11": _VGG, **{f"resnet{d}": _RESNET for d in (18, 34, 50, 101)},
+}  # fmt: skip
 
 
-def convert_state_dict(state: dict[str, Tensor], backbone: str, expected: Sequence[str]) -> tuple[dict[str, Tensor], str]:
+def convert_state_dict(state: dict[str, Tensor], backbone: str,
+                       expected: Sequence[str]) -> tuple[dict[str, Tensor], str]:  # fmt: skip
     """Rename a foreign state dict's keys to robusthash's; returns (state, layout name). The layout whose
     renaming covers every expected weight wins; none does -> :class:`UserError` naming the keys it lacks."""
     wanted = {k for k in expected if k not in ("mean", "std")}
