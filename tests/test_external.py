@@ -196,15 +196,19 @@ def _rename(state, rename):
     return out
 
 
-LAYOUTS = {
-    ("alexnet", "deephash"): {"backbone.0.": "features.", "backbone.4.": "hash_layer.1.",
-                              "backbone.7.": "hash_layer.4.", "hash_layer.": "hash_layer.6."},
-    ("alexnet", "cgat"): {"backbone.0.": "features.", "backbone.4.": "classifier.1.", "backbone.7.": "classifier.4.",
-                          "hash_layer.": "hash_layer."},
-    ("resnet18", "deephash"): {"backbone.conv1.": "feature_layers.0.", "backbone.bn1.": "feature_layers.1.",
-                               **{f"backbone.layer{i}.": f"feature_layers.{i + 3}." for i in range(1, 5)},
-                               "hash_layer.": "hash_layer."},
-    ("resnet18", "cgat"): {"backbone.": "", "hash_layer.": "hash_layer."},
+NAMED_RESNET = {"backbone.": "", "hash_layer.": "hash_layer."}
+RESNET_FEATURE_LAYERS = {"backbone.conv1.": "feature_layers.0.", "backbone.bn1.": "feature_layers.1.",
+                         **{f"backbone.layer{i}.": f"feature_layers.{i + 3}." for i in range(1, 5)},
+                         "hash_layer.": "hash_layer."}  # fmt: skip
+LAYOUTS = {  # robusthash key prefix -> the public code's (see robusthash.models.external for the sources)
+    ("alexnet", "deephash"): [{"backbone.0.": "features.", "backbone.4.": "hash_layer.1.",
+                               "backbone.7.": "hash_layer.4.", "hash_layer.": "hash_layer.6."}],
+    ("alexnet", "cgat"): [{"backbone.0.": "features.", "backbone.4.": "classifier.1.", "backbone.7.": "classifier.4.",
+                           "hash_layer.": "classifier.6."}],
+    ("alexnet", "hashnet-fc"): [{"backbone.0.": "features.", "backbone.4.": "classifier.classifier1.",
+                                 "backbone.7.": "classifier.classifier4.", "hash_layer.": "hash_layer."}],
+    ("resnet18", "resnet-named"): [NAMED_RESNET, RESNET_FEATURE_LAYERS],  # both key sets, as the repos save them
+    ("resnet18", "resnet-feature-layers"): [RESNET_FEATURE_LAYERS],
 }  # fmt: skip
 
 
@@ -212,8 +216,8 @@ LAYOUTS = {
 def test_foreign_state_dicts_load_into_the_same_backbone(backbone, layout):
     torch.manual_seed(0)
     source = create_model(backbone, 16, 3, image_size=64).eval()
-    foreign = _rename({k: v for k, v in source.state_dict().items() if k not in ("mean", "std")},
-                      LAYOUTS[(backbone, layout)])  # fmt: skip
+    weights = {k: v for k, v in source.state_dict().items() if k not in ("mean", "std")}
+    foreign = {k: v for rename in LAYOUTS[(backbone, layout)] for k, v in _rename(weights, rename).items()}
     target = create_model(backbone, 16, 3, image_size=64).eval()
     assert load_foreign_state_dict(target, foreign, backbone) == layout
     x = torch.rand(2, 3, 64, 64)

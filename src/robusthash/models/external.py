@@ -5,10 +5,11 @@ dicts in the layouts of the field's public code.
   metric uses (``preactivation``, ``forward`` = tanh, ``encode`` = sign, ``bits``, ``config``).
 - :func:`load_model_def` builds a module from ``path/to/file.py:factory`` (the CLI's ``--model-def``).
 - :func:`load_foreign_state_dict` loads a state dict written by DeepHash-pytorch (``AlexNet``: ``features`` +
-  ``hash_layer`` = Dropout, fc6, ReLU, Dropout, fc7, ReLU, hash; ``ResNet``: ``feature_layers`` = conv1, bn1,
-  relu, maxpool, layer1-4, avgpool, then ``hash_layer``) or by the CgAT / ProS-GAN repositories (torchvision
-  ``features`` + ``classifier`` without its last layer + ``hash_layer`` for AlexNet / VGG; ResNet's own
-  ``conv1`` ... ``layer4`` + ``hash_layer``) into robusthash's model of the same backbone.
+  ``hash_layer`` = Dropout, fc6, ReLU, Dropout, fc7, ReLU, hash) or by the CgAT repository (``AlexNet`` / ``VGG``:
+  ``features`` + ``classifier`` whose last Linear is the hash layer; ``AlexNetFc`` / ``VGGFc``: ``features`` +
+  ``classifier.classifier0-5`` + ``hash_layer``), and the ResNets of both (``conv1`` ... ``layer4`` and/or
+  ``feature_layers``, then ``hash_layer``) into robusthash's model of the same backbone. Their models normalise
+  with ImageNet's mean/std inside (CgAT) or outside (DeepHash-pytorch) the network: give the data's mean/std.
 """
 
 from __future__ import annotations
@@ -119,17 +120,30 @@ def load_model_def(spec: str) -> nn.Module:
     return module
 
 
-# (pattern in the foreign key, replacement in robusthash's HashModel), per backbone and layout
-_ALEXNET = {"deephash": [(r"^features\.", "backbone.0."), (r"^hash_layer\.1\.", "backbone.4."),
-                         (r"^hash_layer\.4\.", "backbone.7."), (r"^hash_layer\.6\.", "hash_layer.")],
-            "cgat": [(r"^features\.", "backbone.0."), (r"^classifier\.1\.", "backbone.4."),
-                     (r"^classifier\.4\.", "backbone.7."), (r"^hash_layer\.", "hash_layer.")]}  # fmt: skip
-_VGG = {"cgat": [(r"^features\.", "backbone.0."), (r"^classifier\.0\.", "backbone.3."),
-                 (r"^classifier\.3\.", "backbone.6."), (r"^hash_layer\.", "hash_layer.")]}  # fmt: skip
-_RESNET = {"deephash": [(r"^feature_layers\.0\.", "backbone.conv1."), (r"^feature_layers\.1\.", "backbone.bn1."),
-                        *[(rf"^feature_layers\.{i + 4}\.", f"backbone.layer{i + 1}.") for i in range(4)],
-                        (r"^hash_layer\.", "hash_layer.")],
-           "cgat": [(r"^(conv1|bn1|layer[1-4])\.", r"backbone.\1."), (r"^hash_layer\.", "hash_layer.")]}  # fmt: skip
+# (pattern in the foreign key, replacement in robusthash's HashModel), per backbone and layout. Read from the public
+# code: DeepHash-pytorch network.py; the CgAT repository's model/backbone.py (AlexNet, VGG, ResNet, and the
+# HashNet-style AlexNetFc / VGGFc / ResNetFc that ProS-GAN also uses). Their ResNets register conv1 ... layer4 both
+# by name and inside ``feature_layers``, so either key set is enough.
+_ALEXNET = {
+    "deephash": [(r"^features\.", "backbone.0."), (r"^hash_layer\.1\.", "backbone.4."),
+                 (r"^hash_layer\.4\.", "backbone.7."), (r"^hash_layer\.6\.", "hash_layer.")],
+    "cgat": [(r"^features\.", "backbone.0."), (r"^classifier\.1\.", "backbone.4."),
+             (r"^classifier\.4\.", "backbone.7."), (r"^classifier\.6\.", "hash_layer.")],
+    "hashnet-fc": [(r"^features\.", "backbone.0."), (r"^classifier\.classifier1\.", "backbone.4."),
+                   (r"^classifier\.classifier4\.", "backbone.7."), (r"^hash_layer\.", "hash_layer.")],
+}  # fmt: skip
+_VGG = {
+    "cgat": [(r"^features\.", "backbone.0."), (r"^classifier\.0\.", "backbone.3."),
+             (r"^classifier\.3\.", "backbone.6."), (r"^classifier\.6\.", "hash_layer.")],
+    "hashnet-fc": [(r"^features\.", "backbone.0."), (r"^classifier\.classifier0\.", "backbone.3."),
+                   (r"^classifier\.classifier3\.", "backbone.6."), (r"^hash_layer\.", "hash_layer.")],
+}  # fmt: skip
+_RESNET = {
+    "resnet-named": [(r"^(conv1|bn1|layer[1-4])\.", r"backbone.\1."), (r"^hash_layer\.", "hash_layer.")],
+    "resnet-feature-layers": [(r"^feature_layers\.0\.", "backbone.conv1."), (r"^feature_layers\.1\.", "backbone.bn1."),
+                              *[(rf"^feature_layers\.{i + 4}\.", f"backbone.layer{i + 1}.") for i in range(4)],
+                              (r"^hash_layer\.", "hash_layer.")],
+}  # fmt: skip
 LAYOUTS: dict[str, dict[str, list[tuple[str, str]]]] = {
     "alexnet": _ALEXNET, "vgg11": _VGG, **{f"resnet{d}": _RESNET for d in (18, 34, 50, 101)},
 }  # fmt: skip
