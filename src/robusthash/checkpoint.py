@@ -59,11 +59,17 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure to unpickle means the file is unusable
-        raise UserError(
-            f"{path} is not a readable robusthash checkpoint (corrupt or another format): {exc}"
-        ) from exc
+        why = "it holds objects robusthash will not load" if "weights_only" in str(exc) else "corrupt or another format"
+        raise UserError(f"{path} is not a readable robusthash checkpoint ({why})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(f"{path} is not a robusthash checkpoint (expected format {FORMAT})")
+    meta = payload.get("meta")
+    missing = [k for k in ("meta", "model") if k not in payload]
+    if not missing and isinstance(meta, dict):
+        missing = [f"meta.{k}" for k in ("model", "train", "dataset") if not isinstance(meta.get(k), dict)]
+        missing += [] if meta.get("kind") in ("trained", "defended") else ["meta.kind"]
+    if missing or not isinstance(meta, dict):
+        raise UserError(f"{path} is a damaged robusthash checkpoint (missing {', '.join(missing) or 'meta'})")
     return Checkpoint(path, payload["meta"], payload)
 
 

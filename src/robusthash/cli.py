@@ -128,7 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _dataset_options(args: argparse.Namespace, stored: dict[str, Any] | None = None) -> dict[str, Any]:
     """The options that reproduce a split: command line first, then what a checkpoint recorded."""
+    from robusthash.runtime import check_seed
+
     stored = stored or {}
+    if args.split_seed is not None:
+        check_seed(args.split_seed, "--split-seed")
+    if args.image_size is not None and args.image_size < 1:
+        raise UserError(f"--image-size must be a positive number of pixels, got {args.image_size}")
     database: Any = args.database if args.database is not None else stored.get("database", 10_000)
     if database != "all":
         try:

@@ -32,7 +32,7 @@ from robusthash.data import DatasetSplits, iterate_batches, labels_of
 from robusthash.errors import UserError
 from robusthash.evaluation import encode, encode_images
 from robusthash.results import AttackOutcome, Gallery, GalleryItem, RobustnessRun, Scores, now
-from robusthash.runtime import environment
+from robusthash.runtime import check_seed, environment
 
 DEFAULT_ATTACKS = ("pga", "hag", "sdha", "p2p", "dhta")
 
@@ -69,6 +69,7 @@ class AttackSuite:
             self.attacks = list(DEFAULT_ATTACKS)
 
     def validate(self) -> None:
+        check_seed(self.seed)
         if not self.attacks:
             raise UserError("no attack given; valid: " + ", ".join(ATTACKS.names()))
         for name in self.attacks:

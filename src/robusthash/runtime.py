@@ -16,6 +16,14 @@ import torch
 
 from robusthash.errors import UserError
 
+MAX_SEED = 2**63 - 1
+
+
+def check_seed(seed: int, what: str = "seed") -> None:
+    """Raise :class:`UserError` unless ``seed`` is an integer in [0, 2^63 - 1] (torch's range)."""
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed <= MAX_SEED:
+        raise UserError(f"{what} must be an integer in [0, 2^63 - 1], got {seed!r}")
+
 
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch (all devices) and return a CPU generator seeded with ``seed``.
@@ -23,6 +31,7 @@ def seed_everything(seed: int) -> torch.Generator:
     Library code draws its randomness from explicit generators derived from the seed; the global seeds only
     cover third-party code (e.g. dropout inside a torchvision backbone).
     """
+    check_seed(seed)
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -39,8 +48,10 @@ def resolve_device(name: str | torch.device | None = None) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
-    except RuntimeError as exc:
-        raise UserError(f"unknown device {name!r}; valid: auto, cpu, cuda, cuda:N") from exc
+    except RuntimeError:
+        raise UserError(f"unknown device {name!r}; valid: auto, cpu, cuda, cuda:N") from None
+    if device.type not in ("cpu", "cuda"):
+        raise UserError(f"device {name!r} is not supported; valid: auto, cpu, cuda, cuda:N")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device {name!r} asked for, but CUDA is not available here; use --device cpu")
     return device
@@ -71,13 +82,22 @@ def environment(device: torch.device | str | None = None) -> dict[str, Any]:
     return info
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Write through a temporary file in the same folder, then rename; the file gets the user's umask (as a
+    plain ``open`` would), not ``mkstemp``'s 0600."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if tmp.exists():

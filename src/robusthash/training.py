@@ -22,7 +22,7 @@ from robusthash.data import DatasetSplits, augment, iterate_batches
 from robusthash.errors import UserError
 from robusthash.losses import HashLoss, create_loss
 from robusthash.models import HashModel, create_model
-from robusthash.runtime import environment, seed_everything
+from robusthash.runtime import check_seed, environment, seed_everything
 
 OPTIMIZERS = ("adamw", "sgd")
 MAX_BITS = 4096  # far above the papers' 12-128; bounds the hash layer and every (N, K) code matrix
@@ -66,6 +66,7 @@ class TrainConfig:
             raise UserError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 2:
             raise UserError(f"batch size must be >= 2 (batch norm needs two items), got {self.batch_size}")
+        check_seed(self.seed)
         check_finite(lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
         if self.lr <= 0:
             raise UserError(f"learning rate must be > 0, got {self.lr}")

@@ -20,7 +20,7 @@ from robusthash.errors import UserError
 from robusthash.losses import create_loss
 from robusthash.models import HashModel
 from robusthash.registry import Registry
-from robusthash.runtime import environment, seed_everything
+from robusthash.runtime import check_seed, environment, seed_everything
 from robusthash.training import TrainingMethod, run_training
 
 
@@ -49,6 +49,7 @@ class DefenseConfig:
     seed: int = option(0, "seed of the shuffling and the training attacks")
 
     def validate(self) -> None:
+        check_seed(self.seed)
         DEFENSES.get(self.method)
         check_finite(lr=self.lr, lam=self.lam, eps=self.eps, step_size=self.step_size, momentum=self.momentum,
                      weight_decay=self.weight_decay)  # fmt: skip

@@ -1,0 +1,65 @@
+"""Careless input: one line on stderr, exit 2, no traceback (the part of the audit this version covers)."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+import torch
+
+from robusthash.cli import main
+from robusthash.runtime import atomic_write_json
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--seed", str(2**70)], "seed must be an integer in [0, 2^63 - 1]"),
+        (["train", "--lr", "nan"], "lr must be a finite number"),
+        (["train", "--lr", "inf"], "lr must be a finite number"),
+        (["train", "--batch-size", "1"], "batch size must be >= 2"),
+        (["train", "--bits", "100000"], "bits must be an integer in [1, 4096]"),
+        (["train", "--split-seed", "-1"], "--split-seed must be an integer"),
+        (["train", "--image-size", "0"], "--image-size must be a positive number"),
+        (["train", "--device", "mps"], "device 'mps' is not supported; valid: auto, cpu, cuda"),
+        (["train", "--device", "meta"], "device 'meta' is not supported"),
+        (["attack", "--model", "x.pt", "--topk", "-5"], "topk must be >= 1"),
+        (["attack", "--model", "x.pt", "--eps", "nan"], "eps must lie in [0, 1]"),
+        (["attack", "--model", "x.pt", "--attack", "fgsm"], "unknown attack 'fgsm'; valid: "),
+        (["attack", "--model", "x.pt", "--protocol", "pgd7"], "unknown protocol 'pgd7'; valid: default, pgd20"),
+        (["defend", "--model", "x.pt", "--lr", "-1"], "learning rate must be > 0"),
+        (["defend", "--model", "x.pt", "--lam", "nan"], "lam must be a finite number"),
+        (["defend", "--model", "x.pt", "--method", "madry"], "unknown defence 'madry'; valid: "),
+        (["evaluate", "--model", "x.pt", "--topk", "-5"], "--topk must be >= 0"),
+    ],
+)
+def test_bad_values_are_one_line_errors(argv, message, capsys, tmp_path):
+    argv = [a if a != "x.pt" else str(tmp_path / "x.pt") for a in argv]
+    assert main([*argv, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("robusthash: error: ") and message in err, err
+    assert "Traceback" not in err and err.count("\n") == 1
+
+
+def test_checkpoints_with_objects_or_missing_fields_are_refused_in_one_line(tmp_path, capsys):
+    from fractions import Fraction  # any object outside torch's weights-only allow-list
+
+    torch.save({"format": "robusthash-checkpoint/1", "meta": Fraction(1, 3)}, tmp_path / "evil.pt")
+    torch.save({"format": "robusthash-checkpoint/1", "meta": {"kind": "trained"}}, tmp_path / "partial.pt")
+    torch.save(torch.zeros(3), tmp_path / "tensor.pt")
+    for name, message in (("evil.pt", "holds objects robusthash will not load"),
+                          ("partial.pt", "damaged robusthash checkpoint (missing model)"),
+                          ("tensor.pt", "is not a robusthash checkpoint")):  # fmt: skip
+        assert main(["evaluate", "--model", str(tmp_path / name), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1 and "weights_only=False" not in err, err
+
+
+def test_results_keep_the_users_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic_write_json({"a": 1}, tmp_path / "r.json")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "r.json").stat().st_mode) == 0o644
