@@ -63,3 +63,43 @@ def test_results_keep_the_users_umask(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "r.json").stat().st_mode) == 0o644
+
+
+def test_report_refuses_a_checkpoint_and_rows_that_are_not_a_list(tmp_path, capsys):
+    torch.save({"a": torch.zeros(1)}, tmp_path / "m.pt")
+    (tmp_path / "rows.json").write_text('{"schema": "robusthash-results/2", "kind": "benchmark", "rows": 3}')
+    (tmp_path / "old.json").write_text('{"command": "python benchmarks/bench_attacks.py", "rows": {"a": 1}}')
+    for name, message in (("m.pt", "not UTF-8 text"), ("rows.json", "'rows' must be a list"),
+                          ("old.json", "'rows' must be a list")):  # fmt: skip
+        assert main(["report", str(tmp_path / name), "--out", str(tmp_path / "rep")]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err
+
+
+def test_pretrained_weights_that_are_a_bare_tensor(tmp_path):
+    from robusthash.errors import UserError
+    from robusthash.models import create_model
+
+    torch.save(torch.zeros(3), tmp_path / "w.pt")
+    with pytest.raises(UserError, match="hold a Tensor, not a state dict"):
+        create_model("small_cnn", 8, 1, pretrained=tmp_path / "w.pt")
+
+
+def test_an_image_of_the_wrong_channel_count_is_named(toy):
+    from robusthash.attacks import create_attack
+    from robusthash.errors import UserError
+
+    _, model = toy
+    with pytest.raises(UserError, match="takes 1-channel images, got 3"):
+        create_attack("hag", model, steps=1)(torch.rand(2, 3, 12, 12), torch.eye(3)[:2])
+
+
+def test_a_checkpoint_of_other_sized_images_is_refused():
+    from robusthash.checkpoint import check_matches_data
+    from robusthash.errors import UserError
+    from tests.test_training import toy_data
+
+    data = toy_data(n_per_class=2)  # 1 x 12 x 12
+    meta = {"model": {"in_channels": 1}, "dataset": {"name": "toy", "num_classes": 3, "image_shape": [1, 28, 28]}}
+    with pytest.raises(UserError, match=r"images of shape \(1, 28, 28\), but toy has \(1, 12, 12\)"):
+        check_matches_data(meta, data, "m.pt")

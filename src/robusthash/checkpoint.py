@@ -86,6 +86,10 @@ def check_matches_data(meta: dict[str, Any], data: DatasetSplits, path: str | Pa
         raise UserError(
             f"{path} expects {model['in_channels']}-channel images, but {data.name} has {data.image_shape[0]}"
         )
+    shape = trained_on.get("image_shape")
+    if shape is not None and list(shape) != list(data.image_shape):
+        raise UserError(f"{path} was trained on {trained_on.get('name')} images of shape {tuple(shape)}, "
+                        f"but {data.name} has {tuple(data.image_shape)}; pass --image-size {shape[-1]} or retrain")
 
 
 def stored_config(config_class: type, stored: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -304,6 +304,8 @@ def _from_legacy(doc: dict[str, Any], path: Path) -> Document:
         return ExperimentRun(**common, name="demo", rows=rows)
     for script, benchmark in LEGACY_BENCHMARKS.items():
         if f"{script}.py" in command:
+            if not isinstance(doc.get("rows", []), list):
+                raise UserError(f"{path} is a damaged benchmark file: 'rows' must be a list")
             return BenchmarkRows(**common, benchmark=benchmark, command=command, rows=doc.get("rows", []),
                                  summary=doc.get("summary"))  # fmt: skip
     raise UserError(f"{path} is not a robusthash results file (no schema, and command {command!r} is none of "
@@ -334,6 +336,9 @@ def from_json(doc: Any, path: str | Path = "results") -> Document:
         kind = doc.get("kind")
         if kind not in KINDS:
             raise UserError(f"{path} has an unknown kind {kind!r}; valid: {', '.join(KINDS)}")
+        if kind == "benchmark" and not (isinstance(doc.get("rows"), list)
+                                        and all(isinstance(r, dict) for r in doc["rows"])):  # fmt: skip
+            raise UserError(f"{path} is a damaged benchmark file: 'rows' must be a list of objects")
         return _build(KINDS[kind], doc)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise UserError(f"{path} is a damaged results file ({type(exc).__name__}: {exc})") from None

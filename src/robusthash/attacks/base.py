@@ -228,6 +228,9 @@ class Attack:
             raise ValueError("expected images (N, C, H, W) and labels (N, C) with the same N")
         if not images.is_floating_point():
             raise UserError(f"images must be floating point in [0, 1], got dtype {images.dtype}")
+        channels = getattr(self.model, "in_channels", images.shape[1])
+        if images.shape[1] != channels:
+            raise UserError(f"the model takes {channels}-channel images, got {images.shape[1]} channels")
         if images.numel() and (images.min() < 0 or images.max() > 1):
             raise UserError("images must lie in [0, 1] (the normalisation belongs inside the model)")
         indices = torch.arange(images.shape[0]) if indices is None else torch.as_tensor(indices).cpu()

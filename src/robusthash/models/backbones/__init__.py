@@ -49,8 +49,11 @@ def load_local(model: nn.Module, pretrained: str | Path | None) -> None:
         )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any failure here means the file is unusable
-        raise UserError(f"cannot read pretrained weights {path}: {exc}") from exc
+    except Exception:  # noqa: BLE001 - any failure here means the file is unusable
+        raise UserError(f"cannot read pretrained weights {path} (corrupt, or holds objects robusthash will not "
+                        "load)") from None
+    if not isinstance(state, dict):
+        raise UserError(f"pretrained weights {path} hold a {type(state).__name__}, not a state dict")
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing:
         raise UserError(f"pretrained weights {path} do not fit this backbone: missing {missing[:3]}...")
