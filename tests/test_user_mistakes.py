@@ -103,3 +103,52 @@ def test_a_checkpoint_of_other_sized_images_is_refused():
     meta = {"model": {"in_channels": 1}, "dataset": {"name": "toy", "num_classes": 3, "image_shape": [1, 28, 28]}}
     with pytest.raises(UserError, match=r"images of shape \(1, 28, 28\), but toy has \(1, 12, 12\)"):
         check_matches_data(meta, data, "m.pt")
+
+
+def test_a_second_writer_of_one_output_is_refused_and_stale_temporaries_are_removed(tmp_path):
+    from robusthash.errors import UserError
+    from robusthash.runtime import exclusive_output
+    from robusthash.training import TrainConfig, train
+    from tests.test_training import toy_data
+
+    out = tmp_path / "m.pt"
+    stale = tmp_path / ".m.pt.abc123.tmp"
+    stale.write_text("left by a killed run")
+    with exclusive_output(out):
+        assert not stale.exists()
+        with pytest.raises(UserError, match="another robusthash run is writing"):
+            train(toy_data(n_per_class=4), TrainConfig(bits=4, epochs=1, batch_size=4), out, quiet=True)
+    train(toy_data(n_per_class=4), TrainConfig(bits=4, epochs=1, batch_size=4), out, quiet=True)  # lock released
+
+
+def _parent_is_a_file(folder):
+    (folder / "parent").write_text("x")
+    return folder / "parent" / "m.pt"
+
+
+def _out_is_a_folder(folder):
+    (folder / "dir.pt").mkdir()
+    return folder / "dir.pt"
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [(_parent_is_a_file, "is a file, not a folder"), (_out_is_a_folder, "it is a folder; give a file name")],
+)
+def test_an_unwritable_output_is_named_before_any_work(make, message, tmp_path, capsys):
+    out = make(tmp_path)
+    assert main(["train", "--out", str(out), "--epochs", "1", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+
+
+def test_resume_refuses_another_split_seed_naming_it(tmp_path):
+    from robusthash.errors import UserError
+    from robusthash.training import TrainConfig, train
+    from tests.test_training import toy_data
+
+    data = toy_data(n_per_class=4)
+    config = TrainConfig(bits=4, epochs=1, batch_size=4)
+    train(data, config, tmp_path / "m.pt", dataset_options={"split_seed": 0}, quiet=True)
+    with pytest.raises(UserError, match=r"other settings \(dataset\)"):
+        train(data, config, tmp_path / "m.pt", dataset_options={"split_seed": 7}, quiet=True)

@@ -229,12 +229,13 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from robusthash.config import given
     from robusthash.evaluation import evaluate_retrieval
-    from robusthash.runtime import resolve_device
+    from robusthash.runtime import check_writable, resolve_device
     from robusthash.training import TrainConfig, train
 
     device = resolve_device(args.device)
     config = TrainConfig(**given(args, TrainConfig))
     config.validate()
+    check_writable(args.out)
     options = _dataset_options(args)
     data = _load_data(options)
     result = train(data, config, args.out, device, resume=not args.no_resume, dataset_options=options,
@@ -248,17 +249,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from robusthash.evaluation import evaluate_retrieval
     from robusthash.results import EvaluationRun, Scores, now
-    from robusthash.runtime import environment, resolve_device, seed_everything
+    from robusthash.runtime import check_writable, environment, resolve_device, seed_everything
 
     device = resolve_device(args.device)
     seed_everything(args.seed)
     if args.topk < 0:
         raise UserError(f"--topk must be >= 0 (0 = the whole database), got {args.topk}")
+    out = Path(args.out) if args.out else Path(args.model).with_suffix(".eval.json")
+    check_writable(out)
     model, ckpt, options = _load_model(args, device)
     data = _load_data(options)
     topk = args.topk or None
     report = evaluate_retrieval(model, data, device, topk, quiet=args.quiet, per_query=True)
-    out = Path(args.out) if args.out else Path(args.model).with_suffix(".eval.json")
     run = EvaluationRun(config={"model": args.model, "dataset": options, "topk": topk}, seed=args.seed,
                         environment=environment(device), created=now(), model=ckpt.summary(),
                         clean=Scores.from_report(report))  # fmt: skip
@@ -271,20 +273,21 @@ def cmd_attack(args: argparse.Namespace) -> int:
     from robusthash.checkpoint import read_checkpoint
     from robusthash.config import given
     from robusthash.robustness import AttackSuite, evaluate_attacks
-    from robusthash.runtime import resolve_device, seed_everything
+    from robusthash.runtime import exclusive_output, resolve_device, seed_everything
 
     device = resolve_device(args.device)
     suite = AttackSuite(**given(args, AttackSuite))
     suite.validate()
     seed_everything(suite.seed)
-    model, ckpt, options = _load_model(args, device)
-    data = _load_data(options)
-    surrogates = {Path(p).stem: read_checkpoint(p).build_model(device)
-                  for p in (args.surrogate or "").split(",") if p.strip()}  # fmt: skip
-    run = evaluate_attacks(model, data, suite, device, quiet=args.quiet, surrogates=surrogates,
-                           config={"model": args.model, "dataset": options}, model_meta=ckpt.summary())  # fmt: skip
     out = Path(args.out) if args.out else Path(args.model).with_name(Path(args.model).stem + "-attacks")
-    write_attack_outputs(run, out)
+    with exclusive_output(out / "attack_results.json"):
+        model, ckpt, options = _load_model(args, device)
+        data = _load_data(options)
+        surrogates = {Path(p).stem: read_checkpoint(p).build_model(device)
+                      for p in (args.surrogate or "").split(",") if p.strip()}  # fmt: skip
+        run = evaluate_attacks(model, data, suite, device, quiet=args.quiet, surrogates=surrogates,
+                               config={"model": args.model, "dataset": options}, model_meta=ckpt.summary())  # fmt: skip
+        write_attack_outputs(run, out)
     return 0
 
 
@@ -307,11 +310,13 @@ def cmd_defend(args: argparse.Namespace) -> int:
     from robusthash.config import given
     from robusthash.defenses import DefenseConfig, defend
     from robusthash.evaluation import evaluate_retrieval
-    from robusthash.runtime import resolve_device
+    from robusthash.runtime import check_writable, resolve_device
 
     device = resolve_device(args.device)
     config = DefenseConfig(**given(args, DefenseConfig))
     config.validate()
+    if args.out:
+        check_writable(args.out)
     model, base, options = _load_model(args, device)
     if base.meta.get("kind") == "defended":
         raise UserError(f"{args.model} is already a defended model; start from the clean checkpoint it came from")
@@ -326,7 +331,9 @@ def cmd_defend(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from robusthash.report.build import build_report
+    from robusthash.runtime import check_writable
 
+    check_writable(args.out, folder=True)
     index = build_report(args.results, args.out)
     print(f"report: {index} (+ report.md, CSV tables, figures/)")
     return 0

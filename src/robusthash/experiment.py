@@ -31,7 +31,9 @@ from robusthash.robustness import AttackSuite, evaluate_attacks
 from robusthash.runtime import (
     atomic_write_json,
     atomic_write_text,
+    check_writable,
     environment,
+    exclusive_output,
     resolve_device,
     seed_everything,
 )
@@ -127,13 +129,18 @@ def experiment_table(runs: dict[str, RobustnessRun]) -> str:
 
 def run_experiment(path: str | Path, out: str | Path, seed: int | None = None, device_name: str = "auto",
                    quiet: bool = False, data_dir: str | None = None) -> ExperimentRun:  # fmt: skip
-    """Run every stage of the experiment file ``path`` into folder ``out`` (see module docstring)."""
-    began = time.perf_counter()
+    """Run every stage of the experiment file ``path`` into folder ``out`` (see module docstring); the folder
+    is locked for the run, so a second run into it is refused."""
     exp = load_experiment(path, seed, data_dir)
     device = resolve_device(device_name)
+    check_writable(out, folder=True)
+    with exclusive_output(Path(out) / "results.json"):
+        return _run(exp, Path(out), device, quiet)
+
+
+def _run(exp: Experiment, out: Path, device: torch.device, quiet: bool) -> ExperimentRun:
+    began = time.perf_counter()
     seed_everything(exp.seed)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(exp.resolved(), out / "config.json")
     data = load_dataset(**{"name": exp.dataset["name"], "data_dir": exp.dataset["data_dir"],
                            "seed": exp.dataset["split_seed"], "database": exp.dataset["database"],

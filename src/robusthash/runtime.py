@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import platform
 import random
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -129,3 +131,47 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+@contextlib.contextmanager
+def exclusive_output(path: str | Path) -> Iterator[Path]:
+    """Hold an exclusive lock on output ``path`` for the run's duration (``fcntl.flock`` on ``.{name}.lock``
+    beside it, released on exit and by the kernel when the process dies, so a lock is never stale).
+
+    A second writer of the same output gets a :class:`UserError`. Once the lock is held, temporary files that
+    a killed run left beside the output (``.{name}.*.tmp``) are removed.
+    """
+    path = Path(path)
+    check_writable(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = path.parent / f".{path.name}.lock"
+    handle = open(lock_path, "a+")  # noqa: SIM115 - held for the duration of the context
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"another robusthash run is writing {path}; wait for it to finish or choose another "
+                            "--out") from None  # fmt: skip
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):
+            stale.unlink(missing_ok=True)
+        yield path
+    finally:
+        handle.close()
+
+
+def check_writable(path: str | Path, folder: bool = False) -> None:
+    """Raise :class:`UserError` before any work when ``path`` (a file, or a folder if ``folder``) cannot be
+    written: a parent that is a file, a file where a folder is needed or the reverse, no write permission."""
+    path = Path(path)
+    parent = path if folder else path.parent
+    for ancestor in [parent, *parent.parents]:
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                raise UserError(f"cannot write {path}: {ancestor} is a file, not a folder")
+            if not os.access(ancestor, os.W_OK | os.X_OK):
+                raise UserError(f"cannot write {path}: no permission to write in {ancestor}")
+            break
+    if not folder and path.is_dir():
+        raise UserError(f"cannot write {path}: it is a folder; give a file name")
+    if folder and path.exists() and not path.is_dir():
+        raise UserError(f"cannot write into {path}: it is a file; give a folder")

@@ -22,7 +22,7 @@ from robusthash.data import DatasetSplits, augment, iterate_batches
 from robusthash.errors import UserError
 from robusthash.losses import HashLoss, create_loss
 from robusthash.models import HashModel, create_model
-from robusthash.runtime import check_seed, environment, seed_everything
+from robusthash.runtime import check_seed, environment, exclusive_output, seed_everything
 
 OPTIMIZERS = ("adamw", "sgd")
 MAX_BITS = 4096  # far above the papers' 12-128; bounds the hash layer and every (N, K) code matrix
@@ -179,15 +179,27 @@ def run_training(
     atomically after every epoch, and a later call resumes from there. ``recipe_of(meta)`` picks from a run's
     metadata everything that shapes the result (it also reads checkpoints written before a field existed); a
     checkpoint whose recipe differs from this run's is refused, naming the settings that differ. A last batch of
-    one item is dropped (batch norm cannot train on it).
+    one item is dropped (batch norm cannot train on it). ``out`` is locked for the run
+    (:func:`~robusthash.runtime.exclusive_output`): a second run on the same output is refused.
     """
+    if out is None:
+        return _run_training(model, method, data, epochs, batch_size, meta, recipe_of, None, device, resume, quiet,
+                             desc)  # fmt: skip
+    with exclusive_output(out):
+        return _run_training(model, method, data, epochs, batch_size, meta, recipe_of, Path(out), device, resume,
+                             quiet, desc)  # fmt: skip
+
+
+def _run_training(model: nn.Module, method: TrainingMethod, data: DatasetSplits, epochs: int, batch_size: int,
+                  meta: dict[str, Any], recipe_of: Callable[[dict[str, Any]], dict[str, Any]], path: Path | None,
+                  device: torch.device, resume: bool, quiet: bool,
+                  desc: str) -> tuple[list[dict[str, float]], float]:  # fmt: skip
     optimizer = method.make_optimizer()
     per_epoch = len(data.train) // batch_size + (len(data.train) % batch_size > 1)
     total = epochs * per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: method.lr_factor(s, per_epoch, total))
     history: list[dict[str, float]] = []
     start_epoch = 0
-    path = Path(out) if out else None
     if path is not None and resume and path.exists():
         ckpt = read_checkpoint(path, map_location=device)
         stored, recipe = recipe_of(ckpt.meta), recipe_of(meta)
