@@ -152,3 +152,21 @@ def test_resume_refuses_another_split_seed_naming_it(tmp_path):
     train(data, config, tmp_path / "m.pt", dataset_options={"split_seed": 0}, quiet=True)
     with pytest.raises(UserError, match=r"other settings \(dataset\)"):
         train(data, config, tmp_path / "m.pt", dataset_options={"split_seed": 7}, quiet=True)
+
+
+def test_an_impossible_mosaic_database_is_refused_before_any_allocation(capsys):
+    from tests.conftest import _have_fashion_mnist
+
+    if not _have_fashion_mnist():
+        pytest.skip("Fashion-MNIST not installed")
+    assert main(["train", "--dataset", "fashion-mosaic", "--database", "100000000", "--quiet"]) == 2
+    assert "up to 1000000" in capsys.readouterr().err
+
+
+def test_a_last_batch_of_one_item_is_dropped():
+    from robusthash.training import TrainConfig, train
+    from tests.test_training import toy_data
+
+    data = toy_data(n_per_class=11)  # 33 training images at batch 32: the last batch holds one
+    result = train(data, TrainConfig(bits=4, epochs=1, batch_size=32), quiet=True)
+    assert len(result.history) == 1 and result.history[0]["loss"] == result.history[0]["loss"]  # finite

@@ -162,6 +162,9 @@ def _mosaics(
     return out, multi_hot
 
 
+MAX_MOSAIC_DATABASE = 1_000_000  # 3 GiB of 56 x 56 mosaics; the pool of 30,000 tiles repeats well before that
+
+
 def load_fashion_mosaic(
     data_dir: str | Path | None = None, seed: int = 0, database: int | str = 10_000
 ) -> DatasetSplits:
@@ -169,8 +172,9 @@ def load_fashion_mosaic(
     train_x, train_y, test_x, test_y = load_raw(data_dir)
     rng = np.random.default_rng(seed)
     size = 10_000 if database == "all" else int(database)
-    if size <= 0:
-        raise UserError(f"database size {database!r} must be 'all' or a positive integer")
+    if not 0 < size <= MAX_MOSAIC_DATABASE:
+        raise UserError(f"database size {database!r} must be 'all' (10000) or a positive integer up to "
+                        f"{MAX_MOSAIC_DATABASE} (mosaics are synthesised in memory, 3 KiB each)")
     halves = rng.permutation(len(train_x))
     train_pool, db_pool = np.sort(halves[: len(halves) // 2]), np.sort(halves[len(halves) // 2 :])
     q_img, q_lab = _mosaics(test_x, test_y, np.arange(len(test_x)), 1_000, rng)
