@@ -62,3 +62,24 @@ def test_list_dataset_needs_a_folder(tmp_path):
     (tmp_path / "train.txt").write_text("img/0.png 1 x\n")
     with pytest.raises(UserError, match="0/1"):
         load_dataset("deephash-list", tmp_path)
+
+
+def test_list_mistakes_name_the_file_and_what_to_do(tmp_path):
+    _deephash(tmp_path, [(0, [1, 0]), (1, [0, 1])])
+    (tmp_path / "database.txt").write_text("")
+    with pytest.raises(UserError, match=r"database\.txt lists no images"):  # not only the first split is checked
+        load_dataset("deephash-list", tmp_path)
+    (tmp_path / "database.txt").write_bytes(b"img/0.png 1 0\nimg/\xff.png 0 1\n")
+    with pytest.raises(UserError, match=r"database\.txt:2: not UTF-8"):
+        load_dataset("deephash-list", tmp_path)
+    (tmp_path / "database.txt").write_text("img/my photo.png 1 0\n")
+    with pytest.raises(UserError, match="cannot hold spaces in paths"):
+        load_dataset("deephash-list", tmp_path)
+
+
+def test_a_decompression_bomb_is_named(tmp_path, monkeypatch):
+    _deephash(tmp_path, [(0, [1, 0]), (1, [0, 1])])
+    data = load_dataset("deephash-list", tmp_path, image_size=16)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 40 x 30 = 1,200 pixels is over twice the limit
+    with pytest.raises(UserError, match=r"0\.png is larger than Pillow's safety limit"):
+        data.query[0]

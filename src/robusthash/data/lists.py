@@ -52,8 +52,11 @@ class FileImageSet(Dataset):
         try:
             with Image.open(self.paths[index]) as img:
                 image = self.transform(img.convert("RGB"))
+        except Image.DecompressionBombError:
+            raise UserError(f"image {self.paths[index]} is larger than Pillow's safety limit of "
+                            f"{Image.MAX_IMAGE_PIXELS} pixels (a decompression bomb?); resize it first") from None
         except OSError as exc:
-            raise UserError(f"cannot read image {self.paths[index]}: {exc}") from exc
+            raise UserError(f"cannot read image {self.paths[index]}: {exc}") from None
         return image, self.labels[index], torch.tensor(index)
 
 
@@ -70,7 +73,15 @@ def _parse_labels(tokens: list[str], where: str) -> list[float]:
 def _read_lines(path: Path) -> list[str]:
     if not path.is_file():
         raise UserError(f"list file {path} not found")
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    lines = []
+    for number, raw in enumerate(path.read_bytes().splitlines(), 1):
+        try:
+            line = raw.decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise UserError(f"{path}:{number}: not UTF-8 text; save the list file as UTF-8") from None
+        if line:
+            lines.append(line)
+    return lines
 
 
 def _read_deephash(path: Path) -> tuple[list[str], list[list[float]]]:
@@ -79,6 +90,10 @@ def _read_deephash(path: Path) -> tuple[list[str], list[list[float]]]:
         tokens = line.split()
         if len(tokens) < 2:
             raise UserError(f"{path}:{number}: expected 'relpath l1 ... lC', got {line!r}")
+        if any(t not in ("0", "1", "0.0", "1.0") for t in tokens[1:]) and not Path(tokens[0]).suffix:
+            raise UserError(f"{path}:{number}: the path seems to contain a space ({' '.join(tokens[:2])!r} ...); "
+                            "the DeepHash list format separates fields by spaces and cannot hold spaces in paths: "
+                            "rename the file or use the prosgan-list format")  # fmt: skip
         paths.append(tokens[0])
         labels.append(_parse_labels(tokens[1:], f"{path}:{number}"))
     return paths, labels
@@ -95,13 +110,14 @@ def _read_prosgan(data_dir: Path, split: str) -> tuple[list[str], list[list[floa
 
 
 def _check_width(rows: list[list[float]], width: int | None, where: str) -> int:
+    if not rows:
+        raise UserError(f"{where} lists no images")
     for number, row in enumerate(rows, 1):
         if width is None:
             width = len(row)
         elif len(row) != width:
             raise UserError(f"{where}, item {number}: {len(row)} labels, but earlier rows have {width}")
-    if width is None:
-        raise UserError(f"{where} lists no images")
+    assert width is not None
     return width
 
 
