@@ -170,3 +170,67 @@ def test_a_last_batch_of_one_item_is_dropped():
     data = toy_data(n_per_class=11)  # 33 training images at batch 32: the last batch holds one
     result = train(data, TrainConfig(bits=4, epochs=1, batch_size=32), quiet=True)
     assert len(result.history) == 1 and result.history[0]["loss"] == result.history[0]["loss"]  # finite
+
+
+def test_a_failed_write_is_one_line_and_keeps_what_was_there(tmp_path, monkeypatch):
+    from robusthash.errors import UserError
+    from robusthash.runtime import atomic_torch_save, atomic_write_json
+
+    atomic_write_json({"v": 1}, tmp_path / "r.json")
+
+    def disk_full(obj, f, *a, **k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(UserError, match="cannot write .*m.pt: No space left on device"):
+        atomic_torch_save({"a": 1}, tmp_path / "m.pt")
+    monkeypatch.setattr("pathlib.Path.write_text", lambda *a, **k: disk_full(None, None))
+    with pytest.raises(UserError, match="No space left on device"):
+        atomic_write_json({"v": 2}, tmp_path / "r.json")
+    assert (tmp_path / "r.json").read_text().strip().endswith("}") and '"v": 1' in (tmp_path / "r.json").read_text()
+    assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
+
+
+def test_checkpoint_kinds_and_newer_formats_are_refused(tmp_path):
+    from robusthash.checkpoint import read_checkpoint
+    from robusthash.errors import UserError
+    from robusthash.training import TrainConfig, train
+    from tests.test_training import toy_data
+
+    torch.save({"format": "robusthash-checkpoint/9", "meta": {}, "model": {}}, tmp_path / "new.pt")
+    with pytest.raises(UserError, match="another robusthash version"):
+        read_checkpoint(tmp_path / "new.pt")
+    data = toy_data(n_per_class=4)
+    train(data, TrainConfig(bits=4, epochs=1, batch_size=4), tmp_path / "m.pt", quiet=True)
+    payload = torch.load(tmp_path / "m.pt", weights_only=True)
+    payload["meta"]["kind"] = "defended"  # a defended checkpoint of the same recipe as a clean-training target
+    torch.save(payload, tmp_path / "d.pt")
+    with pytest.raises(UserError, match=r"other settings \(kind\)"):
+        train(data, TrainConfig(bits=4, epochs=1, batch_size=4), tmp_path / "d.pt", quiet=True)
+
+
+def test_metrics_leave_torchs_thread_count_alone():
+    from robusthash import metrics
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        codes = torch.tensor([[1.0, -1.0], [-1.0, 1.0]])
+        metrics.mean_average_precision(codes, codes, torch.eye(2), torch.eye(2))
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_python_api_mistakes_are_clear(toy):
+    from robusthash.attacks import create_attack
+    from robusthash.errors import UserError
+
+    data, model = toy
+    x, y, _ = data.query.batch(torch.arange(2))
+    with pytest.raises(UserError, match="floating point"):
+        create_attack("hag", model, steps=1)((x * 255).to(torch.uint8), y)
+    with pytest.raises(UserError, match="optimizer must be 'adam' or 'pgd'"):
+        create_attack("sdha", model, optimizer="lbfgs")
+    with pytest.raises(UserError, match="batch_size must be a positive integer"):
+        create_attack("pga", model, batch_size=0)

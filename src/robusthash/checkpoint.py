@@ -61,7 +61,10 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     except Exception as exc:  # noqa: BLE001 - any failure to unpickle means the file is unusable
         why = "it holds objects robusthash will not load" if "weights_only" in str(exc) else "corrupt or another format"
         raise UserError(f"{path} is not a readable robusthash checkpoint ({why})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+    fmt = payload.get("format") if isinstance(payload, dict) else None
+    if isinstance(fmt, str) and fmt.startswith("robusthash-checkpoint/") and fmt != FORMAT:
+        raise UserError(f"{path} was written by another robusthash version (format {fmt}); this version reads {FORMAT}")
+    if fmt != FORMAT:
         raise UserError(f"{path} is not a robusthash checkpoint (expected format {FORMAT})")
     meta = payload.get("meta")
     missing = [k for k in ("meta", "model") if k not in payload]

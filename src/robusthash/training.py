@@ -257,7 +257,8 @@ def _train_recipe(meta: dict[str, Any]) -> dict[str, Any]:
     (name, split seed, data folder, database size) and the model description."""
     dataset = {k: (meta.get("dataset") or {}).get(k) for k in ("name", "split_seed", "data_dir", "database",
                                                                  "image_size", "num_classes")}  # fmt: skip
-    return {"train": stored_config(TrainConfig, meta.get("train")), "dataset": dataset, "model": meta.get("model")}
+    return {"kind": meta.get("kind"), "train": stored_config(TrainConfig, meta.get("train")), "dataset": dataset,
+            "model": meta.get("model")}
 
 
 @dataclass

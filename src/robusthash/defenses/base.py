@@ -140,7 +140,8 @@ def model_fingerprint(model: torch.nn.Module) -> str:
 
 def _defense_recipe(meta: dict[str, Any]) -> dict[str, Any]:
     defense = meta.get("defense") or {}
-    return {"config": stored_config(DefenseConfig, defense.get("config")), "base": defense.get("base_fingerprint"),
+    return {"kind": meta.get("kind"), "config": stored_config(DefenseConfig, defense.get("config")),
+            "base": defense.get("base_fingerprint"),
             "dataset": json.dumps(meta.get("dataset"), sort_keys=True)}
 
 

@@ -27,6 +27,17 @@ ArrayLike = np.ndarray | torch.Tensor
 DEFAULT_NS: tuple[int, ...] = tuple(range(100, 1001, 100))
 
 
+def _run(kernel: Any, *args: Any) -> None:
+    """Call a parallel numba kernel, keeping torch's thread count: numba's OpenMP layer sets the process-wide
+    OpenMP thread count when it starts, which would override the user's ``torch.set_num_threads``."""
+    threads = torch.get_num_threads()
+    try:
+        kernel(*args)
+    finally:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+
+
 def _numpy(x: ArrayLike, what: str) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
@@ -105,7 +116,7 @@ def _histograms(p: _Packed) -> tuple[np.ndarray, np.ndarray]:
     hist = np.zeros((nq, p.bits + 1), np.int64)
     relhist = np.zeros((nq, p.bits + 1), np.int64)
     if nq:
-        kernels.distance_histograms(p.q, p.d, p.ql, p.dl, hist, relhist)
+        _run(kernels.distance_histograms, p.q, p.d, p.ql, p.dl, hist, relhist)
     return hist, relhist
 
 
@@ -137,7 +148,7 @@ def ranking_statistics(
     ap = np.zeros(nq, np.float64)
     hits = np.zeros((nq, len(cuts)), np.int64)
     if nq:
-        kernels.ranked_relevance(p.q, p.d, p.ql, p.dl, topk, cuts, ap, hits)
+        _run(kernels.ranked_relevance, p.q, p.d, p.ql, p.dl, topk, cuts, ap, hits)
     stats = RankingStatistics(ap, cuts, hits, topk)
     if histograms:
         stats.hist, stats.relhist = _histograms(p)
@@ -160,7 +171,7 @@ def average_precision(
     hist, relhist = _histograms(p)
     out = np.zeros(p.shape[0], np.float64)
     if len(out):
-        kernels.tie_aware_ap(hist, relhist, topk, out)
+        _run(kernels.tie_aware_ap, hist, relhist, topk, out)
     return out
 
 
