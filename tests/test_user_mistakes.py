@@ -234,3 +234,29 @@ def test_python_api_mistakes_are_clear(toy):
         create_attack("sdha", model, optimizer="lbfgs")
     with pytest.raises(UserError, match="batch_size must be a positive integer"):
         create_attack("pga", model, batch_size=0)
+
+
+def test_a_failing_run_leaves_earlier_results_untouched(tmp_path, capsys):
+    out = tmp_path / "attacks"
+    out.mkdir()
+    (out / "attack_results.json").write_text('{"earlier": true}')
+    assert main(["attack", "--model", str(tmp_path / "missing.pt"), "--out", str(out), "--quiet"]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert (out / "attack_results.json").read_text() == '{"earlier": true}'
+    assert sorted(p.name for p in out.iterdir() if not p.name.endswith(".lock")) == ["attack_results.json"]
+
+
+def test_a_defended_checkpoint_is_not_a_base_for_defence(tmp_path, capsys, monkeypatch):
+    from robusthash import cli
+    from robusthash.training import TrainConfig, train
+    from tests.test_training import toy_data
+
+    data = toy_data(n_per_class=4)
+    monkeypatch.setattr(cli, "_load_data", lambda options: data)
+    train(data, TrainConfig(bits=4, epochs=1, batch_size=4), tmp_path / "m.pt", quiet=True)
+    payload = torch.load(tmp_path / "m.pt", weights_only=True)
+    payload["meta"]["kind"] = "defended"
+    torch.save(payload, tmp_path / "d.pt")
+    assert main(["defend", "--model", str(tmp_path / "d.pt"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "already a defended model; start from the clean checkpoint" in err and err.count("\n") == 1
