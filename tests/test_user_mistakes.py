@@ -260,3 +260,22 @@ def test_a_defended_checkpoint_is_not_a_base_for_defence(tmp_path, capsys, monke
     assert main(["defend", "--model", str(tmp_path / "d.pt"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "already a defended model; start from the clean checkpoint" in err and err.count("\n") == 1
+
+
+def test_a_loss_that_becomes_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    from robusthash import training
+    from robusthash.checkpoint import read_checkpoint
+    from robusthash.errors import UserError
+    from tests.test_training import toy_data
+
+    data = toy_data(n_per_class=4)
+    real = training.CleanTraining.batch_loss
+
+    def nan_in_epoch_two(self, x, y, idx, step):
+        terms = real(self, x, y, idx, step)
+        return {"loss": terms["loss"] * float("nan")} if step >= 3 else terms
+
+    monkeypatch.setattr(training.CleanTraining, "batch_loss", nan_in_epoch_two)
+    with pytest.raises(UserError, match="the training loss became nan in epoch 2"):
+        training.train(data, training.TrainConfig(bits=4, epochs=2, batch_size=4), tmp_path / "m.pt", quiet=True)
+    assert read_checkpoint(tmp_path / "m.pt").state["epoch"] == 1
