@@ -124,20 +124,22 @@ def load_model_def(spec: str) -> nn.Module:
 # code: DeepHash-pytorch network.py; the CgAT repository's model/backbone.py (AlexNet, VGG, ResNet, and the
 # HashNet-style AlexNetFc / VGGFc / ResNetFc that ProS-GAN also uses). Their ResNets register conv1 ... layer4 both
 # by name and inside ``feature_layers``, so either key set is enough.
+def _fc_rules(fc6: str, fc7: str, hash_layer: str, ours6: int, ours7: int) -> list[tuple[str, str]]:
+    """Rules for a torchvision ``features`` + fully connected trunk: where fc6, fc7 and the hash layer sit there
+    (regexes) and where fc6 / fc7 sit in robusthash's ``backbone`` (AlexNet 4 / 7, VGG 3 / 6)."""
+    return [(r"^features\.", "backbone.0."), (rf"^{fc6}\.", f"backbone.{ours6}."), (rf"^{fc7}\.", f"backbone.{ours7}."),
+            (rf"^{hash_layer}\.", "hash_layer.")]  # fmt: skip
+
+
 _ALEXNET = {
-    "deephash": [(r"^features\.", "backbone.0."), (r"^hash_layer\.1\.", "backbone.4."),
-                 (r"^hash_layer\.4\.", "backbone.7."), (r"^hash_layer\.6\.", "hash_layer.")],
-    "cgat": [(r"^features\.", "backbone.0."), (r"^classifier\.1\.", "backbone.4."),
-             (r"^classifier\.4\.", "backbone.7."), (r"^classifier\.6\.", "hash_layer.")],
-    "hashnet-fc": [(r"^features\.", "backbone.0."), (r"^classifier\.classifier1\.", "backbone.4."),
-                   (r"^classifier\.classifier4\.", "backbone.7."), (r"^hash_layer\.", "hash_layer.")],
-}  # fmt: skip
+    "deephash": _fc_rules(r"hash_layer\.1", r"hash_layer\.4", r"hash_layer\.6", 4, 7),
+    "cgat": _fc_rules(r"classifier\.1", r"classifier\.4", r"classifier\.6", 4, 7),
+    "hashnet-fc": _fc_rules(r"classifier\.classifier1", r"classifier\.classifier4", "hash_layer", 4, 7),
+}
 _VGG = {
-    "cgat": [(r"^features\.", "backbone.0."), (r"^classifier\.0\.", "backbone.3."),
-             (r"^classifier\.3\.", "backbone.6."), (r"^classifier\.6\.", "hash_layer.")],
-    "hashnet-fc": [(r"^features\.", "backbone.0."), (r"^classifier\.classifier0\.", "backbone.3."),
-                   (r"^classifier\.classifier3\.", "backbone.6."), (r"^hash_layer\.", "hash_layer.")],
-}  # fmt: skip
+    "cgat": _fc_rules(r"classifier\.0", r"classifier\.3", r"classifier\.6", 3, 6),
+    "hashnet-fc": _fc_rules(r"classifier\.classifier0", r"classifier\.classifier3", "hash_layer", 3, 6),
+}
 _RESNET = {
     "resnet-named": [(r"^(conv1|bn1|layer[1-4])\.", r"backbone.\1."), (r"^hash_layer\.", "hash_layer.")],
     "resnet-feature-layers": [(r"^feature_layers\.0\.", "backbone.conv1."), (r"^feature_layers\.1\.", "backbone.bn1."),
