@@ -279,3 +279,30 @@ def test_a_loss_that_becomes_nan_stops_the_run_and_keeps_the_last_good_checkpoin
     with pytest.raises(UserError, match="the training loss became nan in epoch 2"):
         training.train(data, training.TrainConfig(bits=4, epochs=2, batch_size=4), tmp_path / "m.pt", quiet=True)
     assert read_checkpoint(tmp_path / "m.pt").state["epoch"] == 1
+
+
+def test_data_and_lock_mistakes_through_the_command_line(tmp_path, capsys):
+    from PIL import Image
+
+    from robusthash.runtime import exclusive_output
+
+    (tmp_path / "img").mkdir()
+    Image.new("RGB", (20, 20)).save(tmp_path / "img" / "a.png")
+    (tmp_path / "train.txt").write_bytes(b"img/a.png 1 0\n")
+    (tmp_path / "test.txt").write_bytes(b"img/\xff.png 1 0\n")
+    (tmp_path / "database.txt").write_text("img/a.png 0 1\n")
+    argv = ["train", "--dataset", "deephash-list", "--data-dir", str(tmp_path), "--out", str(tmp_path / "m.pt")]
+    assert main([*argv, "--quiet"]) == 2
+    assert "test.txt:1: not UTF-8 text" in capsys.readouterr().err
+    (tmp_path / "test.txt").write_text("img/my photo.png 1 0\n")
+    assert main([*argv, "--quiet"]) == 2
+    assert "cannot hold spaces in paths" in capsys.readouterr().err
+    (tmp_path / "test.txt").write_text("img/a.png 1 0\n")
+    with exclusive_output(tmp_path / "m.pt"):
+        assert main([*argv, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "another robusthash run is writing" in err and err.count("\n") == 1
+    torch.save({"format": "robusthash-checkpoint/1", "model": {}, "meta": {"kind": "trained", "model": {},
+                "train": {}, "dataset": {}}}, tmp_path / "noloss.pt")  # fmt: skip
+    assert main(["defend", "--model", str(tmp_path / "noloss.pt"), "--quiet"]) == 2
+    assert "missing meta.train.loss" in capsys.readouterr().err

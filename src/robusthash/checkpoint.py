@@ -71,6 +71,7 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     if not missing and isinstance(meta, dict):
         missing = [f"meta.{k}" for k in ("model", "train", "dataset") if not isinstance(meta.get(k), dict)]
         missing += [] if meta.get("kind") in ("trained", "defended") else ["meta.kind"]
+        missing += [] if "meta.train" in missing or isinstance(meta["train"].get("loss"), str) else ["meta.train.loss"]
     if missing or not isinstance(meta, dict):
         raise UserError(f"{path} is a damaged robusthash checkpoint (missing {', '.join(missing) or 'meta'})")
     return Checkpoint(path, payload["meta"], payload)
