@@ -95,6 +95,9 @@ def test_model_def_through_the_command_line(toy_cli, tmp_path):
          "--queries", "8", "--out", str(tmp_path / "a"))  # fmt: skip
     _cli("defend", "--model", ckpt, "--model-def", model_def, "--method", "cgat", "--epochs", "1",
          "--batch-size", "16", "--out", str(tmp_path / "d.pt"))  # fmt: skip
+    record = load_results(tmp_path / "d.json")  # the typed record of the defence run
+    assert record.kind == "defense" and record.method == "cgat" and len(record.base_fingerprint) == 16
+    assert len(record.history) == 1 and len(record.clean.ap) == 30  # the toy query split: 10 per class
     _cli("attack", "--model", str(tmp_path / "d.pt"), "--model-def", model_def, "--attack", "pga", "--steps", "3",
          "--queries", "8", "--out", str(tmp_path / "b"))  # fmt: skip
     _cli("report", str(tmp_path / "a" / "attack_results.json"), str(tmp_path / "b" / "attack_results.json"),

@@ -5,6 +5,7 @@
 - :class:`Gallery`: a few queries, clean and adversarial, with their top retrievals (thumbnails included).
 - :class:`RobustnessRun`: ``robusthash attack`` (clean scores, every attack, the robust mAP, the gallery).
 - :class:`EvaluationRun`: ``robusthash evaluate`` (clean retrieval).
+- :class:`DefenseRun`: ``robusthash defend`` (the adversarial-training run and its clean retrieval).
 - :class:`ExperimentRun`: ``robusthash run`` / ``demo`` (a table of models x attacks over robustness files).
 - :class:`BenchmarkRows`: a benchmark's rows, named by the benchmark that wrote them.
 
@@ -224,6 +225,20 @@ class EvaluationRun(_Document):
 
 
 @dataclass
+class DefenseRun(_Document):
+    """``robusthash defend``: one adversarial-training run, its per-epoch losses and its clean retrieval."""
+
+    kind: ClassVar[str] = "defense"
+    method: str
+    checkpoint: str
+    base_checkpoint: str
+    base_fingerprint: str
+    history: list[dict[str, float]]
+    seconds: float
+    clean: Scores
+
+
+@dataclass
 class ExperimentRow:
     """One model of an experiment: its label and the robustness file of its attacks (relative path)."""
 
@@ -252,8 +267,8 @@ class BenchmarkRows(_Document):
     markdown: str | None = None  # the benchmark's own tables, rendered by its script
 
 
-Document = RobustnessRun | EvaluationRun | ExperimentRun | BenchmarkRows
-KINDS: dict[str, type] = {c.kind: c for c in (RobustnessRun, EvaluationRun, ExperimentRun, BenchmarkRows)}
+Document = RobustnessRun | EvaluationRun | DefenseRun | ExperimentRun | BenchmarkRows
+KINDS: dict[str, type] = {c.kind: c for c in (RobustnessRun, EvaluationRun, DefenseRun, ExperimentRun, BenchmarkRows)}
 
 
 def _build(cls: type, data: dict[str, Any]) -> Any:

@@ -103,8 +103,8 @@ def collect(paths: list[Path]) -> tuple[list[tuple[Path, RobustnessRun]], list[t
         elif isinstance(doc, BenchmarkRows):
             benches.append((path, doc))
         else:
-            raise UserError(f"{path} holds clean retrieval only ({doc.kind}); the report renders attack results, "
-                            "experiments and benchmark rows")  # fmt: skip
+            raise UserError(f"{path} holds a {doc.kind} run; the report renders attack results, experiments and "
+                            "benchmark rows")  # fmt: skip
     return runs, benches
 
 
