@@ -309,7 +309,6 @@ def write_attack_outputs(run: Any, out: Path) -> None:
 def cmd_defend(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from robusthash.checkpoint import read_checkpoint
     from robusthash.config import given
     from robusthash.defenses import DefenseConfig, defend
     from robusthash.evaluation import evaluate_retrieval
@@ -328,10 +327,9 @@ def cmd_defend(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path(args.model).with_name(f"{Path(args.model).stem}-{config.method}.pt")
     result = defend(base, data, config, out, device, resume=not args.no_resume, quiet=args.quiet, model=model)
     report = evaluate_retrieval(result.model, data, device, topk=1000, per_query=True)
-    defense = read_checkpoint(out).meta["defense"] if out.exists() else {}
     run = DefenseRun(config={"defense": asdict(config), "dataset": options}, seed=config.seed,
                      environment=environment(device), created=now(), method=config.method, checkpoint=str(out),
-                     base_checkpoint=args.model, base_fingerprint=defense.get("base_fingerprint", ""),
+                     base_checkpoint=args.model, base_fingerprint=result.base_fingerprint,
                      history=result.history, seconds=result.seconds, clean=Scores.from_report(report))  # fmt: skip
     run.write(out.with_suffix(".json"))
     print(f"saved {out}: {config.method} from {args.model}, clean mAP@1000 = {report['map']:.4f} "

@@ -303,4 +303,4 @@ def train(
 
 
 __all__ = ["TrainConfig", "TrainResult", "TrainingMethod", "CleanTraining", "run_training", "train",
-           "build_model", "dataset_meta", "stored_config"]  # fmt: skip
+           "build_model", "dataset_meta"]  # fmt: skip

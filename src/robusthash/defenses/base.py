@@ -127,6 +127,7 @@ class DefenseResult:
     history: list[dict[str, float]]
     path: Path | None
     seconds: float
+    base_fingerprint: str = ""
 
 
 def model_fingerprint(model: torch.nn.Module) -> str:
@@ -181,4 +182,4 @@ def defend(
         model, method, data, epochs=config.epochs, batch_size=config.batch_size, meta=meta,
         recipe_of=_defense_recipe, out=out, device=device, resume=resume, quiet=quiet, desc=cls.name,
     )  # fmt: skip
-    return DefenseResult(model, history, Path(out) if out else None, seconds)
+    return DefenseResult(model, history, Path(out) if out else None, seconds, meta["defense"]["base_fingerprint"])
