@@ -11,34 +11,37 @@ from tqdm.auto import tqdm
 
 from robusthash import metrics
 from robusthash.data import DatasetSplits, iterate_batches, labels_of
+from robusthash.runtime import autocast
 
 
 @torch.no_grad()
 def encode(
     model: torch.nn.Module, dataset: Dataset, device: torch.device | str = "cpu", batch_size: int = 500,
-    quiet: bool = True, desc: str = "encode",
+    quiet: bool = True, desc: str = "encode", precision: str = "fp32",
 ) -> Tensor:  # fmt: skip
-    """Binary codes {-1, +1} (N, K) of a whole split, computed in eval mode (the model's mode is restored)."""
+    """Binary codes {-1, +1} (N, K) of a whole split, computed in eval mode (the model's mode is restored);
+    ``precision="bf16"`` runs the model under bf16 autocast (:func:`~robusthash.runtime.autocast`)."""
     was_training = model.training
     model.eval()
     chunks = []
     batches = iterate_batches(dataset, batch_size)
-    for x, _, _ in tqdm(batches, total=-(-len(dataset) // batch_size), desc=desc, disable=quiet, leave=False):
-        chunks.append(model.encode(x.to(device)).cpu())
+    with autocast(device, precision):
+        for x, _, _ in tqdm(batches, total=-(-len(dataset) // batch_size), desc=desc, disable=quiet, leave=False):
+            chunks.append(model.encode(x.to(device)).cpu())
     model.train(was_training)
     return torch.cat(chunks) if chunks else torch.zeros(0, model.bits)
 
 
 @torch.no_grad()
 def encode_images(
-    model: torch.nn.Module, images: Tensor, device: torch.device | str = "cpu", batch_size: int = 500
+    model: torch.nn.Module, images: Tensor, device: torch.device | str = "cpu", batch_size: int = 500,
+    precision: str = "fp32",
 ) -> Tensor:
     """Binary codes of an image tensor (N, C, H, W), computed in batches on ``device``, returned on the CPU."""
     was_training = model.training
     model.eval()
-    chunks = [
-        model.encode(images[i : i + batch_size].to(device)).cpu() for i in range(0, len(images), batch_size)
-    ]
+    with autocast(device, precision):
+        chunks = [model.encode(images[i : i + batch_size].to(device)).cpu() for i in range(0, len(images), batch_size)]
     model.train(was_training)
     return torch.cat(chunks) if chunks else torch.zeros(0, model.bits)
 

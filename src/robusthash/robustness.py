@@ -32,7 +32,7 @@ from robusthash.data import DatasetSplits, iterate_batches, labels_of
 from robusthash.errors import UserError
 from robusthash.evaluation import encode, encode_images
 from robusthash.results import AttackOutcome, Gallery, GalleryItem, RobustnessRun, Scores, now
-from robusthash.runtime import check_seed, environment
+from robusthash.runtime import check_precision, check_seed, environment
 
 DEFAULT_ATTACKS = ("pga", "hag", "sdha", "p2p", "dhta")
 
@@ -63,6 +63,7 @@ class AttackSuite:
     attack_options: dict[str, dict[str, Any]] = field(default_factory=dict,
                                                       metadata={"help": "per-attack options, JSON"})  # fmt: skip
     gallery_queries: int = option(3, "queries drawn in the retrieval gallery (0: none)")
+    precision: str = option("fp32", "fp32, or bf16: autocast of the attacks and the encoding (logits stay fp32)")
 
     def __post_init__(self) -> None:
         if self.attacks is None:
@@ -91,11 +92,13 @@ class AttackSuite:
             raise UserError(f"batch size must be >= 1, got {self.batch_size}")
         if self.gallery_queries < 0:
             raise UserError(f"gallery_queries must be >= 0, got {self.gallery_queries}")
+        check_precision(self.precision)
 
     def options(self, name: str) -> dict[str, Any]:
         """The constructor options of attack ``name`` in this suite."""
         return {**protocol_options(name, self.protocol, self.steps), **self.attack_options.get(name, {}),
-                "eps": self.eps, "seed": self.seed, "batch_size": self.batch_size}  # fmt: skip
+                "eps": self.eps, "seed": self.seed, "batch_size": self.batch_size,
+                "precision": self.precision}  # fmt: skip
 
 
 def query_subset(data: DatasetSplits, count: int | None, seed: int) -> Tensor:
@@ -126,11 +129,12 @@ class Banks:
     database: CodeBank
 
     @classmethod
-    def of(cls, model: nn.Module, data: DatasetSplits, device: torch.device, quiet: bool = True) -> Banks:
-        database = CodeBank(encode(model, data.database, device, quiet=quiet, desc="encode database"),
-                            labels_of(data.database).clone())  # fmt: skip
-        reference = CodeBank(encode(model, data.train, device, quiet=quiet, desc="encode reference"),
-                             labels_of(data.train).clone())  # fmt: skip
+    def of(cls, model: nn.Module, data: DatasetSplits, device: torch.device, quiet: bool = True,
+           precision: str = "fp32") -> Banks:  # fmt: skip
+        database = CodeBank(encode(model, data.database, device, quiet=quiet, desc="encode database",
+                                   precision=precision), labels_of(data.database).clone())  # fmt: skip
+        reference = CodeBank(encode(model, data.train, device, quiet=quiet, desc="encode reference",
+                                    precision=precision), labels_of(data.train).clone())  # fmt: skip
         return cls(reference, database)
 
 
@@ -169,10 +173,10 @@ def craft(attack: Attack, victim: nn.Module, images: Tensor, labels: Tensor, ind
     _sync(device)
     seconds = time.perf_counter() - began
     delta = (adversarial - images).flatten(1)
+    linf = delta.abs().amax(1) if delta.shape[1] else torch.zeros(len(indices))
     return Crafted(attack.name, attack.describe(), attack.threat_model, attack.targeted, indices.clone(),
-                   encode_images(victim, adversarial, device), delta.abs().amax(1) if delta.shape[1] else
-                   torch.zeros(len(indices)), delta.norm(dim=1), targets, seconds, surrogate=surrogate,
-                   images=adversarial if keep_images else None)  # fmt: skip
+                   encode_images(victim, adversarial, device, precision=attack.precision), linf, delta.norm(dim=1),
+                   targets, seconds, surrogate=surrogate, images=adversarial if keep_images else None)  # fmt: skip
 
 
 def merge(shards: list[Crafted]) -> Crafted:
@@ -221,7 +225,7 @@ def score(crafted: Crafted, clean_codes: Tensor, labels: Tensor, database: CodeB
 
 def build_gallery(name: str, images: Tensor, adversarial: Tensor, labels: Tensor, indices: Tensor,
                   victim: nn.Module, data: DatasetSplits, database: CodeBank, device: torch.device,
-                  top: int = 10, thumb: int = 64) -> Gallery:  # fmt: skip
+                  top: int = 10, thumb: int = 64, precision: str = "fp32") -> Gallery:  # fmt: skip
     """The retrieval gallery of a few queries: images and top-``top`` retrievals before and after the attack,
     with thumbnails (at most ``thumb`` pixels a side) so that the report needs neither the model nor the data."""
 
@@ -232,8 +236,9 @@ def build_gallery(name: str, images: Tensor, adversarial: Tensor, labels: Tensor
 
     items, db_thumbs = [], {}
     db_labels = database.labels.cpu()
-    clean_top = metrics.hamming_ranking(encode_images(victim, images, device), database.codes, top)
-    adv_top = metrics.hamming_ranking(encode_images(victim, adversarial, device), database.codes, top)
+    clean_top = metrics.hamming_ranking(encode_images(victim, images, device, precision=precision), database.codes, top)
+    adv_top = metrics.hamming_ranking(encode_images(victim, adversarial, device, precision=precision),
+                                      database.codes, top)  # fmt: skip
     for row, index in enumerate(indices.tolist()):
         y = labels[row].cpu()
         ranked = [[int(j) for j in clean_top[row]], [int(j) for j in adv_top[row]]]
@@ -279,14 +284,14 @@ def evaluate_attacks(
     if transfer and not surrogates:
         raise UserError(f"transfer attack(s) {', '.join(transfer)} need surrogate models (--surrogate)")
     began = time.perf_counter()
-    banks = Banks.of(victim, data, device, quiet)
-    surrogate_banks = {k: (_victim_of(m).to(device).eval(), Banks.of(m, data, device, quiet))
+    banks = Banks.of(victim, data, device, quiet, suite.precision)
+    surrogate_banks = {k: (_victim_of(m).to(device).eval(), Banks.of(m, data, device, quiet, suite.precision))
                        for k, m in (surrogates or {}).items()} if transfer else {}  # fmt: skip
     setup_seconds = time.perf_counter() - began
     if indices is None:
         indices = query_subset(data, suite.queries, suite.seed)
     images, labels = query_images(data, indices)
-    clean_codes = encode_images(victim, images, device)
+    clean_codes = encode_images(victim, images, device, precision=suite.precision)
     clean = Scores.from_report(metrics.retrieval_report(clean_codes, banks.database.codes, labels,
                                                         banks.database.labels, suite.topk))  # fmt: skip
     gallery_name = _gallery_attack(suite)
@@ -306,7 +311,7 @@ def evaluate_attacks(
             outcomes.append(score(crafted, clean_codes, labels, banks.database, suite.topk))
             if name == gallery_name and gallery is None and len(picks) and crafted.images is not None:
                 gallery = build_gallery(name, images[picks], crafted.images[picks], labels[picks], indices[picks],
-                                        victim, data, banks.database, device)  # fmt: skip
+                                        victim, data, banks.database, device, precision=suite.precision)  # fmt: skip
     return RobustnessRun(
         config={"suite": asdict(suite), **(config or {})}, seed=suite.seed, environment=environment(device),
         created=now(), model=model_meta or {}, query_indices=indices.tolist(), clean=clean, attacks=outcomes,

@@ -42,6 +42,29 @@ def seed_everything(seed: int) -> torch.Generator:
     return generator
 
 
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
+
+
+def check_precision(precision: str) -> None:
+    """Raise :class:`UserError` unless ``precision`` is one of :data:`PRECISIONS`."""
+    if precision not in PRECISIONS:
+        raise UserError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+
+
+def autocast(device: torch.device | str, precision: str = "fp32") -> contextlib.AbstractContextManager[Any]:
+    """The compute precision of a model's forward and backward passes.
+
+    ``fp32``: nothing changes. ``bf16``: :func:`torch.autocast` with bfloat16 on ``device`` (CUDA or CPU):
+    convolutions and matrix products run in bf16, reductions and the loss stay in fp32. Hashing models return
+    their logits in fp32 either way (``HashModel.preactivation``), so codes, losses and metrics are computed
+    exactly from (bf16-rounded) logits.
+    """
+    check_precision(precision)
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+
+
 def resolve_device(name: str | torch.device | None = None) -> torch.device:
     """``None`` or ``"auto"`` picks CUDA when available, else CPU; anything else must be a valid torch device."""
     if isinstance(name, torch.device):

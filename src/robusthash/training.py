@@ -22,7 +22,14 @@ from robusthash.data import DatasetSplits, augment, iterate_batches
 from robusthash.errors import UserError
 from robusthash.losses import HashLoss, create_loss
 from robusthash.models import HashModel, create_model
-from robusthash.runtime import check_seed, environment, exclusive_output, seed_everything
+from robusthash.runtime import (
+    autocast,
+    check_precision,
+    check_seed,
+    environment,
+    exclusive_output,
+    seed_everything,
+)
 
 OPTIMIZERS = ("adamw", "sgd")
 MAX_BITS = 4096  # far above the papers' 12-128; bounds the hash layer and every (N, K) code matrix
@@ -53,6 +60,7 @@ class TrainConfig:
     pretrained: str | None = option(None, "local torchvision ImageNet weights for the backbone")
     input_size: int | None = option(None, "resize inputs to this side inside the model (e.g. 64)")
     loss_options: dict[str, Any] = field(default_factory=dict, metadata={"help": "the loss's own options"})
+    precision: str = option("fp32", "fp32, or bf16: autocast of the forward and backward passes")
 
     def validate(self) -> None:
         from robusthash.losses import LOSSES
@@ -67,6 +75,7 @@ class TrainConfig:
         if self.batch_size < 2:
             raise UserError(f"batch size must be >= 2 (batch norm needs two items), got {self.batch_size}")
         check_seed(self.seed)
+        check_precision(self.precision)
         check_finite(lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
         if self.lr <= 0:
             raise UserError(f"learning rate must be > 0, got {self.lr}")
@@ -172,6 +181,7 @@ def run_training(
     resume: bool = True,
     quiet: bool = False,
     desc: str = "train",
+    precision: str = "fp32",
 ) -> tuple[list[dict[str, float]], float]:
     """Train ``model`` with ``method`` for ``epochs`` over ``data.train``; returns (history, seconds).
 
@@ -179,21 +189,22 @@ def run_training(
     atomically after every epoch, and a later call resumes from there. ``recipe_of(meta)`` picks from a run's
     metadata everything that shapes the result (it also reads checkpoints written before a field existed); a
     checkpoint whose recipe differs from this run's is refused, naming the settings that differ. A last batch of
-    one item is dropped (batch norm cannot train on it). ``out`` is locked for the run
-    (:func:`~robusthash.runtime.exclusive_output`): a second run on the same output is refused.
+    one item is dropped (batch norm cannot train on it). ``precision="bf16"`` computes each batch's loss (and
+    any training attack inside it) under bf16 autocast; the weights and the optimiser stay fp32. ``out`` is
+    locked for the run (:func:`~robusthash.runtime.exclusive_output`): a second run on the same output is refused.
     """
     if out is None:
         return _run_training(model, method, data, epochs, batch_size, meta, recipe_of, None, device, resume, quiet,
-                             desc)  # fmt: skip
+                             desc, precision)  # fmt: skip
     with exclusive_output(out):
         return _run_training(model, method, data, epochs, batch_size, meta, recipe_of, Path(out), device, resume,
-                             quiet, desc)  # fmt: skip
+                             quiet, desc, precision)  # fmt: skip
 
 
 def _run_training(model: nn.Module, method: TrainingMethod, data: DatasetSplits, epochs: int, batch_size: int,
                   meta: dict[str, Any], recipe_of: Callable[[dict[str, Any]], dict[str, Any]], path: Path | None,
-                  device: torch.device, resume: bool, quiet: bool,
-                  desc: str) -> tuple[list[dict[str, float]], float]:  # fmt: skip
+                  device: torch.device, resume: bool, quiet: bool, desc: str,
+                  precision: str) -> tuple[list[dict[str, float]], float]:  # fmt: skip
     optimizer = method.make_optimizer()
     per_epoch = len(data.train) // batch_size + (len(data.train) % batch_size > 1)
     total = epochs * per_epoch
@@ -226,7 +237,8 @@ def _run_training(model: nn.Module, method: TrainingMethod, data: DatasetSplits,
         for x, y, idx in iterate_batches(data.train, batch_size, shuffle=True, generator=method.generator):
             if len(idx) < 2:
                 continue
-            terms = method.batch_loss(x.to(device), y.to(device), idx.to(device), epoch * per_epoch + n)
+            with autocast(device, precision):
+                terms = method.batch_loss(x.to(device), y.to(device), idx.to(device), epoch * per_epoch + n)
             loss = terms["loss"]
             if not torch.isfinite(loss):
                 raise UserError(f"the training loss became {float(loss)} in epoch {epoch + 1}; lower the learning "
@@ -298,6 +310,7 @@ def train(
     history, seconds = run_training(
         model, method, data, epochs=config.epochs, batch_size=config.batch_size, meta=meta, recipe_of=_train_recipe,
         out=out, device=device, resume=resume, quiet=quiet, desc=f"train {config.loss}-{config.bits}",
+        precision=config.precision,
     )  # fmt: skip
     return TrainResult(model, loss_fn, history, Path(out) if out else None, seconds)
 

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from robusthash.errors import UserError
 from robusthash.registry import Registry
+from robusthash.runtime import autocast, check_precision
 
 PROTOCOLS: tuple[str, ...] = ("default", "pgd20")
 THREAT_MODELS: tuple[str, ...] = ("white-box", "transfer")
@@ -99,9 +100,14 @@ def derive_seed(*parts: object) -> int:
     return int.from_bytes(digest, "little") & (2**63 - 1)
 
 
-def query_generator(seed: int, index: int, stream: str) -> torch.Generator:
-    """The CPU generator of one query's draws of one kind (``start``, ``target``, ``anchor``, ...)."""
-    return torch.Generator().manual_seed(derive_seed(seed, int(index), stream))
+def query_generator(seed: int, index: int, stream: str, device: torch.device | str = "cpu") -> torch.Generator:
+    """The generator of one query's draws of one kind (``start``, ``target``, ``anchor``, ...) on ``device``.
+
+    On the CPU the draws are the reference numbers. A CUDA generator (Philox) seeded alike gives every query
+    the same draws on every CUDA run, so results stay per-query deterministic there, but its numbers are not
+    the CPU's: a run on CUDA matches a CPU run within a tolerance, not bit for bit.
+    """
+    return torch.Generator(device=device).manual_seed(derive_seed(seed, int(index), stream))
 
 
 def draw_disjoint_row(label: Tensor, candidates: Tensor, generator: torch.Generator) -> Tensor:
@@ -154,13 +160,16 @@ class Attack:
         database: CodeBank | None = None,
         seed: int = 0,
         batch_size: int = 256,
+        precision: str = "fp32",
         quiet: bool = True,
     ) -> None:
         if not (isinstance(eps, (int, float)) and eps >= 0 and not math.isnan(eps)):
             raise UserError(f"eps must be a number >= 0 (image units, e.g. 8/255), got {eps!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise UserError(f"batch_size must be a positive integer, got {batch_size!r}")
+        check_precision(precision)
         self.model = model
+        self.precision = precision
         self.eps = float(eps)
         self.reference = reference
         self.database = database
@@ -180,7 +189,7 @@ class Attack:
     def describe(self) -> dict[str, Any]:
         """The settings that produced a result (for results files and figure captions)."""
         return {"attack": self.name, "targeted": self.targeted, "threat_model": self.threat_model,
-                "eps": self.eps, "seed": self.seed}  # fmt: skip
+                "eps": self.eps, "seed": self.seed, "precision": self.precision}  # fmt: skip
 
     # ----------------------------------------------------------------- preparation (learned attacks)
     def fit(self, reference: CodeBank | None = None, quiet: bool = True) -> Attack:
@@ -239,7 +248,9 @@ class Attack:
         if self.targeted and targets is None:
             targets = self.choose_targets(labels, indices)
         device = next(self.model.parameters()).device
-        out = torch.empty_like(images)
+        # On CUDA: pinned host memory both ways and non-blocking copies, one synchronisation at the end.
+        pinned = device.type == "cuda" and images.device.type == "cpu"
+        out = torch.empty_like(images, pin_memory=pinned)
         modes = [(m, m.training) for m in self.model.modules()]
         grad_flags = [(p, p.requires_grad) for p in self.model.parameters()]
         self.model.eval()
@@ -251,11 +262,15 @@ class Attack:
         try:
             for start in starts:
                 sl = slice(start, start + self.batch_size)
-                x = images[sl].detach().to(device).clone()
-                y = labels[sl].detach().to(device)
-                t = targets[sl].to(device) if targets is not None else None
-                adv = self.perturb(x, y, t, indices[sl])
-                out[sl] = project_linf(adv.detach(), x, self.eps).to(out.device)
+                batch = images[sl].detach()
+                x = (batch.pin_memory() if pinned else batch).to(device, non_blocking=pinned).clone()
+                y = labels[sl].detach().to(device, non_blocking=pinned)
+                t = targets[sl].to(device, non_blocking=pinned) if targets is not None else None
+                with autocast(device, self.precision):
+                    adv = self.perturb(x, y, t, indices[sl])
+                out[sl].copy_(project_linf(adv.detach().to(x.dtype), x, self.eps), non_blocking=pinned)
+            if pinned:
+                torch.cuda.synchronize(device)
         finally:
             self._bar.close()
             self._bar = None
@@ -279,14 +294,18 @@ class Attack:
             self._bar.update(1)
 
     # ----------------------------------------------------------------- per-query randomness and banks
-    def generator(self, index: int, stream: str) -> torch.Generator:
+    def generator(self, index: int, stream: str, device: torch.device | str = "cpu") -> torch.Generator:
         """Query ``index``'s generator for draws of kind ``stream`` (see :func:`query_generator`)."""
-        return query_generator(self.seed, index, stream)
+        return query_generator(self.seed, index, stream, device)
 
     def random_start(self, x: Tensor, indices: Tensor) -> Tensor:
-        """``x + U(-eps, eps)`` (PgA eq. 15), clipped to [0, 1]; query i's noise from its own generator."""
-        noise = torch.stack([torch.rand(x.shape[1:], generator=self.generator(int(i), "start")) for i in indices])
-        return (x + (noise * 2 - 1).mul_(self.eps).to(x.device, x.dtype)).clamp_(0.0, 1.0)
+        """``x + U(-eps, eps)`` (PgA eq. 15), clipped to [0, 1]; query i's noise from its own generator.
+
+        The noise is drawn where ``x`` lives (no host-to-device copy of a batch of noise on CUDA).
+        """
+        noise = torch.stack([torch.rand(x.shape[1:], generator=self.generator(int(i), "start", x.device),
+                                        device=x.device) for i in indices])  # fmt: skip
+        return (x + (noise * 2 - 1).mul_(self.eps).to(x.dtype)).clamp_(0.0, 1.0)
 
     def target_candidates(self) -> Tensor:
         """Label rows a targeted attack may aim at: the distinct non-empty label rows of the database."""

@@ -44,7 +44,7 @@ class ATRDH(AdversarialTraining):
         self.candidates = rows[rows.sum(1) > 0]
         self.attack = THA(self.model, prototype=self.prototype, eps=cfg.eps, steps=cfg.steps,
                           step_size=cfg.step_size, random_start=True, alpha=1.0, seed=cfg.seed,
-                          batch_size=10**9)  # fmt: skip
+                          batch_size=10**9, precision=cfg.precision)  # fmt: skip
 
     def batch_loss(self, x: Tensor, y: Tensor, idx: Tensor, step: int) -> dict[str, Tensor]:
         self.model.train()

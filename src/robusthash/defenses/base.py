@@ -20,7 +20,7 @@ from robusthash.errors import UserError
 from robusthash.losses import create_loss
 from robusthash.models import HashModel
 from robusthash.registry import Registry
-from robusthash.runtime import check_seed, environment, seed_everything
+from robusthash.runtime import check_precision, check_seed, environment, seed_everything
 from robusthash.training import TrainingMethod, run_training
 
 
@@ -47,9 +47,11 @@ class DefenseConfig:
     lam: float = option(1.0, "weight lambda of the adversarial loss")
     similarity: str | None = option(None, "label similarity of the center codes: binary, dice or jaccard")
     seed: int = option(0, "seed of the shuffling and the training attacks")
+    precision: str = option("fp32", "fp32, or bf16: autocast of the forward and backward passes")
 
     def validate(self) -> None:
         check_seed(self.seed)
+        check_precision(self.precision)
         DEFENSES.get(self.method)
         check_finite(lr=self.lr, lam=self.lam, eps=self.eps, step_size=self.step_size, momentum=self.momentum,
                      weight_decay=self.weight_decay)  # fmt: skip
@@ -181,5 +183,6 @@ def defend(
     history, seconds = run_training(
         model, method, data, epochs=config.epochs, batch_size=config.batch_size, meta=meta,
         recipe_of=_defense_recipe, out=out, device=device, resume=resume, quiet=quiet, desc=cls.name,
+        precision=config.precision,
     )  # fmt: skip
     return DefenseResult(model, history, Path(out) if out else None, seconds, meta["defense"]["base_fingerprint"])

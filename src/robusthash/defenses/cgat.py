@@ -47,7 +47,7 @@ class CgAT(AdversarialTraining):
         self.attack = PgA(
             self.model, masked=self.masked, weighting=self.weighting, similarity=self.similarity,
             reference=self.bank.view(), eps=cfg.eps, steps=cfg.steps, step_size=cfg.step_size,
-            random_start=True, seed=cfg.seed, batch_size=10**9,
+            random_start=True, seed=cfg.seed, batch_size=10**9, precision=cfg.precision,
         )  # fmt: skip
 
     def center_codes(self, labels: Tensor) -> Tensor:

@@ -50,7 +50,7 @@ class WrappedModel(nn.Module):
                        "mean": list(mean), "std": list(std), "output": output, "external": True}  # fmt: skip
 
     def preactivation(self, x: Tensor) -> Tensor:
-        out = self.module((x - self.mean) / self.std)
+        out = self.module((x - self.mean) / self.std).float()  # fp32 logits also under bf16 autocast
         if out.ndim != 2 or out.shape[1] != self.bits:
             raise UserError(f"the wrapped module returned shape {tuple(out.shape)}, expected (N, {self.bits})")
         return out if self.output == "preactivation" else torch.atanh(out.clamp(-1 + 1e-6, 1 - 1e-6))

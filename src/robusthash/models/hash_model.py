@@ -62,7 +62,8 @@ class HashModel(nn.Module):
         return self.backbone(x)
 
     def preactivation(self, x: Tensor) -> Tensor:
-        return self.hash_layer(self.features(x))
+        """The logits ``h``, always in fp32 (also under bf16 autocast: codes and losses stay exact)."""
+        return self.hash_layer(self.features(x)).float()
 
     def forward(self, x: Tensor) -> Tensor:
         return torch.tanh(self.preactivation(x))
