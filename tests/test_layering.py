@@ -21,6 +21,7 @@ LAYERS = [
     {"evaluation"},
     {"training"},
     {"defenses"},
+    {"zoo"},
     {"results"},
     {"robustness"},
     {"report"},

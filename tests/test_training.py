@@ -91,6 +91,17 @@ def test_resume_refuses_other_settings(tmp_path):
     train(data, _config(epochs=1, bits=16), tmp_path / "m.pt", resume=False, quiet=True)
 
 
+def test_bf16_training_learns_and_its_precision_is_part_of_the_recipe(tmp_path):
+    data = toy_data()
+    result = train(data, _config(epochs=4, precision="bf16"), tmp_path / "m.pt", quiet=True)
+    assert all(p.dtype == torch.float32 for p in result.model.parameters())  # weights stay fp32
+    assert result.history[-1]["loss"] < result.history[0]["loss"]
+    # the untrained model scores 0.51 here and fp32 training 0.83; measured for bf16: 0.73
+    assert evaluate_retrieval(result.model, data, topk=None)["map"] > 0.65
+    with pytest.raises(UserError, match="other settings"):
+        train(data, _config(epochs=4), tmp_path / "m.pt", quiet=True)
+
+
 def test_checkpoint_from_before_a_config_field_existed_still_resumes(tmp_path):
     """A field added to TrainConfig later (here input_size) is read at its default, not as other settings."""
     data = toy_data()
@@ -131,6 +142,7 @@ def test_checkpoint_that_does_not_match_the_data(tmp_path):
         ("epochs", 0, "epochs"),
         ("optimizer", "lbfgs", "valid: adamw, sgd"),
         ("lr", -1.0, "rate"),
+        ("precision", "fp16", "valid: fp32, bf16"),
     ],
 )
 def test_bad_training_config(field, value, message):

@@ -114,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder (default runs/<experiment name>)")
     p.add_argument("--data-dir", default=None, help="folder with the dataset's files")
     p.add_argument("--seed", type=int, default=None, help="override the file's seed")
+    p.add_argument("--from-scratch", action="store_true",
+                   help="train every model instead of using a model zoo checkpoint of the same recipe")  # fmt: skip
     _add_run_options(p, seed=False)
     p.set_defaults(handler=cmd_run)
 
@@ -121,6 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST IDX files")
     p.add_argument("--print", action="store_true", help="print the demo's experiment file (to copy and edit)")
+    p.add_argument("--from-scratch", action="store_true",
+                   help="train every model instead of using the model zoo's shipped checkpoints")  # fmt: skip
     _add_run_options(p)
     p.set_defaults(handler=cmd_demo)
     return parser
@@ -351,7 +355,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from robusthash.experiment import load_experiment, run_experiment
 
     out = args.out or f"runs/{load_experiment(args.experiment, args.seed, args.data_dir).name}"
-    run_experiment(args.experiment, out, args.seed, args.device, args.quiet, args.data_dir)
+    run_experiment(args.experiment, out, args.seed, args.device, args.quiet, args.data_dir, args.from_scratch)
     return 0
 
 
@@ -361,7 +365,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.print:
         print(DEMO.read_text(encoding="utf-8"), end="")
         return 0
-    run_experiment(DEMO, args.out, args.seed, args.device, args.quiet, args.data_dir)
+    run_experiment(DEMO, args.out, args.seed, args.device, args.quiet, args.data_dir, args.from_scratch)
     return 0
 
 

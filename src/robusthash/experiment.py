@@ -4,7 +4,9 @@ Stages: train the model of ``[train]`` (or reuse ``[model] checkpoint``); attack
 ``[attack]``; adversarially train it with each method of ``[defend] methods``; attack every defended model; write
 ``results.json`` (an :class:`~robusthash.results.ExperimentRun`), ``defense_table.md`` and the report. Each stage
 reuses what an earlier run left in the output folder (checkpoints resume; a robustness file is reused when its
-config is this run's), so an interrupted experiment picks up where it stopped. The resolved configuration (every
+config is this run's), so an interrupted experiment picks up where it stopped. A stage whose recipe is exactly
+that of a model in the zoo (:mod:`robusthash.zoo`, the demo's models) uses the shipped checkpoint instead of
+training, unless ``from_scratch``. The resolved configuration (every
 default filled in) is written to ``config.json`` beside the results. ``robusthash demo`` runs the shipped
 ``experiments/demo.toml``.
 """
@@ -19,6 +21,7 @@ from typing import Any
 
 import torch
 
+from robusthash import zoo
 from robusthash.checkpoint import read_checkpoint
 from robusthash.config import from_mapping
 from robusthash.data import DatasetSplits, load_dataset
@@ -128,17 +131,29 @@ def experiment_table(runs: dict[str, RobustnessRun]) -> str:
 
 
 def run_experiment(path: str | Path, out: str | Path, seed: int | None = None, device_name: str = "auto",
-                   quiet: bool = False, data_dir: str | None = None) -> ExperimentRun:  # fmt: skip
+                   quiet: bool = False, data_dir: str | None = None,
+                   from_scratch: bool = False) -> ExperimentRun:  # fmt: skip
     """Run every stage of the experiment file ``path`` into folder ``out`` (see module docstring); the folder
     is locked for the run, so a second run into it is refused."""
     exp = load_experiment(path, seed, data_dir)
     device = resolve_device(device_name)
     check_writable(out, folder=True)
     with exclusive_output(Path(out) / "results.json"):
-        return _run(exp, Path(out), device, quiet)
+        return _run(exp, Path(out), device, quiet, from_scratch)
 
 
-def _run(exp: Experiment, out: Path, device: torch.device, quiet: bool) -> ExperimentRun:
+def _shipped(path: Path, exp: Experiment, from_scratch: bool, defense: DefenseConfig | None = None) -> str | None:
+    """Put the zoo's model of this stage at ``path`` (its name), or, ``from_scratch``, remove a zoo copy an
+    earlier run left there so that the stage trains."""
+    if from_scratch:
+        if zoo.is_shipped_copy(path):
+            path.unlink()
+        return None
+    entry = zoo.provide(path, exp.train, exp.dataset, defense)
+    return None if entry is None else entry.name
+
+
+def _run(exp: Experiment, out: Path, device: torch.device, quiet: bool, from_scratch: bool) -> ExperimentRun:
     began = time.perf_counter()
     seed_everything(exp.seed)
     atomic_write_json(exp.resolved(), out / "config.json")
@@ -152,7 +167,12 @@ def _run(exp: Experiment, out: Path, device: torch.device, quiet: bool) -> Exper
     else:
         model_path = out / "model.pt"
         c = exp.train
-        print(f"[1/{stages}] training {c.loss} / {c.backbone} / {c.bits} bits on {data.name} -> {model_path}")
+        shipped = _shipped(model_path, exp, from_scratch)
+        if shipped:
+            print(f"[1/{stages}] using the model zoo's {shipped} ({c.loss} / {c.backbone} / {c.bits} bits, this "
+                  f"recipe; --from-scratch retrains it) -> {model_path}")  # fmt: skip
+        else:
+            print(f"[1/{stages}] training {c.loss} / {c.backbone} / {c.bits} bits on {data.name} -> {model_path}")
         train(data, exp.train, model_path, device, dataset_options=exp.dataset, quiet=quiet)
     suite = exp.attack
     print(f"[2/{stages}] attacking the undefended model ({', '.join(suite.attacks)}; protocol {suite.protocol})")
@@ -165,6 +185,8 @@ def _run(exp: Experiment, out: Path, device: torch.device, quiet: bool) -> Exper
         for method in exp.methods:
             paths[method] = out / f"model-{method}.pt"
             config = DefenseConfig(**{**asdict(exp.defend), "method": method})
+            if not exp.checkpoint and (name := _shipped(paths[method], exp, from_scratch, config)):
+                print(f"      {method}: the model zoo's {name}")
             defend(base, data, config, paths[method], device, quiet=quiet)
         print(f"[4/{stages}] attacking the defended models")
         for method in exp.methods:

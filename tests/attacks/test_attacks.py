@@ -241,3 +241,36 @@ def test_images_outside_the_unit_range_are_refused(setup):
         _attack("pga", model, reference, database)(x * 2, y)
     with pytest.raises(UserError, match="eps"):
         create_attack("pga", model, eps=float("nan"))
+
+
+def test_random_start_on_the_cpu_is_the_per_query_reference(setup):
+    from robusthash.attacks import derive_seed
+
+    model, reference, _, x, _ = setup
+    attack = create_attack("pga", model, reference=reference, eps=8 / 255, seed=5)
+    indices = torch.tensor([4, 1])
+    got = attack.random_start(x[:2], indices)
+    for row, index in enumerate(indices.tolist()):
+        noise = torch.rand(x.shape[1:], generator=torch.Generator().manual_seed(derive_seed(5, index, "start")))
+        assert torch.equal(got[row], (x[row] + (noise * 2 - 1) * (8 / 255)).clamp(0, 1))
+
+
+@pytest.mark.parametrize("name", ["pga", "hag"])
+def test_bf16_attack_runs_on_the_cpu_and_still_hurts(name, setup):
+    model, reference, database, x, y = setup
+    adv = _attack(name, model, reference, database, eps=16 / 255, seed=0, precision="bf16")(x, y)
+    assert adv.dtype == x.dtype and (adv - x).abs().max() <= 16 / 255 + 1e-6
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model.preactivation(x[:2]).dtype == torch.float32  # logits stay fp32 under autocast
+    clean = encode_images(model, x, precision="bf16")
+    codes = encode_images(model, adv, precision="bf16")
+    assert set(codes.unique().tolist()) <= {-1.0, 1.0}
+    before = metrics.mean_average_precision(clean, database.codes, y, database.labels)
+    after = metrics.mean_average_precision(codes, database.codes, y, database.labels)
+    assert after < before - 0.1
+
+
+def test_unknown_precision_is_named(setup):
+    model, reference, *_ = setup
+    with pytest.raises(UserError, match="unknown precision 'fp16'; valid: fp32, bf16"):
+        create_attack("pga", model, reference=reference, precision="fp16")

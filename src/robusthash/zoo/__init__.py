@@ -1,0 +1,141 @@
+"""The model zoo: trained checkpoints of the embedded default, shipped inside the package.
+
+Like RobustBench's ``load_model``, a shipped model loads by name from Python::
+
+    from robusthash.zoo import load_model, list_models
+    model = load_model("fashion-mnist-dph-32-cgat")          # a HashModel in eval mode
+
+The zoo holds the demo's models (``experiments/demo.toml``): DPH on ``small_cnn``, 32 bits, trained on the
+embedded Fashion-MNIST split, and its ATRDH, PgA-AT and CgAT versions. Each file is the full checkpoint a run of
+that recipe writes, less the optimiser and generator state (so it cannot be trained further, only used), and the
+manifest records its SHA-256 and the clean mAP@1000 it was measured at (a test re-measures it). ``robusthash
+demo`` and ``robusthash run`` use a shipped checkpoint wherever its recipe (training config, data split and, for a
+defence, defence config) equals the stage's exactly, and retrain with ``--from-scratch``. Files are read with
+``weights_only=True``. ``scripts/build_zoo.py`` rebuilds the zoo from a ``robusthash demo --from-scratch`` run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from robusthash.checkpoint import Checkpoint, read_checkpoint, stored_config
+from robusthash.defenses import DefenseConfig
+from robusthash.errors import UserError
+from robusthash.models import HashModel
+from robusthash.training import TrainConfig
+
+ZOO_DIR = Path(__file__).parent
+MANIFEST = ZOO_DIR / "manifest.json"
+DATASET_KEYS = ("name", "data_dir", "database", "split_seed", "image_size")
+
+
+@dataclass(frozen=True)
+class ZooModel:
+    """One shipped checkpoint: its name, file, SHA-256 and the clean mAP@``topk`` recorded when it was built."""
+
+    name: str
+    file: str
+    sha256: str
+    clean_map: float
+    topk: int
+    description: str
+
+    @property
+    def path(self) -> Path:
+        return ZOO_DIR / self.file
+
+
+@cache
+def list_models() -> tuple[ZooModel, ...]:
+    """Every model of the zoo (empty when the package ships none)."""
+    if not MANIFEST.is_file():
+        return ()
+    return tuple(ZooModel(**entry) for entry in json.loads(MANIFEST.read_text(encoding="utf-8"))["models"])
+
+
+def get(name: str) -> ZooModel:
+    """The zoo entry ``name``; an unknown name is a :class:`UserError` listing the valid ones."""
+    for entry in list_models():
+        if entry.name == name:
+            return entry
+    raise UserError(f"unknown zoo model {name!r}; valid: {', '.join(m.name for m in list_models()) or 'none'}")
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def checkpoint(name: str) -> Checkpoint:
+    """The checkpoint of zoo model ``name``, its file checked against the manifest's SHA-256."""
+    entry = get(name)
+    if not entry.path.is_file() or sha256_of(entry.path) != entry.sha256:
+        raise UserError(f"the shipped file of zoo model {name} ({entry.path}) is missing or damaged; reinstall")
+    return read_checkpoint(entry.path)
+
+
+def load_model(name: str, device: torch.device | str = "cpu") -> HashModel:
+    """Zoo model ``name`` as a :class:`~robusthash.models.HashModel` in eval mode on ``device``."""
+    return checkpoint(name).build_model(device)
+
+
+def _dataset_of(meta_or_options: dict[str, Any]) -> dict[str, Any]:
+    return {k: meta_or_options.get(k) for k in DATASET_KEYS}
+
+
+def find(train: TrainConfig, dataset: dict[str, Any], defense: DefenseConfig | None = None) -> ZooModel | None:
+    """The zoo model trained with exactly this recipe: ``train`` config, ``dataset`` options (name, data_dir,
+    database, split_seed, image_size) and, for a defended model, ``defense`` config; ``None`` if there is none."""
+    for entry in list_models():
+        meta = _meta(entry.name)
+        if stored_config(TrainConfig, meta["train"]) != asdict(train):
+            continue
+        if _dataset_of(meta["dataset"]) != _dataset_of(dataset):
+            continue
+        stored = (meta.get("defense") or {}).get("config")
+        if (defense is None) != (stored is None):
+            continue
+        if defense is not None and stored_config(DefenseConfig, stored) != asdict(defense):
+            continue
+        return entry
+    return None
+
+
+def is_shipped_copy(path: str | Path) -> bool:
+    """Whether ``path`` is a byte-for-byte copy of a zoo file (what :func:`provide` leaves in a run folder)."""
+    path = Path(path)
+    sizes = {m.path.stat().st_size for m in list_models() if m.path.is_file()}
+    if not path.is_file() or path.stat().st_size not in sizes:
+        return False
+    return sha256_of(path) in {m.sha256 for m in list_models()}
+
+
+@cache
+def _meta(name: str) -> dict[str, Any]:
+    return checkpoint(name).meta
+
+
+def provide(out: str | Path, train: TrainConfig, dataset: dict[str, Any],
+            defense: DefenseConfig | None = None) -> ZooModel | None:  # fmt: skip
+    """Copy the zoo model of this recipe to ``out`` (unless ``out`` already exists) and return its entry;
+    ``None`` when the zoo has none (the caller trains). A run that then resumes from ``out`` finds it complete."""
+    entry = find(train, dataset, defense)
+    if entry is None:
+        return None
+    out = Path(out)
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.zoo.tmp")
+        shutil.copyfile(entry.path, tmp)
+        tmp.replace(out)
+    return entry
+
+
+__all__ = ["ZooModel", "list_models", "get", "checkpoint", "load_model", "find", "provide", "is_shipped_copy"]

@@ -1,0 +1,69 @@
+"""The model zoo: shipped checkpoints reproduce their recorded mAP, load by name, and stand in for training
+exactly where the recipe matches."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from robusthash import metrics, zoo
+from robusthash.checkpoint import read_checkpoint
+from robusthash.data import labels_of
+from robusthash.defenses import DefenseConfig
+from robusthash.errors import UserError
+from robusthash.evaluation import encode
+from robusthash.experiment import DEMO, _shipped, load_experiment
+from robusthash.models import HashModel
+from robusthash.training import TrainConfig, train
+from tests.conftest import needs_fashion_mnist
+
+NAMES = [m.name for m in zoo.list_models()]
+DEMO_DATASET = {"name": "fashion-mnist", "data_dir": None, "database": 10_000, "split_seed": 0, "image_size": None}
+
+
+def test_the_zoo_ships_the_demo_models():
+    assert NAMES == ["fashion-mnist-dph-32", "fashion-mnist-dph-32-atrdh", "fashion-mnist-dph-32-pga-at",
+                     "fashion-mnist-dph-32-cgat"]  # fmt: skip
+    for entry in zoo.list_models():
+        assert entry.path.stat().st_size < 1_000_000
+        assert zoo.sha256_of(entry.path) == entry.sha256
+
+
+@needs_fashion_mnist
+@pytest.mark.parametrize("name", NAMES)
+def test_shipped_checkpoint_reproduces_its_recorded_map(name, fmnist):
+    entry = zoo.get(name)
+    model = zoo.load_model(name)
+    assert isinstance(model, HashModel) and not model.training
+    q, db = encode(model, fmnist.query), encode(model, fmnist.database)
+    got = metrics.mean_average_precision(q, db, labels_of(fmnist.query), labels_of(fmnist.database), entry.topk)
+    assert float(got) == pytest.approx(entry.clean_map, abs=1e-6)
+
+
+def test_unknown_zoo_model_is_named():
+    with pytest.raises(UserError, match="unknown zoo model 'nope'; valid: fashion-mnist-dph-32"):
+        zoo.load_model("nope")
+
+
+def test_find_matches_the_exact_recipe_only():
+    exp = load_experiment(DEMO)
+    assert zoo.find(exp.train, DEMO_DATASET).name == "fashion-mnist-dph-32"
+    cgat = DefenseConfig(**{**exp.defend.__dict__, "method": "cgat"})
+    assert zoo.find(exp.train, DEMO_DATASET, cgat).name == "fashion-mnist-dph-32-cgat"
+    assert zoo.find(TrainConfig(**{**exp.train.__dict__, "bits": 16}), DEMO_DATASET) is None
+    assert zoo.find(exp.train, {**DEMO_DATASET, "split_seed": 1}) is None
+    assert zoo.find(exp.train, DEMO_DATASET, DefenseConfig(**{**cgat.__dict__, "lam": 2.0})) is None
+
+
+@needs_fashion_mnist
+def test_a_shipped_copy_is_a_finished_run_and_from_scratch_removes_it(tmp_path, fmnist):
+    exp = load_experiment(DEMO)
+    path = tmp_path / "model.pt"
+    assert _shipped(path, exp, from_scratch=False) == "fashion-mnist-dph-32"
+    assert zoo.is_shipped_copy(path)
+    # training into the copy resumes a finished run: no step is taken, the weights are the zoo's
+    result = train(fmnist, exp.train, path, "cpu", dataset_options=exp.dataset, quiet=True)
+    shipped = zoo.checkpoint("fashion-mnist-dph-32").state["model"]
+    assert all(torch.equal(v, shipped[k]) for k, v in result.model.state_dict().items())
+    assert read_checkpoint(path).meta["kind"] == "trained"
+    assert _shipped(path, exp, from_scratch=True) is None and not path.exists()
