@@ -57,13 +57,14 @@ class Rows:
     """Result rows in a typed benchmark document (``kind`` benchmark, named by the script), written atomically
     after every row; rows already there are skipped."""
 
-    def __init__(self, path: Path, command: str, key_fields: tuple[str, ...]) -> None:
+    def __init__(self, path: Path, command: str, key_fields: tuple[str, ...], device: Any = "cpu") -> None:
         self.path = path
+        self.device = device
         self.key_fields = key_fields
         doc = json.loads(path.read_text()) if path.exists() else {}
         self.rows: list[dict[str, Any]] = doc.get("rows", [])
         self.doc = {"schema": SCHEMA, "kind": "benchmark", "benchmark": path.stem, "command": command,
-                    "config": {}, "seed": 0, "created": "", "environment": environment("cpu"), "rows": self.rows,
+                    "config": {}, "seed": 0, "created": "", "environment": environment(device), "rows": self.rows,
                     "summary": doc.get("summary"), "markdown": doc.get("markdown")}  # fmt: skip
 
     def set_markdown(self, markdown: str) -> None:
@@ -84,7 +85,7 @@ class Rows:
 
     def add(self, row: dict[str, Any]) -> None:
         self.rows[:] = [r for r in self.rows if self.key(r) != self.key(row)] + [row]
-        self.doc["environment"] = environment("cpu")
+        self.doc["environment"] = environment(self.device)
         atomic_write_json(self.doc, self.path)
 
 

@@ -32,7 +32,7 @@ from robusthash.data import DatasetSplits, iterate_batches, labels_of
 from robusthash.errors import UserError
 from robusthash.evaluation import encode, encode_images
 from robusthash.results import AttackOutcome, Gallery, GalleryItem, RobustnessRun, Scores, now
-from robusthash.runtime import check_precision, check_seed, environment
+from robusthash.runtime import check_precision, check_seed, environment, speed_up
 
 DEFAULT_ATTACKS = ("pga", "hag", "sdha", "p2p", "dhta")
 
@@ -64,6 +64,8 @@ class AttackSuite:
                                                       metadata={"help": "per-attack options, JSON"})  # fmt: skip
     gallery_queries: int = option(3, "queries drawn in the retrieval gallery (0: none)")
     precision: str = option("fp32", "fp32, or bf16: autocast of the attacks and the encoding (logits stay fp32)")
+    channels_last: bool = option(False, "channels-last (NHWC) weights for the convolutions")
+    compile: bool = option(False, "torch.compile the model's forward (compiles once; for long attacks)")
 
     def __post_init__(self) -> None:
         if self.attacks is None:
@@ -279,13 +281,14 @@ def evaluate_attacks(
     """
     suite.validate()
     device = torch.device(device)
-    victim = _victim_of(model).to(device).eval()
+    victim = speed_up(_victim_of(model).to(device).eval(), suite.channels_last, suite.compile)
     transfer = [n for n in suite.attacks if ATTACKS.get(n).threat_model == "transfer"]
     if transfer and not surrogates:
         raise UserError(f"transfer attack(s) {', '.join(transfer)} need surrogate models (--surrogate)")
     began = time.perf_counter()
     banks = Banks.of(victim, data, device, quiet, suite.precision)
-    surrogate_banks = {k: (_victim_of(m).to(device).eval(), Banks.of(m, data, device, quiet, suite.precision))
+    surrogate_banks = {k: (speed_up(_victim_of(m).to(device).eval(), suite.channels_last, suite.compile),
+                           Banks.of(m, data, device, quiet, suite.precision))
                        for k, m in (surrogates or {}).items()} if transfer else {}  # fmt: skip
     setup_seconds = time.perf_counter() - began
     if indices is None:

@@ -97,3 +97,24 @@ def test_attack_tables_name_the_lowest_attack(tmp_path) -> None:
     rows = [{**base, "attack": a, "map": v} for a, v in maps.items()]
     text = attack_benchmark_markdown(rows, tmp_path / "figures")
     assert "fashion-mnist 32 bits (dph): lowest is SDHA (0.2600)" in text
+
+
+def test_gpu_benchmark_runs_quick_on_the_cpu(tmp_path):
+    """``bench_gpu.py --quick`` must not rot: it runs on the CPU in seconds and writes typed rows."""
+    import subprocess
+
+    from robusthash.results import BenchmarkRows, load_results
+
+    out = tmp_path / "gpu.json"
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, str(root / "benchmarks" / "bench_gpu.py"), "--quick", "--device", "cpu",
+                    "--backbones", "alexnet", "--image-size", "64", "--attacks", "pga,hag", "--variants",
+                    "plain,channels_last", "--quick-steps", "1", "--out", str(out)], check=True,
+                   capture_output=True, cwd=root)  # fmt: skip
+    doc = load_results(out)
+    assert isinstance(doc, BenchmarkRows)
+    got = {(r["precision"], r["variant"], r["attack"]) for r in doc.rows}
+    assert got == {(p, "plain", a) for p in ("fp32", "bf16") for a in ("bare", "pga", "hag")} | {
+        (p, "channels_last", a) for p in ("fp32", "bf16") for a in ("bare", "pga")}
+    assert all(r["seconds_per_image"] > 0 and r["device_name"].startswith("cpu") for r in doc.rows)
+    assert "| alexnet | fp32 | plain | pga |" in doc.markdown
