@@ -55,10 +55,10 @@ def main() -> int:
         atomic_torch_save({k: payload[k] for k in KEEP}, target)
         mean_ap = clean_map(target, args.topk)
         train = meta["train"]
+        recipe = f"{train['loss'].upper()} / {train['backbone']} / {train['bits']} bits"
         entries.append({"name": name, "file": target.name, "sha256": sha256_of(target), "clean_map": mean_ap,
-                        "topk": args.topk,
-                        "description": f"{label} {train['loss'].upper()} / {train['backbone']} / {train['bits']} bits "
-                                       f"on the embedded {meta['dataset']['name']} split (robusthash demo)"})  # fmt: skip
+                        "topk": args.topk, "description": f"{label} {recipe} on the embedded "
+                        f"{meta['dataset']['name']} split (robusthash demo)"})  # fmt: skip
         print(f"{name}: clean mAP@{args.topk} {mean_ap:.4f}, {target.stat().st_size / 1e3:.0f} kB")
     atomic_write_json({"models": entries}, MANIFEST)
     print(f"manifest: {MANIFEST}")
