@@ -25,7 +25,12 @@ def _jaccard(a, b):
     return 0.0 if u == 0 else (a * b).sum() / u
 
 
-SIMS = {"binary": lambda a, b: float((a * b).sum() > 0), "dice": _dice, "jaccard": _jaccard}
+def _cosine(a, b):
+    n = np.sqrt(a.sum() * b.sum())
+    return 0.0 if n == 0 else (a * b).sum() / n
+
+
+SIMS = {"binary": lambda a, b: float((a * b).sum() > 0), "dice": _dice, "jaccard": _jaccard, "cosine": _cosine}
 
 
 def _psi(b, y, bank, bank_labels, weighting, similarity):
@@ -38,6 +43,11 @@ def _psi(b, y, bank, bank_labels, weighting, similarity):
     if weighting == "pga":
         if pos and neg:  # the double sum of eq. (7)
             return sum(w[i] * hd(b, bank[i]) - w[j] * hd(b, bank[j]) for i in pos for j in neg)
+    elif weighting == "saat":  # SAAT: positives' similarities normalised to sum 1, negatives uniform
+        z_sum = sum(w[i] for i in pos)
+        return sum(w[i] / z_sum * hd(b, bank[i]) for i in pos if z_sum > 0) - sum(
+            hd(b, bank[j]) / len(neg) for j in neg
+        )
     else:  # eq. (3) with the weights of eq. (5)
         n = len(bank)
         return sum(n / len(pos) * w[i] * hd(b, bank[i]) for i in pos) - sum(
@@ -47,8 +57,8 @@ def _psi(b, y, bank, bank_labels, weighting, similarity):
     return sum(w[i] * hd(b, bank[i]) for i in pos) - sum(w[j] * hd(b, bank[j]) for j in neg)
 
 
-@pytest.mark.parametrize("weighting", ["pga", "cgat"])
-@pytest.mark.parametrize("similarity", ["binary", "dice", "jaccard"])
+@pytest.mark.parametrize("weighting", ["pga", "cgat", "saat"])
+@pytest.mark.parametrize("similarity", ["binary", "dice", "jaccard", "cosine"])
 @pytest.mark.parametrize("seed", range(4))
 def test_pharos_code_minimises_psi_over_all_codes(weighting, similarity, seed):
     rng = np.random.default_rng(seed)
@@ -73,7 +83,7 @@ def test_pharos_code_minimises_psi_over_all_codes(weighting, similarity, seed):
 def test_no_negatives_and_no_positives_follow_the_documented_rule():
     bank = torch.tensor([[1.0, 1.0, -1.0], [1.0, -1.0, -1.0], [1.0, 1.0, 1.0]])
     bank_labels = torch.ones(3, 1)
-    for weighting in ("pga", "cgat"):
+    for weighting in ("pga", "cgat", "saat"):
         # every bank item positive: the weighted majority of the positives
         assert pharos_code(torch.ones(1, 1), bank, bank_labels, weighting).tolist() == [[1.0, 1.0, -1.0]]
         # no positives (all-zero label row): away from the negatives
@@ -87,7 +97,16 @@ def test_pga_and_cgat_agree_under_binary_similarity():
     labels = torch.tensor((rng.random((30, 5)) < 0.3).astype(float))
     a = pharos_code(labels, bank, bank_labels, "pga", "binary")
     b = pharos_code(labels, bank, bank_labels, "cgat", "binary")
-    assert torch.equal(a, b)
+    c = pharos_code(labels, bank, bank_labels, "saat", "binary")
+    assert torch.equal(a, b) and torch.equal(a, c)
+
+
+def test_saat_mainstay_equals_the_pharos_code_on_single_label_data():
+    rng = np.random.default_rng(1)
+    bank = torch.tensor(rng.choice([-1.0, 1.0], (300, 32)))
+    bank_labels = torch.eye(10, dtype=torch.float64)[torch.tensor(rng.integers(0, 10, 300))]
+    labels = torch.eye(10, dtype=torch.float64)[torch.tensor(rng.integers(0, 10, 40))]
+    assert torch.equal(pharos_code(labels, bank, bank_labels, "saat"), pharos_code(labels, bank, bank_labels, "pga"))
 
 
 def test_dice_weights_change_the_code_for_multilabel_queries():

@@ -1,10 +1,11 @@
 """Binary codes: the sign rule, Hamming distance, label similarity and the pharos / center code.
 
-The pharos code of PgA (eqs. 7-8) and the center code of CgAT (eqs. 4-5) are one formula, the optimum of
+The pharos code of PgA (eqs. 7-8), the center code of CgAT (eqs. 4-5) and SAAT's mainstay code are one formula,
+the optimum of
 
     psi(b) = sum_i w_i D_H(b, b_i^(p)) - sum_j w_j D_H(b, b_j^(n))        (PgA appendix A.1, CgAT eq. 3)
 
-over b in {-1, +1}^K, with two weightings. Both live in :func:`pharos_code`.
+over b in {-1, +1}^K, with three weightings. All live in :func:`pharos_code`.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from torch import Tensor
 
 from robusthash.errors import UserError
 
-Weighting = Literal["pga", "cgat"]
-Similarity = Literal["binary", "dice", "jaccard"]
-WEIGHTINGS: tuple[str, ...] = ("pga", "cgat")
-SIMILARITIES: tuple[str, ...] = ("binary", "dice", "jaccard")
+Weighting = Literal["pga", "cgat", "saat"]
+Similarity = Literal["binary", "dice", "jaccard", "cosine"]
+WEIGHTINGS: tuple[str, ...] = ("pga", "cgat", "saat")
+SIMILARITIES: tuple[str, ...] = ("binary", "dice", "jaccard", "cosine")
 
 
 def binarize(x: Tensor) -> Tensor:
@@ -44,6 +45,7 @@ def label_similarity(labels_a: Tensor, labels_b: Tensor, kind: Similarity = "dic
     - ``binary``: 1 when the rows share at least one label, else 0 (the hashing convention of relevance).
     - ``dice``: ``2 |y_a & y_b| / (|y_a| + |y_b|)`` (PgA eq. 8).
     - ``jaccard``: ``|y_a & y_b| / |y_a | y_b|``.
+    - ``cosine``: ``|y_a & y_b| / sqrt(|y_a| |y_b|)`` (SAAT's mainstay weights).
 
     Two all-zero rows have similarity 0 under every kind (never NaN).
     """
@@ -60,6 +62,9 @@ def label_similarity(labels_a: Tensor, labels_b: Tensor, kind: Similarity = "dic
     if kind == "jaccard":
         union = size_a + size_b - inter
         return torch.where(union > 0, inter / union.clamp_min(1e-12), torch.zeros_like(inter))
+    if kind == "cosine":
+        norm = (size_a * size_b).sqrt()
+        return torch.where(norm > 0, inter / norm.clamp_min(1e-12), torch.zeros_like(inter))
     raise UserError(f"unknown label similarity {kind!r}; valid: {', '.join(SIMILARITIES)}")
 
 
@@ -81,7 +86,12 @@ def pharos_code(
     - ``weighting="cgat"`` (CgAT eqs. 4-5, similarity ``binary`` by default, i.e. M = 1 and s = 1 for every
       pair): ``b* = sign((N / N_p) sum_i s_i b_i - (N / N_n) sum_j s_j b_j)``.
 
-    Both balance positives against negatives by count; with binary similarity they give the same code.
+    - ``weighting="saat"`` (SAAT's mainstay code, Yuan et al., TIFS 2023; similarity ``cosine`` by default):
+      positives weighted by their similarity normalised to sum 1, negatives uniformly,
+      ``b* = sign(sum_i (z_i / sum z) b_i - (1 / N_n) sum_j b_j)``.
+
+    The first two balance positives against negatives by count; with binary similarity all three give the same
+    code.
 
     Documented choices (the papers are silent):
 
@@ -96,7 +106,7 @@ def pharos_code(
     if weighting not in WEIGHTINGS:
         raise UserError(f"unknown weighting {weighting!r}; valid: {', '.join(WEIGHTINGS)}")
     if similarity is None:
-        similarity = "dice" if weighting == "pga" else "binary"
+        similarity = {"pga": "dice", "cgat": "binary", "saat": "cosine"}[weighting]
     if labels.ndim != 2 or bank_labels.ndim != 2 or labels.shape[1] != bank_labels.shape[1]:
         raise ValueError(
             f"label widths differ: queries {tuple(labels.shape)}, bank {tuple(bank_labels.shape)}"
@@ -122,6 +132,10 @@ def pharos_code(
     if weighting == "pga":
         coef_pos = torch.where(n_neg > 0, n_neg, one)
         coef_neg = torch.where(n_pos > 0, n_pos, one)
+    elif weighting == "saat":
+        z_sum = w_pos.sum(1, keepdim=True)
+        coef_pos = torch.where(z_sum > 0, 1 / z_sum.clamp_min(1e-300), torch.zeros_like(z_sum))
+        coef_neg = torch.where(n_neg > 0, 1 / n_neg.clamp_min(1), torch.zeros_like(n_neg))
     else:
         coef_pos = torch.where(n_pos > 0, n_all / n_pos.clamp_min(1), torch.zeros_like(n_pos))
         coef_neg = torch.where(n_neg > 0, n_all / n_neg.clamp_min(1), torch.zeros_like(n_neg))

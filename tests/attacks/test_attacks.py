@@ -89,6 +89,29 @@ def test_pga_objective_matches_eq_13_and_eq_10():
     torch.testing.assert_close(dagger.objective(u), -u.sum(1) / 12)
 
 
+def test_constant_omega_and_saat_objectives_against_loops():
+    torch.manual_seed(1)
+    u = (torch.rand(4, 10) * 2 - 1).requires_grad_(True)
+    for name, options, t, t_omega in [("pga", {"omega": "constant"}, -0.8, -0.8), ("saat", {}, -0.5, -1.0)]:
+        attack = create_attack(name, torch.nn.Linear(1, 1), **options)
+        (grad,) = torch.autograd.grad(attack.objective(u).sum(), u)
+        values = attack.objective(u.detach())
+        for i in range(4):
+            m = [float(u[i, k] > t) for k in range(10)]
+            omega = [float(u[i, k]) - 2 * t_omega if m[k] else -t * t for k in range(10)]
+            pi = sum(m)
+            want = -sum(m[k] * omega[k] * float(u[i, k]) for k in range(10)) / pi
+            assert values[i].item() == pytest.approx(want, rel=1e-6)
+            # omega is a constant weight: d/du_k = -m_k omega_k / pi
+            for k in range(10):
+                assert grad[i, k].item() == pytest.approx(-m[k] * omega[k] / pi, rel=1e-6, abs=1e-9)
+
+
+def test_bad_omega_is_named():
+    with pytest.raises(UserError, match="unknown omega 'sometimes'; valid: differentiated, constant"):
+        create_attack("pga", torch.nn.Linear(1, 1), omega="sometimes")
+
+
 def test_pga_objective_pulls_active_bits_to_the_margin():
     u = torch.tensor([[0.5, -0.5, -0.9]], requires_grad=True)
     attack = create_attack("pga", torch.nn.Linear(1, 1), margin=-0.8)

@@ -31,6 +31,7 @@ from robusthash.attacks.dhta import DHTA  # noqa: E402
 from robusthash.attacks.hag import HAG  # noqa: E402
 from robusthash.attacks.p2p import P2P  # noqa: E402
 from robusthash.attacks.pga import PgA, PgADagger  # noqa: E402
+from robusthash.attacks.saat import SAAT  # noqa: E402
 from robusthash.attacks.sdha import SDHA  # noqa: E402
 from robusthash.attacks.tha import THA  # noqa: E402
 

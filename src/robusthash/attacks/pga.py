@@ -9,6 +9,9 @@ from torch import Tensor
 
 from robusthash.attacks.base import IterativeAttack, alpha_schedule, register_attack
 from robusthash.codes import Similarity, Weighting, pharos_code
+from robusthash.errors import UserError
+
+OMEGAS: tuple[str, ...] = ("differentiated", "constant")
 
 
 @register_attack
@@ -22,6 +25,8 @@ class PgA(IterativeAttack):
        mask ``m_k = [u_k > t]`` (eq. 14) and ``pi`` the number of active bits. On an active bit
        ``omega_k u_k = (u_k - t)^2 - t^2``: a squared hinge that drives ``u_k`` down to the margin ``t`` and
        then drops the bit (``omega`` is differentiated through, which is what makes u_k "converge at t").
+       ``omega="constant"`` reads omega as a fixed "weighting vector" instead (no gradient through it: an
+       active bit weighs ``u_k - 2t >= -t > 0``, so the bit keeps pushing until the mask drops it).
        ``masked=False`` is PgA-dagger, eq. (10): ``L_a = -(1/K) b*^T f(x')``.
     3. PGD from a random start (eq. 15): ``x'_0 = x + U(-eps, eps)``, T steps of size eta, projected to the
        eps-ball. Defaults: t = -0.8, T = 100, eta = 1/255, eps = 8/255.
@@ -53,12 +58,21 @@ class PgA(IterativeAttack):
         similarity: Similarity | None = None,
         alpha: float | str = 1.0,
         surrogate_gradient: bool = True,
+        omega: str = "differentiated",
+        omega_margin: float | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(model, **kwargs)
         if not -1.0 < margin < 0.0:
-            raise ValueError(f"margin t must lie in (-1, 0), got {margin}")
+            raise UserError(f"margin t must lie in (-1, 0), got {margin}")
+        if omega not in OMEGAS:
+            raise UserError(f"unknown omega {omega!r}; valid: {', '.join(OMEGAS)}")
+        omega_margin = margin if omega_margin is None else omega_margin
+        if not -1.0 <= omega_margin < 0.0:
+            raise UserError(f"omega_margin must lie in [-1, 0), got {omega_margin}")
         self.margin = margin
+        self.omega = omega
+        self.omega_margin = omega_margin
         self.masked = masked
         self.use_random_start = random_start
         self.weighting = weighting
@@ -76,7 +90,9 @@ class PgA(IterativeAttack):
             return -u.sum(1) / u.shape[1]
         t = self.margin
         active = u > t
-        omega = torch.where(active, u - 2 * t, torch.full_like(u, -t * t))
+        omega = torch.where(active, u - 2 * self.omega_margin, torch.full_like(u, -t * t))
+        if self.omega == "constant":
+            omega = omega.detach()
         pi = active.sum(1).clamp_min(1)
         return -(active * omega * u).sum(1) / pi
 
@@ -92,7 +108,8 @@ class PgA(IterativeAttack):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "margin": self.margin, "masked": self.masked, "alpha": self.alpha,
-                "surrogate_gradient": self.surrogate_gradient, "random_start": self.use_random_start}  # fmt: skip
+                "surrogate_gradient": self.surrogate_gradient, "random_start": self.use_random_start,
+                "omega": self.omega, "omega_margin": self.omega_margin, "weighting": self.weighting}  # fmt: skip
 
 
 @register_attack

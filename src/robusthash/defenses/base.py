@@ -13,6 +13,7 @@ import torch
 
 from robusthash.attacks import derive_seed
 from robusthash.checkpoint import Checkpoint, stored_config
+from robusthash.codes import SIMILARITIES
 from robusthash.config import check_finite, option
 from robusthash.data import DatasetSplits
 from robusthash.defenses.codebank import TrainingCodeBank
@@ -69,8 +70,8 @@ class DefenseConfig:
             raise UserError(f"eps must lie in [0, 1] (image units), got {self.eps}")
         if self.steps < 0 or self.step_size <= 0:
             raise UserError(f"steps must be >= 0 and step_size > 0, got {self.steps} and {self.step_size}")
-        if self.similarity not in (None, "binary", "dice", "jaccard"):
-            raise UserError(f"unknown similarity {self.similarity!r}; valid: binary, dice, jaccard")
+        if self.similarity is not None and self.similarity not in SIMILARITIES:
+            raise UserError(f"unknown similarity {self.similarity!r}; valid: {', '.join(SIMILARITIES)}")
 
 
 class AdversarialTraining(TrainingMethod):
