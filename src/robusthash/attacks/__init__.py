@@ -65,6 +65,7 @@ __all__ = [
     "P2P",
     "PgA",
     "PgADagger",
+    "SAAT",
     "SDHA",
     "THA",
     "alpha_schedule",
