@@ -24,7 +24,8 @@ from robusthash.zoo import load_model
 
 COMMAND = "python benchmarks/bench_precision.py"
 KEY = ("device_name", "model", "attack", "variant")
-VARIANTS = {"fp32": {}, "bf16": {"precision": "bf16"}, "fp32+channels_last": {"channels_last": True},
+VARIANTS = {"fp32": {"channels_last": False}, "bf16": {"precision": "bf16", "channels_last": False},
+            "fp32+channels_last": {"channels_last": True},
             "bf16+channels_last": {"precision": "bf16", "channels_last": True}}  # fmt: skip
 
 

@@ -377,15 +377,20 @@ class IterativeAttack(Attack):
         ``x'_{t+1} = S_eps(x'_t + eta * sign(grad L))`` (PgA eq. 15, CgAT eq. 8).
         """
         eta = self.step_size if step_size is None else step_size
-        x_adv = (x.clone() if start is None else start).detach()
+        x_adv = (x.clone() if start is None else start.clone()).detach()
+        # the ball's bounds once, clipped to [0, 1]: the step below is S_eps (project_linf) done in place
+        lower, upper = (x - self.eps).clamp_(0.0, 1.0), (x + self.eps).clamp_(0.0, 1.0)
         for step in range(self.steps):
             x_adv.requires_grad_(True)
             loss = loss_fn(x_adv, step)
             (grad,) = torch.autograd.grad(loss, x_adv)
+            x_adv = x_adv.detach()
             with torch.no_grad():
-                x_adv = project_linf(x_adv + eta * grad.sign(), x, self.eps)
+                x_adv.add_(grad.sign_(), alpha=eta)
+                torch.maximum(x_adv, lower, out=x_adv)
+                torch.minimum(x_adv, upper, out=x_adv)
             self.step_done()
-        return x_adv.detach()
+        return x_adv
 
     def optimise(self, x: Tensor, loss_fn: Callable[[Tensor, int], Tensor], optimizer: str, lr: float,
                  **optimizer_options: Any) -> Tensor:  # fmt: skip
