@@ -36,6 +36,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_defenses.py --markdown docs/defenses.md
 	$(BIN)/python benchmarks/bench_training.py --markdown docs/training.md
 	$(BIN)/python benchmarks/bench_universality.py --markdown docs/universality.md
+	$(BIN)/python benchmarks/bench_precision.py
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache
