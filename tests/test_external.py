@@ -57,8 +57,9 @@ def test_plain_module_is_attacked_by_every_attack_defended_and_reported(brought,
     data, model, folder = brought
     suite = AttackSuite(attacks=list_attacks(), protocol="pgd20", steps=5, queries=12, eps=16 / 255,
                         attack_options={"tha": {"prototype_steps": 50}})  # fmt: skip
-    run = evaluate_attacks(model, data, suite, quiet=True)
-    assert run.attack_names == list_attacks() and run.robust_map <= run.clean.map
+    run = evaluate_attacks(model, data, suite, quiet=True, surrogates={"self": model})
+    names = [n + "@self" if ATTACKS.get(n).threat_model == "transfer" else n for n in list_attacks()]
+    assert run.attack_names == names and run.robust_map <= run.clean.map
     ckpt = read_checkpoint(folder / "plain.pt")
     assert ckpt.meta["model"]["external"]
     defended = defend(ckpt, data, DefenseConfig(method="cgat", epochs=1, batch_size=16), tmp_path / "d.pt",
@@ -143,7 +144,7 @@ def test_a_throwaway_attack_runs_through_the_cli_and_the_report(toy_cli, tmp_pat
 def test_cli_per_query_ap_does_not_depend_on_batch_size(toy_cli, tmp_path):
     ckpt = str(toy_cli / "plain.pt")
     model_def = f"{toy_cli / 'plain_model.py'}:make"
-    names = [n for n in list_attacks() if n != "test-noise"]
+    names = [n for n in list_attacks() if n != "test-noise" and ATTACKS.get(n).threat_model == "white-box"]
     aps = {}
     for batch in (1, 50):
         out = tmp_path / f"b{batch}"
@@ -178,11 +179,12 @@ def test_transfer_attacks_craft_on_surrogates_and_never_touch_the_victim(brought
             p.grad = None
         with pytest.raises(UserError, match="surrogate"):
             evaluate_attacks(victim, data, AttackSuite(attacks=["test-transfer"], queries=4), quiet=True)
-        run = evaluate_attacks(victim, data, AttackSuite(attacks=["test-transfer", "pga"], steps=1, queries=4),
-                               quiet=True, surrogates={"cnn": surrogate})  # fmt: skip
+        suite = AttackSuite(attacks=["test-transfer", "nag", "pga"], steps=1, queries=4)
+        run = evaluate_attacks(victim, data, suite, quiet=True, surrogates={"cnn": surrogate})
         assert all(m is surrogate for m in _Transfer.crafted_on)
-        assert all(p.grad is None for p in params)  # the victim was never differentiated by the transfer attack
-        assert run.attack_names == ["test-transfer@cnn", "pga"] and run.attacks[0].threat_model == "transfer"
+        assert all(p.grad is None for p in params)  # the victim was never differentiated by a transfer attack
+        assert run.attack_names == ["test-transfer@cnn", "nag@cnn", "pga"]
+        assert [a.threat_model for a in run.attacks] == ["transfer", "transfer", "white-box"]
     finally:
         ATTACKS.unregister("test-transfer")
 

@@ -297,3 +297,32 @@ def test_unknown_precision_is_named(setup):
     model, reference, *_ = setup
     with pytest.raises(UserError, match="unknown precision 'fp16'; valid: fp32, bf16"):
         create_attack("pga", model, reference=reference, precision="fp16")
+
+
+def test_nag_steps_against_a_hand_written_loop(setup):
+    """NAG's update with lambda = 0 and MI-FGSM momentum, written out: g <- g + grad / |grad|_1, x -= eta sign g."""
+    model, reference, database, x, y = setup
+    x, y = x[:5], y[:5]
+    attack = _attack("nag", model, reference, database, eps=8 / 255, steps=2, lam=0.0, momentum=1.0, seed=2)
+    targets = attack.choose_targets(y, torch.arange(5))
+    got = attack(x, y, targets)
+    t = attack.anchor_codes(targets, torch.arange(5))
+    x_adv, g = x.clone(), torch.zeros_like(x)
+    for _ in range(2):
+        x_adv.requires_grad_(True)
+        loss = (torch.tanh(model.preactivation(x_adv)) - t).abs().mean(1).sum()
+        (grad,) = torch.autograd.grad(loss, x_adv)
+        g = g + grad / grad.abs().flatten(1).sum(1)[:, None, None, None]
+        x_adv = project_linf(x_adv.detach() - g.sign() / 255, x, 8 / 255)
+    torch.testing.assert_close(got, x_adv, atol=1e-6, rtol=0)
+
+
+def test_nag_input_diversity_shrinks_into_the_canvas():
+    attack = create_attack("nag", torch.nn.Linear(1, 1), diversity=1.0)
+    x = torch.ones(3, 1, 16, 16)
+    gens = [attack.generator(i, "diversity") for i in range(3)]
+    moved = attack.diverse(x, gens)
+    assert moved.shape == x.shape and (moved < 1).any() and moved.sum() < x.sum()  # a zero border appears
+    assert torch.equal(create_attack("nag", torch.nn.Linear(1, 1)).diverse(x, gens), x)  # p = 0: untouched
+    with pytest.raises(UserError, match="diversity must be a probability"):
+        create_attack("nag", torch.nn.Linear(1, 1), diversity=2)

@@ -29,6 +29,7 @@ import_submodules(__name__, __path__, skip=lambda name: name == "base")
 
 from robusthash.attacks.dhta import DHTA  # noqa: E402
 from robusthash.attacks.hag import HAG  # noqa: E402
+from robusthash.attacks.nag import NAG  # noqa: E402
 from robusthash.attacks.p2p import P2P  # noqa: E402
 from robusthash.attacks.pga import PgA, PgADagger  # noqa: E402
 from robusthash.attacks.saat import SAAT  # noqa: E402
@@ -65,6 +66,7 @@ __all__ = [
     "P2P",
     "PgA",
     "PgADagger",
+    "NAG",
     "SAAT",
     "SDHA",
     "THA",
