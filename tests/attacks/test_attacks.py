@@ -96,11 +96,12 @@ def test_constant_omega_and_saat_objectives_against_loops():
         attack = create_attack(name, torch.nn.Linear(1, 1), **options)
         (grad,) = torch.autograd.grad(attack.objective(u).sum(), u)
         values = attack.objective(u.detach())
+        u_ = u.detach()
         for i in range(4):
-            m = [float(u[i, k] > t) for k in range(10)]
-            omega = [float(u[i, k]) - 2 * t_omega if m[k] else -t * t for k in range(10)]
+            m = [float(u_[i, k] > t) for k in range(10)]
+            omega = [float(u_[i, k]) - 2 * t_omega if m[k] else -t * t for k in range(10)]
             pi = sum(m)
-            want = -sum(m[k] * omega[k] * float(u[i, k]) for k in range(10)) / pi
+            want = -sum(m[k] * omega[k] * float(u_[i, k]) for k in range(10)) / pi
             assert values[i].item() == pytest.approx(want, rel=1e-6)
             # omega is a constant weight: d/du_k = -m_k omega_k / pi
             for k in range(10):
