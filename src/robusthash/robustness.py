@@ -307,7 +307,7 @@ def evaluate_attacks(
             attack = create_attack(name, crafter, reference=own.reference.to(device), database=own.database,
                                    quiet=quiet, **suite.options(name))  # fmt: skip
             fit_began = time.perf_counter()
-            attack.fit(quiet=quiet)
+            attack.fit(quiet=quiet, train=data.train)
             fit_seconds = time.perf_counter() - fit_began
             crafted = craft(attack, victim, images, labels, indices, device, keep_images=name == gallery_name,
                             surrogate=label)  # fmt: skip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import platform
@@ -77,6 +78,15 @@ def speed_up(model: torch.nn.Module, channels_last: bool = False, compile: bool 
     if compile and hasattr(model, "preactivation"):
         model.preactivation = torch.compile(model.preactivation)
     return model
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """A content hash of a model's weights (identifies a model whatever its file is called)."""
+    h = hashlib.sha256()
+    for key, value in sorted(model.state_dict().items()):
+        h.update(key.encode())
+        h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def resolve_device(name: str | torch.device | None = None) -> torch.device:

@@ -20,11 +20,15 @@ from robusthash.attacks.sdha import surrogate_distance
 from robusthash.codes import pharos_code
 from robusthash.errors import UserError
 from robusthash.evaluation import encode, encode_images
+from robusthash.models.prototype import PrototypeNet
+
+TRAIN = {}  # the toy training split, for attacks that learn from images (set by ``setup``)
 
 
 @pytest.fixture(scope="module")
 def setup(toy):
     data, model = toy
+    TRAIN["split"] = data.train
     reference = CodeBank(encode(model, data.train), data.train.labels)
     database = CodeBank(encode(model, data.database), data.database.labels)
     x, y, _ = data.query.batch(torch.arange(len(data.query)))
@@ -34,7 +38,7 @@ def setup(toy):
 def _attack(name, model, reference, database, **kw):
     attack = create_attack(name, model, reference=reference, database=database,
                            **{**ATTACKS.get(name).test_options, **kw})  # fmt: skip
-    return attack.fit()
+    return attack.fit(train=TRAIN["split"])
 
 
 @pytest.mark.parametrize("name", list_attacks())
@@ -51,7 +55,8 @@ def test_attack_contract(name, setup):
     model.eval()
     assert torch.equal(x, x_before) and torch.equal(y, y_before)  # inputs untouched
     assert adv.shape == x.shape and adv.min() >= 0 and adv.max() <= 1
-    assert (adv - x).abs().max() <= 32 / 255 + 1e-6
+    # inside the attack's ball: the suite's 32/255, or the whole range for an unbounded attack (ProS-GAN)
+    assert attack.eps in (32 / 255, 1.0) and (adv - x).abs().max() <= attack.eps + 1e-6
     again = _attack(name, model, reference, database, eps=32 / 255, seed=3, batch_size=7)(x, y)
     assert torch.equal(adv, again)  # same seed, same result
 
@@ -327,3 +332,47 @@ def test_nag_input_diversity_shrinks_into_the_canvas():
     assert torch.equal(create_attack("nag", torch.nn.Linear(1, 1)).diverse(x, gens), x)  # p = 0: untouched
     with pytest.raises(UserError, match="diversity must be a probability"):
         create_attack("nag", torch.nn.Linear(1, 1), diversity=2)
+
+
+@pytest.mark.parametrize(("channels", "size"), [(1, 28), (1, 56), (3, 224), (3, 32), (1, 12)])
+def test_prosgan_networks_fit_every_image_size(channels, size):
+    from robusthash.models.prosgan import ProSGANDiscriminator, ProSGANGenerator
+
+    gen, disc = ProSGANGenerator(channels, size), ProSGANDiscriminator(channels, size, num_classes=10)
+    x = torch.rand(2, channels, size, size)
+    out = gen(x, torch.randn(2, 512))
+    assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
+    assert disc(out).shape == (2, 11)
+
+
+def test_prosgan_training_step_lowers_the_generator_loss(setup):
+    from robusthash.models.prosgan import ProSGANDiscriminator, ProSGANGenerator
+
+    model, reference, database, x, y = setup
+    attack = create_attack("prosgan", model, reference=reference, database=database, lr=1e-3)
+    torch.manual_seed(0)
+    prototype = PrototypeNet(y.shape[1], model.bits, label_head=True)
+    gen, disc = ProSGANGenerator(x.shape[1], x.shape[-1]), ProSGANDiscriminator(x.shape[1], x.shape[-1], y.shape[1])
+    opt_g, opt_d = torch.optim.Adam(gen.parameters(), 1e-3), torch.optim.Adam(disc.parameters(), 1e-3)
+    target = attack.choose_targets(y[:8], torch.arange(8))
+    losses = [attack.train_step(gen, disc, opt_g, opt_d, prototype, x[:8], y[:8], target, update_discriminator=False)
+              ["generator"] for _ in range(5)]  # fmt: skip
+    assert losses[-1] < losses[0]
+
+
+def test_prosgan_saves_reloads_and_resumes_from_its_checkpoint(setup, tmp_path):
+    model, reference, database, x, y = setup
+    opts = {"epochs": 2, "prototype_steps": 20, "checkpoint": str(tmp_path / "g.pt"), "seed": 1}
+    attack = _attack("prosgan", model, reference, database, **opts)
+    adv = attack(x, y)
+    attack.save(tmp_path / "fitted.pt")
+    again = create_attack("prosgan", model, reference=reference, database=database, seed=1).load(tmp_path / "fitted.pt")
+    assert torch.equal(again(x, y), adv)  # same generator, same images
+    reused = _attack("prosgan", model, reference, database, **opts)  # finished checkpoint: nothing retrained
+    assert torch.equal(reused(x, y), adv)
+    assert (adv - x).abs().max() > 8 / 255  # unbounded by default (faithful), measured and reported
+    bounded = create_attack("prosgan", model, reference=reference, database=database, bounded=True)
+    bounded.load_fitted_state(attack.fitted_state())
+    assert (bounded(x, y) - x).abs().max() <= 8 / 255 + 1e-6
+    with pytest.raises(UserError, match="other settings"):
+        _attack("prosgan", model, reference, database, **{**opts, "rec_weight": 10.0})

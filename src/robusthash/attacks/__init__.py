@@ -32,6 +32,7 @@ from robusthash.attacks.hag import HAG  # noqa: E402
 from robusthash.attacks.nag import NAG  # noqa: E402
 from robusthash.attacks.p2p import P2P  # noqa: E402
 from robusthash.attacks.pga import PgA, PgADagger  # noqa: E402
+from robusthash.attacks.prosgan import ProSGAN  # noqa: E402
 from robusthash.attacks.saat import SAAT  # noqa: E402
 from robusthash.attacks.sdha import SDHA  # noqa: E402
 from robusthash.attacks.tha import THA  # noqa: E402
@@ -66,6 +67,7 @@ __all__ = [
     "P2P",
     "PgA",
     "PgADagger",
+    "ProSGAN",
     "NAG",
     "SAAT",
     "SDHA",

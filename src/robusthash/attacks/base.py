@@ -192,8 +192,11 @@ class Attack:
                 "eps": self.eps, "seed": self.seed, "precision": self.precision}  # fmt: skip
 
     # ----------------------------------------------------------------- preparation (learned attacks)
-    def fit(self, reference: CodeBank | None = None, quiet: bool = True) -> Attack:
-        """Learn what the attack needs before crafting (a no-op for most attacks); returns ``self``."""
+    def fit(self, reference: CodeBank | None = None, quiet: bool = True, train: Any = None) -> Attack:
+        """Learn what the attack needs before crafting (a no-op for most attacks); returns ``self``.
+
+        ``reference`` defaults to the attack's reference bank; ``train`` is the training split (images and
+        labels), for attacks that learn from images (ProS-GAN's generator)."""
         return self
 
     @property

@@ -39,7 +39,7 @@ class THA(P2P):
         self.prototype = prototype
         self.prototype_steps = prototype_steps
 
-    def fit(self, reference: CodeBank | None = None, quiet: bool = True) -> THA:
+    def fit(self, reference: CodeBank | None = None, quiet: bool = True, train: Any = None) -> THA:
         """Train the PrototypeNet on ``reference`` (default: the attack's reference bank)."""
         bank = reference or self.require_reference()
         candidates = torch.unique(bank.labels.cpu(), dim=0)

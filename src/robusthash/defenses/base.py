@@ -3,7 +3,6 @@ uses adversarial examples), run by the one training loop of :mod:`robusthash.tra
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from robusthash.errors import UserError
 from robusthash.losses import create_loss
 from robusthash.models import HashModel
 from robusthash.registry import Registry
-from robusthash.runtime import check_precision, check_seed, environment, seed_everything
+from robusthash.runtime import check_precision, check_seed, environment, model_fingerprint, seed_everything
 from robusthash.training import TrainingMethod, run_training
 
 
@@ -131,15 +130,6 @@ class DefenseResult:
     path: Path | None
     seconds: float
     base_fingerprint: str = ""
-
-
-def model_fingerprint(model: torch.nn.Module) -> str:
-    """A content hash of a model's weights (identifies a base model whatever its file is called)."""
-    h = hashlib.sha256()
-    for key, value in sorted(model.state_dict().items()):
-        h.update(key.encode())
-        h.update(value.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 def _defense_recipe(meta: dict[str, Any]) -> dict[str, Any]:

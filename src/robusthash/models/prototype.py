@@ -1,25 +1,30 @@
 """PrototypeNet (Wang et al., SIGIR 2021): a label row to a prototype hash code, ``label -> 4096 -> 512 -> K``.
 
-Used by the THA attack (its target code) and by the ATRDH defence (the target of its training attack).
+Used by the THA attack (its target code), the ATRDH defence (the target of its training attack) and ProS-GAN.
+ProS-GAN's prototype network is the same trunk with a label head (``Linear(512, C) + sigmoid``) and another
+objective (:func:`prosgan_prototype_loss`); both objectives train with :func:`train_prototype_net`.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 
 class PrototypeNet(nn.Module):
-    """``tanh(W3 (W2 relu(W1 y)))``: Linear(C, 4096), ReLU, Linear(4096, 512), Linear(512, K), tanh."""
+    """``tanh(W3 (W2 relu(W1 y)))``: Linear(C, 4096), ReLU, Linear(4096, 512), Linear(512, K), tanh; with
+    ``label_head`` also ``sigmoid(W4 f)`` from the 512-d feature f (ProS-GAN's label prediction)."""
 
-    def __init__(self, num_classes: int, bits: int) -> None:
+    def __init__(self, num_classes: int, bits: int, label_head: bool = False) -> None:
         super().__init__()
         self.num_classes, self.bits = num_classes, bits
         self.feature = nn.Sequential(
             nn.Linear(num_classes, 4096), nn.ReLU(inplace=True), nn.Linear(4096, 512)
         )
         self.hashing = nn.Sequential(nn.Linear(512, bits), nn.Tanh())
+        self.classify = nn.Sequential(nn.Linear(512, num_classes), nn.Sigmoid()) if label_head else None
 
     def forward(self, labels: Tensor) -> Tensor:
         return self.hashing(self.feature(labels))
@@ -46,6 +51,21 @@ def prototype_loss(prototypes: Tensor, target_labels: Tensor, codes: Tensor, lab
     return (loss_n + loss_p) / batch + reg
 
 
+def prosgan_prototype_loss(net: PrototypeNet, target_labels: Tensor, codes: Tensor, labels: Tensor) -> Tensor:
+    """ProS-GAN's prototype objective: the DPSH negative log-likelihood of the prototype h against the bank codes
+    b (``theta = h b^T / 2``, S = 1 where the labels share a class; mean over pairs), plus MSE(label prediction,
+    target label), plus ``sum (sign h - h)^2 / (1e4 B)``."""
+    assert net.classify is not None, "ProS-GAN's prototype network has a label head"
+    feature = net.feature(target_labels)
+    h = net.hashing(feature)
+    theta = h @ codes.T / 2
+    similar = ((target_labels @ labels.T) > 0).to(h.dtype)
+    nll = (F.softplus(theta) - similar * theta).mean()
+    label = F.mse_loss(net.classify(feature), target_labels)
+    reg = (torch.sign(h) - h).pow(2).sum() / (1e4 * h.shape[0])
+    return nll + label + reg
+
+
 def train_prototype_net(
     codes: Tensor,
     labels: Tensor,
@@ -55,22 +75,27 @@ def train_prototype_net(
     lr: float = 1e-4,
     generator: torch.Generator | None = None,
     quiet: bool = True,
+    objective: str = "tha",
 ) -> PrototypeNet:
     """Fit a PrototypeNet to a code bank: Adam (lr 1e-4, betas 0.5 / 0.999) on batches of target label rows
-    drawn from ``candidates``, lr divided by 10 at 1/2 and 3/4 of the steps (the public THA schedule: 100
-    epochs of 300 steps)."""
+    drawn from ``candidates``, lr divided by 10 at 1/2 and 3/4 of the steps (the public THA and ProS-GAN
+    schedule: 100 epochs of 300 steps). ``objective``: ``tha`` (:func:`prototype_loss`) or ``prosgan``
+    (:func:`prosgan_prototype_loss`, with the label head; ProS-GAN's batch is 64)."""
     device = codes.device
     generator = generator or torch.Generator().manual_seed(0)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator)))
-        net = PrototypeNet(labels.shape[1], codes.shape[1]).to(device)
+        net = PrototypeNet(labels.shape[1], codes.shape[1], label_head=objective == "prosgan").to(device)
     opt = torch.optim.Adam(net.parameters(), lr=lr, betas=(0.5, 0.999))
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[steps // 2, steps * 3 // 4], gamma=0.1)
     codes, labels, candidates = codes.float(), labels.float().to(device), candidates.float().to(device)
     for _ in tqdm(range(steps), desc="PrototypeNet", disable=quiet, leave=False):
         pick = torch.randint(0, len(candidates), (batch_size,), generator=generator).to(device)
         target = candidates[pick]
-        loss = prototype_loss(net(target), target, codes, labels)
+        if objective == "prosgan":
+            loss = prosgan_prototype_loss(net, target, codes, labels)
+        else:
+            loss = prototype_loss(net(target), target, codes, labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
