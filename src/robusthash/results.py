@@ -79,10 +79,17 @@ class AttackOutcome:
     tmap: float | None = None
     tap: list[float] | None = None
     surrogate: str | None = None
+    success: list[bool] | None = None
 
     @property
     def map(self) -> float:
         return self.scores.map
+
+    @property
+    def success_rate(self) -> float | None:
+        """Targeted attacks: the share of queries that succeed under NAG's protocol (more than 10 items of the
+        target class within Hamming radius 5; :func:`~robusthash.metrics.targeted_success`)."""
+        return None if self.success is None else _mean([float(s) for s in self.success])
 
     @property
     def queries(self) -> int:

@@ -211,10 +211,12 @@ def score(crafted: Crafted, clean_codes: Tensor, labels: Tensor, database: CodeB
     scores = Scores.from_report(metrics.retrieval_report(crafted.codes, database.codes, labels, database.labels, topk))
     tap = None
     tmap = None
+    success = None
     if crafted.targets is not None:
         tap = metrics.average_precision(crafted.codes, database.codes, crafted.targets, database.labels, topk)
         tap = [float(v) for v in np.asarray(tap)]
         tmap = float(np.mean(tap)) if tap else 0.0
+        success = metrics.targeted_success(crafted.codes, database.codes, crafted.targets, database.labels).tolist()
     display = ATTACKS.get(crafted.name).display_name if crafted.name in ATTACKS else crafted.name
     name = crafted.name if crafted.surrogate is None else f"{crafted.name}@{crafted.surrogate}"
     return AttackOutcome(
@@ -222,7 +224,7 @@ def score(crafted: Crafted, clean_codes: Tensor, labels: Tensor, database: CodeB
         settings=crafted.settings, threat_model=crafted.threat_model, targeted=crafted.targeted, scores=scores,
         seconds=crafted.seconds, fit_seconds=crafted.fit_seconds,
         bits_flipped=(crafted.codes != clean_codes).float().sum(1).tolist(), linf=crafted.linf.tolist(),
-        l2=crafted.l2.tolist(), tmap=tmap, tap=tap, surrogate=crafted.surrogate,
+        l2=crafted.l2.tolist(), tmap=tmap, tap=tap, surrogate=crafted.surrogate, success=success,
     )  # fmt: skip
 
 

@@ -212,3 +212,14 @@ def test_mismatched_shapes_are_rejected():
         metrics.mean_average_precision(np.ones((2, 4)), np.ones((3, 4)), np.ones((2, 2)), np.ones((3, 1)))
     with pytest.raises(ValueError, match="topk"):
         metrics.mean_average_precision(np.ones((2, 4)), np.ones((3, 4)), np.ones((2, 1)), np.ones((3, 1)), 0)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_targeted_success_matches_a_per_query_count(seed):
+    q, d, _, dl = _random_case(seed, nq=30, nd=400, bits=12, p=0.3)
+    targets = (np.random.default_rng(seed + 10).random((30, 5)) < 0.3).astype(np.int64)
+    for radius, more_than in [(5, 10), (3, 2), (0, 0)]:
+        got = metrics.targeted_success(q, d, targets, dl, radius, more_than)
+        want = [int(((((d.shape[1] - d @ q[i]) / 2) <= radius) & (dl @ targets[i] > 0)).sum()) > more_than
+                for i in range(len(q))]  # fmt: skip
+        assert got.tolist() == want

@@ -14,6 +14,7 @@ from robusthash.metrics.retrieval import (
     ranking_statistics,
     retrieval_report,
     targeted_map,
+    targeted_success,
 )
 
 __all__ = [
@@ -30,4 +31,5 @@ __all__ = [
     "ranking_statistics",
     "retrieval_report",
     "targeted_map",
+    "targeted_success",
 ]

@@ -194,6 +194,20 @@ def targeted_map(
     return mean_average_precision(query_codes, db_codes, target_labels, db_labels, topk)
 
 
+def targeted_success(
+    query_codes: ArrayLike,
+    db_codes: ArrayLike,
+    target_labels: ArrayLike,
+    db_labels: ArrayLike,
+    radius: int = 5,
+    more_than: int = 10,
+) -> np.ndarray:
+    """Per query, whether a targeted attack succeeded under NAG's protocol: the database holds more than
+    ``more_than`` items sharing a class with the target label within Hamming distance ``radius`` of the code."""
+    hist, relhist = _histograms(_pack(query_codes, db_codes, target_labels, db_labels))
+    return relhist[:, : radius + 1].sum(1) > more_than
+
+
 def pr_curve_from_histograms(hist: np.ndarray, relhist: np.ndarray) -> dict[str, np.ndarray]:
     """Precision and recall of Hamming-ball retrieval at each radius r = 0..K.
 

@@ -11,18 +11,19 @@ def fmt(value: Any, spec: str = ".4f") -> str:
     return "" if value is None else format(value, spec)
 
 
-ATTACK_HEADER = ["attack", "threat model", "steps", "mAP@{k}", "t-mAP@{k}", "s / image", "s / image (with fit)",
-                 "bits flipped", "L-inf (x255)", "L2"]  # fmt: skip
+ATTACK_HEADER = ["attack", "threat model", "steps", "mAP@{k}", "t-mAP@{k}", "target success", "s / image",
+                 "s / image (with fit)", "bits flipped", "L-inf (x255)", "L2"]  # fmt: skip
 
 
 def attack_rows(run: RobustnessRun) -> tuple[list[str], list[list[Any]]]:
     """Header and rows of the attack table: clean, one row per attack, and the worst-case robust mAP."""
     k = run.clean.topk if run.clean.topk is not None else "all"
     header = [h.format(k=k) for h in ATTACK_HEADER]
-    blank = [None] * 6
+    blank = [None] * 7
     rows: list[list[Any]] = [["clean", "", "", run.clean.map, *blank]]
     for a in run.attacks:
-        rows.append([a.display_name, a.threat_model, a.steps if a.steps is not None else "", a.map, a.tmap,
+        steps = a.steps if a.steps is not None else ""
+        rows.append([a.display_name, a.threat_model, steps, a.map, a.tmap, fmt(a.success_rate, ".3f"),
                      fmt(a.seconds_per_image), fmt(a.seconds_per_image_amortised), fmt(a.mean_bits_flipped, ".2f"),
                      fmt(a.mean_linf * 255, ".2f"), fmt(a.mean_l2, ".3f")])  # fmt: skip
     if run.attacks:
