@@ -56,7 +56,8 @@ def brought(tmp_path_factory):
 def test_plain_module_is_attacked_by_every_attack_defended_and_reported(brought, tmp_path):
     data, model, folder = brought
     suite = AttackSuite(attacks=list_attacks(), protocol="pgd20", steps=5, queries=12, eps=16 / 255,
-                        attack_options={"tha": {"prototype_steps": 50}})  # fmt: skip
+                        attack_options={"tha": {"prototype_steps": 50},
+                                        "prosgan": {"epochs": 1, "prototype_steps": 20}})  # fmt: skip
     run = evaluate_attacks(model, data, suite, quiet=True, surrogates={"self": model})
     names = [n + "@self" if ATTACKS.get(n).threat_model == "transfer" else n for n in list_attacks()]
     assert run.attack_names == names and run.robust_map <= run.clean.map
@@ -149,7 +150,8 @@ def test_cli_per_query_ap_does_not_depend_on_batch_size(toy_cli, tmp_path):
     for batch in (1, 50):
         out = tmp_path / f"b{batch}"
         _cli("attack", "--model", ckpt, "--model-def", model_def, "--attack", ",".join(names), "--queries", "20",
-             "--steps", "5", "--batch-size", str(batch), "--attack-options", '{"tha": {"prototype_steps": 30}}',
+             "--steps", "5", "--batch-size", str(batch), "--attack-options",
+             '{"tha": {"prototype_steps": 30}, "prosgan": {"epochs": 1, "prototype_steps": 20}}',
              "--out", str(out))  # fmt: skip
         doc = json.loads((out / "attack_results.json").read_text())
         aps[batch] = {a["name"]: a["scores"]["ap"] for a in doc["attacks"]}
