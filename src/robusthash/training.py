@@ -241,8 +241,8 @@ def _run_training(model: nn.Module, method: TrainingMethod, data: DatasetSplits,
                 terms = method.batch_loss(x.to(device), y.to(device), idx.to(device), epoch * per_epoch + n)
             loss = terms["loss"]
             if not torch.isfinite(loss):
-                raise UserError(f"the training loss became {float(loss.detach())} in epoch {epoch + 1}; lower the learning "
-                                "rate (the last good checkpoint is kept)")  # fmt: skip
+                raise UserError(f"the training loss became {float(loss.detach())} in epoch {epoch + 1}; lower the "
+                                "learning rate (the last good checkpoint is kept)")  # fmt: skip
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
