@@ -16,9 +16,10 @@ do it in :meth:`Attack.fit`, timed apart from crafting, and can :meth:`Attack.sa
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -128,6 +129,24 @@ def alpha_schedule(step: int, steps: int) -> float:
     is DHTA's switch at 1,000 / 1,200 / 1,400 / 1,600 / 1,800)."""
     table = (0.1, 0.1, 0.1, 0.1, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
     return table[min(len(table) - 1, step * len(table) // max(steps, 1))]
+
+
+@contextlib.contextmanager
+def frozen(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in eval mode with no parameter requiring grad; every module's own mode and every parameter's
+    ``requires_grad`` restored on exit (whatever happens inside)."""
+    modes = [(m, m.training) for m in model.modules()]
+    grad_flags = [(p, p.requires_grad) for p in model.parameters()]
+    model.eval()
+    for p, _ in grad_flags:
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, flag in grad_flags:
+            p.requires_grad_(flag)
+        for m, mode in modes:
+            m.training = mode
 
 
 def project_linf(x_adv: Tensor, x: Tensor, eps: float) -> Tensor:
@@ -254,33 +273,25 @@ class Attack:
         # On CUDA: pinned host memory both ways and non-blocking copies, one synchronisation at the end.
         pinned = device.type == "cuda" and images.device.type == "cpu"
         out = torch.empty_like(images, pin_memory=pinned)
-        modes = [(m, m.training) for m in self.model.modules()]
-        grad_flags = [(p, p.requires_grad) for p in self.model.parameters()]
-        self.model.eval()
-        for p, _ in grad_flags:
-            p.requires_grad_(False)
         starts = range(0, images.shape[0], self.batch_size)
         self._bar = tqdm(total=len(starts) * self.progress_units(), desc=self.name, disable=self.quiet,
                          leave=False)  # fmt: skip
         try:
-            for start in starts:
-                sl = slice(start, start + self.batch_size)
-                batch = images[sl].detach()
-                x = (batch.pin_memory() if pinned else batch).to(device, non_blocking=pinned).clone()
-                y = labels[sl].detach().to(device, non_blocking=pinned)
-                t = targets[sl].to(device, non_blocking=pinned) if targets is not None else None
-                with autocast(device, self.precision):
-                    adv = self.perturb(x, y, t, indices[sl])
-                out[sl].copy_(project_linf(adv.detach().to(x.dtype), x, self.eps), non_blocking=pinned)
-            if pinned:
-                torch.cuda.synchronize(device)
+            with frozen(self.model):
+                for start in starts:
+                    sl = slice(start, start + self.batch_size)
+                    batch = images[sl].detach()
+                    x = (batch.pin_memory() if pinned else batch).to(device, non_blocking=pinned).clone()
+                    y = labels[sl].detach().to(device, non_blocking=pinned)
+                    t = targets[sl].to(device, non_blocking=pinned) if targets is not None else None
+                    with autocast(device, self.precision):
+                        adv = self.perturb(x, y, t, indices[sl])
+                    out[sl].copy_(project_linf(adv.detach().to(x.dtype), x, self.eps), non_blocking=pinned)
+                if pinned:
+                    torch.cuda.synchronize(device)
         finally:
             self._bar.close()
             self._bar = None
-            for p, flag in grad_flags:
-                p.requires_grad_(flag)
-            for m, mode in modes:
-                m.training = mode
         return out
 
     def perturb(self, x: Tensor, labels: Tensor, targets: Tensor | None, indices: Tensor) -> Tensor:

@@ -13,7 +13,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from robusthash.attacks.base import Attack, CodeBank, derive_seed, register_attack
+from robusthash.attacks.base import Attack, CodeBank, derive_seed, frozen, register_attack
 from robusthash.codes import binarize
 from robusthash.data import iterate_batches
 from robusthash.errors import UserError
@@ -103,12 +103,7 @@ class ProSGAN(Attack):
             opt_d.load_state_dict(state["opt_d"])
             rng.set_state(state["rng"])
             start = int(state["epoch"])
-        modes = [(m, m.training) for m in self.model.modules()]
-        flags = [(p, p.requires_grad) for p in self.model.parameters()]
-        self.model.eval()
-        for p, _ in flags:
-            p.requires_grad_(False)
-        try:
+        with frozen(self.model):
             for epoch in tqdm(range(start, self.epochs), desc="ProS-GAN", disable=quiet, leave=False):
                 decay = max(self.epochs - self.epochs // 2, 1)
                 factor = 1.0 if epoch < self.epochs // 2 else 1.0 - (epoch - self.epochs // 2) / decay
@@ -125,11 +120,6 @@ class ProSGAN(Attack):
                                        "generator": gen.state_dict(), "discriminator": disc.state_dict(),
                                        "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
                                        **self._networks_state(prototype, gen)}, self.checkpoint)  # fmt: skip
-        finally:
-            for p, flag in flags:
-                p.requires_grad_(flag)
-            for m, mode in modes:
-                m.training = mode
         self.prototype, self.generator_net = prototype.eval(), gen.eval()
         return self
 
