@@ -13,6 +13,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "robusthash"
 LAYERS = [
     {"errors"},
     {"registry", "config", "runtime", "__init__"},
+    {"distributed"},
     {"codes", "metrics"},
     {"data"},
     {"models"},

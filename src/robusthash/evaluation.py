@@ -17,16 +17,18 @@ from robusthash.runtime import autocast
 @torch.no_grad()
 def encode(
     model: torch.nn.Module, dataset: Dataset, device: torch.device | str = "cpu", batch_size: int = 500,
-    quiet: bool = True, desc: str = "encode", precision: str = "fp32",
+    quiet: bool = True, desc: str = "encode", precision: str = "fp32", indices: Tensor | None = None,
 ) -> Tensor:  # fmt: skip
-    """Binary codes {-1, +1} (N, K) of a whole split, computed in eval mode (the model's mode is restored);
-    ``precision="bf16"`` runs the model under bf16 autocast (:func:`~robusthash.runtime.autocast`)."""
+    """Binary codes {-1, +1} (N, K) of a whole split (or of its items ``indices``, in that order), computed in
+    eval mode (the model's mode is restored); ``precision="bf16"`` runs the model under bf16 autocast
+    (:func:`~robusthash.runtime.autocast`)."""
     was_training = model.training
     model.eval()
     chunks = []
-    batches = iterate_batches(dataset, batch_size)
+    count = len(dataset) if indices is None else len(indices)
+    batches = iterate_batches(dataset, batch_size, indices=indices)
     with autocast(device, precision):
-        for x, _, _ in tqdm(batches, total=-(-len(dataset) // batch_size), desc=desc, disable=quiet, leave=False):
+        for x, _, _ in tqdm(batches, total=-(-count // batch_size), desc=desc, disable=quiet, leave=False):
             chunks.append(model.encode(x.to(device)).cpu())
     model.train(was_training)
     return torch.cat(chunks) if chunks else torch.zeros(0, model.bits)

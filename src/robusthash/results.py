@@ -61,8 +61,10 @@ class Scores:
 class AttackOutcome:
     """One attack against one model. Per-query lists follow ``RobustnessRun.query_indices``.
 
-    ``seconds`` is crafting time (wall clock, all queries); ``fit_seconds`` the attack's preparation (e.g. THA's
-    PrototypeNet), reported apart and amortised over the queries in :attr:`seconds_per_image_amortised`.
+    ``seconds`` is crafting time (wall clock, all queries; under torchrun the sum of the ranks' times, so that
+    seconds per image compare across world sizes), ``wall_seconds`` the wall clock the crafting took (the slowest
+    rank); ``fit_seconds`` the attack's preparation (e.g. THA's PrototypeNet), reported apart and amortised over
+    the queries in :attr:`seconds_per_image_amortised`.
     """
 
     name: str
@@ -80,6 +82,7 @@ class AttackOutcome:
     tap: list[float] | None = None
     surrogate: str | None = None
     success: list[bool] | None = None
+    wall_seconds: float | None = None
 
     @property
     def map(self) -> float:
@@ -181,6 +184,7 @@ class RobustnessRun(_Document):
     attacks: list[AttackOutcome]
     setup_seconds: float = 0.0
     gallery: Gallery | None = None
+    world_size: int = 1  # processes of the torchrun job that produced it
 
     def attack(self, name: str) -> AttackOutcome:
         for outcome in self.attacks:

@@ -9,6 +9,10 @@ targets for targeted attacks, bits flipped against the clean code, L-inf and L2 
 :func:`evaluate_attacks` does both for a whole :class:`AttackSuite` and adds the **robust mAP**, the mean over
 queries of the lowest AP any attack reached (a worst-case ensemble, like AutoAttack's), and a retrieval gallery.
 
+Under ``torchrun`` (:mod:`robusthash.distributed`) each rank encodes a strided share of the database and the
+reference set and crafts a strided share of the queries; the shards are gathered and merged, scored once on
+rank 0 and the run is broadcast, so every rank returns the single-process result (per-query randomness).
+
 White-box attacks craft on the victim. Transfer attacks (``threat_model = "transfer"``) craft on each surrogate
 model (with the surrogate's own code banks) and only the victim's codes of the result are scored; the victim is
 never differentiated. Timing is wall clock; it excludes encoding the database and the reference set, which every
@@ -29,6 +33,7 @@ from robusthash import metrics
 from robusthash.attacks import ATTACKS, PROTOCOLS, Attack, CodeBank, IterativeAttack, create_attack
 from robusthash.config import option
 from robusthash.data import DatasetSplits, iterate_batches, labels_of
+from robusthash.distributed import all_gather_objects, broadcast_object, gather_strided, strided, world
 from robusthash.errors import UserError
 from robusthash.evaluation import encode, encode_images
 from robusthash.results import AttackOutcome, Gallery, GalleryItem, RobustnessRun, Scores, now
@@ -134,16 +139,21 @@ class Banks:
     @classmethod
     def of(cls, model: nn.Module, data: DatasetSplits, device: torch.device, quiet: bool = True,
            precision: str = "fp32") -> Banks:  # fmt: skip
-        database = CodeBank(encode(model, data.database, device, quiet=quiet, desc="encode database",
-                                   precision=precision), labels_of(data.database).clone())  # fmt: skip
-        reference = CodeBank(encode(model, data.train, device, quiet=quiet, desc="encode reference",
-                                    precision=precision), labels_of(data.train).clone())  # fmt: skip
-        return cls(reference, database)
+        """Encode both splits; under torchrun each rank encodes a strided share and the codes are gathered."""
+
+        def bank(split: Any, desc: str) -> CodeBank:
+            mine = strided(torch.arange(len(split)))
+            codes = encode(model, split, device, quiet=quiet, desc=desc, precision=precision, indices=mine)
+            return CodeBank(gather_strided(codes, len(split)), labels_of(split).clone())
+
+        return cls(bank(data.train, "encode reference"), bank(data.database, "encode database"))
 
 
 @dataclass
 class Crafted:
-    """One attack's adversarial queries, as the victim sees them. Rows follow ``indices``."""
+    """One attack's adversarial queries, as the victim sees them. Rows follow ``indices``; ``kept`` holds the
+    adversarial images of the queries a caller asked to keep (by query index), ``wall_seconds`` the wall clock
+    of a sharded crafting (``seconds`` sums the shards' times)."""
 
     name: str
     settings: dict[str, Any]
@@ -157,7 +167,8 @@ class Crafted:
     seconds: float
     fit_seconds: float = 0.0
     surrogate: str | None = None
-    images: Tensor | None = field(default=None, repr=False)
+    kept: dict[int, Tensor] = field(default_factory=dict, repr=False)
+    wall_seconds: float | None = None
 
 
 def _sync(device: torch.device) -> None:
@@ -166,9 +177,10 @@ def _sync(device: torch.device) -> None:
 
 
 def craft(attack: Attack, victim: nn.Module, images: Tensor, labels: Tensor, indices: Tensor,
-          device: torch.device, keep_images: bool = False, surrogate: str | None = None) -> Crafted:  # fmt: skip
+          device: torch.device, keep: Tensor | None = None, surrogate: str | None = None) -> Crafted:  # fmt: skip
     """Run ``attack`` on the queries ``indices`` and encode the result with ``victim`` (timed: target choice and
-    crafting). ``attack`` must be fitted already (its :meth:`fit` time is the caller's to record)."""
+    crafting); the adversarial images of the queries in ``keep`` are kept. ``attack`` must be fitted already
+    (its :meth:`fit` time is the caller's to record)."""
     _sync(device)
     began = time.perf_counter()
     targets = attack.choose_targets(labels, indices) if attack.targeted else None
@@ -179,11 +191,19 @@ def craft(attack: Attack, victim: nn.Module, images: Tensor, labels: Tensor, ind
     linf = delta.abs().amax(1) if delta.shape[1] else torch.zeros(len(indices))
     return Crafted(attack.name, attack.describe(), attack.threat_model, attack.targeted, indices.clone(),
                    encode_images(victim, adversarial, device, precision=attack.precision), linf, delta.norm(dim=1),
-                   targets, seconds, surrogate=surrogate, images=adversarial if keep_images else None)  # fmt: skip
+                   targets, seconds, surrogate=surrogate, kept=_kept(adversarial, indices, keep))  # fmt: skip
+
+
+def _kept(adversarial: Tensor, indices: Tensor, keep: Tensor | None) -> dict[int, Tensor]:
+    if keep is None:
+        return {}
+    wanted = set(keep.tolist())
+    return {int(i): adversarial[row].cpu() for row, i in enumerate(indices.tolist()) if i in wanted}
 
 
 def merge(shards: list[Crafted]) -> Crafted:
-    """The crafted set of the union of disjoint query shards (rows sorted by query index; times summed)."""
+    """The crafted set of the union of disjoint query shards (rows sorted by query index; times summed, and
+    the longest shard's time as ``wall_seconds`` when the shards carry none)."""
     if not shards:
         raise ValueError("nothing to merge")
     first = shards[0]
@@ -196,9 +216,11 @@ def merge(shards: list[Crafted]) -> Crafted:
         parts = [getattr(s, name) for s in shards]
         return None if parts[0] is None else torch.cat(parts)[order]
 
+    walls = [s.wall_seconds if s.wall_seconds is not None else s.seconds for s in shards]
+    kept = {k: v for s in shards for k, v in s.kept.items()}
     return Crafted(first.name, first.settings, first.threat_model, first.targeted, indices[order], cat("codes"),
                    cat("linf"), cat("l2"), cat("targets"), sum(s.seconds for s in shards),
-                   max(s.fit_seconds for s in shards), first.surrogate, cat("images"))  # fmt: skip
+                   max(s.fit_seconds for s in shards), first.surrogate, kept, max(walls))  # fmt: skip
 
 
 def score(crafted: Crafted, clean_codes: Tensor, labels: Tensor, database: CodeBank,
@@ -222,7 +244,7 @@ def score(crafted: Crafted, clean_codes: Tensor, labels: Tensor, database: CodeB
     return AttackOutcome(
         name=name, display_name=display if crafted.surrogate is None else f"{display} ({crafted.surrogate})",
         settings=crafted.settings, threat_model=crafted.threat_model, targeted=crafted.targeted, scores=scores,
-        seconds=crafted.seconds, fit_seconds=crafted.fit_seconds,
+        seconds=crafted.seconds, fit_seconds=crafted.fit_seconds, wall_seconds=crafted.wall_seconds,
         bits_flipped=(crafted.codes != clean_codes).float().sum(1).tolist(), linf=crafted.linf.tolist(),
         l2=crafted.l2.tolist(), tmap=tmap, tap=tap, surrogate=crafted.surrogate, success=success,
     )  # fmt: skip
@@ -296,8 +318,11 @@ def evaluate_attacks(
     setup_seconds = time.perf_counter() - began
     if indices is None:
         indices = query_subset(data, suite.queries, suite.seed)
-    images, labels = query_images(data, indices)
-    clean_codes = encode_images(victim, images, device, precision=suite.precision)
+    w = world()
+    mine = strided(indices, w)  # this rank's queries (all of them in one process)
+    images, my_labels = query_images(data, mine)
+    labels = labels_of(data.query)[indices].clone()
+    clean_codes = gather_strided(encode_images(victim, images, device, precision=suite.precision), len(indices))
     clean = Scores.from_report(metrics.retrieval_report(clean_codes, banks.database.codes, labels,
                                                         banks.database.labels, suite.topk))  # fmt: skip
     gallery_name = _gallery_attack(suite)
@@ -311,18 +336,28 @@ def evaluate_attacks(
             fit_began = time.perf_counter()
             attack.fit(quiet=quiet, train=data.train)
             fit_seconds = time.perf_counter() - fit_began
-            crafted = craft(attack, victim, images, labels, indices, device, keep_images=name == gallery_name,
-                            surrogate=label)  # fmt: skip
+            keep = indices[picks] if name == gallery_name and gallery is None else None
+            crafted = craft(attack, victim, images, my_labels, mine, device, keep=keep, surrogate=label)
             crafted.fit_seconds = fit_seconds
+            crafted.wall_seconds = crafted.seconds
+            if w.distributed:
+                crafted = merge(all_gather_objects(crafted))
+            if not w.is_main:
+                continue  # scored once, on rank 0
             outcomes.append(score(crafted, clean_codes, labels, banks.database, suite.topk))
-            if name == gallery_name and gallery is None and len(picks) and crafted.images is not None:
-                gallery = build_gallery(name, images[picks], crafted.images[picks], labels[picks], indices[picks],
-                                        victim, data, banks.database, device, precision=suite.precision)  # fmt: skip
-    return RobustnessRun(
-        config={"suite": asdict(suite), **(config or {})}, seed=suite.seed, environment=environment(device),
-        created=now(), model=model_meta or {}, query_indices=indices.tolist(), clean=clean, attacks=outcomes,
-        setup_seconds=setup_seconds, gallery=gallery,
-    )  # fmt: skip
+            if keep is not None and len(keep):
+                shown, _ = query_images(data, keep)
+                adversarial = torch.stack([crafted.kept[int(i)] for i in keep.tolist()])
+                gallery = build_gallery(name, shown, adversarial, labels[picks], keep, victim, data, banks.database,
+                                        device, precision=suite.precision)  # fmt: skip
+    run = None
+    if w.is_main:
+        run = RobustnessRun(
+            config={"suite": asdict(suite), **(config or {})}, seed=suite.seed, environment=environment(device),
+            created=now(), model=model_meta or {}, query_indices=indices.tolist(), clean=clean, attacks=outcomes,
+            setup_seconds=setup_seconds, gallery=gallery, world_size=w.world_size,
+        )  # fmt: skip
+    return broadcast_object(run)
 
 
 def gallery_picks(count: int, wanted: int, seed: int) -> Tensor:

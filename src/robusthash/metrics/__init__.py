@@ -12,12 +12,16 @@ from robusthash.metrics.retrieval import (
     precision_recall_at_ranks,
     precision_recall_curve,
     ranking_statistics,
+    report_from_statistics,
     retrieval_report,
     targeted_map,
     targeted_success,
 )
+from robusthash.metrics.streaming import Alone, Collective, streaming_report, streaming_statistics
 
 __all__ = [
+    "Alone",
+    "Collective",
     "DEFAULT_NS",
     "RankingStatistics",
     "average_precision",
@@ -29,7 +33,10 @@ __all__ = [
     "precision_recall_at_ranks",
     "precision_recall_curve",
     "ranking_statistics",
+    "report_from_statistics",
     "retrieval_report",
+    "streaming_report",
+    "streaming_statistics",
     "targeted_map",
     "targeted_success",
 ]

@@ -144,20 +144,61 @@ def ranked_relevance(q: np.ndarray, db: np.ndarray, ql: np.ndarray, dl: np.ndarr
                 start[d] = p + 1
                 if _relevant(ql, dl, i, j):
                     relpos[p] = 1
-        found = 0
-        total = 0.0
-        for p in range(topk):
-            if relpos[p]:
-                found += 1
-                total += found / (p + 1.0)
-        ap[i] = total / found if found > 0 else 0.0
-        found = 0
-        c = 0
-        for p in range(depth):
-            found += relpos[p]
-            while c < ncut and cutoffs[c] == p + 1:
-                hits[i, c] = found
-                c += 1
+        _ap_and_hits(relpos, topk, cutoffs, ap, hits, i)
+
+
+@njit(cache=True, inline="always")
+def _ap_and_hits(relpos: np.ndarray, topk: int, cutoffs: np.ndarray, ap: np.ndarray, hits: np.ndarray,
+                 i: int) -> None:  # fmt: skip
+    """AP@topk of query ``i`` from the relevance of its ranked positions (``relpos[p]`` for rank p + 1), and
+    its relevant items among the first ``cutoffs[c]`` ranks."""
+    found = 0
+    total = 0.0
+    for p in range(topk):
+        if relpos[p]:
+            found += 1
+            total += found / (p + 1.0)
+    ap[i] = total / found if found > 0 else 0.0
+    found = 0
+    c = 0
+    ncut = cutoffs.shape[0]
+    for p in range(relpos.shape[0]):
+        found += relpos[p]
+        while c < ncut and cutoffs[c] == p + 1:
+            hits[i, c] = found
+            c += 1
+
+
+@njit(parallel=True, cache=True)
+def place_chunk(q: np.ndarray, db: np.ndarray, ql: np.ndarray, dl: np.ndarray, dstar: np.ndarray,
+                start: np.ndarray, relpos: np.ndarray) -> None:  # fmt: skip
+    """The second pass of the streamed ranking, over one database chunk (chunks come in index order).
+
+    Per query ``i``: every chunk item at distance ``d <= dstar[i]`` takes rank position ``start[i, d]`` (then
+    incremented), so items at equal distance keep index order; a position below the depth
+    ``relpos.shape[1]`` records the item's relevance in ``relpos[i, p]``. ``start`` carries over between
+    chunks (and, offset by the items of lower ranks, between database shards).
+    """
+    nq = q.shape[0]
+    n = db.shape[0]
+    depth = relpos.shape[1]
+    for i in prange(nq):
+        limit = dstar[i]
+        for j in range(n):
+            d = _distance(q, db, i, j)
+            if d <= limit:
+                p = start[i, d]
+                start[i, d] = p + 1
+                if p < depth and _relevant(ql, dl, i, j):
+                    relpos[i, p] = 1
+
+
+@njit(parallel=True, cache=True)
+def ap_from_positions(relpos: np.ndarray, topk: int, cutoffs: np.ndarray, ap: np.ndarray,
+                      hits: np.ndarray) -> None:  # fmt: skip
+    """Per-query AP@topk and hits at ``cutoffs`` from ranked relevance ``relpos`` (Q, depth)."""
+    for i in prange(relpos.shape[0]):
+        _ap_and_hits(relpos[i], topk, cutoffs, ap, hits, i)
 
 
 @njit(parallel=True, cache=True)

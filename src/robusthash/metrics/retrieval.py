@@ -288,7 +288,14 @@ def retrieval_report(
     ns: Sequence[int] = DEFAULT_NS,
 ) -> dict[str, Any]:
     """mAP@topk, per-query AP, PR curve and P@N / R@N from a single pass."""
-    stats = ranking_statistics(query_codes, db_codes, query_labels, db_labels, topk, ns, histograms=True)
+    return report_from_statistics(ranking_statistics(query_codes, db_codes, query_labels, db_labels, topk, ns,
+                                                     histograms=True))  # fmt: skip
+
+
+def report_from_statistics(stats: RankingStatistics) -> dict[str, Any]:
+    """The :func:`retrieval_report` of ranking statistics that carry histograms."""
+    if stats.hist is None or stats.relhist is None:
+        raise ValueError("the report needs the distance histograms")
     pr = pr_curve_from_histograms(stats.hist, stats.relhist)
     ranks = _rank_curves(stats)
     return {
