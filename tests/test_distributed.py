@@ -130,3 +130,84 @@ def test_strided_shards_gather_back_in_order_in_one_process():
     items = torch.arange(7)
     assert torch.equal(strided(items, World(1, 3)), torch.tensor([1, 4]))
     assert torch.equal(gather_strided(items * 2, 7), items * 2)  # one process: the identity
+
+
+# ---------------------------------------------------------------------------------------- distributed training
+TRAIN_RECIPE = dict(bits=16, loss="dpsh", epochs=4, batch_size=16, lr=3e-3, seed=2)
+
+
+def _check_equal_on_every_rank(tensor: torch.Tensor, what: str) -> None:
+    import torch.distributed as dist
+
+    copies = [torch.zeros_like(tensor) for _ in range(dist.get_world_size())]
+    dist.all_gather(copies, tensor.contiguous())
+    assert all(torch.equal(c, copies[0]) for c in copies), f"{what} differs between ranks"
+
+
+def _watch_banks(monkeypatch_steps: list) -> None:
+    """After every update, the loss's bank U and CgAT's code bank must be identical on both ranks."""
+    from robusthash.defenses.codebank import TrainingCodeBank
+    from robusthash.losses.base import BankLoss
+
+    loss_update, bank_update = BankLoss.update_bank, TrainingCodeBank.update
+
+    def checked_loss_update(self, u, labels, indices):
+        out = loss_update(self, u, labels, indices)
+        _check_equal_on_every_rank(self.U, "the loss's bank U")
+        monkeypatch_steps.append(1)
+        return out
+
+    def checked_bank_update(self, indices, values):
+        bank_update(self, indices, values)
+        _check_equal_on_every_rank(self.values, "the CgAT code bank")
+
+    BankLoss.update_bank, TrainingCodeBank.update = checked_loss_update, checked_bank_update
+
+
+def _train_job(rank: int, out: str, die_after_epoch: int | None, defend_out: str | None) -> None:
+    import robusthash.training as training
+    from robusthash.defenses import DefenseConfig, defend
+
+    steps: list = []
+    _watch_banks(steps)
+    if die_after_epoch is not None:  # killed (no clean exit, no cleanup) right after that epoch's checkpoint
+        real_barrier, done = training.barrier, []
+
+        def barrier_then_die() -> None:
+            real_barrier()
+            done.append(1)
+            if len(done) == die_after_epoch:
+                os._exit(0)
+
+        training.barrier = barrier_then_die
+    train(toy_data(n_per_class=20), TrainConfig(**TRAIN_RECIPE), out, quiet=True)
+    assert steps, "the bank was never checked"
+    if defend_out:
+        defend(read_checkpoint(out), toy_data(n_per_class=20),
+               DefenseConfig(method="cgat", epochs=1, batch_size=16, steps=3), defend_out, quiet=True)  # fmt: skip
+
+
+def _clean_map(path) -> float:
+    from robusthash.evaluation import evaluate_retrieval
+
+    return evaluate_retrieval(read_checkpoint(path).build_model(), toy_data(n_per_class=20), topk=None)["map"]
+
+
+def test_two_process_training_is_killed_resumes_and_matches_one_process(tmp_path):
+    import shutil
+
+    two = tmp_path / "two.pt"
+    _spawn(_train_job, _free_port(), str(two), 1, None)  # killed after epoch 1
+    assert read_checkpoint(two).state["epoch"] == 1
+    shutil.copy(two, tmp_path / "other-world.pt")
+    _spawn(_train_job, _free_port(), str(two), None, str(tmp_path / "cgat.pt"))  # resumes: epochs 2-4, CgAT
+    assert read_checkpoint(two).state["epoch"] == TRAIN_RECIPE["epochs"]
+    assert read_checkpoint(tmp_path / "cgat.pt").meta["kind"] == "defended"
+    # the same checkpoint resumes under world size 1
+    train(toy_data(n_per_class=20), TrainConfig(**TRAIN_RECIPE), tmp_path / "other-world.pt", quiet=True)
+    single = train(toy_data(n_per_class=20), TrainConfig(**TRAIN_RECIPE), tmp_path / "one.pt", quiet=True)
+    one_map = _clean_map(single.path)
+    assert one_map > 0.8
+    # the global batch is the same, but batch-norm statistics are per rank and the shuffles differ
+    for path in (two, tmp_path / "other-world.pt"):
+        assert abs(_clean_map(path) - one_map) < 0.05, (_clean_map(path), one_map)

@@ -8,10 +8,12 @@ The flags of ``train``, ``attack`` and ``defend`` are derived from the config da
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -296,11 +298,14 @@ def cmd_attack(args: argparse.Namespace) -> int:
 
 
 def write_attack_outputs(run: Any, out: Path) -> None:
-    """JSON, Markdown table and PR / P@N figures of an attack run, and the table on stdout."""
+    """JSON, Markdown table and PR / P@N figures of an attack run, and the table on stdout (rank 0 of a
+    distributed job alone)."""
     from robusthash.report.plots import plot_pr_and_pn
     from robusthash.report.tables import attack_table
-    from robusthash.runtime import atomic_write_text
+    from robusthash.runtime import atomic_write_text, is_main_process
 
+    if not is_main_process():
+        return
     run.write(out / "attack_results.json")
     title = f"{run.model_label} model: {run.describe()}"
     table = attack_table(run, title)
@@ -369,12 +374,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _launched(args: argparse.Namespace) -> Iterator[None]:
+    """Under ``torchrun``: join the process group and put this rank on its device (``--device`` then names the
+    kind, cpu or cuda); ranks other than 0 run quietly and print nothing (rank 0 reports and writes)."""
+    from robusthash.distributed import launched_by_torchrun, process_group, world
+
+    if not launched_by_torchrun() or not hasattr(args, "device"):
+        yield
+        return
+    with process_group(args.device) as device:
+        args.device = str(device)
+        if world().is_main:
+            yield
+            return
+        args.quiet = True
+        with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+            yield
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Handler = args.handler
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _launched(args):
             warnings.simplefilter("default")
             return handler(args)
     except UserError as exc:

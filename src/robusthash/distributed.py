@@ -155,6 +155,60 @@ def gather_strided(part: Tensor, total: int) -> Tensor:
     return out
 
 
+def all_gather_rows(indices: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
+    """Every rank's ``(indices, values)`` rows, concatenated in rank order (on the tensors' device). Batches may
+    differ in size: they are padded to the largest for the transfer (gloo needs equal sizes) and trimmed."""
+    w = world()
+    if not w.distributed:
+        return indices, values
+    size = torch.tensor([indices.numel()], device=indices.device)
+    sizes = [torch.zeros_like(size) for _ in range(w.world_size)]
+    dist.all_gather(sizes, size)
+    longest = int(max(s.item() for s in sizes))
+    pad_idx = torch.zeros(longest, dtype=indices.dtype, device=indices.device)
+    pad_val = torch.zeros(longest, *values.shape[1:], dtype=values.dtype, device=values.device)
+    pad_idx[: indices.numel()] = indices
+    pad_val[: indices.numel()] = values
+    all_idx = [torch.zeros_like(pad_idx) for _ in range(w.world_size)]
+    all_val = [torch.zeros_like(pad_val) for _ in range(w.world_size)]
+    dist.all_gather(all_idx, pad_idx)
+    dist.all_gather(all_val, pad_val)
+    idx = torch.cat([a[: int(s.item())] for a, s in zip(all_idx, sizes, strict=True)])
+    val = torch.cat([a[: int(s.item())] for a, s in zip(all_val, sizes, strict=True)])
+    return idx, val
+
+
+def data_parallel(module: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``module`` wrapped in :class:`~torch.nn.parallel.DistributedDataParallel` for this rank's device:
+    gradients are averaged over the ranks during ``backward``; buffers (batch-norm statistics) follow rank 0."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(module, device_ids=ids)
+
+
+def average_gradients(module: torch.nn.Module) -> None:
+    """Average ``module``'s gradients over the ranks (for a network trained beside the DDP-wrapped model)."""
+    w = world()
+    if not w.distributed:
+        return
+    for p in module.parameters():
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad.div_(w.world_size)
+
+
+def epoch_indices(length: int, seed: int, epoch: int, w: World | None = None) -> Tensor:
+    """This rank's shuffled training items of ``epoch``: :class:`~torch.utils.data.DistributedSampler` (one
+    permutation of ``seed`` and ``epoch`` on every rank, padded to a multiple of the world size, strided)."""
+    from torch.utils.data import DistributedSampler
+
+    w = w or world()
+    sampler = DistributedSampler(range(length), num_replicas=w.world_size, rank=w.rank, shuffle=True, seed=seed)
+    sampler.set_epoch(epoch)
+    return torch.tensor(list(sampler), dtype=torch.long)
+
+
 class TorchCollective:
     """The :class:`~robusthash.metrics.Collective` of the running process group (numpy in and out)."""
 

@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 
 from robusthash import metrics
 from robusthash.data import DatasetSplits, iterate_batches, labels_of
+from robusthash.distributed import gather_strided, strided
 from robusthash.runtime import autocast
 
 
@@ -48,13 +49,24 @@ def encode_images(
     return torch.cat(chunks) if chunks else torch.zeros(0, model.bits)
 
 
+def encode_split(
+    model: torch.nn.Module, dataset: Dataset, device: torch.device | str = "cpu", quiet: bool = True,
+    desc: str = "encode", precision: str = "fp32",
+) -> Tensor:  # fmt: skip
+    """:func:`encode` of a whole split; under torchrun each rank encodes a strided share and every rank gets
+    all the codes (:func:`~robusthash.distributed.gather_strided`)."""
+    mine = strided(torch.arange(len(dataset)))
+    codes = encode(model, dataset, device, quiet=quiet, desc=desc, precision=precision, indices=mine)
+    return gather_strided(codes, len(dataset))
+
+
 def evaluate_retrieval(
     model: torch.nn.Module, data: DatasetSplits, device: torch.device | str = "cpu", topk: int | None = 1000,
     quiet: bool = True, per_query: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     """Clean mAP@topk, PR and P@N of the query split against the database split (and per-query AP)."""
-    db_codes = encode(model, data.database, device, quiet=quiet, desc="encode database")
-    q_codes = encode(model, data.query, device, quiet=quiet, desc="encode queries")
+    db_codes = encode_split(model, data.database, device, quiet=quiet, desc="encode database")
+    q_codes = encode_split(model, data.query, device, quiet=quiet, desc="encode queries")
     report = metrics.retrieval_report(
         q_codes, db_codes, labels_of(data.query), labels_of(data.database), topk
     )

@@ -26,6 +26,7 @@ from robusthash.checkpoint import read_checkpoint
 from robusthash.config import from_mapping
 from robusthash.data import DatasetSplits, load_dataset
 from robusthash.defenses import DEFENSES, DefenseConfig, defend
+from robusthash.distributed import barrier
 from robusthash.errors import UserError
 from robusthash.report.build import build_report
 from robusthash.report.tables import attack_table, markdown_table
@@ -37,6 +38,7 @@ from robusthash.runtime import (
     check_writable,
     environment,
     exclusive_output,
+    is_main_process,
     resolve_device,
     seed_everything,
 )
@@ -150,6 +152,7 @@ def _shipped(path: Path, exp: Experiment, from_scratch: bool, defense: DefenseCo
             path.unlink()
         return None
     entry = zoo.provide(path, exp.train, exp.dataset, defense)
+    barrier()  # rank 0 copies the file; every rank then reads it
     return None if entry is None else entry.name
 
 
@@ -202,7 +205,7 @@ def _run(exp: Experiment, out: Path, device: torch.device, quiet: bool, from_scr
     print(f"\nmAP@{k} on {data.name} ({exp.train.loss}, {exp.train.bits} bits), protocol {suite.protocol}, "
           f"eps {suite.eps * 255:.0f}/255:\n\n{table}")  # fmt: skip
     print(f"[{stages}/{stages}] writing the report (tables, PR and P@N curves, retrieval gallery)")
-    index = build_report([out / "results.json"], out / "report")
+    index = build_report([out / "results.json"], out / "report") if is_main_process() else None
     print(f"results in {out}/ (results.json, attacks-*.json, defense_table.md, config.json); report: {index}; "
           f"{time.perf_counter() - began:.0f} s in all")  # fmt: skip
     return result

@@ -35,7 +35,7 @@ from robusthash.config import option
 from robusthash.data import DatasetSplits, iterate_batches, labels_of
 from robusthash.distributed import all_gather_objects, broadcast_object, gather_strided, strided, world
 from robusthash.errors import UserError
-from robusthash.evaluation import encode, encode_images
+from robusthash.evaluation import encode_images, encode_split
 from robusthash.results import AttackOutcome, Gallery, GalleryItem, RobustnessRun, Scores, now
 from robusthash.runtime import check_precision, check_seed, environment, speed_up
 
@@ -142,9 +142,7 @@ class Banks:
         """Encode both splits; under torchrun each rank encodes a strided share and the codes are gathered."""
 
         def bank(split: Any, desc: str) -> CodeBank:
-            mine = strided(torch.arange(len(split)))
-            codes = encode(model, split, device, quiet=quiet, desc=desc, precision=precision, indices=mine)
-            return CodeBank(gather_strided(codes, len(split)), labels_of(split).clone())
+            return CodeBank(encode_split(model, split, device, quiet, desc, precision), labels_of(split).clone())
 
         return cls(bank(data.train, "encode reference"), bank(data.database, "encode database"))
 

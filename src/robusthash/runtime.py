@@ -137,10 +137,20 @@ def _umask() -> int:
     return mask
 
 
+def is_main_process() -> bool:
+    """True unless this is a rank other than 0 of a ``torch.distributed`` job: those compute, rank 0 writes."""
+    import torch.distributed as dist
+
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Write through a temporary file in the same folder, then rename; the file gets the user's umask (as a
     plain ``open`` would), not ``mkstemp``'s 0600. A failed write (disk full, read-only file system) is one
-    :class:`UserError`; the temporary file is removed and what was there before is kept."""
+    :class:`UserError`; the temporary file is removed and what was there before is kept. In a distributed job
+    only rank 0 writes (:func:`is_main_process`); the other ranks' writes are skipped."""
+    if not is_main_process():
+        return
     tmp: Path | None = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -191,9 +201,13 @@ def exclusive_output(path: str | Path) -> Iterator[Path]:
     beside it, released on exit and by the kernel when the process dies, so a lock is never stale).
 
     A second writer of the same output gets a :class:`UserError`. Once the lock is held, temporary files that
-    a killed run left beside the output (``.{name}.*.tmp``) are removed.
+    a killed run left beside the output (``.{name}.*.tmp``) are removed. In a distributed job rank 0 alone
+    locks (it alone writes).
     """
     path = Path(path)
+    if not is_main_process():
+        yield path
+        return
     check_writable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     lock_path = path.parent / f".{path.name}.lock"

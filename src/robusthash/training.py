@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from robusthash.checkpoint import read_checkpoint, save_checkpoint, stored_config
 from robusthash.config import check_finite, option
 from robusthash.data import DatasetSplits, augment, iterate_batches
+from robusthash.distributed import World, barrier, data_parallel, epoch_indices, world
 from robusthash.errors import UserError
 from robusthash.losses import HashLoss, create_loss
 from robusthash.models import HashModel, create_model
@@ -107,10 +108,13 @@ class TrainingMethod:
     """How one training step turns a batch into a loss. Subclasses implement :meth:`batch_loss` and may keep
     state (banks, generators, auxiliary networks) through :meth:`state_dict` / :meth:`load_state_dict`.
 
-    ``generator`` is the loop's seeded CPU generator (it also shuffles the batches).
+    ``generator`` is the loop's seeded CPU generator (it also shuffles the batches). Forward passes whose
+    gradients train the model go through :meth:`logits` (the :class:`DistributedDataParallel` wrapper in a
+    distributed run, which averages the gradients over the ranks); attacks inside a step use ``model`` itself.
     """
 
     name: ClassVar[str] = "clean"
+    parallel: nn.Module | None = None  # set by run_training under torchrun
 
     def __init__(self, model: nn.Module, loss_fn: HashLoss, data: DatasetSplits, device: torch.device,
                  generator: torch.Generator) -> None:  # fmt: skip
@@ -119,6 +123,10 @@ class TrainingMethod:
         self.data = data
         self.device = device
         self.generator = generator
+
+    def logits(self, x: Tensor) -> Tensor:
+        """The model's logits ``h(x)`` for a training forward pass."""
+        return self.model.preactivation(x) if self.parallel is None else self.parallel(x)
 
     def make_optimizer(self) -> torch.optim.Optimizer:  # pragma: no cover - abstract
         raise NotImplementedError  # abstract: the method's optimiser over the model's parameters
@@ -160,7 +168,7 @@ class CleanTraining(TrainingMethod):
         self.model.train()
         if self.config.augment:
             x = augment(x, self.generator)
-        return {"loss": self.loss_fn(self.loss_fn.outputs(self.model.preactivation(x)), y, idx)}
+        return {"loss": self.loss_fn(self.loss_fn.outputs(self.logits(x)), y, idx)}
 
 
 def _differing(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
@@ -206,7 +214,16 @@ def _run_training(model: nn.Module, method: TrainingMethod, data: DatasetSplits,
                   device: torch.device, resume: bool, quiet: bool, desc: str,
                   precision: str) -> tuple[list[dict[str, float]], float]:  # fmt: skip
     optimizer = method.make_optimizer()
-    per_epoch = len(data.train) // batch_size + (len(data.train) % batch_size > 1)
+    w = world()
+    local_batch = batch_size
+    if w.distributed:  # the global batch stays batch_size: each rank takes its share of it
+        if batch_size % w.world_size or batch_size // w.world_size < 2:
+            raise UserError(f"batch size {batch_size} must be a multiple of the world size {w.world_size} with at "
+                            "least 2 items per rank (batch norm)")  # fmt: skip
+        local_batch = batch_size // w.world_size
+        method.parallel = data_parallel(_Logits(model), device)
+    per_rank = -(-len(data.train) // w.world_size)
+    per_epoch = per_rank // local_batch + (per_rank % local_batch > 1)
     total = epochs * per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: method.lr_factor(s, per_epoch, total))
     history: list[dict[str, float]] = []
@@ -234,7 +251,7 @@ def _run_training(model: nn.Module, method: TrainingMethod, data: DatasetSplits,
         method.epoch_start(epoch, epochs)
         sums: dict[str, float] = {}
         n = 0
-        for x, y, idx in iterate_batches(data.train, batch_size, shuffle=True, generator=method.generator):
+        for x, y, idx in _epoch_batches(data.train, local_batch, method.generator, epoch, w):
             if len(idx) < 2:
                 continue
             with autocast(device, precision):
@@ -259,9 +276,32 @@ def _run_training(model: nn.Module, method: TrainingMethod, data: DatasetSplits,
                             method=method.state_dict(), optimizer=optimizer.state_dict(),
                             scheduler=scheduler.state_dict(), rng=method.generator.get_state(),
                             torch_rng=torch.get_rng_state(), epoch=epoch + 1)  # fmt: skip
+            barrier()  # rank 0 wrote it: every rank may read it from here on
     bar.close()
+    method.parallel = None
     model.eval()
     return history, time.perf_counter() - began
+
+
+class _Logits(nn.Module):
+    """``model.preactivation`` as a module's forward: what DistributedDataParallel wraps."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model.preactivation(x)
+
+
+def _epoch_batches(dataset: Any, batch_size: int, generator: torch.Generator, epoch: int, w: World) -> Any:
+    """One epoch's shuffled batches: in one process a permutation of ``generator``; in a distributed job each
+    rank's share of :func:`~robusthash.distributed.epoch_indices` (the sampler's seed drawn from ``generator``,
+    so every rank draws the same and a resumed run redraws it)."""
+    if not w.distributed:
+        return iterate_batches(dataset, batch_size, shuffle=True, generator=generator)
+    seed = int(torch.randint(2**31 - 1, (1,), generator=generator))
+    return iterate_batches(dataset, batch_size, indices=epoch_indices(len(dataset), seed, epoch, w))
 
 
 def _train_recipe(meta: dict[str, Any]) -> dict[str, Any]:

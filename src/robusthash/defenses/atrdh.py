@@ -10,6 +10,7 @@ from torch import Tensor
 from robusthash.attacks import THA
 from robusthash.attacks.base import draw_disjoint_row
 from robusthash.defenses.base import AdversarialTraining, register_defense
+from robusthash.distributed import average_gradients
 from robusthash.models.prototype import PrototypeNet, prototype_loss
 
 
@@ -48,7 +49,7 @@ class ATRDH(AdversarialTraining):
 
     def batch_loss(self, x: Tensor, y: Tensor, idx: Tensor, step: int) -> dict[str, Tensor]:
         self.model.train()
-        logits = self.model.preactivation(x)
+        logits = self.logits(x)
         outputs = torch.tanh(logits)
         self.bank.update(idx, outputs)
         targets = torch.stack([draw_disjoint_row(row, self.candidates, self.generator) for row in y.cpu()])
@@ -57,11 +58,12 @@ class ATRDH(AdversarialTraining):
         loss_p = prototype_loss(self.prototype(targets), targets, self.bank.codes, self.bank.labels)
         self.prototype_opt.zero_grad(set_to_none=True)
         loss_p.backward()
+        average_gradients(self.prototype)  # distributed training: one PrototypeNet on every rank
         self.prototype_opt.step()
         self.prototype.eval()
         self.attack.seed = self.attack_seed(step)
         x_adv = self.attack(x, y, targets, indices=idx.cpu())
-        adv_outputs = self.model(x_adv)
+        adv_outputs = torch.tanh(self.logits(x_adv))
         loss_ori = self.loss_fn(self.loss_fn.outputs(logits), y, idx)
         s = 2 * ((y @ self.bank.labels.T) > 0).to(outputs.dtype) - 1
         loss_adv = (adv_outputs @ self.bank.values.T / outputs.shape[1] - s).pow(2).mean()

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import torch
-import torch.distributed as dist
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from robusthash.attacks import CodeBank
 from robusthash.codes import binarize
 from robusthash.data import iterate_batches, labels_of
+from robusthash.distributed import all_gather_rows
 from robusthash.models import HashModel
 
 
@@ -41,8 +41,7 @@ class TrainingCodeBank:
     def update(self, indices: Tensor, values: Tensor) -> None:
         indices = indices.to(self.values.device)
         values = values.detach().float().to(self.values.device)
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            indices, values = _all_gather_rows(indices, values)
+        indices, values = all_gather_rows(indices, values)
         self.values[indices] = values
         self.codes[indices] = binarize(values)
 
@@ -58,23 +57,3 @@ class TrainingCodeBank:
         self.values.copy_(state["values"])
         self.codes.copy_(binarize(self.values))
         self.labels.copy_(state["labels"])
-
-
-def _all_gather_rows(indices: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
-    """Concatenate (indices, values) of every rank; batches may differ in size, so pad to the largest."""
-    world = dist.get_world_size()
-    size = torch.tensor([indices.numel()], device=indices.device)
-    sizes = [torch.zeros_like(size) for _ in range(world)]
-    dist.all_gather(sizes, size)
-    longest = int(max(s.item() for s in sizes))
-    pad_idx = torch.zeros(longest, dtype=indices.dtype, device=indices.device)
-    pad_val = torch.zeros(longest, values.shape[1], dtype=values.dtype, device=values.device)
-    pad_idx[: indices.numel()] = indices
-    pad_val[: indices.numel()] = values
-    all_idx = [torch.zeros_like(pad_idx) for _ in range(world)]
-    all_val = [torch.zeros_like(pad_val) for _ in range(world)]
-    dist.all_gather(all_idx, pad_idx)
-    dist.all_gather(all_val, pad_val)
-    idx = torch.cat([a[: int(s.item())] for a, s in zip(all_idx, sizes, strict=True)])
-    val = torch.cat([a[: int(s.item())] for a, s in zip(all_val, sizes, strict=True)])
-    return idx, val

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from robusthash.distributed import all_gather_rows
 from robusthash.registry import Registry
 
 
@@ -54,9 +55,12 @@ class BankLoss(HashLoss):
         self.Y.copy_(labels)
 
     def update_bank(self, u: Tensor, labels: Tensor, indices: Tensor) -> Tensor:
-        """Store the batch in the bank; return the bank with the batch rows live (differentiable)."""
-        self.U[indices] = u.detach()
-        self.Y[indices] = labels.to(self.Y.dtype)
+        """Store the batch in the bank; return the bank with the batch rows live (differentiable). In
+        distributed training the rows of every rank's batch are stored (gathered), so the banks stay equal."""
+        rows = torch.cat([u.detach().to(self.U.dtype), labels.to(self.Y.dtype)], 1)
+        where, rows = all_gather_rows(indices.to(self.U.device), rows)
+        self.U[where] = rows[:, : self.bits]
+        self.Y[where] = rows[:, self.bits :]
         return self.U.index_put((indices,), u)
 
 

@@ -30,6 +30,7 @@ from robusthash.checkpoint import Checkpoint, read_checkpoint, stored_config
 from robusthash.defenses import DefenseConfig
 from robusthash.errors import UserError
 from robusthash.models import HashModel
+from robusthash.runtime import is_main_process
 from robusthash.training import TrainConfig
 
 ZOO_DIR = Path(__file__).parent
@@ -125,12 +126,13 @@ def _meta(name: str) -> dict[str, Any]:
 def provide(out: str | Path, train: TrainConfig, dataset: dict[str, Any],
             defense: DefenseConfig | None = None) -> ZooModel | None:  # fmt: skip
     """Copy the zoo model of this recipe to ``out`` (unless ``out`` already exists) and return its entry;
-    ``None`` when the zoo has none (the caller trains). A run that then resumes from ``out`` finds it complete."""
+    ``None`` when the zoo has none (the caller trains). A run that then resumes from ``out`` finds it complete.
+    In a distributed job rank 0 copies; the caller waits for it (:func:`robusthash.distributed.barrier`)."""
     entry = find(train, dataset, defense)
     if entry is None:
         return None
     out = Path(out)
-    if not out.exists():
+    if not out.exists() and is_main_process():
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(f".{out.name}.zoo.tmp")
         shutil.copyfile(entry.path, tmp)
