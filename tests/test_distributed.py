@@ -18,6 +18,7 @@ from robusthash.checkpoint import read_checkpoint
 from robusthash.distributed import World, gather_strided, strided
 from robusthash.robustness import AttackSuite, evaluate_attacks
 from robusthash.training import TrainConfig, train
+from tests.conftest import needs_fashion_mnist
 from tests.test_training import toy_data
 
 WORLD = 2
@@ -211,3 +212,32 @@ def test_two_process_training_is_killed_resumes_and_matches_one_process(tmp_path
     # the global batch is the same, but batch-norm statistics are per rank and the shuffles differ
     for path in (two, tmp_path / "other-world.pt"):
         assert abs(_clean_map(path) - one_map) < 0.05, (_clean_map(path), one_map)
+
+
+# ---------------------------------------------------------------------------------------------- the command line
+@needs_fashion_mnist
+def test_torchrun_attack_writes_once_and_equals_the_single_process_command(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from robusthash import zoo
+
+    model = zoo.get("fashion-mnist-dph-32").path
+    common = ["attack", "--model", str(model), "--attack", "pga,dhta", "--queries", "6", "--steps", "3",
+              "--database", "500", "--device", "cpu", "--quiet", "--gallery-queries", "1"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
+                str(_free_port()), "-m", "robusthash"]  # fmt: skip
+    two = subprocess.run([*launcher, *common, "--out", str(tmp_path / "two")], env=env, capture_output=True,
+                         text=True, timeout=300)  # fmt: skip
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count("results: ") == 1  # rank 0 alone prints
+    one = subprocess.run([sys.executable, "-m", "robusthash", *common, "--out", str(tmp_path / "one")], env=env,
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert one.returncode == 0, one.stderr[-3000:]
+    a, b = (json.loads((tmp_path / f / "attack_results.json").read_text()) for f in ("two", "one"))
+    assert a["world_size"] == 2 and b["world_size"] == 1
+    for x, y in zip(a["attacks"], b["attacks"], strict=True):
+        assert x["scores"]["ap"] == y["scores"]["ap"] and x["bits_flipped"] == y["bits_flipped"]
+    assert not list((tmp_path / "two").glob(".*.tmp"))

@@ -27,7 +27,7 @@ LAYERS = [
     {"robustness"},
     {"report"},
     {"experiment"},
-    {"cli"},
+    {"cli", "__main__"},
 ]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 

@@ -1,0 +1,7 @@
+"""``python -m robusthash`` (and ``torchrun --nproc-per-node N -m robusthash``): the command line."""
+
+import sys
+
+from robusthash.cli import main
+
+sys.exit(main())
