@@ -97,3 +97,10 @@ def test_train_then_evaluate_writes_results(tmp_path, capsys):
     assert doc["environment"]["torch"] and doc["environment"]["device"] == "cpu"
     assert 0.3 < doc["clean"]["map"] <= 1 and doc["clean"]["topk"] == 500 and len(doc["clean"]["ap"]) == 1000
     assert doc["model"]["model"]["bits"] == 16
+    streamed = tmp_path / "streamed.json"
+    argv = ["evaluate", "--model", str(ckpt), "--out", str(streamed), "--quiet", "--topk", "500",
+            "--store", str(tmp_path / "store"), "--chunk", "3000"]  # fmt: skip
+    assert main(argv) == 0
+    assert json.loads(streamed.read_text())["clean"]["ap"] == doc["clean"]["ap"]  # the same numbers, streamed
+    assert (tmp_path / "store" / "codes.npy").stat().st_size < 10_000 * 8 + 1024  # one uint64 per 16-bit code
+    assert main(argv) == 0  # reopens the finished store

@@ -20,6 +20,7 @@ LAYERS = [
     {"losses", "checkpoint"},
     {"attacks"},
     {"evaluation"},
+    {"store"},
     {"training"},
     {"defenses"},
     {"zoo"},

@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(p)
     p.add_argument("--topk", type=int, default=1000, help="mAP cut-off (default 1000; 0 = whole database)")
     p.add_argument("--out", default=None, help="results JSON (default: next to the checkpoint)")
+    p.add_argument("--store", default=None, help="folder of a bit-packed, memory-mapped code store: the database "
+                   "is encoded into it in chunks (resuming a killed run) and scored by streaming, in bounded "
+                   "memory, for databases of millions of images")  # fmt: skip
+    p.add_argument("--chunk", type=int, default=65536, help="database items per chunk of --store (default 65536)")
     _add_run_options(p)
     p.set_defaults(handler=cmd_evaluate)
 
@@ -266,8 +270,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     model, ckpt, options = _load_model(args, device)
     data = _load_data(options)
     topk = args.topk or None
-    report = evaluate_retrieval(model, data, device, topk, quiet=args.quiet, per_query=True)
-    run = EvaluationRun(config={"model": args.model, "dataset": options, "topk": topk}, seed=args.seed,
+    if args.store:
+        from robusthash.data import labels_of
+        from robusthash.evaluation import encode_split
+        from robusthash.store import encode_to_store
+
+        store = encode_to_store(model, data.database, args.store, device, chunk=args.chunk, quiet=args.quiet)
+        queries = encode_split(model, data.query, device, quiet=args.quiet, desc="encode queries")
+        report = store.report(queries, labels_of(data.query), topk, quiet=args.quiet)
+    else:
+        report = evaluate_retrieval(model, data, device, topk, quiet=args.quiet, per_query=True)
+    run = EvaluationRun(config={"model": args.model, "dataset": options, "topk": topk, "store": args.store},
+                        seed=args.seed,
                         environment=environment(device), created=now(), model=ckpt.summary(),
                         clean=Scores.from_report(report))  # fmt: skip
     run.write(out)
