@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from robusthash import metrics
-from robusthash.metrics.streaming import streaming_report
+from robusthash.metrics.streaming import streaming_report, streaming_statistics
 
 from .test_retrieval import _random_case, reference_ap
 
@@ -21,7 +21,11 @@ def _packed(q, d, ql, dl):
 def test_streamed_map_matches_the_per_query_loop(chunk, topk):
     q, d, ql, dl = _random_case(3, bits=6)  # 64 distinct codes for 300 items: heavy ties across chunks
     report = streaming_report(*_packed(q, d, ql, dl), bits=6, topk=topk, ns=(10, 100, 500), chunk=chunk)
-    np.testing.assert_allclose(report["ap"], reference_ap(q, d, ql, dl, topk), rtol=0, atol=1e-12)
+    expected = reference_ap(q, d, ql, dl, topk)
+    np.testing.assert_allclose(report["ap"], expected, rtol=0, atol=1e-12)
+    bare = streaming_statistics(*_packed(q, d, ql, dl), bits=6, topk=topk, chunk=chunk, histograms=False)
+    np.testing.assert_allclose(bare.ap, expected, rtol=0, atol=1e-12)
+    assert bare.relhist is None
 
 
 @pytest.mark.parametrize("bits", [8, 70])

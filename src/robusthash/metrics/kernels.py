@@ -221,6 +221,20 @@ def distance_histograms(q: np.ndarray, db: np.ndarray, ql: np.ndarray, dl: np.nd
 
 
 @njit(parallel=True, cache=True)
+def add_distance_histograms(q: np.ndarray, db: np.ndarray, hist: np.ndarray) -> None:
+    """``hist[i, d] +=`` the number of database items at Hamming distance d from query i (no relevance)."""
+    nq = q.shape[0]
+    n = db.shape[0]
+    nbins = hist.shape[1]
+    for i in prange(nq):
+        dist = np.empty(n, np.uint16)
+        h = np.empty(nbins, np.int64)
+        _distances_and_histogram(q, db, i, dist, h)
+        for d in range(nbins):
+            hist[i, d] += h[d]
+
+
+@njit(parallel=True, cache=True)
 def tie_aware_ap(hist: np.ndarray, relhist: np.ndarray, topk: int, out: np.ndarray) -> None:
     """Tie-aware AP (He et al., CVPR 2018): the expectation of AP over all orders within distance ties.
 

@@ -83,12 +83,15 @@ def streaming_statistics(
     chunk: int = DEFAULT_CHUNK,
     collective: Collective | None = None,
     progress: Any = None,
+    histograms: bool = True,
 ) -> RankingStatistics:
     """Ranking statistics of packed queries against a packed database, streamed over chunks of ``chunk`` items.
 
-    With a ``collective``, ``db_codes``/``db_labels`` are this rank's *contiguous* shard, ranks in index order
-    (rank r holds items before rank r + 1's); ``topk`` and ``cutoffs`` refer to the whole database, and every
-    rank returns the whole result. ``progress`` (a tqdm-like object) is advanced by the items of each chunk pass.
+    ``histograms=False`` skips the relevant-item histograms (PR curve, recall) in the first pass: AP@topk and
+    hits at the cut-offs only. With a ``collective``, ``db_codes``/``db_labels`` are this rank's *contiguous*
+    shard, ranks in index order (rank r holds items before rank r + 1's); ``topk`` and ``cutoffs`` refer to the
+    whole database, and every rank returns the whole result. ``progress`` (a tqdm-like object) is advanced by
+    the items of each chunk pass.
     """
     q, ql = np.ascontiguousarray(query_codes), np.ascontiguousarray(query_labels)
     _check(q, ql, db_codes, db_labels)
@@ -112,15 +115,18 @@ def streaming_statistics(
     relhist = np.zeros((nq, nbins), np.int64)
     h, rh = np.zeros_like(hist), np.zeros_like(relhist)
     for part in _chunks(len(db_codes), chunk):
-        _run(kernels.distance_histograms, q, np.ascontiguousarray(db_codes[part]), ql,
-             np.ascontiguousarray(db_labels[part]), h, rh)  # fmt: skip
-        hist += h
-        relhist += rh
+        codes = np.ascontiguousarray(db_codes[part])
+        if histograms:
+            _run(kernels.distance_histograms, q, codes, ql, np.ascontiguousarray(db_labels[part]), h, rh)
+            hist += h
+            relhist += rh
+        else:
+            _run(kernels.add_distance_histograms, q, codes, hist)
         if progress is not None:
             progress.update(part.stop - part.start)
     per_rank = collective.all_gather(hist)  # (world, Q, K + 1)
     total = per_rank.sum(0)
-    relhist = collective.all_gather(relhist).sum(0)
+    relhist = collective.all_gather(relhist).sum(0) if histograms else None
     cumulative = total.cumsum(1)
     reached = cumulative >= depth
     dstar = np.where(reached.any(1), reached.argmax(1), nbins - 1).astype(np.int64)
