@@ -101,3 +101,30 @@ def test_efficientnet_backbone_in_a_hash_model():
         assert model(torch.rand(2, 1, 28, 28)).shape == (2, 16)
     with pytest.raises(UserError, match="minimum"):
         create_model("efficientnet_lite0", 16, in_channels=1, input_size=16)
+
+
+def test_prosgan_prototype_loss_against_a_per_pair_loop():
+    """ProS-GAN's three terms written out pair by pair: DPSH likelihood of the prototype against the bank,
+    MSE of the label head, and the sign regulariser sum (sign h - h)^2 / (1e4 B)."""
+    import math
+
+    from robusthash.models.prototype import PrototypeNet, prosgan_prototype_loss
+
+    torch.manual_seed(0)
+    net = PrototypeNet(4, 6, label_head=True)
+    targets = (torch.rand(3, 4) < 0.5).float()
+    codes = torch.where(torch.rand(5, 6) < 0.5, -1.0, 1.0)
+    labels = (torch.rand(5, 4) < 0.5).float()
+    feature = net.feature(targets)
+    h, predicted = net.hashing(feature), net.classify(feature)
+    nll = 0.0
+    for i in range(3):
+        for j in range(5):
+            theta = sum(h[i, k].item() * codes[j, k].item() for k in range(6)) / 2
+            similar = float(any(targets[i, c] and labels[j, c] for c in range(4)))
+            nll += math.log1p(math.exp(theta)) - similar * theta
+    nll /= 15
+    label = sum((predicted[i, c].item() - targets[i, c].item()) ** 2 for i in range(3) for c in range(4)) / 12
+    reg = sum((math.copysign(1.0, h[i, k].item()) - h[i, k].item()) ** 2 for i in range(3) for k in range(6))
+    want = nll + label + reg / (1e4 * 3)
+    assert prosgan_prototype_loss(net, targets, codes, labels).item() == pytest.approx(want, rel=1e-5)
