@@ -16,16 +16,19 @@ ATTACK_HEADER = ["attack", "threat model", "steps", "mAP@{k}", "t-mAP@{k}", "tar
 
 
 def attack_rows(run: RobustnessRun) -> tuple[list[str], list[list[Any]]]:
-    """Header and rows of the attack table: clean, one row per attack, and the worst-case robust mAP."""
+    """Header and rows of the attack table: clean, one row per attack, and the worst-case robust mAP. A run of
+    several processes adds the crafting wall clock (its seconds per image sum the processes' times)."""
     k = run.clean.topk if run.clean.topk is not None else "all"
-    header = [h.format(k=k) for h in ATTACK_HEADER]
-    blank = [None] * 7
+    sharded = run.world_size > 1
+    header = [h.format(k=k) for h in ATTACK_HEADER] + ([f"wall s ({run.world_size} processes)"] if sharded else [])
+    blank = [None] * (len(header) - 4)
     rows: list[list[Any]] = [["clean", "", "", run.clean.map, *blank]]
     for a in run.attacks:
         steps = a.steps if a.steps is not None else ""
         rows.append([a.display_name, a.threat_model, steps, a.map, a.tmap, fmt(a.success_rate, ".3f"),
                      fmt(a.seconds_per_image), fmt(a.seconds_per_image_amortised), fmt(a.mean_bits_flipped, ".2f"),
-                     fmt(a.mean_linf * 255, ".2f"), fmt(a.mean_l2, ".3f")])  # fmt: skip
+                     fmt(a.mean_linf * 255, ".2f"), fmt(a.mean_l2, ".3f")]
+                    + ([fmt(a.wall_seconds, ".1f")] if sharded else []))  # fmt: skip
     if run.attacks:
         rows.append(["robust (worst case per query)", "", "", run.robust_map, *blank])
     return header, rows
