@@ -388,14 +388,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+class _NothingToDo(Exception):
+    """A rank other than 0 of a torchrun job, for a command that one process runs."""
+
+
 @contextlib.contextmanager
 def _launched(args: argparse.Namespace) -> Iterator[None]:
     """Under ``torchrun``: join the process group and put this rank on its device (``--device`` then names the
     kind, cpu or cuda); ranks other than 0 run quietly and print nothing (rank 0 reports and writes)."""
     from robusthash.distributed import launched_by_torchrun, process_group, world
 
-    if not launched_by_torchrun() or not hasattr(args, "device"):
+    if not launched_by_torchrun():
         yield
+        return
+    if not hasattr(args, "device"):  # report, datasets: nothing to share out; rank 0 alone runs them
+        if os.environ.get("RANK", "0") == "0":
+            yield
+        else:
+            raise _NothingToDo
         return
     with process_group(args.device) as device:
         args.device = str(device)
@@ -415,6 +425,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with warnings.catch_warnings(), _launched(args):
             warnings.simplefilter("default")
             return handler(args)
+    except _NothingToDo:
+        return 0
     except UserError as exc:
         print(f"robusthash: error: {exc}", file=sys.stderr)
         return 2
