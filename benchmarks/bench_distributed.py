@@ -57,6 +57,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu (gloo) or cuda (NCCL, one GPU per process)")
     parser.add_argument("--checks", default="attack,train,defend")
     parser.add_argument("--out", default=str(RESULTS / "distributed.json"))
+    parser.add_argument("--spread-seeds", default="", help="train: also plain runs with these seeds (comma-separated), "
+                        "for the seed-to-seed spread the world-size difference compares against")  # fmt: skip
     args = parser.parse_args()
     runs = {"torchrun": args.nproc, "plain": None}  # torchrun --nproc-per-node 1 still joins a process group
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
@@ -85,13 +87,17 @@ def main() -> None:
             print(f"attack: per-query AP identical across world sizes: {same}", flush=True)
             rows.add({"check": "attack-identical", "launcher": "torchrun", "world_size": args.nproc,
                       "device": args.device, "identical": same})  # fmt: skip
+        spread = {f"plain-seed{s}": (None, int(s)) for s in args.spread_seeds.split(",") if s.strip()}
         for check in ("train", "defend"):
             if check not in args.checks:
                 continue
-            for launcher, n in runs.items():
+            variants = {k: (n, 0) for k, n in runs.items()} | (spread if check == "train" else {})
+            for launcher, (n, seed) in variants.items():
+                if rows.has(check=check, launcher=launcher, world_size=n or 1, device=args.device):
+                    continue
                 out = tmp / f"{check}-{launcher}.pt"
                 if check == "train":
-                    cmd = ["train", "--out", str(out), "--no-resume", *common]
+                    cmd = ["train", "--out", str(out), "--no-resume", "--seed", str(seed), *common]
                 else:
                     cmd = ["defend", "--model", model, "--method", "cgat", "--out", str(out), "--no-resume", *common]
                 wall = robusthash(cmd, n)
