@@ -57,8 +57,11 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu (gloo) or cuda (NCCL, one GPU per process)")
     parser.add_argument("--checks", default="attack,train,defend")
     parser.add_argument("--out", default=str(RESULTS / "distributed.json"))
-    parser.add_argument("--spread-seeds", default="", help="train: also plain runs with these seeds (comma-separated), "
-                        "for the seed-to-seed spread the world-size difference compares against")  # fmt: skip
+    parser.add_argument("--spread-seeds", default="", help="train: also runs of both launchers with these seeds "
+                        "(comma-separated): the seed-to-seed spread to compare world sizes against")  # fmt: skip
+    parser.add_argument("--redo", action="store_true", help="rerun rows already in --out")
+    parser.add_argument("--plain-batch", type=int, default=None, help="train: also a plain run with this batch size "
+                        "(a torchrun rank's share of the batch: its batch-norm statistics)")  # fmt: skip
     args = parser.parse_args()
     runs = {"torchrun": args.nproc, "plain": None}  # torchrun --nproc-per-node 1 still joins a process group
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
@@ -87,17 +90,20 @@ def main() -> None:
             print(f"attack: per-query AP identical across world sizes: {same}", flush=True)
             rows.add({"check": "attack-identical", "launcher": "torchrun", "world_size": args.nproc,
                       "device": args.device, "identical": same})  # fmt: skip
-        spread = {f"plain-seed{s}": (None, int(s)) for s in args.spread_seeds.split(",") if s.strip()}
+        seeds = [int(s) for s in args.spread_seeds.split(",") if s.strip()]
+        spread = {f"{k}-seed{s}": (n, s, []) for s in seeds for k, n in runs.items()}
+        if args.plain_batch:
+            spread[f"plain-batch{args.plain_batch}"] = (None, 0, ["--batch-size", str(args.plain_batch)])
         for check in ("train", "defend"):
             if check not in args.checks:
                 continue
-            variants = {k: (n, 0) for k, n in runs.items()} | (spread if check == "train" else {})
-            for launcher, (n, seed) in variants.items():
-                if rows.has(check=check, launcher=launcher, world_size=n or 1, device=args.device):
+            variants = {k: (n, 0, []) for k, n in runs.items()} | (spread if check == "train" else {})
+            for launcher, (n, seed, extra) in variants.items():
+                if rows.has(check=check, launcher=launcher, world_size=n or 1, device=args.device) and not args.redo:
                     continue
                 out = tmp / f"{check}-{launcher}.pt"
                 if check == "train":
-                    cmd = ["train", "--out", str(out), "--no-resume", "--seed", str(seed), *common]
+                    cmd = ["train", "--out", str(out), "--no-resume", "--seed", str(seed), *extra, *common]
                 else:
                     cmd = ["defend", "--model", model, "--method", "cgat", "--out", str(out), "--no-resume", *common]
                 wall = robusthash(cmd, n)

@@ -184,8 +184,10 @@ def _train_job(rank: int, out: str, die_after_epoch: int | None, defend_out: str
                 os._exit(0)
 
         training.barrier = barrier_then_die
-    train(toy_data(n_per_class=20), TrainConfig(**TRAIN_RECIPE), out, quiet=True)
+    result = train(toy_data(n_per_class=20), TrainConfig(**TRAIN_RECIPE), out, quiet=True)
     assert steps, "the bank was never checked"
+    for name, tensor in [*result.model.named_parameters(), *result.model.named_buffers()]:
+        _check_equal_on_every_rank(tensor.detach(), name)  # batch-norm statistics included
     if defend_out:
         defend(read_checkpoint(out), toy_data(n_per_class=20),
                DefenseConfig(method="cgat", epochs=1, batch_size=16, steps=3), defend_out, quiet=True)  # fmt: skip

@@ -198,6 +198,18 @@ def average_gradients(module: torch.nn.Module) -> None:
             p.grad.div_(w.world_size)
 
 
+def broadcast_buffers(module: torch.nn.Module) -> None:
+    """Rank 0's buffers (batch-norm running statistics) on every rank: in training each rank updates its own
+    copy in every forward pass, so after the last step they differ until synchronised."""
+    if not world().distributed:
+        return
+    comm = _comm_device()
+    for buffer in module.buffers():
+        copy = buffer.detach().to(comm)
+        dist.broadcast(copy, src=0)
+        buffer.data.copy_(copy)
+
+
 def epoch_indices(length: int, seed: int, epoch: int, w: World | None = None) -> Tensor:
     """This rank's shuffled training items of ``epoch``: :class:`~torch.utils.data.DistributedSampler` (one
     permutation of ``seed`` and ``epoch`` on every rank, padded to a multiple of the world size, strided)."""

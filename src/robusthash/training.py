@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from robusthash.checkpoint import read_checkpoint, save_checkpoint, stored_config
 from robusthash.config import check_finite, option
 from robusthash.data import DatasetSplits, augment, iterate_batches
-from robusthash.distributed import World, barrier, data_parallel, epoch_indices, world
+from robusthash.distributed import World, barrier, broadcast_buffers, data_parallel, epoch_indices, world
 from robusthash.errors import UserError
 from robusthash.losses import HashLoss, create_loss
 from robusthash.models import HashModel, create_model
@@ -271,6 +271,7 @@ def _run_training(model: nn.Module, method: TrainingMethod, data: DatasetSplits,
             bar.set_postfix({k: f"{v / n:.4f}" for k, v in sums.items()}, refresh=False)
         history.append({"epoch": epoch + 1, **{k: v / max(n, 1) for k, v in sums.items()},
                         "seconds": time.perf_counter() - epoch_began})  # fmt: skip
+        broadcast_buffers(model)  # every rank ends the epoch with the model rank 0 saves
         if path is not None:
             save_checkpoint(path, {**meta, "history": history}, model,
                             method=method.state_dict(), optimizer=optimizer.state_dict(),
