@@ -28,7 +28,8 @@ LAYERS = [
     {"robustness"},
     {"report"},
     {"experiment"},
-    {"cli", "__main__"},
+    {"cli"},
+    {"__main__"},
 ]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 
