@@ -32,11 +32,13 @@ lint: setup
 bench: setup
 	$(BIN)/python -m pip install --quiet -e '.[faiss]'
 	$(BIN)/python benchmarks/bench_metrics.py
+	$(BIN)/python benchmarks/bench_metrics.py --large
 	$(BIN)/python benchmarks/bench_attacks.py --markdown docs/attacks.md
 	$(BIN)/python benchmarks/bench_defenses.py --markdown docs/defenses.md
 	$(BIN)/python benchmarks/bench_training.py --markdown docs/training.md
 	$(BIN)/python benchmarks/bench_universality.py --markdown docs/universality.md
 	$(BIN)/python benchmarks/bench_precision.py
+	$(BIN)/python benchmarks/bench_distributed.py --spread-seeds 1,2 --plain-batch 16
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache
