@@ -115,7 +115,7 @@ class CodeStore:
         q = metrics.pack_bits(query_codes.cpu().numpy() == 1)
         ql = metrics.pack_bits(query_labels.cpu().numpy() == 1)
         report = metrics.streaming_report(q, ql, self.codes()[part], self.labels()[part], self.bits, topk, ns,
-                                          chunk, TorchCollective(), bar)  # fmt: skip
+                                          chunk=chunk, collective=TorchCollective(), progress=bar)  # fmt: skip
         bar.close()
         return report
 

@@ -154,12 +154,10 @@ def streaming_report(
     bits: int,
     topk: int | None = None,
     ns: Sequence[int] = DEFAULT_NS,
-    chunk: int = DEFAULT_CHUNK,
-    collective: Collective | None = None,
-    progress: Any = None,
+    **options: Any,
 ) -> dict[str, Any]:
     """:func:`~robusthash.metrics.retrieval_report` (mAP@topk, per-query AP, PR curve, P@N / R@N) of packed
-    codes, streamed (see :func:`streaming_statistics`)."""
-    stats = streaming_statistics(query_codes, query_labels, db_codes, db_labels, bits, topk, ns, chunk,
-                                 collective, progress)  # fmt: skip
+    codes, streamed; ``options`` (``chunk``, ``collective``, ``progress``) as for :func:`streaming_statistics`."""
+    stats = streaming_statistics(query_codes, query_labels, db_codes, db_labels, bits, topk, ns, histograms=True,
+                                 **options)  # fmt: skip
     return report_from_statistics(stats)
