@@ -322,7 +322,7 @@ def evaluate_attacks(
     labels = labels_of(data.query)[indices].clone()
     clean_codes = gather_strided(encode_images(victim, images, device, precision=suite.precision), len(indices))
     clean = Scores.from_report(metrics.retrieval_report(clean_codes, banks.database.codes, labels,
-                                                        banks.database.labels, suite.topk))  # fmt: skip
+                                                        banks.database.labels, suite.topk)) if w.is_main else None
     gallery_name = _gallery_attack(suite)
     picks = gallery_picks(len(indices), suite.gallery_queries, suite.seed)
     outcomes, gallery = [], None
