@@ -96,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(p)
     add_arguments(p, AttackSuite, skip=["attacks"])
     p.add_argument("--attack", dest="attacks", default=None, type=lambda t: [a for a in t.split(",") if a.strip()],
-                   help="comma-separated attacks (see 'robusthash datasets'); default pga,hag,sdha,p2p,dhta")
+                   help="comma-separated attacks (see 'robusthash datasets'); default pga,hag,sdha,p2p,dhta; "
+                        "under --protocol robust the cascade (robust), then these")
     p.add_argument("--out", default=None, help="output folder (default: <checkpoint>-attacks/)")
     _add_run_options(p, seed=False)
     p.set_defaults(handler=cmd_attack)

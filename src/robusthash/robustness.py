@@ -58,7 +58,8 @@ class AttackSuite:
     """What to run: attacks, protocol and the shared settings."""
 
     attacks: list[str] = option(None, "attacks to run, comma-separated")  # replaced in __post_init__
-    protocol: str = option("default", "default: each attack's published settings; pgd20: all PGD, 20 steps")
+    protocol: str = option("default", "default: each attack's published settings; pgd20: all PGD, 20 steps; "
+                                      "robust: the worst-case cascade (attack robust) first, then the attacks given")
     steps: int | None = option(None, "override every attack's iteration count")
     eps: float = option(8 / 255, "L-inf budget, in pixel levels of 255 on the command line", cli_scale=255)
     topk: int | None = option(1000, "mAP cut-off; none = the whole database")
@@ -74,7 +75,9 @@ class AttackSuite:
     compile: bool = option(False, "torch.compile the model's forward (compiles once; for long attacks)")
 
     def __post_init__(self) -> None:
-        if self.attacks is None:
+        if self.protocol == "robust":  # the cascade always runs under it, first; other attacks are optional
+            self.attacks = ["robust"] + [a for a in (self.attacks or []) if a != "robust"]
+        elif self.attacks is None:
             self.attacks = list(DEFAULT_ATTACKS)
 
     def validate(self) -> None:
@@ -104,7 +107,8 @@ class AttackSuite:
 
     def options(self, name: str) -> dict[str, Any]:
         """The constructor options of attack ``name`` in this suite."""
-        return {**protocol_options(name, self.protocol, self.steps), **self.attack_options.get(name, {}),
+        scored = {"topk": self.topk} if ATTACKS.get(name).scores_itself else {}
+        return {**protocol_options(name, self.protocol, self.steps), **scored, **self.attack_options.get(name, {}),
                 "eps": self.eps, "seed": self.seed, "batch_size": self.batch_size,
                 "precision": self.precision}  # fmt: skip
 

@@ -32,7 +32,7 @@ from robusthash.errors import UserError
 from robusthash.registry import Registry
 from robusthash.runtime import autocast, check_precision
 
-PROTOCOLS: tuple[str, ...] = ("default", "pgd20")
+PROTOCOLS: tuple[str, ...] = ("default", "pgd20", "robust")
 THREAT_MODELS: tuple[str, ...] = ("white-box", "transfer")
 
 
@@ -169,6 +169,7 @@ class Attack:
     threat_model: ClassVar[str] = "white-box"
     paper: ClassVar[str] = ""
     test_options: ClassVar[dict[str, Any]] = {}
+    scores_itself: ClassVar[bool] = False  # takes ``topk``: scores its candidates with the evaluation's AP@topK
 
     def __init__(
         self,
@@ -200,7 +201,8 @@ class Attack:
     # ----------------------------------------------------------------- what an attack says of itself
     @classmethod
     def protocol_options(cls, protocol: str) -> dict[str, Any]:
-        """Constructor options under an evaluation protocol (``default``: the attack's published settings)."""
+        """Constructor options under an evaluation protocol (``default``: the attack's published settings;
+        ``robust``, the worst-case protocol, runs every attack with its published settings too)."""
         if protocol not in PROTOCOLS:
             raise UserError(f"unknown protocol {protocol!r}; valid: {', '.join(PROTOCOLS)}")
         return {}
@@ -312,12 +314,13 @@ class Attack:
         """Query ``index``'s generator for draws of kind ``stream`` (see :func:`query_generator`)."""
         return query_generator(self.seed, index, stream, device)
 
-    def random_start(self, x: Tensor, indices: Tensor) -> Tensor:
-        """``x + U(-eps, eps)`` (PgA eq. 15), clipped to [0, 1]; query i's noise from its own generator.
+    def random_start(self, x: Tensor, indices: Tensor, stream: str = "start") -> Tensor:
+        """``x + U(-eps, eps)`` (PgA eq. 15), clipped to [0, 1]; query i's noise from its own generator
+        (``stream`` names the draw: a restart draws from another stream).
 
         The noise is drawn where ``x`` lives (no host-to-device copy of a batch of noise on CUDA).
         """
-        noise = torch.stack([torch.rand(x.shape[1:], generator=self.generator(int(i), "start", x.device),
+        noise = torch.stack([torch.rand(x.shape[1:], generator=self.generator(int(i), stream, x.device),
                                         device=x.device) for i in indices])  # fmt: skip
         return (x + (noise * 2 - 1).mul_(self.eps).to(x.dtype)).clamp_(0.0, 1.0)
 
@@ -367,7 +370,7 @@ class IterativeAttack(Attack):
 
     @classmethod
     def protocol_options(cls, protocol: str) -> dict[str, Any]:
-        """``pgd20``: 20 signed steps of 1/255 (PgA Table 5); ``default``: the published iterations."""
+        """``pgd20``: 20 signed steps of 1/255 (PgA Table 5); ``default`` and ``robust``: the published iterations."""
         super().protocol_options(protocol)
         return {"steps": 20, "step_size": 1 / 255} if protocol == "pgd20" else {}
 

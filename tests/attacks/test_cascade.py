@@ -1,0 +1,105 @@
+"""The robust protocol's cascade: per-query minimum over its stages, stage 1 = PgA-dagger, target choice, suite."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from robusthash import metrics
+from robusthash.attacks import CodeBank, create_attack
+from robusthash.attacks.cascade import RECIPE, STAGES, RobustCascade
+from robusthash.codes import pharos_code
+from robusthash.errors import UserError
+from robusthash.evaluation import encode, encode_images
+from robusthash.robustness import AttackSuite, evaluate_attacks
+
+
+@pytest.fixture(scope="module")
+def setup(toy):
+    data, model = toy
+    reference = CodeBank(encode(model, data.train), data.train.labels)
+    database = CodeBank(encode(model, data.database), data.database.labels)
+    x, y, _ = data.query.batch(torch.arange(12))
+    return model, reference, database, x, y
+
+
+def _ap(model, images, y, database, topk=None):
+    codes = encode_images(model, images)
+    return torch.as_tensor(metrics.average_precision(codes, database.codes, y, database.labels, topk)).double()
+
+
+def test_cascade_keeps_the_per_query_minimum_of_its_stages(setup):
+    model, reference, database, x, y = setup
+    index = torch.arange(20, 32)
+    cascade = create_attack("robust", model, reference=reference, database=database, eps=16 / 255, steps=8,
+                            topk=None, seed=2)  # fmt: skip
+    ap = _ap(model, cascade(x, y, indices=index), y, database)
+    clean = _ap(model, x, y, database)
+    for row, i in enumerate(index.tolist()):
+        stages = [v for v in cascade.stage_ap[i] if not math.isnan(v)]
+        assert len(cascade.stage_ap[i]) == len(RECIPE)
+        assert ap[row] <= min(stages) + 1e-12  # never above any stage it ran
+        assert ap[row] == pytest.approx(min(stages + [clean[row].item()]))
+    # stage 1 is PgA-dagger itself, with the same seed and steps
+    dagger = create_attack("pga-dagger", model, reference=reference, eps=16 / 255, steps=8, seed=2)
+    dagger_ap = _ap(model, dagger(x, y, indices=index), y, database)
+    first = torch.tensor([cascade.stage_ap[i][0] for i in index.tolist()], dtype=torch.float64)
+    torch.testing.assert_close(first, dagger_ap)
+    assert (ap <= dagger_ap + 1e-12).all()
+
+
+def test_queries_at_zero_ap_are_not_attacked_further(setup):
+    model, reference, database, x, y = setup
+
+    class Scripted(RobustCascade):
+        def average_precision(self, images, labels):  # every query reads as broken once a stage ran
+            ap = super().average_precision(images, labels)
+            return ap * 0 if self._stages_run else ap
+
+        def pgd(self, *args, **kwargs):
+            self._stages_run = True
+            return super().pgd(*args, **kwargs)
+
+    attack = Scripted(model, reference=reference, database=database, steps=2, topk=None,
+                      stages=("dagger", "pga", "dagger-restart"))  # fmt: skip
+    attack._stages_run = False
+    attack(x, y)
+    for i in range(len(x)):
+        first, *rest = attack.stage_ap[i]
+        assert first == 0.0 and all(math.isnan(v) for v in rest)
+
+
+def test_target_anchor_against_a_loop(setup):
+    model, reference, database, x, y = setup
+    attack = create_attack("robust", model, reference=reference, database=database)
+    rows = torch.unique(database.labels, dim=0)
+    codes = pharos_code(rows, reference.codes, reference.labels)
+    current = encode_images(model, x)
+    for rank in (1, 2):
+        anchor = attack.target_anchor(x, y, rank)
+        for q in range(len(x)):
+            allowed = [j for j in range(len(rows)) if (rows[j] * y[q]).sum() == 0]
+            ordered = sorted(allowed, key=lambda j: (int((current[q] != codes[j]).sum()), j))
+            assert torch.equal(anchor[q], -codes[ordered[min(rank, len(ordered)) - 1]])
+
+
+def test_stage_table_and_options():
+    assert set(RECIPE) <= set(STAGES) and RECIPE[0] == "dagger"
+    with pytest.raises(UserError, match="unknown cascade stage"):
+        create_attack("robust", torch.nn.Linear(2, 2), stages=("dagger", "nope"))
+    with pytest.raises(UserError, match="topk"):
+        create_attack("robust", torch.nn.Linear(2, 2), topk=0)
+
+
+def test_robust_protocol_runs_the_cascade_first_with_the_suite_topk(toy):
+    data, model = toy
+    suite = AttackSuite(attacks=["pga"], protocol="robust", steps=3, queries=6, topk=7, gallery_queries=0)
+    assert suite.attacks == ["robust", "pga"] and suite.options("robust")["topk"] == 7
+    assert AttackSuite(protocol="robust").attacks == ["robust"]
+    assert "topk" not in suite.options("pga")
+    run = evaluate_attacks(model, data, suite, quiet=True)
+    robust, pga = run.attacks
+    assert robust.settings["topk"] == 7 and robust.settings["stages"] == list(RECIPE)
+    assert run.robust_ap == [min(a, b) for a, b in zip(robust.scores.ap, pga.scores.ap, strict=True)]
