@@ -9,7 +9,7 @@ import torch
 
 from robusthash import metrics
 from robusthash.attacks import CodeBank, create_attack
-from robusthash.attacks.cascade import RECIPE, STAGES, RobustCascade
+from robusthash.attacks.cascade import RECIPE, STAGES, RobustCascade, parse_stage, stage_spec
 from robusthash.codes import pharos_code
 from robusthash.errors import UserError
 from robusthash.evaluation import encode, encode_images
@@ -89,6 +89,13 @@ def test_stage_table_and_options():
     assert set(RECIPE) <= set(STAGES) and RECIPE[0] == "dagger"
     with pytest.raises(UserError, match="unknown cascade stage"):
         create_attack("robust", torch.nn.Linear(2, 2), stages=("dagger", "nope"))
+    for bad in ("target:0", "target:x", "target:-1"):
+        with pytest.raises(UserError, match="stage length"):
+            create_attack("robust", torch.nn.Linear(2, 2), stages=("dagger", bad))
+    attack = create_attack("robust", torch.nn.Linear(2, 2), steps=10, stages=("dagger", "target:0.5", "pga:1"))
+    assert [attack.stage_steps(s) for s in attack.stages] == [10, 5, 10] and attack.progress_units() == 25
+    assert attack.describe()["stages"] == ["dagger", "target:0.5", "pga"]
+    assert [parse_stage(stage_spec(s)) for s in attack.stages] == list(attack.stages)
     with pytest.raises(UserError, match="topk"):
         create_attack("robust", torch.nn.Linear(2, 2), topk=0)
 

@@ -388,16 +388,19 @@ class IterativeAttack(Attack):
         loss_fn: Callable[[Tensor, int], Tensor],
         start: Tensor | None = None,
         step_size: float | None = None,
+        steps: int | None = None,
     ) -> Tensor:
-        """Maximise ``loss_fn(x_adv, step)`` (summed over the batch) by signed-gradient ascent in the eps-ball.
+        """Maximise ``loss_fn(x_adv, step)`` (summed over the batch) by signed-gradient ascent in the eps-ball,
+        ``steps`` steps (the attack's own by default).
 
         ``x'_{t+1} = S_eps(x'_t + eta * sign(grad L))`` (PgA eq. 15, CgAT eq. 8).
         """
         eta = self.step_size if step_size is None else step_size
+        steps = self.steps if steps is None else steps
         x_adv = (x.clone() if start is None else start.clone()).detach()
         # the ball's bounds once, clipped to [0, 1]: the step below is S_eps (project_linf) done in place
         lower, upper = (x - self.eps).clamp_(0.0, 1.0), (x + self.eps).clamp_(0.0, 1.0)
-        for step in range(self.steps):
+        for step in range(steps):
             x_adv.requires_grad_(True)
             loss = loss_fn(x_adv, step)
             (grad,) = torch.autograd.grad(loss, x_adv)

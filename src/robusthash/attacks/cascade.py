@@ -9,7 +9,7 @@ the queries whose best AP is still above 0.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import numpy as np
@@ -34,6 +34,8 @@ class Stage:
       query is closest to leaving for, like AutoAttack's multi-targeted APGD).
     - ``start``: ``random`` (``x + U(-eps, eps)`` from the query's ``stream`` draw) or ``best`` (the best
       adversarial example so far: the stage refines it).
+    - ``length``: its steps as a fraction of the cascade's ``steps`` (``name:length`` in a stage list
+      overrides it).
     """
 
     name: str
@@ -42,6 +44,7 @@ class Stage:
     start: str = "best"
     rank: int = 1
     stream: str = "start"
+    length: float = 1.0
 
 
 STAGES: dict[str, Stage] = {s.name: s for s in (
@@ -54,6 +57,27 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("pga-restart", "pga", start="random", stream="restart"),
 )}  # fmt: skip
 RECIPE: tuple[str, ...] = ("dagger", "target", "pga", "target-2")
+
+
+def parse_stage(spec: str) -> Stage:
+    """A stage by name, ``name`` or ``name:length`` (its steps as a fraction of the cascade's)."""
+    name, _, length = spec.partition(":")
+    if name not in STAGES:
+        raise UserError(f"unknown cascade stage {name!r}; valid: {', '.join(STAGES)} (optionally name:length)")
+    if not length:
+        return STAGES[name]
+    try:
+        value = float(length)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 10:
+        raise UserError(f"cascade stage length must be a number in (0, 10], got {length!r} in {spec!r}")
+    return replace(STAGES[name], length=value)
+
+
+def stage_spec(stage: Stage) -> str:
+    """The spec that :func:`parse_stage` reads back: the name, with ``:length`` when not the stage's own."""
+    return stage.name if stage.length == STAGES[stage.name].length else f"{stage.name}:{stage.length:g}"
 
 
 @register_attack
@@ -82,14 +106,12 @@ class RobustCascade(IterativeAttack):
     def __init__(self, model: Any, *, topk: int | None = 1000, stages: tuple[str, ...] | list[str] = RECIPE,
                  margin: float = -0.8, **kwargs: Any) -> None:  # fmt: skip
         super().__init__(model, **kwargs)
-        unknown = [s for s in stages if s not in STAGES]
-        if unknown or not stages:
-            raise UserError(f"unknown cascade stage(s) {', '.join(unknown) or '(none given)'}; "
-                            f"valid: {', '.join(STAGES)}")  # fmt: skip
+        self.stages = tuple(parse_stage(s) for s in stages)
+        if not stages:
+            raise UserError(f"no cascade stage given; valid: {', '.join(STAGES)}")
         if topk is not None and (not isinstance(topk, int) or topk < 1):
             raise UserError(f"topk must be a positive integer or None, got {topk!r}")
         self.topk = topk
-        self.stages = tuple(STAGES[s] for s in stages)
         # the losses are PgA's (one definition of eq. 10 and eq. 13)
         self._pga = PgA(model, margin=margin, eps=self.eps, seed=self.seed, reference=self.reference)
         self._dagger = PgA(model, masked=False, eps=self.eps, seed=self.seed, reference=self.reference)
@@ -97,11 +119,14 @@ class RobustCascade(IterativeAttack):
         self._target_codes: tuple[Tensor, Tensor] | None = None
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "stages": [s.name for s in self.stages], "topk": self.topk,
+        return {**super().describe(), "stages": [stage_spec(s) for s in self.stages], "topk": self.topk,
                 "margin": self._pga.margin}  # fmt: skip
 
+    def stage_steps(self, stage: Stage) -> int:
+        return round(self.steps * stage.length)
+
     def progress_units(self) -> int:
-        return max(self.steps, 1) * len(self.stages)
+        return max(sum(self.stage_steps(s) for s in self.stages), 1)
 
     # ----------------------------------------------------------------- scoring and anchors
     def average_precision(self, x: Tensor, labels: Tensor) -> Tensor:
@@ -143,7 +168,7 @@ class RobustCascade(IterativeAttack):
         for k, stage in enumerate(self.stages):
             rows = torch.nonzero(best_ap > 0)[:, 0]
             if len(rows) == 0:
-                for _ in range(self.progress_units() // len(self.stages)):
+                for _ in range(self.stage_steps(stage)):
                     self.step_done()
                 continue
             on = rows.to(x.device)
@@ -156,7 +181,7 @@ class RobustCascade(IterativeAttack):
                 return objective(anchor * self.code_output(x_adv, 1.0, surrogate=True)).sum()
 
             start = self.random_start(xs, indices[rows], stage.stream) if stage.start == "random" else best[on]
-            adv = self.pgd(xs, loss, start)
+            adv = self.pgd(xs, loss, start, steps=self.stage_steps(stage))
             ap = self.average_precision(adv, ys)
             history[rows, k] = ap
             better = ap < best_ap[rows]
