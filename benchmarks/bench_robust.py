@@ -69,7 +69,7 @@ def run_attack(rows: Rows, tag: str, name: str, ckpt: Path, attack: str, queries
         options = {**PROSGAN, "checkpoint": str(CACHE / f"{ckpt.stem}-prosgan-bounded.pt")}
     if stages:
         options = {"stages": stages}
-    protocol = "robust" if attack == "robust" else "default"
+    protocol = "robust" if attack == "cascade" else "default"
     suite = AttackSuite(attacks=[attack], protocol=protocol, queries=queries, topk=1000, seed=0,
                         attack_options={attack: options} if options else {}, gallery_queries=0)  # fmt: skip
     run = evaluate_attacks(read_checkpoint(ckpt).build_model(), dataset(name), suite, quiet=True)
@@ -85,17 +85,17 @@ def run_attack(rows: Rows, tag: str, name: str, ckpt: Path, attack: str, queries
 
 def summary(rows: list[dict], tag: str, stages: str | None = None) -> dict | None:
     """Worst case over the published attacks against the cascade, for one model (None until all ran)."""
-    mine = {r["attack"]: r for r in rows if r["model"] == tag and (r["attack"] != "robust" or r["stages"] == stages)}
-    if not all(a in mine for a in [*PUBLISHED, "robust"]):
+    mine = {r["attack"]: r for r in rows if r["model"] == tag and (r["attack"] != "cascade" or r["stages"] == stages)}
+    if not all(a in mine for a in [*PUBLISHED, "cascade"]):
         return None
     worst = np.min([mine[a]["ap"] for a in PUBLISHED], axis=0)
-    robust = np.asarray(mine["robust"]["ap"])
+    robust = np.asarray(mine["cascade"]["ap"])
     strongest = min(PUBLISHED, key=lambda a: mine[a]["map"])
     return {"model": tag, "clean": mine["pga"]["clean_map"], "strongest": strongest,
             "strongest_map": mine[strongest]["map"], "worst_case": float(worst.mean()),
             "robust": float(robust.mean()), "ensemble": float(np.minimum(worst, robust).mean()),
             "below_or_equal": float((robust <= worst + 1e-12).mean()),
-            "cost": mine["robust"]["seconds_per_image"] / mine["pga"]["seconds_per_image"],
+            "cost": mine["cascade"]["seconds_per_image"] / mine["pga"]["seconds_per_image"],
             "published_cost": sum(mine[a]["seconds_per_image"] for a in PUBLISHED)
             / mine["pga"]["seconds_per_image"]}  # fmt: skip
 
@@ -136,9 +136,9 @@ def main() -> None:
         _, name, bits, loss, defence = known[tag]
         ckpt = checkpoint(name, bits, loss, defence)
         stages = args.stages.split(",") if args.stages else None
-        wanted = args.attacks_only.split(",") if args.attacks_only else ["pga", "robust", *PUBLISHED]
+        wanted = args.attacks_only.split(",") if args.attacks_only else ["pga", "cascade", *PUBLISHED]
         for attack in dict.fromkeys(wanted):
-            run_attack(rows, tag, name, ckpt, attack, args.queries, stages if attack == "robust" else None)
+            run_attack(rows, tag, name, ckpt, attack, args.queries, stages if attack == "cascade" else None)
         s = summary(rows.rows, tag, args.stages)
         if s is not None:
             print(f"{tag}: worst case {s['worst_case']:.4f}, cascade {s['robust']:.4f} ({s['cost']:.1f}x PgA)")

@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(p, AttackSuite, skip=["attacks"])
     p.add_argument("--attack", dest="attacks", default=None, type=lambda t: [a for a in t.split(",") if a.strip()],
                    help="comma-separated attacks (see 'robusthash datasets'); default pga,hag,sdha,p2p,dhta; "
-                        "under --protocol robust the cascade (robust), then these")
+                        "under --protocol robust the cascade, then these")
     p.add_argument("--out", default=None, help="output folder (default: <checkpoint>-attacks/)")
     _add_run_options(p, seed=False)
     p.set_defaults(handler=cmd_attack)

@@ -59,7 +59,7 @@ class AttackSuite:
 
     attacks: list[str] = option(None, "attacks to run, comma-separated")  # replaced in __post_init__
     protocol: str = option("default", "default: each attack's published settings; pgd20: all PGD, 20 steps; "
-                                      "robust: the worst-case cascade (attack robust) first, then the attacks given")
+                                      "robust: the worst-case cascade (attack cascade) first, then the attacks given")
     steps: int | None = option(None, "override every attack's iteration count")
     eps: float = option(8 / 255, "L-inf budget, in pixel levels of 255 on the command line", cli_scale=255)
     topk: int | None = option(1000, "mAP cut-off; none = the whole database")
@@ -76,7 +76,7 @@ class AttackSuite:
 
     def __post_init__(self) -> None:
         if self.protocol == "robust":  # the cascade always runs under it, first; other attacks are optional
-            self.attacks = ["robust"] + [a for a in (self.attacks or []) if a != "robust"]
+            self.attacks = ["cascade"] + [a for a in (self.attacks or []) if a != "cascade"]
         elif self.attacks is None:
             self.attacks = list(DEFAULT_ATTACKS)
 

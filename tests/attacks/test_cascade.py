@@ -33,7 +33,7 @@ def _ap(model, images, y, database, topk=None):
 def test_cascade_keeps_the_per_query_minimum_of_its_stages(setup):
     model, reference, database, x, y = setup
     index = torch.arange(20, 32)
-    cascade = create_attack("robust", model, reference=reference, database=database, eps=16 / 255, steps=8,
+    cascade = create_attack("cascade", model, reference=reference, database=database, eps=16 / 255, steps=8,
                             topk=None, seed=2)  # fmt: skip
     ap = _ap(model, cascade(x, y, indices=index), y, database)
     clean = _ap(model, x, y, database)
@@ -73,7 +73,7 @@ def test_queries_at_zero_ap_are_not_attacked_further(setup):
 
 def test_target_anchor_against_a_loop(setup):
     model, reference, database, x, y = setup
-    attack = create_attack("robust", model, reference=reference, database=database)
+    attack = create_attack("cascade", model, reference=reference, database=database)
     rows = torch.unique(database.labels, dim=0)
     codes = pharos_code(rows, reference.codes, reference.labels)
     current = encode_images(model, x)
@@ -88,23 +88,23 @@ def test_target_anchor_against_a_loop(setup):
 def test_stage_table_and_options():
     assert set(RECIPE) <= set(STAGES) and RECIPE[0] == "dagger"
     with pytest.raises(UserError, match="unknown cascade stage"):
-        create_attack("robust", torch.nn.Linear(2, 2), stages=("dagger", "nope"))
+        create_attack("cascade", torch.nn.Linear(2, 2), stages=("dagger", "nope"))
     for bad in ("target:0", "target:x", "target:-1"):
         with pytest.raises(UserError, match="stage length"):
-            create_attack("robust", torch.nn.Linear(2, 2), stages=("dagger", bad))
-    attack = create_attack("robust", torch.nn.Linear(2, 2), steps=10, stages=("dagger", "target:0.5", "pga:1"))
+            create_attack("cascade", torch.nn.Linear(2, 2), stages=("dagger", bad))
+    attack = create_attack("cascade", torch.nn.Linear(2, 2), steps=10, stages=("dagger", "target:0.5", "pga:1"))
     assert [attack.stage_steps(s) for s in attack.stages] == [10, 5, 10] and attack.progress_units() == 25
     assert attack.describe()["stages"] == ["dagger", "target:0.5", "pga"]
     assert [parse_stage(stage_spec(s)) for s in attack.stages] == list(attack.stages)
     with pytest.raises(UserError, match="topk"):
-        create_attack("robust", torch.nn.Linear(2, 2), topk=0)
+        create_attack("cascade", torch.nn.Linear(2, 2), topk=0)
 
 
 def test_robust_protocol_runs_the_cascade_first_with_the_suite_topk(toy):
     data, model = toy
     suite = AttackSuite(attacks=["pga"], protocol="robust", steps=3, queries=6, topk=7, gallery_queries=0)
-    assert suite.attacks == ["robust", "pga"] and suite.options("robust")["topk"] == 7
-    assert AttackSuite(protocol="robust").attacks == ["robust"]
+    assert suite.attacks == ["cascade", "pga"] and suite.options("cascade")["topk"] == 7
+    assert AttackSuite(protocol="robust").attacks == ["cascade"]
     assert "topk" not in suite.options("pga")
     run = evaluate_attacks(model, data, suite, quiet=True)
     robust, pga = run.attacks

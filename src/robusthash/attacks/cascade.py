@@ -96,7 +96,7 @@ class RobustCascade(IterativeAttack):
     codes) and the database (scoring and targets).
     """
 
-    name: ClassVar[str] = "robust"
+    name: ClassVar[str] = "cascade"
     display_name: ClassVar[str] = "Robust cascade"
     test_options: ClassVar[dict[str, Any]] = {"steps": 30}
     default_steps: ClassVar[int] = 100
