@@ -7,10 +7,10 @@ SDHA 1,500; THA; ProS-GAN; PgA, PgA-dagger, SAAT 100) and the robust cascade (``
 same seeded query subset (100 queries; ``--queries``), eps 8/255, mAP@1000. The worst case is each query's lowest
 AP over the nine; the cascade must go below it at no more than 5x the cost of one PgA run (seconds per image
 measured in the same process, one after the other). ProS-GAN runs in the eps-ball (``bounded=True``: this
-compares attacks under one threat model; its unbounded rows are in bench_attacks) with an embedded-scale recipe
-(``PROSGAN``: 4 epochs, 1,500 prototype steps instead of 100 epochs and 30,000 steps), its generator checkpointed
-next to the model. Rows (per-query AP included) go to benchmarks/results/robust.json; ``--markdown`` writes the
-table.
+compares attacks under one threat model; its unbounded rows are in bench_attacks) with the embedded-scale recipe
+``common.PROSGAN_RECIPE`` (4 epochs, 1,500 prototype steps instead of 100 epochs and 30,000 steps), its generator
+checkpointed next to the model. Rows (per-query AP included) go to benchmarks/results/robust.json; ``--markdown``
+writes the table.
 """
 
 from __future__ import annotations
@@ -19,14 +19,13 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from common import CACHE, RESULTS, Rows, checkpoint_meta, dataset, trained_model
+from common import CACHE, RESULTS, Rows, checkpoint_meta, dataset, prosgan_options, trained_model
 
 from robusthash.checkpoint import read_checkpoint
 from robusthash.robustness import AttackSuite, evaluate_attacks
 
 COMMAND = "python benchmarks/bench_robust.py"
 PUBLISHED = ["p2p", "dhta", "tha", "prosgan", "hag", "sdha", "pga", "pga-dagger", "saat"]
-PROSGAN = {"epochs": 4, "prototype_steps": 1500, "bounded": True}
 KEY = ("model", "attack", "queries", "stages")
 # (tag, dataset, bits, loss, defence): the models of bench_attacks (DPH) and bench_defenses (DPSH), in the order run
 MODELS = [
@@ -66,7 +65,7 @@ def run_attack(rows: Rows, tag: str, name: str, ckpt: Path, attack: str, queries
         return row
     options: dict = {}
     if attack == "prosgan":
-        options = {**PROSGAN, "checkpoint": str(CACHE / f"{ckpt.stem}-prosgan-bounded.pt")}
+        options = prosgan_options(ckpt, bounded=True)
     if stages:
         options = {"stages": stages}
     protocol = "robust" if attack == "cascade" else "default"

@@ -43,6 +43,17 @@ def trained_model(name: str, bits: int, loss: str = "dph", seed: int = 0, **over
     return path
 
 
+# ProS-GAN at embedded scale: 4 epochs of generator training and 1,500 prototype-net steps (the paper: 100 epochs,
+# 30,000 steps), the generator checkpointed next to the attacked model (reused by every benchmark that attacks it).
+PROSGAN_RECIPE = {"epochs": 4, "prototype_steps": 1500}
+
+
+def prosgan_options(checkpoint: Path, bounded: bool = False) -> dict[str, Any]:
+    """ProS-GAN's benchmark options for the model of ``checkpoint`` (unbounded, as published, unless ``bounded``)."""
+    suffix = "-bounded" if bounded else ""
+    return {**PROSGAN_RECIPE, "bounded": bounded, "checkpoint": str(CACHE / f"{checkpoint.stem}-prosgan{suffix}.pt")}
+
+
 def flat(run: RobustnessRun) -> dict[str, Any]:
     """A robustness run as the flat per-attack numbers the benchmark rows store (means over queries)."""
     return {"queries": len(run.query_indices), "clean": {"map": run.clean.map}, "robust_map": run.robust_map,
