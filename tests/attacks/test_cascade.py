@@ -9,7 +9,8 @@ import torch
 
 from robusthash import metrics
 from robusthash.attacks import CodeBank, create_attack
-from robusthash.attacks.cascade import RECIPE, STAGES, RobustCascade, parse_stage, stage_spec
+from robusthash.attacks.base import surrogate_tanh
+from robusthash.attacks.cascade import RECIPE, STAGES, RobustCascade, cosine_step, parse_stage, stage_spec
 from robusthash.codes import pharos_code
 from robusthash.errors import UserError
 from robusthash.evaluation import encode, encode_images
@@ -34,7 +35,7 @@ def test_cascade_keeps_the_per_query_minimum_of_its_stages(setup):
     model, reference, database, x, y = setup
     index = torch.arange(20, 32)
     cascade = create_attack("cascade", model, reference=reference, database=database, eps=16 / 255, steps=8,
-                            topk=None, seed=2)  # fmt: skip
+                            topk=None, seed=2, schedule="constant")  # fmt: skip
     ap = _ap(model, cascade(x, y, indices=index), y, database)
     clean = _ap(model, x, y, database)
     for row, i in enumerate(index.tolist()):
@@ -42,12 +43,37 @@ def test_cascade_keeps_the_per_query_minimum_of_its_stages(setup):
         assert len(cascade.stage_ap[i]) == len(RECIPE)
         assert ap[row] <= min(stages) + 1e-12  # never above any stage it ran
         assert ap[row] == pytest.approx(min(stages + [clean[row].item()]))
-    # stage 1 is PgA-dagger itself, with the same seed and steps
+    # under the constant schedule, stage 1 is PgA-dagger itself, with the same seed and steps
     dagger = create_attack("pga-dagger", model, reference=reference, eps=16 / 255, steps=8, seed=2)
     dagger_ap = _ap(model, dagger(x, y, indices=index), y, database)
     first = torch.tensor([cascade.stage_ap[i][0] for i in index.tolist()], dtype=torch.float64)
     torch.testing.assert_close(first, dagger_ap)
     assert (ap <= dagger_ap + 1e-12).all()
+
+
+def test_cosine_schedule_against_a_loop(setup):
+    model, reference, database, x, y = setup
+    x, y = x[:3], y[:3]
+    eta, eps, steps = 1 / 255, 6 / 255, 7
+    sizes = [cosine_step(t, steps, eta) for t in range(steps)]
+    assert sizes[0] == pytest.approx(2.25 * eta) and cosine_step(steps, steps, eta) == pytest.approx(0.25 * eta)
+    assert sum(cosine_step(t, 1000, eta) for t in range(1000)) / 1000 == pytest.approx(1.25 * eta, rel=1e-2)
+    cascade = create_attack("cascade", model, reference=reference, database=database, eps=eps, steps=steps,
+                            stages=("dagger",), topk=None, seed=1)  # fmt: skip
+    adv = cascade(x, y)
+    dagger = create_attack("pga-dagger", model, reference=reference, eps=eps, seed=1)
+    b_star = dagger.pharos(y)
+    xa = dagger.random_start(x, torch.arange(3))
+    for eta_t in sizes:  # the hand-written PGD of eq. 15 with the cosine step sizes
+        xa.requires_grad_(True)
+        loss = -(b_star * surrogate_tanh(model.preactivation(xa))).sum() / b_star.shape[1]
+        (grad,) = torch.autograd.grad(loss, xa)
+        xa = torch.min(torch.max(xa.detach() + eta_t * grad.sign(), x - eps), x + eps).clamp(0, 1)
+    ap_adv, ap_loop, ap_clean = (_ap(model, im, y, database) for im in (adv, xa, x))
+    kept = ap_loop < ap_clean  # the cascade keeps the stage's example only where it lowered AP
+    torch.testing.assert_close(adv[kept], xa[kept], atol=1e-5, rtol=0)
+    torch.testing.assert_close(adv[~kept], x[~kept])
+    assert (ap_adv == torch.minimum(ap_loop, ap_clean)).all()
 
 
 def test_queries_at_zero_ap_are_not_attacked_further(setup):
@@ -98,6 +124,8 @@ def test_stage_table_and_options():
     assert [parse_stage(stage_spec(s)) for s in attack.stages] == list(attack.stages)
     with pytest.raises(UserError, match="topk"):
         create_attack("cascade", torch.nn.Linear(2, 2), topk=0)
+    with pytest.raises(UserError, match="step schedule"):
+        create_attack("cascade", torch.nn.Linear(2, 2), schedule="linear")
 
 
 def test_robust_protocol_runs_the_cascade_first_with_the_suite_topk(toy):

@@ -387,15 +387,16 @@ class IterativeAttack(Attack):
         x: Tensor,
         loss_fn: Callable[[Tensor, int], Tensor],
         start: Tensor | None = None,
-        step_size: float | None = None,
+        step_size: float | Callable[[int], float] | None = None,
         steps: int | None = None,
     ) -> Tensor:
         """Maximise ``loss_fn(x_adv, step)`` (summed over the batch) by signed-gradient ascent in the eps-ball,
-        ``steps`` steps (the attack's own by default).
+        ``steps`` steps (the attack's own by default) of ``step_size`` (the attack's own, or a function of the step).
 
         ``x'_{t+1} = S_eps(x'_t + eta * sign(grad L))`` (PgA eq. 15, CgAT eq. 8).
         """
         eta = self.step_size if step_size is None else step_size
+        eta_at = eta if callable(eta) else (lambda step: eta)
         steps = self.steps if steps is None else steps
         x_adv = (x.clone() if start is None else start.clone()).detach()
         # the ball's bounds once, clipped to [0, 1]: the step below is S_eps (project_linf) done in place
@@ -406,7 +407,7 @@ class IterativeAttack(Attack):
             (grad,) = torch.autograd.grad(loss, x_adv)
             x_adv = x_adv.detach()
             with torch.no_grad():
-                x_adv.add_(grad.sign_(), alpha=eta)
+                x_adv.add_(grad.sign_(), alpha=eta_at(step))
                 torch.maximum(x_adv, lower, out=x_adv)
                 torch.minimum(x_adv, upper, out=x_adv)
             self.step_done()
