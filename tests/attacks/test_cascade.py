@@ -56,8 +56,8 @@ def test_cosine_schedule_against_a_loop(setup):
     x, y = x[:3], y[:3]
     eta, eps, steps = 1 / 255, 6 / 255, 7
     sizes = [cosine_step(t, steps, eta) for t in range(steps)]
-    assert sizes[0] == pytest.approx(2.25 * eta) and cosine_step(steps, steps, eta) == pytest.approx(0.25 * eta)
-    assert sum(cosine_step(t, 1000, eta) for t in range(1000)) / 1000 == pytest.approx(1.25 * eta, rel=1e-2)
+    assert sizes[0] == pytest.approx(4.25 * eta) and cosine_step(steps, steps, eta) == pytest.approx(0.25 * eta)
+    assert sum(cosine_step(t, 1000, eta) for t in range(1000)) / 1000 == pytest.approx(2.25 * eta, rel=1e-2)
     cascade = create_attack("cascade", model, reference=reference, database=database, eps=eps, steps=steps,
                             stages=("dagger",), topk=None, seed=1)  # fmt: skip
     adv = cascade(x, y)

@@ -64,11 +64,13 @@ SCHEDULES: tuple[str, ...] = ("cosine", "constant")
 
 
 def cosine_step(step: int, steps: int, eta: float) -> float:
-    """The cascade's step size at ``step`` of ``steps``: ``eta (1 + cos(pi step / steps)) + eta / 4``, annealed from
-    2.25 eta to 0.25 eta (mean 1.25 eta). Large early steps cross the eps-ball and escape the start's basin; small
-    late ones settle into a minimum that the fixed eta = 1/255 steps around (measured on the embedded DPH model:
-    the recipe's mAP@1000 0.2023 with it, 0.2211 with a constant 1/255)."""
-    return eta * (1 + math.cos(math.pi * step / max(steps, 1))) + eta / 4
+    """The cascade's step size at ``step`` of ``steps``: ``2 eta (1 + cos(pi step / steps)) + eta / 4``, annealed
+    from 4.25 eta to 0.25 eta (mean 2.25 eta). Large early steps cross the eps-ball and leave the start's basin;
+    small late ones settle into a minimum that PgA's fixed eta = 1/255 steps around. Measured on the embedded
+    DPH model (32 bits, 100 queries, the recipe's four stages): mAP@1000 0.2211 with a constant 1/255, 0.2023
+    with peak 2.25 eta, 0.1964 with peak 4.25 eta; on another 100 queries peaks 2.25 and 4.25 tie and 8.25 is
+    worse on every stage (``benchmarks/bench_robust.py`` notes)."""
+    return 2 * eta * (1 + math.cos(math.pi * step / max(steps, 1))) + eta / 4
 
 
 def parse_stage(spec: str) -> Stage:
