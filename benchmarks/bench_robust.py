@@ -99,6 +99,32 @@ def summary(rows: list[dict], tag: str, stages: str | None = None) -> dict | Non
             / mine["pga"]["seconds_per_image"]}  # fmt: skip
 
 
+def stage_curve(name: str, ckpt: Path, stages: list[str], schedule: str, queries: int, seed: int) -> str:
+    """One cascade run's per-stage record on a query subset drawn with ``seed``: each stage's mAP over the queries
+    it ran and the cascade's mAP after it (the mAP of every prefix of ``stages``). How the recipe was chosen."""
+    import torch
+
+    from robusthash.attacks import create_attack
+    from robusthash.robustness import Banks, query_images, query_subset
+
+    data = dataset(name)
+    model = read_checkpoint(ckpt).build_model()
+    banks = Banks.of(model, data, torch.device("cpu"))
+    indices = query_subset(data, queries, seed)
+    images, labels = query_images(data, indices)
+    attack = create_attack("cascade", model, reference=banks.reference, database=banks.database, stages=stages,
+                           schedule=schedule, topk=1000)  # fmt: skip
+    attack(images, labels, indices=indices)
+    history = np.array([attack.stage_ap[int(i)] for i in indices])
+    best = np.asarray(attack.average_precision(images, labels))
+    parts = []
+    for k, stage in enumerate(stages):
+        ran = history[:, k]
+        best = np.minimum(best, np.where(np.isnan(ran), best, ran))  # a skipped query's best AP is already 0
+        parts.append(f"{stage}: {np.nanmean(ran):.4f} -> {best.mean():.4f}")
+    return " | ".join(parts)
+
+
 def markdown(rows: list[dict]) -> str:
     lines = ["# The robust protocol against the worst case over every published attack", "",
              f"`{COMMAND}` (rows: `benchmarks/results/robust.json`). 100 queries per model, eps 8/255, mAP@1000.",
@@ -124,11 +150,25 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--stages", default=None, help="cascade stages to try instead of the recipe (research)")
     parser.add_argument("--attacks-only", default=None, help="run only these attacks (comma-separated)")
+    parser.add_argument("--stage-curve", default=None, metavar="SCHEDULE",
+                        help="print the per-stage curve of --stages (or the recipe) under this step schedule on "
+                             "the query subset of --curve-seed, and stop")  # fmt: skip
+    parser.add_argument("--curve-seed", type=int, default=1)
     parser.add_argument("--out", default=str(RESULTS / "robust.json"))
     parser.add_argument("--markdown", default=None, help="write the table to this Markdown file")
     args = parser.parse_args()
-    rows = Rows(Path(args.out), COMMAND, KEY)
     known = {m[0]: m for m in MODELS}
+    if args.stage_curve:
+        from robusthash.attacks.cascade import RECIPE
+
+        for tag in args.models.split(","):
+            _, name, bits, loss, defence = known[tag]
+            stages = args.stages.split(",") if args.stages else list(RECIPE)
+            curve = stage_curve(name, checkpoint(name, bits, loss, defence), stages, args.stage_curve, args.queries,
+                                args.curve_seed)  # fmt: skip
+            print(f"{tag} ({args.stage_curve}, query seed {args.curve_seed}): {curve}", flush=True)
+        return
+    rows = Rows(Path(args.out), COMMAND, KEY)
     for tag in args.models.split(","):
         if tag not in known:
             raise SystemExit(f"unknown model {tag!r}; valid: {', '.join(known)}")
