@@ -129,9 +129,9 @@ class RobustCascade(IterativeAttack):
         if schedule not in SCHEDULES:
             raise UserError(f"unknown step schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
         self.schedule = schedule
-        self.stages = tuple(parse_stage(s) for s in stages)
         if not stages:
             raise UserError(f"no cascade stage given; valid: {', '.join(STAGES)}")
+        self.stages = tuple(parse_stage(s) for s in stages)
         if topk is not None and (not isinstance(topk, int) or topk < 1):
             raise UserError(f"topk must be a positive integer or None, got {topk!r}")
         self.topk = topk
