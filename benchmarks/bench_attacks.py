@@ -175,9 +175,10 @@ def main() -> None:
     parser.add_argument("--no-sweeps", action="store_true")
     parser.add_argument("--out", default=str(RESULTS / "attacks.json"))
     parser.add_argument("--markdown", default=None, help="write the tables to this Markdown file")
+    parser.add_argument("--render", action="store_true", help="only write the tables from the stored rows")
     args = parser.parse_args()
     rows = Rows(Path(args.out), COMMAND, KEY)
-    for name in args.datasets.split(","):
+    for name in [] if args.render else args.datasets.split(","):
         scale = 1 if name == "fashion-mnist" else 2
         lengths = args.bits if name == "fashion-mnist" else args.mosaic_bits
         for bits in [int(b) for b in lengths.split(",")]:
@@ -195,7 +196,7 @@ def main() -> None:
                     args.pgd20_queries,
                     attacks=["pga-dagger", "pga"],
                 )
-    if not args.no_sweeps:
+    if not (args.no_sweeps or args.render):
         name, bits = "fashion-mnist", 32
         ckpt = trained_model(name, bits)
         pgd_floor(rows, ckpt, name, bits)
