@@ -37,6 +37,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_defenses.py --markdown docs/defenses.md
 	$(BIN)/python benchmarks/bench_training.py --markdown docs/training.md
 	$(BIN)/python benchmarks/bench_universality.py --markdown docs/universality.md
+	$(BIN)/python benchmarks/bench_robust.py --markdown docs/robust.md
 	$(BIN)/python benchmarks/bench_precision.py
 	$(BIN)/python benchmarks/bench_distributed.py --spread-seeds 1,2 --plain-batch 16
 
