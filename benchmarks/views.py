@@ -46,7 +46,8 @@ def _map_table(rows: list[dict[str, Any]], protocol: str, columns: list[tuple[st
             r = _pick(rows, dataset=d, bits=b, model=m, protocol=protocol, attack=attack, steps=None, margin=None,
                       queries=_subset(rows, d, protocol))  # fmt: skip
             line.append(r["map"] if r else "")
-        body.append(line)
+        if any(v != "" for v in line[1:]):  # attacks not run yet get no row
+            body.append(line)
     return markdown_table(header, body)
 
 
@@ -137,8 +138,9 @@ def _time_table(rows: list[dict[str, Any]], datasets: list[str]) -> str:
     for attack in ORDER[1:]:
         found = [_pick(rows, dataset=d, bits=_time_bits(rows, d), model="dph", protocol="default", attack=attack,
                        steps=None, margin=None, queries=_subset(rows, d, "default")) for d in datasets]  # fmt: skip
-        body.append([NAMES[attack]] + [r["map"] if r else "" for r in found]
-                    + [f"{r['seconds_per_image']:.4f}" if r else "" for r in found])  # fmt: skip
+        if any(found):
+            body.append([NAMES[attack]] + [r["map"] if r else "" for r in found]
+                        + [f"{r['seconds_per_image']:.4f}" if r else "" for r in found])  # fmt: skip
     return markdown_table(header, body)
 
 
