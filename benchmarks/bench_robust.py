@@ -82,6 +82,19 @@ def run_attack(rows: Rows, tag: str, name: str, ckpt: Path, attack: str, queries
     return row
 
 
+def loaded(name: str, ckpt: Path, queries: int, seed: int) -> tuple:
+    """The model of ``ckpt``, its code banks, and the images and labels of the query subset drawn with ``seed``."""
+    import torch
+
+    from robusthash.robustness import Banks, query_images, query_subset
+
+    data = dataset(name)
+    model = read_checkpoint(ckpt).build_model()
+    banks = Banks.of(model, data, torch.device("cpu"))
+    indices = query_subset(data, queries, seed)
+    return (model, banks, indices, *query_images(data, indices))
+
+
 def time_cost(rows: Rows, tag: str, name: str, ckpt: Path, queries: int, rounds: int = 2) -> dict:
     """The cascade's cost in PgA runs, timed side by side: PgA and the cascade on the same queries, interleaved
     ``rounds`` times, the fastest of each (the per-attack rows' seconds come from different moments of a shared
@@ -92,16 +105,9 @@ def time_cost(rows: Rows, tag: str, name: str, ckpt: Path, queries: int, rounds:
         return row
     import time
 
-    import torch
-
     from robusthash.attacks import create_attack
-    from robusthash.robustness import Banks, query_images, query_subset
 
-    data = dataset(name)
-    model = read_checkpoint(ckpt).build_model()
-    banks = Banks.of(model, data, torch.device("cpu"))
-    indices = query_subset(data, queries, 0)
-    images, labels = query_images(data, indices)
+    model, banks, indices, images, labels = loaded(name, ckpt, queries, 0)
     attacks = {a: create_attack(a, model, reference=banks.reference, database=banks.database, batch_size=128)
                for a in ("pga", "cascade")}  # fmt: skip
     seconds: dict[str, list[float]] = {a: [] for a in attacks}
@@ -137,16 +143,9 @@ def summary(rows: list[dict], tag: str, stages: str | None = None) -> dict | Non
 def stage_curve(name: str, ckpt: Path, stages: list[str], schedule: str, queries: int, seed: int) -> str:
     """One cascade run's per-stage record on a query subset drawn with ``seed``: each stage's mAP over the queries
     it ran and the cascade's mAP after it (the mAP of every prefix of ``stages``). How the recipe was chosen."""
-    import torch
-
     from robusthash.attacks import create_attack
-    from robusthash.robustness import Banks, query_images, query_subset
 
-    data = dataset(name)
-    model = read_checkpoint(ckpt).build_model()
-    banks = Banks.of(model, data, torch.device("cpu"))
-    indices = query_subset(data, queries, seed)
-    images, labels = query_images(data, indices)
+    model, banks, indices, images, labels = loaded(name, ckpt, queries, seed)
     attack = create_attack("cascade", model, reference=banks.reference, database=banks.database, stages=stages,
                            schedule=schedule, topk=1000)  # fmt: skip
     attack(images, labels, indices=indices)
