@@ -82,6 +82,27 @@ def test_defense_checks_compute_gaps_and_lift(tmp_path) -> None:
     assert "## Fig. 4" in text and (tmp_path / "figures" / "defenses-lambda.png").stat().st_size > 0
 
 
+def test_defense_tables_add_prosgan_beside_and_the_nag_transfer_table(tmp_path) -> None:
+    base = {"dataset": "fashion-mnist", "bits": 16, "loss": "dpsh"}
+    rows = [{**base, "defense": d, "lam": None if d == "none" else 1.0, "attack": a, "map": 0.5}
+            for d in ("none", "atrdh", "cgat") for a in ATTACKS]  # fmt: skip
+    rows.append({**base, "defense": "cgat", "lam": 1.0, "attack": "prosgan", "map": 0.4, "tmap": 0.7,
+                 "linf": 0.5})  # fmt: skip
+    nag = {"none": (0.30, 0.40), "atrdh": (0.60, 0.70), "cgat": (0.65, 0.66)}  # mAP from resnet18, from resnet34
+    for defense, maps in nag.items():
+        for surrogate, value in zip(("resnet18", "resnet34"), maps, strict=True):
+            rows.append({**base, "defense": defense, "lam": None if defense == "none" else 1.0, "protocol": "nag",
+                         "attack": f"nag@{surrogate}", "budget": 8, "surrogate": surrogate, "map": value,
+                         "tmap": 0.1, "clean_map": 0.8, "surrogate_clean_map": 0.75, "surrogate_tmap": 0.9})
+    text = defense_benchmark_markdown(rows, tmp_path / "figures")
+    assert "ProS-GAN t-mAP (mean L-inf) CgAT 0.7000 (128/255)" in text
+    assert "| CgAT | 0.5000 | 0.5000 | 0.5000 | 0.5000 | 0.5000 | 0.4000 | 0.5000 | 0.5000 |" in text
+    assert "### 16 bits, eps 8/255" in text
+    assert "| ATRDH | 0.8000 | 0.6000 (0.1000) | 0.7000 (0.1000) |" in text
+    assert "surrogate (clean / white-box t-mAP) |  | 0.7500 / 0.9000 | 0.7500 / 0.9000 |" in text
+    assert "CgAT's mAP above ATRDH's under 1 of 2 surrogates" in text
+
+
 def test_attack_tables_name_the_lowest_attack(tmp_path) -> None:
     base = {"dataset": "fashion-mnist", "bits": 32, "model": "dph", "protocol": "pgd20", "queries": 1000,
             "steps": None, "margin": None, "seconds_per_image": 0.01}  # fmt: skip
