@@ -11,9 +11,9 @@ are 4x larger, runs at 32 bits only. Rows go to benchmarks/results/defenses.json
 CgAT Table 4 (black-box transfer, ``--nag-bits``): NAG crafted on three DPSH surrogates whose architectures
 differ from the victims' small_cnn (torchvision ResNet-18 and ResNet-34, like the paper's ResNet-34/101, and
 EfficientNet-Lite0 in place of its DenseNet-161, which costs ~6x ResNet-18 here), trained with the victims' recipe
-but ``--surrogate-epochs`` (10) epochs instead of 20 to fit two CPU cores; each surrogate's adversarial queries are
-crafted once and scored on the undefended, ATRDH and CgAT victims, at the project's eps (8/255) and at the official
-code's effective budget (32 steps of 1/255 = 32/255).
+(DPSH, 20 epochs; ~10-20 min each on one core); each surrogate's adversarial queries are crafted once and scored on
+the undefended, ATRDH and CgAT victims, at the project's eps (8/255) and at the official code's effective budget
+(32 steps of 1/255 = 32/255).
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def _mean_ap(codes: torch.Tensor, banks: Banks, labels: torch.Tensor) -> float:
     return float(metrics.mean_average_precision(codes, banks.database.codes, labels, banks.database.labels, 1000))
 
 
-def nag_table(rows: Rows, bits: int, loss: str, surrogate_epochs: int, queries: int) -> None:
+def nag_table(rows: Rows, bits: int, loss: str, queries: int) -> None:
     """CgAT Table 4 at embedded scale for one code length: NAG from each surrogate (crafted once per budget on
     the surrogate, which alone is differentiated) scored on each victim; rows also keep the surrogate's own clean
     mAP and white-box t-mAP, so a weak transfer can be told from a weak attack."""
@@ -140,7 +140,7 @@ def nag_table(rows: Rows, bits: int, loss: str, surrogate_epochs: int, queries: 
             todo = [(d, lam) for d, lam in NAG_VICTIMS if not rows.has(defense=d, lam=lam, **key)]
             if not todo:
                 continue
-            ckpt = trained_model(name, bits, loss=loss, backbone=backbone, epochs=surrogate_epochs)
+            ckpt = trained_model(name, bits, loss=loss, backbone=backbone)
             surrogate = read_checkpoint(ckpt).build_model().eval()
             own = Banks.of(surrogate, data, device)
             suite = AttackSuite(attacks=["nag"], eps=budget / 255, queries=queries, seed=0)
@@ -177,7 +177,6 @@ def main() -> None:
         "--lambdas", default="0.25,0.5,1,2", help="CgAT lambda sweep on Fashion-MNIST 32 bits"
     )
     parser.add_argument("--nag-bits", default="16,32,64", help="code lengths of the NAG table ('' skips it)")
-    parser.add_argument("--surrogate-epochs", type=int, default=10, help="training epochs of NAG's surrogates")
     parser.add_argument("--nag-queries", type=int, default=1000)
     parser.add_argument("--no-prosgan", action="store_true", help="skip ProS-GAN (a generator trained per model)")
     parser.add_argument("--skip-white-box", action="store_true", help="only the NAG table")
@@ -186,7 +185,7 @@ def main() -> None:
     args = parser.parse_args()
     rows = Rows(Path(args.out), COMMAND, KEY)
     for bits in [int(b) for b in args.nag_bits.split(",") if b]:
-        nag_table(rows, bits, args.loss, args.surrogate_epochs, args.nag_queries)
+        nag_table(rows, bits, args.loss, args.nag_queries)
     for setting in [] if args.skip_white_box else args.settings.split(","):
         name, bits = setting.split(":")
         base = trained_model(name, int(bits), loss=args.loss)
