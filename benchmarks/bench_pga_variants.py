@@ -2,7 +2,7 @@
 tanh derivative, against PgA-dagger (eq. 10) and SAAT's attack, on the embedded DPH models.
 
     python benchmarks/bench_pga_variants.py                           # Fashion-MNIST 16/32/64 bits, ~20 min
-    python benchmarks/bench_pga_variants.py --datasets fashion-mosaic --bits 32
+    python benchmarks/bench_pga_variants.py --datasets fashion-mosaic --bits 16   # the attack tables' mosaic length
 
 All 1,000 queries, T = 100 steps of 1/255 from a random start, eps 8/255, seed 0, mAP@1000; contiguous weights
 (channels-last off, as the committed attack benchmarks). Rows go to benchmarks/results/pga_variants.json.

@@ -321,9 +321,17 @@ def _nag_tables(rows: list[dict[str, Any]]) -> str:
             cg = [_pick(cells, defense="cgat", surrogate=s) for s in surrogates]
             at = [_pick(cells, defense="atrdh", surrogate=s) for s in surrogates]
             pairs = [(c, a) for c, a in zip(cg, at, strict=True) if c and a]
+            checks = []
             if pairs:
                 above = sum(c["map"] > a["map"] for c, a in pairs)
-                parts.append(f"Check: CgAT's mAP above ATRDH's under {above} of {len(pairs)} surrogates.\n")
+                checks.append(f"CgAT's mAP above ATRDH's under {above} of {len(pairs)} surrogates")
+            drops = []
+            for defense in ("none", "atrdh", "cgat"):
+                lost = [100 * (r["clean_map"] - r["map"]) for r in cells if r["defense"] == defense]
+                if lost:
+                    drops.append(f"{DEFENSE_NAMES[defense]} {min(lost):.1f} to {max(lost):.1f}")
+            checks.append("mAP points lost to NAG: " + ", ".join(drops))
+            parts.append("Check: " + "; ".join(checks) + ".\n")
     return "\n".join(parts)
 
 
