@@ -79,6 +79,7 @@ def process_group(device: str | torch.device | None = "auto", timeout_s: float =
     dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
     try:
         yield wanted
+        dist.barrier()  # leave together: a gloo rank can abort when its peer tears the connections down first
     finally:
         dist.destroy_process_group()
 
