@@ -148,7 +148,9 @@ def nag_table(rows: Rows, bits: int, loss: str, queries: int) -> None:
                                    **suite.options("nag"))  # fmt: skip
             crafted = craft(attack, surrogate, images, labels, indices, device, keep=indices, surrogate=backbone)
             adversarial = torch.stack([crafted.kept[int(i)] for i in indices.tolist()])
-            on_surrogate = score(crafted, encode_images(surrogate, images, device), labels, own.database, 1000)
+            surrogate_clean = encode_images(surrogate, images, device)
+            on_surrogate = score(crafted, surrogate_clean, labels, own.database, 1000)
+            surrogate_clean_map = _mean_ap(surrogate_clean, own, labels)
             for defense, lam in todo:
                 model, banks, clean_codes = victim(defense, lam)
                 codes = encode_images(model, adversarial, device)
@@ -157,7 +159,7 @@ def nag_table(rows: Rows, bits: int, loss: str, queries: int) -> None:
                           "queries": len(indices), "surrogate": backbone, "threat_model": r.threat_model,
                           "map": r.map, "tmap": r.tmap, "success": sum(r.success) / len(r.success),
                           "clean_map": _mean_ap(clean_codes, banks, labels),
-                          "surrogate_clean_map": _mean_ap(encode_images(surrogate, images, device), own, labels),
+                          "surrogate_clean_map": surrogate_clean_map,
                           "surrogate_tmap": on_surrogate.tmap, "linf": max(r.linf),
                           "seconds_per_image": r.seconds_per_image, "settings": r.settings,
                           "surrogate_checkpoint": checkpoint_meta(ckpt)})  # fmt: skip
