@@ -39,6 +39,7 @@ from robusthash.robustness import (
     query_subset,
     score,
 )
+from robusthash.runtime import environment
 
 COMMAND = "python benchmarks/bench_defenses.py"
 ATTACKS = ["p2p", "dhta", "hag", "sdha", "pga"]
@@ -106,9 +107,9 @@ def generator_attack(rows: Rows, name: str, bits: int, defense: str, lam: float 
           f"L-inf {r['linf']:.3f}", flush=True)
 
 
-def defended(base: Path, name: str, method: str, lam: float) -> Path:
+def defended(base: Path, name: str, method: str, lam: float, device: str = "cpu") -> Path:
     out = CACHE / f"{base.stem}-{method}-lam{lam:g}.pt"
-    defend(read_checkpoint(base), dataset(name), DefenseConfig(method=method, lam=lam), out, quiet=True)
+    defend(read_checkpoint(base), dataset(name), DefenseConfig(method=method, lam=lam), out, device, quiet=True)
     return out
 
 
@@ -116,21 +117,23 @@ def _mean_ap(codes: torch.Tensor, banks: Banks, labels: torch.Tensor) -> float:
     return float(metrics.mean_average_precision(codes, banks.database.codes, labels, banks.database.labels, 1000))
 
 
-def nag_table(rows: Rows, bits: int, loss: str, queries: int) -> None:
+def nag_table(rows: Rows, bits: int, loss: str, queries: int, device: torch.device) -> None:
     """CgAT Table 4 at embedded scale for one code length: NAG from each surrogate (crafted once per budget on
     the surrogate, which alone is differentiated) scored on each victim; rows also keep the surrogate's own clean
-    mAP and white-box t-mAP, so a weak transfer can be told from a weak attack."""
-    name, device = "fashion-mnist", torch.device("cpu")
+    mAP and white-box t-mAP, so a weak transfer can be told from a weak attack. Surrogates missing from the cache
+    are trained on ``device``; each row names the device it was crafted on."""
+    name = "fashion-mnist"
     data = dataset(name)
-    base = trained_model(name, bits, loss=loss)
+    base = trained_model(name, bits, loss=loss, device=str(device))
+    where = environment(device)["device_name"]
     indices = query_subset(data, queries, 0)
     images, labels = query_images(data, indices)
     victims: dict[str, tuple] = {}
 
     def victim(defense: str, lam: float | None) -> tuple:
         if defense not in victims:
-            ckpt = base if defense == "none" else defended(base, name, defense, lam)
-            model = read_checkpoint(ckpt).build_model().eval()
+            ckpt = base if defense == "none" else defended(base, name, defense, lam, str(device))
+            model = read_checkpoint(ckpt).build_model(device)
             victims[defense] = (model, Banks.of(model, data, device), encode_images(model, images, device))
         return victims[defense]
 
@@ -140,8 +143,8 @@ def nag_table(rows: Rows, bits: int, loss: str, queries: int) -> None:
             todo = [(d, lam) for d, lam in NAG_VICTIMS if not rows.has(defense=d, lam=lam, **key)]
             if not todo:
                 continue
-            ckpt = trained_model(name, bits, loss=loss, backbone=backbone)
-            surrogate = read_checkpoint(ckpt).build_model().eval()
+            ckpt = trained_model(name, bits, loss=loss, backbone=backbone, device=str(device))
+            surrogate = read_checkpoint(ckpt).build_model(device)
             own = Banks.of(surrogate, data, device)
             suite = AttackSuite(attacks=["nag"], eps=budget / 255, queries=queries, seed=0)
             attack = create_attack("nag", surrogate, reference=own.reference, database=own.database, quiet=True,
@@ -162,7 +165,7 @@ def nag_table(rows: Rows, bits: int, loss: str, queries: int) -> None:
                           "surrogate_clean_map": surrogate_clean_map,
                           "surrogate_tmap": on_surrogate.tmap, "linf": max(r.linf),
                           "seconds_per_image": r.seconds_per_image, "settings": r.settings,
-                          "surrogate_checkpoint": checkpoint_meta(ckpt)})  # fmt: skip
+                          "surrogate_checkpoint": checkpoint_meta(ckpt), "device": where})  # fmt: skip
                 print(f"NAG {bits} bits eps {budget}/255 from {backbone:18s} on {defense:6s}: mAP {r.map:.4f} "
                       f"t-mAP {r.tmap:.4f} (white-box t-mAP on the surrogate {on_surrogate.tmap:.4f})", flush=True)
 
@@ -182,12 +185,13 @@ def main() -> None:
     parser.add_argument("--nag-queries", type=int, default=1000)
     parser.add_argument("--no-prosgan", action="store_true", help="skip ProS-GAN (a generator trained per model)")
     parser.add_argument("--skip-white-box", action="store_true", help="only the NAG table")
+    parser.add_argument("--device", default="cpu", help="where the NAG table trains and crafts (cpu, cuda, cuda:1)")
     parser.add_argument("--out", default=str(RESULTS / "defenses.json"))
     parser.add_argument("--markdown", default=None, help="write the tables to this Markdown file")
     args = parser.parse_args()
     rows = Rows(Path(args.out), COMMAND, KEY)
     for bits in [int(b) for b in args.nag_bits.split(",") if b]:
-        nag_table(rows, bits, args.loss, args.nag_queries)
+        nag_table(rows, bits, args.loss, args.nag_queries, torch.device(args.device))
     for setting in [] if args.skip_white_box else args.settings.split(","):
         name, bits = setting.split(":")
         base = trained_model(name, int(bits), loss=args.loss)
@@ -196,8 +200,8 @@ def main() -> None:
             evaluate(rows, name, int(bits), defense, lam, ckpt, args.loss)
         for defense, lam, ckpt in [] if args.no_prosgan else models:
             generator_attack(rows, name, int(bits), defense, lam, ckpt, args.loss)
-    base = trained_model("fashion-mnist", 32, loss=args.loss)
     for lam in [] if args.skip_white_box else [float(x) for x in args.lambdas.split(",")]:
+        base = trained_model("fashion-mnist", 32, loss=args.loss)
         evaluate(
             rows, "fashion-mnist", 32, "cgat", lam, defended(base, "fashion-mnist", "cgat", lam), args.loss
         )

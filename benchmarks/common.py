@@ -29,8 +29,10 @@ def dataset(name: str) -> DatasetSplits:
     return _DATA[name]
 
 
-def trained_model(name: str, bits: int, loss: str = "dph", seed: int = 0, **overrides: Any) -> Path:
-    """Train (or reuse) the embedded recipe for ``loss`` / ``bits`` on dataset ``name``; return its checkpoint.
+def trained_model(name: str, bits: int, loss: str = "dph", seed: int = 0, device: str = "cpu",
+                  **overrides: Any) -> Path:
+    """Train (or reuse) the embedded recipe for ``loss`` / ``bits`` on dataset ``name`` (on ``device``); return its
+    checkpoint.
 
     fashion-mosaic images are 4x larger, so its recipe runs 10 epochs instead of 20 to stay within minutes.
     """
@@ -39,7 +41,7 @@ def trained_model(name: str, bits: int, loss: str = "dph", seed: int = 0, **over
     path = CACHE / f"{name}-{loss}{tag}-{bits}-s{seed}.pt"
     config = TrainConfig(loss=loss, bits=bits, seed=seed, **{"epochs": EPOCHS[name], **overrides})
     options = {"name": name, "database": 10_000, "split_seed": 0, "image_size": None, "data_dir": None}
-    train(dataset(name), config, path, dataset_options=options, quiet=True)
+    train(dataset(name), config, path, device=device, dataset_options=options, quiet=True)
     return path
 
 
