@@ -189,7 +189,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(RESULTS / "defenses.json"))
     parser.add_argument("--markdown", default=None, help="write the tables to this Markdown file")
     args = parser.parse_args()
-    rows = Rows(Path(args.out), COMMAND, KEY)
+    rows = Rows(Path(args.out), COMMAND, KEY, device=args.device)
     for bits in [int(b) for b in args.nag_bits.split(",") if b]:
         nag_table(rows, bits, args.loss, args.nag_queries, torch.device(args.device))
     for setting in [] if args.skip_white_box else args.settings.split(","):

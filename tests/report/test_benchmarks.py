@@ -93,7 +93,8 @@ def test_defense_tables_add_prosgan_beside_and_the_nag_transfer_table(tmp_path) 
         for surrogate, value in zip(("resnet18", "resnet34"), maps, strict=True):
             rows.append({**base, "defense": defense, "lam": None if defense == "none" else 1.0, "protocol": "nag",
                          "attack": f"nag@{surrogate}", "budget": 8, "surrogate": surrogate, "map": value,
-                         "tmap": 0.1, "clean_map": 0.8, "surrogate_clean_map": 0.75, "surrogate_tmap": 0.9})
+                         "tmap": 0.1, "clean_map": 0.8, "surrogate_clean_map": 0.75, "surrogate_tmap": 0.9,
+                         **({"device": "NVIDIA H200"} if surrogate == "resnet34" else {})})
     text = defense_benchmark_markdown(rows, tmp_path / "figures")
     assert "ProS-GAN t-mAP (mean L-inf) CgAT 0.7000 (128/255)" in text
     assert "| CgAT | 0.5000 | 0.5000 | 0.5000 | 0.5000 | 0.5000 | 0.4000 | 0.5000 | 0.5000 |" in text
@@ -101,6 +102,7 @@ def test_defense_tables_add_prosgan_beside_and_the_nag_transfer_table(tmp_path) 
     assert "| ATRDH | 0.8000 | 0.6000 (0.1000) | 0.7000 (0.1000) |" in text
     assert "surrogate (clean / white-box t-mAP) |  | 0.7500 / 0.9000 | 0.7500 / 0.9000 |" in text
     assert "CgAT's mAP above ATRDH's under 1 of 2 surrogates" in text
+    assert "NAG crafted on: NVIDIA H200, this machine's CPU (the victims" in text
     assert "mAP points lost to NAG: undefended 40.0 to 50.0, ATRDH 10.0 to 20.0, CgAT 14.0 to 15.0" in text
 
 
