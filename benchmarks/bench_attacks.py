@@ -94,6 +94,7 @@ def run_suite(
                 "map": r["map"],
                 "tmap": r.get("tmap"),
                 "seconds_per_image": r["seconds_per_image"],
+                "cpu_threads": torch.get_num_threads(),  # Table 3 compares times at one thread count
                 "fit_seconds": r["fit_seconds"],
                 "threat_model": r["threat_model"],
                 "bits_flipped": r["bits_flipped"],

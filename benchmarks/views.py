@@ -86,6 +86,7 @@ def attack_benchmark_markdown(
         "\n" + _lowest_note(rows, "pgd20", cols + [("fashion-mnist", 32, "atrdh")]) + "\n",
         "## Table 3: seconds per adversarial image (default iterations, 2 CPU cores)\n",
         _time_table(rows, datasets),
+        _threads_note(rows, datasets),
         _prosgan_note(rows, datasets),
         TIMING_NOTE,
         _floor_note(rows),
@@ -142,6 +143,23 @@ def _time_table(rows: list[dict[str, Any]], datasets: list[str]) -> str:
             body.append([NAMES[attack]] + [r["map"] if r else "" for r in found]
                         + [f"{r['seconds_per_image']:.4f}" if r else "" for r in found])  # fmt: skip
     return markdown_table(header, body)
+
+
+def _threads_note(rows: list[dict[str, Any]], datasets: list[str]) -> str:
+    """Name the Table 3 cells timed on one thread (rows with ``cpu_threads`` 1: run beside another benchmark);
+    the others ran on both cores, so those cells compare with each other but not with the rest."""
+    single = []
+    for d in datasets:
+        for attack in ORDER[1:]:
+            r = _pick(rows, dataset=d, bits=_time_bits(rows, d), model="dph", protocol="default", attack=attack,
+                      steps=None, margin=None, queries=_subset(rows, d, "default"))  # fmt: skip
+            if r and r.get("cpu_threads") == 1:
+                single.append(f"{NAMES[attack]} ({d})")
+    if not single:
+        return ""
+    return ("\nTimed on one thread, beside another benchmark on the other core (the rest on two): "
+            + ", ".join(single) + ". Their seconds compare with each other, not with the other rows; the robust "
+            "benchmark times the cascade side by side with PgA ([robust.md](robust.md)).\n")
 
 
 def _prosgan_note(rows: list[dict[str, Any]], datasets: list[str]) -> str:

@@ -123,6 +123,18 @@ def test_attack_tables_name_the_lowest_attack(tmp_path) -> None:
     assert "fashion-mnist 32 bits (dph): lowest is SDHA (0.2600)" in text
 
 
+def test_time_table_names_the_cells_timed_on_one_thread(tmp_path) -> None:
+    base = {"dataset": "fashion-mnist", "bits": 32, "model": "dph", "protocol": "default", "queries": 100,
+            "steps": None, "margin": None, "seconds_per_image": 0.01}  # fmt: skip
+    rows = [{**base, "attack": "clean", "map": 0.85}, {**base, "attack": "hag", "map": 0.3},
+            {**base, "attack": "saat", "map": 0.4, "cpu_threads": 1},
+            {**base, "attack": "cascade", "map": 0.2, "cpu_threads": 2}]  # fmt: skip
+    text = attack_benchmark_markdown(rows, tmp_path / "figures")
+    assert "(the rest on two): SAAT (fashion-mnist). Their seconds" in text
+    rows[2]["cpu_threads"] = 2
+    assert "Timed on one thread" not in attack_benchmark_markdown(rows, tmp_path / "figures")
+
+
 def test_gpu_benchmark_runs_quick_on_the_cpu(tmp_path):
     """``bench_gpu.py --quick`` must not rot: it runs on the CPU in seconds and writes typed rows."""
     import subprocess
