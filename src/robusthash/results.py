@@ -63,8 +63,9 @@ class AttackOutcome:
 
     ``seconds`` is crafting time (wall clock, all queries; under torchrun the sum of the ranks' times, so that
     seconds per image compare across world sizes), ``wall_seconds`` the wall clock the crafting took (the slowest
-    rank); ``fit_seconds`` the attack's preparation (e.g. THA's PrototypeNet), reported apart and amortised over
-    the queries in :attr:`seconds_per_image_amortised`.
+    rank); ``fit_seconds`` the attack's preparation (e.g. THA's PrototypeNet; for a fitted state reused from a
+    checkpoint, the training time stored with it), reported apart and amortised over the queries in
+    :attr:`seconds_per_image_amortised`.
     """
 
     name: str

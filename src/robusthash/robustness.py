@@ -338,6 +338,8 @@ def evaluate_attacks(
             fit_began = time.perf_counter()
             attack.fit(quiet=quiet, train=data.train)
             fit_seconds = time.perf_counter() - fit_began
+            if attack.recorded_fit_seconds is not None:  # a reused or resumed fit: its whole training time
+                fit_seconds = attack.recorded_fit_seconds
             keep = indices[picks] if name == gallery_name and gallery is None else None
             crafted = craft(attack, victim, images, my_labels, mine, device, keep=keep, surrogate=label)
             crafted.fit_seconds = fit_seconds

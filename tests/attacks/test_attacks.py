@@ -374,6 +374,9 @@ def test_prosgan_saves_reloads_and_resumes_from_its_checkpoint(setup, tmp_path):
     assert torch.equal(again(x, y), adv)  # same generator, same images
     reused = _attack("prosgan", model, reference, database, **opts)  # finished checkpoint: nothing retrained
     assert torch.equal(reused(x, y), adv)
+    # the reuse reports the training time stored with the generator, not the instant it took to load it
+    assert attack.recorded_fit_seconds is not None and attack.recorded_fit_seconds > 0
+    assert reused.recorded_fit_seconds == pytest.approx(attack.recorded_fit_seconds)
     assert (adv - x).abs().max() > 8 / 255  # unbounded by default (faithful), measured and reported
     bounded = create_attack("prosgan", model, reference=reference, database=database, bounded=True)
     bounded.load_fitted_state(attack.fitted_state())

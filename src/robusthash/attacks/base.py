@@ -197,6 +197,9 @@ class Attack:
         self.batch_size = batch_size
         self.quiet = quiet
         self._bar: Any = None
+        # the whole training time of the fitted state, where the attack keeps it with the state (ProS-GAN's
+        # checkpoint adds it up across resumes and reuses): reported in place of the time one fit() call took
+        self.recorded_fit_seconds: float | None = None
 
     # ----------------------------------------------------------------- what an attack says of itself
     @classmethod

@@ -4,6 +4,7 @@ a generator trained once against the attacked model, then one forward pass per a
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -82,9 +83,12 @@ class ProSGAN(Attack):
         bank = reference or self.require_reference()
         device = next(self.model.parameters()).device
         state = self._resume_state()
+        prior = state.get("train_seconds") if state is not None else 0.0  # None: stored before it was kept
         if state is not None and state["epoch"] >= self.epochs:
             self.load_fitted_state(state)
+            self.recorded_fit_seconds = None if prior is None else float(prior)
             return self
+        began, spent = time.perf_counter(), prior
         rng = torch.Generator().manual_seed(derive_seed(self.seed, "fit"))
         candidates = self.target_candidates()
         prototype = self._prototype(bank, device, rng, quiet, state)
@@ -115,12 +119,15 @@ class ProSGAN(Attack):
                     target = candidates[torch.randint(len(candidates), (x.shape[0],), generator=rng)]
                     self.train_step(gen, disc, opt_g, opt_d, prototype, x.to(device), y.to(device),
                                     target.to(device), update_discriminator=step % 3 == 0)  # fmt: skip
+                spent = None if prior is None else float(prior) + time.perf_counter() - began
                 if self.checkpoint:
                     atomic_torch_save({"settings": self._settings(), "epoch": epoch + 1, "rng": rng.get_state(),
+                                       "train_seconds": spent,
                                        "generator": gen.state_dict(), "discriminator": disc.state_dict(),
                                        "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
                                        **self._networks_state(prototype, gen)}, self.checkpoint)  # fmt: skip
         self.prototype, self.generator_net = prototype.eval(), gen.eval()
+        self.recorded_fit_seconds = spent  # as stored with the last epoch: a reuse reports the same
         return self
 
     def train_step(self, gen: ProSGANGenerator, disc: ProSGANDiscriminator, opt_g: torch.optim.Optimizer,
