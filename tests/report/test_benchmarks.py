@@ -121,6 +121,11 @@ def test_attack_tables_name_the_lowest_attack(tmp_path) -> None:
     rows = [{**base, "attack": a, "map": v} for a, v in maps.items()]
     text = attack_benchmark_markdown(rows, tmp_path / "figures")
     assert "fashion-mnist 32 bits (dph): lowest is SDHA (0.2600)" in text
+    rows += [{**base, "attack": "prosgan", "map": 0.01, "linf": 0.7}, {**base, "attack": "cascade", "map": 0.2,
+                                                                          "linf": 8 / 255}]  # fmt: skip
+    text = attack_benchmark_markdown(rows, tmp_path / "figures")
+    assert ("lowest is SDHA (0.2600), beside ProS-GAN 0.0100 (unbounded: L-inf 178/255), Robust cascade 0.2000"
+            in text)
 
 
 def test_time_table_names_the_cells_timed_on_one_thread(tmp_path) -> None:
