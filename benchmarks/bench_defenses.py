@@ -192,14 +192,16 @@ def main() -> None:
     rows = Rows(Path(args.out), COMMAND, KEY, device=args.device)
     for bits in [int(b) for b in args.nag_bits.split(",") if b]:
         nag_table(rows, bits, args.loss, args.nag_queries, torch.device(args.device))
+    generators = []  # ProS-GAN after every PGD-20 table, PgA-AT's last (CgAT Tables 1-3 have no PgA-AT row)
     for setting in [] if args.skip_white_box else args.settings.split(","):
         name, bits = setting.split(":")
         base = trained_model(name, int(bits), loss=args.loss)
         models = [("none", None, base)] + [(m, 1.0, defended(base, name, m, 1.0)) for m in DEFENSES]
         for defense, lam, ckpt in models:
             evaluate(rows, name, int(bits), defense, lam, ckpt, args.loss)
-        for defense, lam, ckpt in [] if args.no_prosgan else models:
-            generator_attack(rows, name, int(bits), defense, lam, ckpt, args.loss)
+        generators += [(name, int(bits), *model) for model in models]
+    for name, bits, defense, lam, ckpt in [] if args.no_prosgan else sorted(generators, key=lambda g: g[2] == "pga-at"):
+        generator_attack(rows, name, bits, defense, lam, ckpt, args.loss)
     for lam in [] if args.skip_white_box else [float(x) for x in args.lambdas.split(",")]:
         base = trained_model("fashion-mnist", 32, loss=args.loss)
         evaluate(
