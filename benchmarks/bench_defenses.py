@@ -51,12 +51,12 @@ NAG_BUDGETS = (8, 32)  # eps in levels of 255: the project's, and the official c
 
 
 def evaluate(
-    rows: Rows, name: str, bits: int, defense: str, lam: float | None, ckpt: Path, loss: str
+    rows: Rows, name: str, bits: int, defense: str, lam: float | None, ckpt: Path, loss: str, device: str = "cpu"
 ) -> None:
     if rows.has(dataset=name, bits=bits, defense=defense, lam=lam, attack="robust"):
         return
     suite = AttackSuite(attacks=ATTACKS, protocol="pgd20", topk=1000, seed=0)
-    res = flat(evaluate_attacks(read_checkpoint(ckpt).build_model(), dataset(name), suite, quiet=True))
+    res = flat(evaluate_attacks(read_checkpoint(ckpt).build_model(device), dataset(name), suite, device, quiet=True))
     base = {
         "dataset": name,
         "bits": bits,
@@ -65,6 +65,7 @@ def evaluate(
         "loss": loss,
         "protocol": "pgd20",
         "queries": res["queries"],
+        **({} if device == "cpu" else {"device": environment(device)["device_name"]}),
     }
     rows.add({**base, "attack": "clean", "map": res["clean"]["map"], "checkpoint": checkpoint_meta(ckpt)})
     for a, r in res["attacks"].items():
@@ -90,19 +91,20 @@ def evaluate(
 
 
 def generator_attack(rows: Rows, name: str, bits: int, defense: str, lam: float | None, ckpt: Path,
-                     loss: str) -> None:
+                     loss: str, device: str = "cpu") -> None:
     """ProS-GAN (CgAT Tables 1-3) on all queries: unbounded as published, the embedded-scale recipe, its generator
     checkpointed next to the model. Kept out of the robust column, which is the worst case within eps 8/255."""
     if rows.has(dataset=name, bits=bits, defense=defense, lam=lam, attack="prosgan"):
         return
     suite = AttackSuite(attacks=["prosgan"], topk=1000, seed=0, attack_options={"prosgan": prosgan_options(ckpt)})
-    res = flat(evaluate_attacks(read_checkpoint(ckpt).build_model(), dataset(name), suite, quiet=True))
+    res = flat(evaluate_attacks(read_checkpoint(ckpt).build_model(device), dataset(name), suite, device, quiet=True))
     r = res["attacks"]["prosgan"]
     rows.add({"dataset": name, "bits": bits, "defense": defense, "lam": lam, "loss": loss, "protocol": "default",
               "queries": res["queries"], "attack": "prosgan", "map": r["map"], "tmap": r["tmap"],
               "linf": r["linf"], "l2": r["l2"], "threat_model": r["threat_model"],
               "seconds_per_image": r["seconds_per_image"], "fit_seconds": r["fit_seconds"],
-              "settings": r["settings"]})  # fmt: skip
+              "settings": r["settings"],
+              **({} if device == "cpu" else {"device": environment(device)["device_name"]})})  # fmt: skip
     print(f"{name:15s} {bits:3d} {defense:7s} lam={lam}: ProS-GAN mAP {r['map']:.4f} t-mAP {r['tmap']:.4f} "
           f"L-inf {r['linf']:.3f}", flush=True)
 
@@ -185,7 +187,7 @@ def main() -> None:
     parser.add_argument("--nag-queries", type=int, default=1000)
     parser.add_argument("--no-prosgan", action="store_true", help="skip ProS-GAN (a generator trained per model)")
     parser.add_argument("--skip-white-box", action="store_true", help="only the NAG table")
-    parser.add_argument("--device", default="cpu", help="where the NAG table trains and crafts (cpu, cuda, cuda:1)")
+    parser.add_argument("--device", default="cpu", help="where models train and attacks run (cpu, cuda, cuda:1)")
     parser.add_argument("--out", default=str(RESULTS / "defenses.json"))
     parser.add_argument("--markdown", default=None, help="write the tables to this Markdown file")
     args = parser.parse_args()
@@ -195,18 +197,17 @@ def main() -> None:
     generators = []  # ProS-GAN after every PGD-20 table, PgA-AT's last (CgAT Tables 1-3 have no PgA-AT row)
     for setting in [] if args.skip_white_box else args.settings.split(","):
         name, bits = setting.split(":")
-        base = trained_model(name, int(bits), loss=args.loss)
-        models = [("none", None, base)] + [(m, 1.0, defended(base, name, m, 1.0)) for m in DEFENSES]
+        base = trained_model(name, int(bits), loss=args.loss, device=args.device)
+        models = [("none", None, base)] + [(m, 1.0, defended(base, name, m, 1.0, args.device)) for m in DEFENSES]
         for defense, lam, ckpt in models:
-            evaluate(rows, name, int(bits), defense, lam, ckpt, args.loss)
+            evaluate(rows, name, int(bits), defense, lam, ckpt, args.loss, args.device)
         generators += [(name, int(bits), *model) for model in models]
     for name, bits, defense, lam, ckpt in [] if args.no_prosgan else sorted(generators, key=lambda g: g[2] == "pga-at"):
-        generator_attack(rows, name, bits, defense, lam, ckpt, args.loss)
+        generator_attack(rows, name, bits, defense, lam, ckpt, args.loss, args.device)
     for lam in [] if args.skip_white_box else [float(x) for x in args.lambdas.split(",")]:
-        base = trained_model("fashion-mnist", 32, loss=args.loss)
-        evaluate(
-            rows, "fashion-mnist", 32, "cgat", lam, defended(base, "fashion-mnist", "cgat", lam), args.loss
-        )
+        base = trained_model("fashion-mnist", 32, loss=args.loss, device=args.device)
+        cgat = defended(base, "fashion-mnist", "cgat", lam, args.device)
+        evaluate(rows, "fashion-mnist", 32, "cgat", lam, cgat, args.loss, args.device)
     if args.markdown:
         from views import defense_benchmark_markdown
 
