@@ -50,6 +50,11 @@ NAG_VICTIMS = (("none", None), ("atrdh", 1.0), ("cgat", 1.0))
 NAG_BUDGETS = (8, 32)  # eps in levels of 255: the project's, and the official code's effective 32 x 1/255
 
 
+def device_field(device: str | torch.device) -> dict[str, str]:
+    """What a row says of where it ran: nothing on the CPU (every older row ran there), else the device's name."""
+    return {} if torch.device(device).type == "cpu" else {"device": environment(device)["device_name"]}
+
+
 def evaluate(
     rows: Rows, name: str, bits: int, defense: str, lam: float | None, ckpt: Path, loss: str, device: str = "cpu"
 ) -> None:
@@ -65,7 +70,7 @@ def evaluate(
         "loss": loss,
         "protocol": "pgd20",
         "queries": res["queries"],
-        **({} if device == "cpu" else {"device": environment(device)["device_name"]}),
+        **device_field(device),
     }
     rows.add({**base, "attack": "clean", "map": res["clean"]["map"], "checkpoint": checkpoint_meta(ckpt)})
     for a, r in res["attacks"].items():
@@ -104,7 +109,7 @@ def generator_attack(rows: Rows, name: str, bits: int, defense: str, lam: float 
               "linf": r["linf"], "l2": r["l2"], "threat_model": r["threat_model"],
               "seconds_per_image": r["seconds_per_image"], "fit_seconds": r["fit_seconds"],
               "settings": r["settings"],
-              **({} if device == "cpu" else {"device": environment(device)["device_name"]})})  # fmt: skip
+              **device_field(device)})  # fmt: skip
     print(f"{name:15s} {bits:3d} {defense:7s} lam={lam}: ProS-GAN mAP {r['map']:.4f} t-mAP {r['tmap']:.4f} "
           f"L-inf {r['linf']:.3f}", flush=True)
 
@@ -127,7 +132,6 @@ def nag_table(rows: Rows, bits: int, loss: str, queries: int, device: torch.devi
     name = "fashion-mnist"
     data = dataset(name)
     base = trained_model(name, bits, loss=loss, device=str(device))
-    where = environment(device)["device_name"]
     indices = query_subset(data, queries, 0)
     images, labels = query_images(data, indices)
     victims: dict[str, tuple] = {}
@@ -167,7 +171,7 @@ def nag_table(rows: Rows, bits: int, loss: str, queries: int, device: torch.devi
                           "surrogate_clean_map": surrogate_clean_map,
                           "surrogate_tmap": on_surrogate.tmap, "linf": max(r.linf),
                           "seconds_per_image": r.seconds_per_image, "settings": r.settings,
-                          "surrogate_checkpoint": checkpoint_meta(ckpt), "device": where})  # fmt: skip
+                          "surrogate_checkpoint": checkpoint_meta(ckpt), **device_field(device)})  # fmt: skip
                 print(f"NAG {bits} bits eps {budget}/255 from {backbone:18s} on {defense:6s}: mAP {r.map:.4f} "
                       f"t-mAP {r.tmap:.4f} (white-box t-mAP on the surrogate {on_surrogate.tmap:.4f})", flush=True)
 
