@@ -185,7 +185,7 @@ def main() -> None:
     )
     parser.add_argument("--loss", default="dpsh")
     parser.add_argument(
-        "--lambdas", default="0.25,0.5,1,2", help="CgAT lambda sweep on Fashion-MNIST 32 bits"
+        "--lambdas", default="0.25,0.5,1,2", help="CgAT lambda sweep on Fashion-MNIST 32 bits ('' skips it)"
     )
     parser.add_argument("--nag-bits", default="16,32,64", help="code lengths of the NAG table ('' skips it)")
     parser.add_argument("--nag-queries", type=int, default=1000)
@@ -208,7 +208,7 @@ def main() -> None:
         generators += [(name, int(bits), *model) for model in models]
     for name, bits, defense, lam, ckpt in [] if args.no_prosgan else sorted(generators, key=lambda g: g[2] == "pga-at"):
         generator_attack(rows, name, bits, defense, lam, ckpt, args.loss, args.device)
-    for lam in [] if args.skip_white_box else [float(x) for x in args.lambdas.split(",")]:
+    for lam in [] if args.skip_white_box else [float(x) for x in args.lambdas.split(",") if x]:
         base = trained_model("fashion-mnist", 32, loss=args.loss, device=args.device)
         cgat = defended(base, "fashion-mnist", "cgat", lam, args.device)
         evaluate(rows, "fashion-mnist", 32, "cgat", lam, cgat, args.loss, args.device)

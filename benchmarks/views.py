@@ -391,7 +391,18 @@ def _defense_checks(rows: list[dict[str, Any]], name: str, bits: int) -> str:
     if any(r for _, r in gan):
         lines.append("ProS-GAN t-mAP (mean L-inf) " + ", ".join(
             f"{DEFENSE_NAMES[d]} {r['tmap']:.4f} ({255 * r['linf']:.0f}/255)" for d, r in gan if r))  # fmt: skip
+        lines += _where_note("ProS-GAN generators trained", [(DEFENSE_NAMES[d], r) for d, r in gan if r])
     return ("Checks: " + "; ".join(lines) + ".\n") if lines else ""
+
+
+def _where_note(what: str, named_rows: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """Where rows ran off this machine's CPU (older rows name no device), as one clause; none if all ran here."""
+    devices = sorted({r["device"] for _, r in named_rows if r.get("device")})
+    if not devices:
+        return []
+    here = [name for name, r in named_rows if not r.get("device")]
+    parts = [f"on {dev} ({', '.join(n for n, r in named_rows if r.get('device') == dev)})" for dev in devices]
+    return [f"{what} " + "; ".join(parts) + (f"; on this machine's CPU ({', '.join(here)})" if here else "")]
 
 
 def _lambda_figure(rows: list[dict[str, Any]], lams: list[float], out: Path) -> None:

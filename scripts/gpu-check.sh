@@ -5,8 +5,8 @@
 #   # device tool: command "bash scripts/gpu-check.sh", carry ["data-carry"], timeout_s 540
 #
 # It needs torch, tqdm, matplotlib and numba (the lent machine's python has them). Outputs go to $OUT:
-# gpu.json / gpu.md (bench_gpu.py: AlexNet and VGG11 at 224 px, batch 128, fp32 and bf16, then channels-last
-# and compile for PgA), the demo's wall time with --device cuda (attack stages, shipped zoo models), and the
+# gpu.json / gpu.md and gpu-baselines.json / .md (bench_gpu.py: AlexNet at 224 px, batch 128, fp32 and bf16,
+# channels-last for PgA), the demo's wall time with --device cuda (attack stages, shipped zoo models), and the
 # distributed path on CUDA (issue 12): the demo's attack stage under torchrun --nproc-per-node 1 (NCCL) against
 # a plain process, per-query AP compared (bench_distributed.py --checks attack).
 set -euo pipefail
@@ -16,8 +16,15 @@ out="${OUT:-runs/gpu-check}"
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
-timeout 330 python3 benchmarks/bench_gpu.py --device cuda --out "$out/gpu.json" --markdown "$out/gpu.md" \
-  --variants plain,channels_last || echo "bench_gpu stopped early (rows so far are in $out/gpu.json)"
+# PgA and PGA-dagger at T = 100 in fp32 and bf16, contiguous and channels-last (seconds on a GPU), then the four
+# baselines at their published 1,500-2,000 iterations (minutes: bf16 first, the fp32 rows exist from earlier runs).
+# Each run times its own bare passes, so every ratio is measured side by side within one run.
+timeout 90 python3 benchmarks/bench_gpu.py --device cuda --backbones alexnet --attacks pga,pga-dagger \
+  --precisions fp32,bf16 --variants plain,channels_last --out "$out/gpu.json" --markdown "$out/gpu.md" \
+  || echo "bench_gpu (PgA) stopped early (rows so far are in $out/gpu.json)"
+timeout 240 python3 benchmarks/bench_gpu.py --device cuda --backbones alexnet --attacks hag,dhta,p2p,sdha \
+  --precisions bf16,fp32 --variants plain --out "$out/gpu-baselines.json" --markdown "$out/gpu-baselines.md" \
+  || echo "bench_gpu (baselines) stopped early (rows so far are in $out/gpu-baselines.json)"
 start=$(date +%s)
 timeout 120 python3 -m robusthash.cli demo --device cuda --out "$out/demo" --quiet > "$out/demo.log" 2>&1 \
   || echo "demo stopped early"

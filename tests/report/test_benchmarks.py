@@ -88,6 +88,8 @@ def test_defense_tables_add_prosgan_beside_and_the_nag_transfer_table(tmp_path) 
             for d in ("none", "atrdh", "cgat") for a in ATTACKS]  # fmt: skip
     rows.append({**base, "defense": "cgat", "lam": 1.0, "attack": "prosgan", "map": 0.4, "tmap": 0.7,
                  "linf": 0.5})  # fmt: skip
+    rows.append({**base, "defense": "atrdh", "lam": 1.0, "attack": "prosgan", "map": 0.3, "tmap": 0.8,
+                 "linf": 0.6, "device": "NVIDIA H200"})  # fmt: skip
     nag = {"none": (0.30, 0.40), "atrdh": (0.60, 0.70), "cgat": (0.65, 0.66)}  # mAP from resnet18, from resnet34
     for defense, maps in nag.items():
         for surrogate, value in zip(("resnet18", "resnet34"), maps, strict=True):
@@ -96,7 +98,8 @@ def test_defense_tables_add_prosgan_beside_and_the_nag_transfer_table(tmp_path) 
                          "tmap": 0.1, "clean_map": 0.8, "surrogate_clean_map": 0.75, "surrogate_tmap": 0.9,
                          **({"device": "NVIDIA H200"} if surrogate == "resnet34" else {})})
     text = defense_benchmark_markdown(rows, tmp_path / "figures")
-    assert "ProS-GAN t-mAP (mean L-inf) CgAT 0.7000 (128/255)" in text
+    assert "ProS-GAN t-mAP (mean L-inf) ATRDH 0.8000 (153/255), CgAT 0.7000 (128/255)" in text
+    assert "ProS-GAN generators trained on NVIDIA H200 (ATRDH); on this machine's CPU (CgAT)" in text
     assert "| CgAT | 0.5000 | 0.5000 | 0.5000 | 0.5000 | 0.5000 | 0.4000 | 0.5000 | 0.5000 |" in text
     assert "### 16 bits, eps 8/255" in text
     assert "| ATRDH | 0.8000 | 0.6000 (0.1000) | 0.7000 (0.1000) |" in text
