@@ -25,7 +25,7 @@ from common import RESULTS, Rows
 
 from robusthash.attacks import CodeBank, create_attack
 from robusthash.models import create_model
-from robusthash.runtime import autocast, resolve_device, speed_up
+from robusthash.runtime import autocast, cudnn_autotuning, resolve_device, speed_up
 
 COMMAND = "python benchmarks/bench_gpu.py"
 KEY = ("device_name", "backbone", "precision", "variant", "attack", "batch", "image_size")
@@ -64,6 +64,14 @@ def timed(fn: Any, device: torch.device) -> float:
 
 def run_setting(rows: Rows, backbone: str, precision: str, variant: str, args: argparse.Namespace,
                 device: torch.device, device_name: str) -> None:  # fmt: skip
+    """One backbone / precision / variant: its bare passes and attacks, timed in turn. A variant is "plain" or
+    options joined by "+": channels_last, compile, autotune (cuDNN autotuning, ``--cudnn-benchmark``)."""
+    with cudnn_autotuning("autotune" in variant):
+        _time_setting(rows, backbone, precision, variant, args, device, device_name)
+
+
+def _time_setting(rows: Rows, backbone: str, precision: str, variant: str, args: argparse.Namespace,
+                  device: torch.device, device_name: str) -> None:  # fmt: skip
     generator = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
     model = create_model(backbone, BITS, 3, (0.5,) * 3, (0.25,) * 3, args.image_size).to(device).eval()
@@ -130,7 +138,8 @@ def main() -> None:
     parser.add_argument("--pga-only", default="vgg11", help="backbones timed with PgA alone (the slow ones)")
     parser.add_argument("--precisions", default="fp32,bf16")
     parser.add_argument("--variants", default="plain,channels_last,compile",
-                        help="plain: every attack; channels_last / compile: PgA with that option")  # fmt: skip
+                        help="plain: every attack; channels_last, compile, autotune (cuDNN), or several "
+                        "joined by +: PgA with those options")  # fmt: skip
     parser.add_argument("--attacks", default=",".join(ATTACKS))
     parser.add_argument("--batch", type=int, default=None, help="default 128 (--quick: 4)")
     parser.add_argument("--image-size", type=int, default=224)

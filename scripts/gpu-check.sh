@@ -16,11 +16,13 @@ out="${OUT:-runs/gpu-check}"
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
-# PgA and PGA-dagger at T = 100 in fp32 and bf16, contiguous and channels-last (seconds on a GPU), then the four
-# baselines at their published 1,500-2,000 iterations (minutes: bf16 first, the fp32 rows exist from earlier runs).
+# PgA and PGA-dagger at T = 100 in fp32 and bf16, contiguous and channels-last, each with and without cuDNN
+# autotuning (seconds on a GPU), then the four baselines at their published 1,500-2,000 iterations (minutes: bf16
+# first, the fp32 rows exist from earlier runs).
 # Each run times its own bare passes, so every ratio is measured side by side within one run.
 timeout 90 python3 benchmarks/bench_gpu.py --device cuda --backbones alexnet --attacks pga,pga-dagger \
-  --precisions fp32,bf16 --variants plain,channels_last --out "$out/gpu.json" --markdown "$out/gpu.md" \
+  --precisions fp32,bf16 --variants plain,channels_last,plain+autotune,channels_last+autotune \
+  --out "$out/gpu.json" --markdown "$out/gpu.md" \
   || echo "bench_gpu (PgA) stopped early (rows so far are in $out/gpu.json)"
 timeout 240 python3 benchmarks/bench_gpu.py --device cuda --backbones alexnet --attacks hag,dhta,p2p,sdha \
   --precisions bf16,fp32 --variants plain --out "$out/gpu-baselines.json" --markdown "$out/gpu-baselines.md" \

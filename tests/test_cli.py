@@ -50,6 +50,31 @@ def test_user_mistakes_exit_2_with_one_line(argv, message, capsys, tmp_path):
     assert "Traceback" not in err and err.count("\n") == 1
 
 
+def test_cudnn_benchmark_flag_holds_for_the_command_and_is_restored(monkeypatch, tmp_path, capsys):
+    import torch
+
+    import robusthash.runtime as runtime
+
+    seen: list[bool] = []
+    real = runtime.cudnn_autotuning
+
+    def recording(enabled: bool):
+        seen.append(enabled)
+        return real(enabled)
+
+    monkeypatch.setattr(runtime, "cudnn_autotuning", recording)
+    before = torch.backends.cudnn.benchmark
+    for flag in ([], ["--cudnn-benchmark"]):
+        assert main(["evaluate", "--model", str(tmp_path / "none.pt"), "--quiet", *flag]) == 2
+    assert seen == [False, True]
+    assert torch.backends.cudnn.benchmark == before
+    with runtime.cudnn_autotuning(True):
+        assert torch.backends.cudnn.benchmark
+        with runtime.cudnn_autotuning(False):  # never turns it off inside
+            assert torch.backends.cudnn.benchmark
+    assert torch.backends.cudnn.benchmark == before
+
+
 def test_bad_bits_is_a_one_line_error(capsys):
     assert main(["train", "--bits", "0"]) == 2
     assert "bits must be an integer in [1, 4096]" in capsys.readouterr().err

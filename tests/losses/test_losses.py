@@ -120,7 +120,11 @@ def test_csq_multilabel_centre_is_sign_of_sum_and_loss_formula():
 @pytest.mark.parametrize("name", list_losses())
 @pytest.mark.parametrize("bits", [1, 7, 48])
 def test_every_loss_runs_for_any_bits_and_gives_finite_gradients(name, bits):
-    loss = create_loss(name, bits, 5, 20)
+    if name == "csq" and bits == 1:  # 5 centers in {-1, 1}: some coincide, and CSQ says so
+        with pytest.warns(UserWarning, match="minimum distance 0"):
+            loss = create_loss(name, bits, 5, 20)
+    else:
+        loss = create_loss(name, bits, 5, 20)
     u = (torch.rand(6, bits) * 2 - 1).requires_grad_(True)
     y = torch.zeros(6, 5)
     y[torch.arange(6), torch.arange(6) % 5] = 1
