@@ -343,9 +343,11 @@ def _nag_tables(rows: list[dict[str, Any]]) -> str:
             first = [next((r for r in cells if r["surrogate"] == s), None) for s in surrogates]
             body.append(["surrogate (clean / white-box t-mAP)", ""]
                         + [f"{r['surrogate_clean_map']:.4f} / {r['surrogate_tmap']:.4f}" for r in first])  # fmt: skip
-            where = ", ".join(sorted({r.get("device") or "this machine's CPU" for r in cells}))
+            what = "Surrogates trained and NAG crafted"
+            where = _where_note(what, [(s, r) for s, r in zip(surrogates, first, strict=True) if r])
+            where = where or [f"{what} on this machine's CPU"]
             parts += [f"### {bits} bits, eps {budget}/255\n", markdown_table(header, body),
-                      f"Surrogates trained and NAG crafted on: {where} (the victims: this machine's CPU).\n"]
+                      f"{where[0]}; the victims trained on this machine's CPU.\n"]
             cg = [_pick(cells, defense="cgat", surrogate=s) for s in surrogates]
             at = [_pick(cells, defense="atrdh", surrogate=s) for s in surrogates]
             pairs = [(c, a) for c, a in zip(cg, at, strict=True) if c and a]

@@ -75,6 +75,18 @@ def test_cudnn_benchmark_flag_holds_for_the_command_and_is_restored(monkeypatch,
     assert torch.backends.cudnn.benchmark == before
 
 
+def test_results_environment_records_cudnn_autotuning_on_cuda(monkeypatch):
+    import torch
+
+    import robusthash.runtime as runtime
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "A GPU")
+    assert "cudnn_benchmark" not in runtime.environment("cpu")
+    assert runtime.environment("cuda")["cudnn_benchmark"] is torch.backends.cudnn.benchmark
+    with runtime.cudnn_autotuning(True):
+        assert runtime.environment("cuda")["cudnn_benchmark"] is True
+
+
 def test_bad_bits_is_a_one_line_error(capsys):
     assert main(["train", "--bits", "0"]) == 2
     assert "bits must be an integer in [1, 4096]" in capsys.readouterr().err

@@ -105,7 +105,8 @@ def test_defense_tables_add_prosgan_beside_and_the_nag_transfer_table(tmp_path) 
     assert "| ATRDH | 0.8000 | 0.6000 (0.1000) | 0.7000 (0.1000) |" in text
     assert "surrogate (clean / white-box t-mAP) |  | 0.7500 / 0.9000 | 0.7500 / 0.9000 |" in text
     assert "CgAT's mAP above ATRDH's under 1 of 2 surrogates" in text
-    assert "NAG crafted on: NVIDIA H200, this machine's CPU (the victims" in text
+    assert ("Surrogates trained and NAG crafted on NVIDIA H200 (resnet34); on this machine's CPU (resnet18); the "
+            "victims trained on this machine's CPU.") in text
     assert "mAP points lost to NAG: undefended 40.0 to 50.0, ATRDH 10.0 to 20.0, CgAT 14.0 to 15.0" in text
 
 
