@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
 from robusthash.data import fashion_mnist
 
-torch.set_num_threads(2)
+# two threads, as CI has, unless OMP_NUM_THREADS says otherwise (the suite must pass under 1 and 2)
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
 
 
 def _have_fashion_mnist() -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from robusthash.attacks import ATTACKS, PROTOCOLS
+from robusthash.attacks import ATTACKS, PROTOCOLS, THREAT_MODELS
 from robusthash.data import DATASETS, load_dataset
 from robusthash.defenses import DEFENSES
 from robusthash.errors import UserError
@@ -31,7 +31,7 @@ def test_registry_registers_where_defined_and_names_the_valid_choices():
 @pytest.mark.parametrize("name", ATTACKS.names())
 def test_every_attack_knows_itself(name):
     cls = ATTACKS.get(name)
-    assert cls.name == name and cls.display_name and cls.threat_model in ("white-box", "transfer")
+    assert cls.name == name and cls.display_name and cls.threat_model in THREAT_MODELS
     for protocol in PROTOCOLS:
         assert isinstance(cls.protocol_options(protocol), dict)
     with pytest.raises(UserError, match="unknown protocol"):

@@ -2,6 +2,7 @@
 
 - :class:`Scores`: retrieval of one set of query codes (mAP@K with per-query AP, PR curve, P@N).
 - :class:`AttackOutcome`: one attack on one model, with per-query AP, t-AP, bits flipped and norms.
+- :class:`MaskingFlag`: one check for masked gradients, with what it means and what to do.
 - :class:`Gallery`: a few queries, clean and adversarial, with their top retrievals (thumbnails included).
 - :class:`RobustnessRun`: ``robusthash attack`` (clean scores, every attack, the robust mAP, the gallery).
 - :class:`EvaluationRun`: ``robusthash evaluate`` (clean retrieval).
@@ -84,6 +85,9 @@ class AttackOutcome:
     surrogate: str | None = None
     success: list[bool] | None = None
     wall_seconds: float | None = None
+    queries_used: list[int] | None = None  # query attacks: oracle images sent per query
+    budget_map: dict[str, float] | None = None  # query attacks: budget (images per query) -> mAP reached by then
+    stages: dict[str, list[float | None]] | None = None  # the robust cascade: stage -> per-query AP (None: skipped)
 
     @property
     def map(self) -> float:
@@ -98,6 +102,13 @@ class AttackOutcome:
     @property
     def queries(self) -> int:
         return len(self.scores.ap)
+
+    def query_counts(self) -> dict[str, float] | None:
+        """Query attacks: mean, median and max oracle images sent per query (None for other attacks)."""
+        if not self.queries_used:
+            return None
+        used = np.asarray(self.queries_used, dtype=np.float64)
+        return {"mean": float(used.mean()), "median": float(np.median(used)), "max": float(used.max())}
 
     @property
     def seconds_per_image(self) -> float:
@@ -122,6 +133,24 @@ class AttackOutcome:
     @property
     def steps(self) -> int | None:
         return self.settings.get("steps")
+
+
+@dataclass
+class MaskingFlag:
+    """One check for masked gradients (:mod:`robusthash.masking`): what was measured, whether it fired, what
+    that means and what to do."""
+
+    name: str
+    value: float
+    threshold: float
+    fired: bool
+    measured: str  # what the check found, in words
+    meaning: str  # what a firing means
+    advice: str  # what to do when it fires
+
+    def line(self) -> str:
+        head = f"{'FLAG' if self.fired else 'ok'} {self.name}: {self.measured}"
+        return f"{head}. {self.meaning}. What to do: {self.advice}" if self.fired else head
 
 
 @dataclass
@@ -186,6 +215,7 @@ class RobustnessRun(_Document):
     setup_seconds: float = 0.0
     gallery: Gallery | None = None
     world_size: int = 1  # processes of the torchrun job that produced it
+    flags: list[MaskingFlag] = field(default_factory=list)  # checks for masked gradients
 
     def attack(self, name: str) -> AttackOutcome:
         for outcome in self.attacks:
@@ -295,6 +325,8 @@ def _build(cls: type, data: dict[str, Any]) -> Any:
             value = _build(nested[f.name], value)
         elif f.name == "attacks" and isinstance(value, list):
             value = [_build(AttackOutcome, v) for v in value]
+        elif f.name == "flags" and isinstance(value, list):
+            value = [_build(MaskingFlag, v) for v in value]
         elif f.name == "items" and cls is Gallery:
             value = [_build(GalleryItem, v) for v in value]
         elif f.name == "rows" and cls is ExperimentRun:

@@ -21,6 +21,7 @@ attack shares (``setup_seconds``); an attack's :meth:`~robusthash.attacks.Attack
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -30,12 +31,22 @@ import torch
 from torch import Tensor, nn
 
 from robusthash import metrics
-from robusthash.attacks import ATTACKS, PROTOCOLS, Attack, CodeBank, IterativeAttack, create_attack
+from robusthash.attacks import (
+    ATTACKS,
+    PROTOCOLS,
+    Attack,
+    CodeBank,
+    IterativeAttack,
+    QueryAttack,
+    create_attack,
+)
+from robusthash.attacks.cascade import RobustCascade
 from robusthash.config import option
 from robusthash.data import DatasetSplits, iterate_batches, labels_of
 from robusthash.distributed import all_gather_objects, broadcast_object, gather_strided, strided, world
 from robusthash.errors import UserError
 from robusthash.evaluation import encode_images, encode_split
+from robusthash.masking import run_checks
 from robusthash.results import AttackOutcome, Gallery, GalleryItem, RobustnessRun, Scores, now
 from robusthash.runtime import check_precision, check_seed, environment, speed_up
 
@@ -171,6 +182,9 @@ class Crafted:
     surrogate: str | None = None
     kept: dict[int, Tensor] = field(default_factory=dict, repr=False)
     wall_seconds: float | None = None
+    queries_used: Tensor | None = None  # query attacks: oracle images sent per query
+    budget_codes: dict[int, Tensor] | None = None  # query attacks: budget -> codes of the best image by then
+    stages: Tensor | None = None  # the robust cascade: (queries, stages) AP after each stage (nan: skipped)
 
 
 def _sync(device: torch.device) -> None:
@@ -191,9 +205,18 @@ def craft(attack: Attack, victim: nn.Module, images: Tensor, labels: Tensor, ind
     seconds = time.perf_counter() - began
     delta = (adversarial - images).flatten(1)
     linf = delta.abs().amax(1) if delta.shape[1] else torch.zeros(len(indices))
-    return Crafted(attack.name, attack.describe(), attack.threat_model, attack.targeted, indices.clone(),
-                   encode_images(victim, adversarial, device, precision=attack.precision), linf, delta.norm(dim=1),
-                   targets, seconds, surrogate=surrogate, kept=_kept(adversarial, indices, keep))  # fmt: skip
+    crafted = Crafted(attack.name, attack.describe(), attack.threat_model, attack.targeted, indices.clone(),
+                      encode_images(victim, adversarial, device, precision=attack.precision), linf,
+                      delta.norm(dim=1), targets, seconds, surrogate=surrogate,
+                      kept=_kept(adversarial, indices, keep))  # fmt: skip
+    order = indices.tolist()
+    if isinstance(attack, RobustCascade):
+        crafted.stages = torch.tensor([attack.stage_ap[i] for i in order], dtype=torch.float64).view(len(order), -1)
+    if isinstance(attack, QueryAttack):
+        crafted.queries_used = torch.tensor([attack.queries_used[i] for i in order], dtype=torch.long)
+        crafted.budget_codes = {b: torch.stack([codes[i] for i in order]) if order else torch.zeros(0)
+                                for b, codes in sorted(attack.budget_codes.items())}  # fmt: skip
+    return crafted
 
 
 def _kept(adversarial: Tensor, indices: Tensor, keep: Tensor | None) -> dict[int, Tensor]:
@@ -220,9 +243,14 @@ def merge(shards: list[Crafted]) -> Crafted:
 
     walls = [s.wall_seconds if s.wall_seconds is not None else s.seconds for s in shards]
     kept = {k: v for s in shards for k, v in s.kept.items()}
+    budget_codes = None
+    if first.budget_codes is not None:
+        budget_codes = {b: torch.cat([s.budget_codes[b] for s in shards if s.budget_codes and len(s.indices)]
+                                     or [torch.zeros(0)])[order] for b in first.budget_codes}  # fmt: skip
     return Crafted(first.name, first.settings, first.threat_model, first.targeted, indices[order], cat("codes"),
                    cat("linf"), cat("l2"), cat("targets"), sum(s.seconds for s in shards),
-                   max(s.fit_seconds for s in shards), first.surrogate, kept, max(walls))  # fmt: skip
+                   max(s.fit_seconds for s in shards), first.surrogate, kept, max(walls), cat("queries_used"),
+                   budget_codes, cat("stages"))  # fmt: skip
 
 
 def score(crafted: Crafted, clean_codes: Tensor, labels: Tensor, database: CodeBank,
@@ -241,6 +269,11 @@ def score(crafted: Crafted, clean_codes: Tensor, labels: Tensor, database: CodeB
         tap = [float(v) for v in np.asarray(tap)]
         tmap = float(np.mean(tap)) if tap else 0.0
         success = metrics.targeted_success(crafted.codes, database.codes, crafted.targets, database.labels).tolist()
+    budget_map = None
+    if crafted.budget_codes is not None:
+        budget_map = {str(b): float(metrics.mean_average_precision(codes, database.codes, labels, database.labels,
+                                                                   topk)) if len(codes) else 0.0
+                      for b, codes in crafted.budget_codes.items()}  # fmt: skip
     display = ATTACKS.get(crafted.name).display_name if crafted.name in ATTACKS else crafted.name
     name = crafted.name if crafted.surrogate is None else f"{crafted.name}@{crafted.surrogate}"
     return AttackOutcome(
@@ -249,6 +282,10 @@ def score(crafted: Crafted, clean_codes: Tensor, labels: Tensor, database: CodeB
         seconds=crafted.seconds, fit_seconds=crafted.fit_seconds, wall_seconds=crafted.wall_seconds,
         bits_flipped=(crafted.codes != clean_codes).float().sum(1).tolist(), linf=crafted.linf.tolist(),
         l2=crafted.l2.tolist(), tmap=tmap, tap=tap, surrogate=crafted.surrogate, success=success,
+        queries_used=None if crafted.queries_used is None else crafted.queries_used.tolist(), budget_map=budget_map,
+        stages=None if crafted.stages is None else {
+            spec: [None if math.isnan(v) else v for v in crafted.stages[:, k].tolist()]
+            for k, spec in enumerate(crafted.settings["stages"])},
     )  # fmt: skip
 
 
@@ -356,10 +393,12 @@ def evaluate_attacks(
                                         device, precision=suite.precision)  # fmt: skip
     run = None
     if w.is_main:
+        flags = run_checks(victim, images, my_labels, (banks.reference, banks.database), outcomes, suite.eps,
+                           suite.topk, suite.seed, sweep=suite.protocol == "robust")  # fmt: skip
         run = RobustnessRun(
             config={"suite": asdict(suite), **(config or {})}, seed=suite.seed, environment=environment(device),
             created=now(), model=model_meta or {}, query_indices=indices.tolist(), clean=clean, attacks=outcomes,
-            setup_seconds=setup_seconds, gallery=gallery, world_size=w.world_size,
+            setup_seconds=setup_seconds, gallery=gallery, world_size=w.world_size, flags=flags,
         )  # fmt: skip
     return broadcast_object(run)
 

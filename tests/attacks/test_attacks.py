@@ -228,29 +228,22 @@ def test_missing_bank_and_bad_names_are_user_errors(setup):
 
 @pytest.mark.parametrize("name", list_attacks())
 def test_a_query_does_not_depend_on_batch_size_or_company(name, setup):
-    """Per-query randomness: the same codes for batch sizes 1, 7 and 128 and for two disjoint shards.
-
-    The codes (what every metric sees) agree exactly. The images agree to float rounding: the CPU convolution
-    kernels themselves give ~1e-6 differences between batch sizes, which signed-gradient (PGD) attacks absorb
-    and the SGD / Adam optimisers of HAG and SDHA carry into the pixels (measured: at most 2e-5)."""
+    """Per-query randomness and fixed-shape model calls: bit-identical images for batch sizes 1, 7 and 128 and
+    for two disjoint shards in either order (the CPU kernels themselves differ by ~1e-6 between batch sizes,
+    which HAG's SGD at lr 100 amplified into whole pixels on an Intel Xeon before every call ran on blocks of
+    ``block_rows`` images)."""
     model, reference, database, x, y = setup
     x, y = x[:9], y[:9]
     index = torch.arange(100, 109)  # the queries' positions in some larger query set
     runs = [_attack(name, model, reference, database, eps=32 / 255, seed=4, batch_size=b)(x, y, indices=index)
             for b in (1, 7, 128)]  # fmt: skip
-    codes = encode_images(model, runs[0])
-    # The robust cascade's warm-started masked stage turns float rounding into whole sign steps on pixels whose
-    # gradient nearly cancels (measured: 10/255 on one of these 9 queries, with the same codes and stage APs):
-    # its images are only asserted inside the ball, its codes exactly, like every attack's.
-    atol = 2 * 32 / 255 if ATTACKS.get(name).scores_itself else 1e-4
     for r in runs[1:]:
-        torch.testing.assert_close(r, runs[0], atol=atol, rtol=0)
-        assert torch.equal(encode_images(model, r), codes)
+        assert torch.equal(r, runs[0]), (r - runs[0]).abs().max()
     for first, second in [(slice(0, 4), slice(4, 9)), (slice(4, 9), slice(0, 4))]:
         attack = _attack(name, model, reference, database, eps=32 / 255, seed=4, batch_size=3)
         a = attack(x[first], y[first], indices=index[first])
         b = attack(x[second], y[second], indices=index[second])
-        assert torch.equal(encode_images(model, torch.cat([a, b])), torch.cat([codes[first], codes[second]]))
+        assert torch.equal(torch.cat([a, b]), torch.cat([runs[0][first], runs[0][second]]))
     other_seed = _attack(name, model, reference, database, eps=32 / 255, seed=5)(x, y, indices=index)
     if name in ("pga", "pga-dagger") or ATTACKS.get(name).targeted:  # attacks with random draws
         assert not torch.equal(other_seed, runs[0])

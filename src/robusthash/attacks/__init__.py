@@ -15,6 +15,7 @@ from robusthash.attacks.base import (  # noqa: I001
     Attack,
     CodeBank,
     IterativeAttack,
+    QueryAttack,
     alpha_schedule,
     derive_seed,
     project_linf,
@@ -33,8 +34,10 @@ from robusthash.attacks.nag import NAG  # noqa: E402
 from robusthash.attacks.p2p import P2P  # noqa: E402
 from robusthash.attacks.pga import PgA, PgADagger  # noqa: E402
 from robusthash.attacks.prosgan import ProSGAN  # noqa: E402
+from robusthash.attacks.qair import QAIR  # noqa: E402
 from robusthash.attacks.saat import SAAT  # noqa: E402
 from robusthash.attacks.sdha import SDHA  # noqa: E402
+from robusthash.attacks.square import Square  # noqa: E402
 from robusthash.attacks.tha import THA  # noqa: E402
 
 
@@ -68,9 +71,12 @@ __all__ = [
     "PgA",
     "PgADagger",
     "ProSGAN",
+    "QAIR",
+    "QueryAttack",
     "NAG",
     "SAAT",
     "SDHA",
+    "Square",
     "THA",
     "alpha_schedule",
     "attack_class",

@@ -4,8 +4,9 @@ Every attack maps images in [0, 1] to adversarial images in the L-inf ball of ra
 ``attack(images, labels, indices=...) -> adversarial images``. ``Attack.__call__`` enforces the invariants for
 every subclass: inputs are checked and never modified, the output is projected into the eps-ball and [0, 1],
 every module's train/eval mode and every parameter's ``requires_grad`` are restored, and all randomness of
-query i comes from generators derived from ``(seed, indices[i], stream)`` (:func:`query_generator`), so a query's
-adversarial example does not depend on the batch size, the order, or which other queries run with it.
+query i comes from generators derived from ``(seed, indices[i], stream)`` (:func:`query_generator`), and the
+model is called on fixed blocks of ``block_rows`` images (:class:`~robusthash.models.fixed_rows.FixedRows`), so a
+query's adversarial example does not depend on the batch size, the order, or which other queries run with it.
 
 An attack knows itself: ``name`` (registry key), ``display_name`` (tables), ``threat_model`` (``white-box``:
 it crafts on the model it scores; ``transfer``: it crafts on surrogate models and a victim is scored),
@@ -29,11 +30,13 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from robusthash.errors import UserError
+from robusthash.models.fixed_rows import DEFAULT_ROWS, FixedRows
 from robusthash.registry import Registry
 from robusthash.runtime import autocast, check_precision
 
 PROTOCOLS: tuple[str, ...] = ("default", "pgd20", "robust")
-THREAT_MODELS: tuple[str, ...] = ("white-box", "transfer")
+THREAT_MODELS: tuple[str, ...] = ("white-box", "transfer", "query")
+BUDGET_CHECKPOINTS: tuple[int, ...] = (100, 1000, 10000)
 
 
 @dataclass
@@ -182,13 +185,18 @@ class Attack:
         batch_size: int = 256,
         precision: str = "fp32",
         quiet: bool = True,
+        block_rows: int = DEFAULT_ROWS,
     ) -> None:
         if not (isinstance(eps, (int, float)) and eps >= 0 and not math.isnan(eps)):
             raise UserError(f"eps must be a number >= 0 (image units, e.g. 8/255), got {eps!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise UserError(f"batch_size must be a positive integer, got {batch_size!r}")
         check_precision(precision)
-        self.model = model
+        if not isinstance(block_rows, int) or block_rows < 1:
+            raise UserError(f"block_rows must be a positive integer, got {block_rows!r}")
+        # every model call on blocks of block_rows images: a query's floats do not depend on its company
+        self.model = model if isinstance(model, FixedRows) else FixedRows(model, block_rows)
+        self.block_rows = block_rows
         self.precision = precision
         self.eps = float(eps)
         self.reference = reference
@@ -213,7 +221,8 @@ class Attack:
     def describe(self) -> dict[str, Any]:
         """The settings that produced a result (for results files and figure captions)."""
         return {"attack": self.name, "targeted": self.targeted, "threat_model": self.threat_model,
-                "eps": self.eps, "seed": self.seed, "precision": self.precision}  # fmt: skip
+                "eps": self.eps, "seed": self.seed, "precision": self.precision,
+                "block_rows": self.block_rows}  # fmt: skip
 
     # ----------------------------------------------------------------- preparation (learned attacks)
     def fit(self, reference: CodeBank | None = None, quiet: bool = True, train: Any = None) -> Attack:
@@ -356,13 +365,20 @@ class IterativeAttack(Attack):
 
     Provides :meth:`pgd` (signed steps projected to the eps-ball, PgA eq. 15 / CgAT eq. 8), :meth:`code_output`
     (tanh of the model's logits with a saturation-safe derivative) and a progress bar over steps.
+
+    ``eot`` > 1 averages each step's loss over that many evaluations of the model (expectation over
+    transformation, Athalye et al., ICML 2018): for a model whose outputs are random (input noise, random
+    resizing), one sample's gradient misleads the step; the mean of ``eot`` samples estimates the expected one.
     """
 
     default_steps: ClassVar[int] = 100
 
-    def __init__(self, model: nn.Module, *, steps: int | None = None, step_size: float = 1 / 255,
+    def __init__(self, model: nn.Module, *, steps: int | None = None, step_size: float = 1 / 255, eot: int = 1,
                  **kwargs: Any) -> None:  # fmt: skip
         super().__init__(model, **kwargs)
+        if not isinstance(eot, int) or eot < 1:
+            raise UserError(f"eot must be a positive integer (gradient samples per step), got {eot!r}")
+        self.eot = eot
         steps = self.default_steps if steps is None else steps
         if not isinstance(steps, int) or steps < 0:
             raise UserError(f"steps must be an integer >= 0, got {steps!r}")
@@ -385,6 +401,12 @@ class IterativeAttack(Attack):
         h = alpha * self.model.preactivation(x)
         return surrogate_tanh(h) if surrogate else stable_tanh(h)
 
+    def expected(self, loss_fn: Callable[[Tensor, int], Tensor], x_adv: Tensor, step: int) -> Tensor:
+        """``loss_fn(x_adv, step)``, averaged over ``eot`` evaluations when ``eot`` > 1."""
+        if self.eot == 1:
+            return loss_fn(x_adv, step)
+        return sum(loss_fn(x_adv, step) for _ in range(self.eot)) / self.eot
+
     def pgd(
         self,
         x: Tensor,
@@ -406,7 +428,7 @@ class IterativeAttack(Attack):
         lower, upper = (x - self.eps).clamp_(0.0, 1.0), (x + self.eps).clamp_(0.0, 1.0)
         for step in range(steps):
             x_adv.requires_grad_(True)
-            loss = loss_fn(x_adv, step)
+            loss = self.expected(loss_fn, x_adv, step)
             (grad,) = torch.autograd.grad(loss, x_adv)
             x_adv = x_adv.detach()
             with torch.no_grad():
@@ -426,7 +448,7 @@ class IterativeAttack(Attack):
         cls = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}[optimizer]
         opt = cls([x_adv], lr=lr, **optimizer_options)
         for step in range(self.steps):
-            value = loss_fn(x_adv, step)
+            value = self.expected(loss_fn, x_adv, step)
             opt.zero_grad(set_to_none=True)
             value.backward()
             opt.step()
@@ -436,7 +458,72 @@ class IterativeAttack(Attack):
         return x_adv.detach()
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "steps": self.steps, "step_size": self.step_size}
+        return {**super().describe(), "steps": self.steps, "step_size": self.step_size, "eot": self.eot}
+
+
+class QueryAttack(Attack):
+    """An attack under the query threat model: it sees the victim only through a :class:`~robusthash.oracle.QueryOracle`
+    (code or rank access), with ``budget`` images per query; no gradient, no weight.
+
+    It records, per query index, the images it sent (``queries_used``) and the victim's code of its best image
+    once it had spent each budget of :data:`BUDGET_CHECKPOINTS` (``budget_codes``), so that one run gives the
+    mAP it reached at 100 / 1,000 / 10,000 queries. Those codes are the evaluator's bookkeeping, taken from the
+    victim directly and not charged to the attacker.
+    """
+
+    threat_model: ClassVar[str] = "query"
+    default_budget: ClassVar[int] = 1000
+
+    def __init__(self, model: nn.Module, *, budget: int | None = None, oracle_topk: int = 100,
+                 **kwargs: Any) -> None:  # fmt: skip
+        super().__init__(model, **kwargs)
+        budget = self.default_budget if budget is None else budget
+        if not isinstance(budget, int) or budget < 1:
+            raise UserError(f"budget must be a positive integer (images per query), got {budget!r}")
+        if not isinstance(oracle_topk, int) or oracle_topk < 1:
+            raise UserError(f"oracle_topk must be a positive integer, got {oracle_topk!r}")
+        self.budget = budget
+        self.oracle_topk = oracle_topk
+        self.queries_used: dict[int, int] = {}
+        self.budget_codes: dict[int, dict[int, Tensor]] = {}
+
+    @classmethod
+    def protocol_options(cls, protocol: str) -> dict[str, Any]:
+        super().protocol_options(protocol)
+        return {}
+
+    def progress_units(self) -> int:
+        return self.budget
+
+    def oracle(self, count: int, access: str, continuous: bool = False) -> Any:
+        """A fresh oracle over the victim for ``count`` queries of this attack's budget."""
+        from robusthash.oracle import QueryOracle
+
+        database = self.require_database().codes if access == "rank" else None
+        return QueryOracle(self.model, count, self.budget, access, database, self.oracle_topk, continuous)
+
+    def checkpoint_budgets(self) -> tuple[int, ...]:
+        """The budgets of :data:`BUDGET_CHECKPOINTS` this attack can reach, and its own budget."""
+        return tuple(sorted({b for b in BUDGET_CHECKPOINTS if b < self.budget} | {self.budget}))
+
+    def record(self, spent: Tensor, best: Tensor, indices: Tensor, final: bool = False) -> None:
+        """Keep the victim's code of ``best`` for each query that has spent a checkpoint budget (every remaining
+        checkpoint when ``final``: the query stopped early or used its whole budget), and, when ``final``, the
+        images each query sent."""
+        for budget in self.checkpoint_budgets():
+            seen = self.budget_codes.setdefault(budget, {})
+            due = [row for row, i in enumerate(indices.tolist()) if i not in seen and (final or spent[row] >= budget)]
+            if due:
+                with torch.no_grad():
+                    codes = self.model.encode(best[due]).cpu()
+                for j, row in enumerate(due):
+                    seen[int(indices[row])] = codes[j]
+        if final:
+            for row, i in enumerate(indices.tolist()):
+                self.queries_used[int(i)] = int(spent[row])
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "budget": self.budget, "oracle_topk": self.oracle_topk}
 
 
 ATTACKS: Registry[type[Attack]] = Registry("attack")

@@ -20,8 +20,10 @@ from torch import Tensor
 from robusthash import metrics
 from robusthash.attacks.base import IterativeAttack, register_attack
 from robusthash.attacks.pga import PgA
+from robusthash.attacks.square import Square
 from robusthash.codes import binarize, hamming_distance, pharos_code
 from robusthash.errors import UserError
+from robusthash.oracle import QueryOracle
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,8 @@ class Stage:
     - ``start``: ``random`` (``x + U(-eps, eps)`` from the query's ``stream`` draw) or ``best`` (the best
       adversarial example so far: the stage refines it).
     - ``length``: its steps as a fraction of the cascade's ``steps`` (``name:length`` in a stage list
-      overrides it).
+      overrides it); for the gradient-free ``square`` stage, its query budget as a fraction of the cascade's
+      ``square_budget``.
     """
 
     name: str
@@ -56,8 +59,9 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("dagger-target", "dagger", anchor="target"),
     Stage("dagger-restart", "dagger", start="random", stream="restart"),
     Stage("pga-restart", "pga", start="random", stream="restart"),
+    Stage("square", "square", start="random"),
 )}  # fmt: skip
-RECIPE: tuple[str, ...] = ("dagger", "target", "pga", "target-2")
+RECIPE: tuple[str, ...] = ("dagger", "target", "pga", "target-2", "square")
 
 
 SCHEDULES: tuple[str, ...] = ("cosine", "constant")
@@ -101,13 +105,17 @@ class RobustCascade(IterativeAttack):
 
     The default recipe (:data:`RECIPE`, chosen by measurement: ``benchmarks/bench_robust.py``) runs PgA-dagger
     (eq. 10) from a random start, then a targeted stage toward the nearest other class, PgA's masked loss
-    (eq. 13) from the best point, and a targeted stage toward the second-nearest class. Each stage runs only on
+    (eq. 13) from the best point, a targeted stage toward the second-nearest class, and a gradient-free stage:
+    Square's random search (:class:`~robusthash.attacks.Square`, ``square_budget`` images per query through a
+    code oracle, continuous codes) from its own stripes start, so that a model that hides its gradients cannot
+    keep the per-query minimum high (AutoAttack's reason for its Square stage). Each stage runs only on
     the queries whose best AP is still above 0; a query keeps the example with the lowest AP any stage reached
     (the clean image if none lowered it), so the cascade never reports a higher per-query AP than any of its
     stages. All stages use PgA's softsign surrogate derivative and the step sizes of :func:`cosine_step`
     (``schedule="constant"``: PgA's fixed eta, under which stage 1 is exactly
-    :class:`~robusthash.attacks.PgADagger` with the same seed). Cost: the stages' steps (4 x ``steps``) plus one
-    encoding and scoring per stage: at most 4 PgA runs and a little more.
+    :class:`~robusthash.attacks.PgADagger` with the same seed). Cost: the white-box stages' steps (4 x ``steps``)
+    plus one encoding and scoring per stage (at most 4 PgA runs and a little more), and at most ``square_budget``
+    forward passes per query still unbroken for the gradient-free stage.
 
     ``topk`` must be the evaluation's mAP cut-off (the suite passes its own); needs the reference bank (pharos
     codes) and the database (scoring and targets). A query's result does not depend on its batch (per-query
@@ -118,14 +126,18 @@ class RobustCascade(IterativeAttack):
 
     name: ClassVar[str] = "cascade"
     display_name: ClassVar[str] = "Robust cascade"
-    test_options: ClassVar[dict[str, Any]] = {"steps": 30}
+    test_options: ClassVar[dict[str, Any]] = {"steps": 30, "square_budget": 100}
     default_steps: ClassVar[int] = 100
     scores_itself: ClassVar[bool] = True
     paper: ClassVar[str] = "robusthash: worst-case cascade of PgA-family stages (AutoAttack-like)"
 
     def __init__(self, model: Any, *, topk: int | None = 1000, stages: tuple[str, ...] | list[str] = RECIPE,
-                 margin: float = -0.8, schedule: str = "cosine", **kwargs: Any) -> None:  # fmt: skip
+                 margin: float = -0.8, schedule: str = "cosine", square_budget: int = 1000,
+                 **kwargs: Any) -> None:  # fmt: skip
         super().__init__(model, **kwargs)
+        if not isinstance(square_budget, int) or square_budget < 1:
+            raise UserError(f"square_budget must be a positive integer (images per query), got {square_budget!r}")
+        self.square_budget = square_budget
         if schedule not in SCHEDULES:
             raise UserError(f"unknown step schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
         self.schedule = schedule
@@ -138,14 +150,19 @@ class RobustCascade(IterativeAttack):
         # the losses are PgA's (one definition of eq. 10 and eq. 13)
         self._pga = PgA(model, margin=margin, eps=self.eps, seed=self.seed, reference=self.reference)
         self._dagger = PgA(model, masked=False, eps=self.eps, seed=self.seed, reference=self.reference)
+        self._square = Square(self.model, eps=self.eps, seed=self.seed)  # the gradient-free stage's search
         self.stage_ap: dict[int, list[float]] = {}  # query index -> AP after each stage (nan: skipped)
         self._target_codes: tuple[Tensor, Tensor] | None = None
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "stages": [stage_spec(s) for s in self.stages], "topk": self.topk,
-                "margin": self._pga.margin, "schedule": self.schedule}  # fmt: skip
+                "margin": self._pga.margin, "schedule": self.schedule,
+                "square_budget": self.square_budget if any(s.loss == "square" for s in self.stages) else None}
 
     def stage_steps(self, stage: Stage) -> int:
+        """Gradient steps of a stage, or oracle images per query of the gradient-free stage."""
+        if stage.loss == "square":
+            return max(1, round(self.square_budget * stage.length))
         return round(self.steps * stage.length)
 
     def progress_units(self) -> int:
@@ -203,10 +220,17 @@ class RobustCascade(IterativeAttack):
             def loss(x_adv: Tensor, step: int, anchor: Tensor = anchor, objective: Any = objective) -> Tensor:
                 return objective(anchor * self.code_output(x_adv, 1.0, surrogate=True)).sum()
 
-            start = self.random_start(xs, indices[rows], stage.stream) if stage.start == "random" else best[on]
             steps = self.stage_steps(stage)
-            eta = (lambda step, n=steps: cosine_step(step, n, self.step_size)) if self.schedule == "cosine" else None
-            adv = self.pgd(xs, loss, start, step_size=eta, steps=steps)
+            if stage.loss == "square":  # gradient-free: the continuous code through an oracle, no gradient
+                self._square._bar = self._bar
+                oracle = QueryOracle(self.model, len(rows), steps, "code", continuous=True)
+                adv = self._square.search(xs, anchor, indices[rows], oracle)
+                self._square._bar = None
+            else:
+                start = self.random_start(xs, indices[rows], stage.stream) if stage.start == "random" else best[on]
+                cosine = self.schedule == "cosine"
+                eta = (lambda step, n=steps: cosine_step(step, n, self.step_size)) if cosine else None
+                adv = self.pgd(xs, loss, start, step_size=eta, steps=steps)
             ap = self.average_precision(adv, ys)
             history[rows, k] = ap
             better = ap < best_ap[rows]

@@ -18,6 +18,7 @@ from robusthash.attacks.base import Attack, CodeBank, derive_seed, frozen, regis
 from robusthash.codes import binarize
 from robusthash.data import iterate_batches
 from robusthash.errors import UserError
+from robusthash.models.fixed_rows import in_blocks
 from robusthash.models.prosgan import ProSGANDiscriminator, ProSGANGenerator
 from robusthash.models.prototype import PrototypeNet, train_prototype_net
 from robusthash.runtime import atomic_torch_save, model_fingerprint
@@ -207,8 +208,10 @@ class ProSGAN(Attack):
         if self.prototype is None or self.generator_net is None:
             raise UserError("ProS-GAN needs fit() first: it trains its generator against the model")
         assert targets is not None
-        with torch.no_grad():
-            return self.generator_net(x, self.prototype.feature(targets.to(x.device, x.dtype)))
+        generator, prototype = self.generator_net, self.prototype
+        with torch.no_grad():  # fixed blocks, like the model's calls: a query's image does not depend on its batch
+            return in_blocks(lambda xs, ts: generator(xs, prototype.feature(ts)), self.block_rows, x,
+                             targets.to(x.device, x.dtype))  # fmt: skip
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "epochs": self.epochs, "train_batch": self.train_batch, "lr": self.lr,

@@ -10,6 +10,7 @@ from torch import Tensor
 from robusthash.attacks.base import IterativeAttack, alpha_schedule, register_attack
 from robusthash.codes import binarize, hamming_distance
 from robusthash.errors import UserError
+from robusthash.models.fixed_rows import in_blocks
 
 
 def _g(s: Tensor, sigma: float) -> Tensor:
@@ -82,8 +83,11 @@ class SDHA(IterativeAttack):
             relevant = torch.cat([relevant, extra], 1)
 
         def loss(x_adv: Tensor, step: int) -> Tensor:
-            u = self.code_output(x_adv, alpha_schedule(step, self.steps))
-            return self.objective(x_adv, x, u, relevant, codes).sum()
+            def per_query(xa: Tensor, xc: Tensor, rel: Tensor) -> Tensor:
+                return self.objective(xa, xc, self.code_output(xa, alpha_schedule(step, self.steps)), rel, codes)
+
+            # the products with the bank are GEMMs over the batch too: fixed blocks, like the model's calls
+            return in_blocks(per_query, self.block_rows, x_adv, x, relevant).sum()
 
         return self.optimise(x, loss, self.optimizer, self.lr, betas=(0.9, 0.999))
 

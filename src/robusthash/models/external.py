@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +33,19 @@ class WrappedModel(nn.Module):
     """A user's module as a hashing model. ``output="preactivation"``: the module returns the logits h;
     ``"tanh"``: it returns tanh(h) (or any code in (-1, 1)), and h is recovered as atanh of the output clamped to
     1 - 1e-6 (attacks then see gradients through atanh; fully saturated outputs give none, so prefer exposing
-    the logits). ``mean``/``std`` normalise the [0, 1] input before the module (default: none)."""
+    the logits). ``mean``/``std`` normalise the [0, 1] input before the module (default: none).
+
+    ``preprocess`` is a defence's input transformation (quantisation, filtering, JPEG), applied to the [0, 1]
+    image before the normalisation; ``bpda=True`` differentiates it as the identity (the straight-through
+    approximation of BPDA), so that a non-differentiable preprocessing is attacked rather than hidden behind."""
 
     def __init__(self, module: nn.Module, bits: int, output: str, in_channels: int,
-                 mean: Sequence[float] | None, std: Sequence[float] | None, name: str) -> None:  # fmt: skip
+                 mean: Sequence[float] | None, std: Sequence[float] | None, name: str,
+                 preprocess: Callable[[Tensor], Tensor] | None = None, bpda: bool = False) -> None:  # fmt: skip
         super().__init__()
         self.module = module
+        self.preprocess = preprocess
+        self.bpda = bpda
         self.bits = bits
         self.output = output
         self.in_channels = in_channels
@@ -50,6 +57,10 @@ class WrappedModel(nn.Module):
                        "mean": list(mean), "std": list(std), "output": output, "external": True}  # fmt: skip
 
     def preactivation(self, x: Tensor) -> Tensor:
+        if self.preprocess is not None:
+            processed = self.preprocess(x)
+            # BPDA (Athalye et al., ICML 2018): the preprocessing forward, the identity backward
+            x = x + (processed - x).detach() if self.bpda else processed
         out = self.module((x - self.mean) / self.std).float()  # fp32 logits also under bf16 autocast
         if out.ndim != 2 or out.shape[1] != self.bits:
             raise UserError(f"the wrapped module returned shape {tuple(out.shape)}, expected (N, {self.bits})")
@@ -65,7 +76,8 @@ class WrappedModel(nn.Module):
 
 def wrap_model(module: nn.Module, output: str = "tanh", mean: Sequence[float] | None = None,
                std: Sequence[float] | None = None, image_shape: Sequence[int] = (3, 224, 224),
-               name: str | None = None) -> WrappedModel:  # fmt: skip
+               name: str | None = None, preprocess: Callable[[Tensor], Tensor] | None = None,
+               bpda: bool = False) -> WrappedModel:  # fmt: skip
     """Wrap ``module`` (images in [0, 1] of ``image_shape`` -> (N, K) codes) for attacks, defences and metrics.
 
     The module is probed once on two blank images to learn K; an output that is not (N, K) is a
@@ -93,8 +105,12 @@ def wrap_model(module: nn.Module, output: str = "tanh", mean: Sequence[float] | 
     if not isinstance(probe, Tensor) or probe.ndim != 2 or probe.shape[0] != 2:
         shape = tuple(probe.shape) if isinstance(probe, Tensor) else type(probe).__name__
         raise UserError(f"the module must return codes of shape (N, K); for 2 images it returned {shape}")
+    if preprocess is not None and not callable(preprocess):
+        raise UserError(f"preprocess must be a function of a batch of images, got {type(preprocess).__name__}")
+    if bpda and preprocess is None:
+        raise UserError("bpda=True needs a preprocess function (it is the preprocessing's backward)")
     return WrappedModel(module, int(probe.shape[1]), output, image_shape[0], mean, std,
-                        name or type(module).__name__)  # fmt: skip
+                        name or type(module).__name__, preprocess, bpda)  # fmt: skip
 
 
 def load_model_def(spec: str) -> nn.Module:

@@ -21,8 +21,8 @@ from typing import Any
 
 from robusthash.errors import UserError
 from robusthash.report.gallery import draw_gallery
-from robusthash.report.plots import plot_efficiency, plot_pr_and_pn
-from robusthash.report.tables import attack_rows, fmt, markdown_table
+from robusthash.report.plots import plot_budget_curve, plot_efficiency, plot_pr_and_pn
+from robusthash.report.tables import attack_rows, budget_rows, flag_rows, fmt, markdown_table
 from robusthash.results import BenchmarkRows, ExperimentRun, RobustnessRun, load_results, now
 
 
@@ -116,13 +116,27 @@ def attack_section(path: Path, run: RobustnessRun, figures: Path, index: int) ->
                   note=caption + f". Source: {path.name}.")  # fmt: skip
     pr, pn = plot_pr_and_pn(run, caption, figures, stem=f"{index}-")
     eff = plot_efficiency(run, caption, figures / f"{index}-efficiency.png")
+    tables = [table]
+    budgets = budget_rows(run)
+    if budgets:
+        tables.append(Table(f"budgets-{index}-{_slug(label)}", f"Query attacks on the {label} model: mAP against "
+                            "query budget", *budgets, note="Attacks that see only the service's answers."))
+    flags = flag_rows(run)
+    if flags:
+        tables.append(Table(f"flags-{index}-{_slug(label)}", f"Checks for masked gradients on the {label} model",
+                            *flags, note="A fired check means the robust mAP is an optimistic upper bound."))
+    extra = []
+    if budgets:
+        curve = plot_budget_curve(run, caption, figures / f"{index}-budget.png")
+        extra.append(Figure(curve, "mAP against queries sent, for the attacks that only see the service's "
+                                   "answers. " + caption))
     return Section(
         f"{label} model",
         intro=caption,
-        tables=[table],
+        tables=tables,
         figures=[Figure(pr, "Precision-recall by Hamming radius, clean and attacked queries. " + caption),
                  Figure(pn, "Precision@N, clean and attacked queries. " + caption),
-                 Figure(eff, "mAP under attack against seconds per adversarial image. " + caption)],
+                 Figure(eff, "mAP under attack against seconds per adversarial image. " + caption), *extra],
     )  # fmt: skip
 
 

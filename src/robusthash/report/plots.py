@@ -70,3 +70,23 @@ def plot_efficiency(run: RobustnessRun, caption: str, out: str | Path) -> Path:
     fig.savefig(out)
     plt.close(fig)
     return out
+
+
+def plot_budget_curve(run: RobustnessRun, caption: str, out: str | Path) -> Path:
+    """The query attacks' mAP against the images they had sent per query (log scale), with the clean mAP and
+    the white-box robust mAP for reference."""
+    fig, ax = plt.subplots(figsize=(5.6, 4.2), dpi=110)
+    for a in run.attacks:
+        if a.budget_map:
+            points = sorted((int(b), v) for b, v in a.budget_map.items())
+            ax.plot([1] + [b for b, _ in points], [run.clean.map] + [v for _, v in points], marker="o",
+                    label=a.display_name)  # fmt: skip
+    ax.axhline(run.clean.map, color="black", linewidth=1, linestyle="--", label="clean")
+    ax.axhline(run.robust_map, color="grey", linewidth=1, linestyle=":", label="robust (all attacks)")
+    ax.set(xscale="log", xlabel="queries sent per image (log scale)", ylabel="mAP under attack",
+           title="Query attacks: mAP against query budget")  # fmt: skip
+    _finish(fig, ax, caption)
+    out = Path(out)
+    fig.savefig(out)
+    plt.close(fig)
+    return out

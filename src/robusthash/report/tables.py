@@ -24,7 +24,10 @@ def attack_rows(run: RobustnessRun) -> tuple[list[str], list[list[Any]]]:
     blank = [None] * (len(header) - 4)
     rows: list[list[Any]] = [["clean", "", "", run.clean.map, *blank]]
     for a in run.attacks:
+        counts = a.query_counts()
         steps = a.steps if a.steps is not None else ""
+        if counts is not None:
+            steps = f"{counts['median']:.0f} queries (budget {a.settings.get('budget')})"
         rows.append([a.display_name, a.threat_model, steps, a.map, a.tmap, fmt(a.success_rate, ".3f"),
                      fmt(a.seconds_per_image), fmt(a.seconds_per_image_amortised), fmt(a.mean_bits_flipped, ".2f"),
                      fmt(a.mean_linf * 255, ".2f"), fmt(a.mean_l2, ".3f")]
@@ -34,9 +37,45 @@ def attack_rows(run: RobustnessRun) -> tuple[list[str], list[list[Any]]]:
     return header, rows
 
 
+def budget_rows(run: RobustnessRun) -> tuple[list[str], list[list[Any]]] | None:
+    """Header and rows of the query attacks' mAP at each budget, with the images they sent (None without any)."""
+    queried = [a for a in run.attacks if a.budget_map]
+    if not queried:
+        return None
+    budgets = sorted({int(b) for a in queried for b in a.budget_map or {}})
+    k = run.clean.topk if run.clean.topk is not None else "all"
+    header = ["attack"] + [f"mAP@{k} at {b:,} queries" for b in budgets] + ["queries: mean", "median", "max"]
+    rows = []
+    for a in queried:
+        counts = a.query_counts() or {}
+        rows.append([a.display_name] + [(a.budget_map or {}).get(str(b)) for b in budgets]
+                    + [fmt(counts.get("mean"), ".0f"), fmt(counts.get("median"), ".0f"), fmt(counts.get("max"), ".0f")])
+    return header, rows
+
+
+def flag_rows(run: RobustnessRun) -> tuple[list[str], list[list[Any]]] | None:
+    """Header and rows of the checks for masked gradients (None when the run has none)."""
+    if not run.flags:
+        return None
+    rows = [["FLAG" if f.fired else "ok", f.name, f.measured, f"{f.meaning}; {f.advice}" if f.fired else ""]
+            for f in run.flags]
+    return ["", "check", "measured", "what it means and what to do"], rows
+
+
 def attack_table(run: RobustnessRun, title: str | None = None) -> str:
+    """The attack table, then the query attacks' budget table and the checks for masked gradients."""
     header, rows = attack_rows(run)
-    return (f"### {title}\n\n" if title else "") + markdown_table(header, rows)
+    text = (f"### {title}\n\n" if title else "") + markdown_table(header, rows)
+    budgets = budget_rows(run)
+    if budgets:
+        text += "\nQuery attacks (they see only the service's answers):\n\n" + markdown_table(*budgets)
+    flags = flag_rows(run)
+    if flags:
+        fired = sum(f.fired for f in run.flags)
+        text += (f"\nChecks for masked gradients: {fired} of {len(run.flags)} fired"
+                 + (" (the robust mAP is then an optimistic upper bound)" if fired else "") + "\n\n"
+                 + markdown_table(*flags, align="|---|---|---|---|"))  # fmt: skip
+    return text
 
 
 def markdown_table(header: list[str], rows: list[list[Any]], align: str | None = None) -> str:
