@@ -3,7 +3,8 @@
     python benchmarks/bench_blackbox.py --markdown docs/blackbox.md     # resumable; ~20 min on 2 CPU cores
 
 For each zoo model (undefended DPH-32 and its ATRDH, PgA-AT and CgAT versions, Fashion-MNIST): white-box PgA
-(100 steps), and the attacks that only see what a retrieval service returns, on the same seeded 100 queries,
+(100 steps), the robust cascade with and without its gradient-free stage, and the attacks that only see what a
+retrieval service returns, on the same seeded 100 queries,
 eps 8/255, mAP@1000: Square with code access (continuous codes; and binary codes only), and QAIR with rank-only
 access (the top-100 list). Each query attack records the mAP it had reached at each budget of 100 / 1,000 /
 10,000 images per query up to ``--budget`` and the images it sent (mean, median, max). ``--budget 10000
@@ -31,24 +32,29 @@ VARIANTS = {
     "square": ("square", {"continuous": True}, "code (continuous)"),
     "square-binary": ("square", {"continuous": False}, "code (binary)"),
     "qair": ("qair", {"oracle_topk": 100}, "rank (top 100)"),
+    # the robust protocol's cascade before and after its gradient-free stage
+    "cascade-white-box": ("cascade", {"stages": ["dagger", "target", "pga", "target-2"]}, "white-box"),
+    "cascade": ("cascade", {}, "white-box + code oracle"),
 }
 
 
 def measure(rows: Rows, model_name: str, label: str, budget: int, queries: int) -> None:
-    key = {"model": model_name, "attack": label, "budget": budget if label != "pga" else None, "queries": queries}
+    name, options, access = VARIANTS[label]
+    queried = name in ("square", "qair")
+    key = {"model": model_name, "attack": label, "budget": budget if queried else None, "queries": queries}
     if rows.has(**key):
         return
-    name, options, access = VARIANTS[label]
-    if name != "pga":
+    if queried:
         options = {**options, "budget": budget}
     suite = AttackSuite(attacks=[name], queries=queries, attack_options={name: options}, gallery_queries=0)
     began = time.perf_counter()
-    run = evaluate_attacks(load_model(model_name), dataset("fashion-mnist"), suite, quiet=False)
+    run = evaluate_attacks(load_model(model_name), dataset("fashion-mnist"), suite, quiet=True)
     outcome = run.attacks[0]
     rows.add({**key, "access": access, "clean": run.clean.map, "map": outcome.map,
               "budget_map": outcome.budget_map, "query_counts": outcome.query_counts(),
               "seconds_per_image": outcome.seconds_per_image, "wall_seconds": time.perf_counter() - began,
-              "threads": torch.get_num_threads(), "settings": outcome.settings, "ap": outcome.scores.ap})  # fmt: skip
+              "threads": torch.get_num_threads(), "settings": outcome.settings, "ap": outcome.scores.ap,
+              "flags": [f.line() for f in run.flags if f.fired]})  # fmt: skip
     print(f"{model_name} {label} budget {budget}: mAP {outcome.map:.4f} ({outcome.budget_map})", flush=True)
 
 
@@ -77,7 +83,7 @@ def markdown(rows: Rows) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS))
-    parser.add_argument("--attacks", default=",".join(VARIANTS))
+    parser.add_argument("--attacks", default=",".join(VARIANTS), help=f"of {', '.join(VARIANTS)}")
     parser.add_argument("--budget", type=int, default=1000)
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--markdown", default=None, help="write the tables to this Markdown file")

@@ -183,7 +183,7 @@ def test_transfer_attacks_craft_on_surrogates_and_never_touch_the_victim(brought
             evaluate_attacks(victim, data, AttackSuite(attacks=["test-transfer"], queries=4), quiet=True)
         suite = AttackSuite(attacks=["test-transfer", "nag", "pga"], steps=1, queries=4)
         run = evaluate_attacks(victim, data, suite, quiet=True, surrogates={"cnn": surrogate})
-        assert all(m is surrogate for m in _Transfer.crafted_on)
+        assert all(m.inner is surrogate for m in _Transfer.crafted_on)  # in its fixed-row wrapper
         assert all(p.grad is None for p in params)  # the victim was never differentiated by a transfer attack
         assert run.attack_names == ["test-transfer@cnn", "nag@cnn", "pga"]
         assert [a.threat_model for a in run.attacks] == ["transfer", "transfer", "white-box"]
