@@ -9,7 +9,8 @@ import torch
 
 from robusthash.attacks import CodeBank, create_attack, query_generator
 from robusthash.attacks.qair import relevance, signhunter_chunk
-from robusthash.attacks.square import square_fraction, square_side
+from robusthash.attacks.base import project_l2
+from robusthash.attacks.square import bump, square_fraction, square_pattern, square_side
 from robusthash.codes import binarize, pharos_code
 from robusthash.evaluation import encode
 from robusthash.models.fixed_rows import FixedRows
@@ -199,3 +200,91 @@ def test_budget_curve_is_recorded_at_each_checkpoint(setup):
     for i in range(len(x)):
         assert torch.equal(attack.budget_codes[150][i], final[i])
         assert attack.queries_used[i] <= 150
+
+
+def test_square_pattern_is_the_authors_bumps():
+    # 3 x 3 bump: centre 1 + 1/4, ring 1/4, normalised; the 5 x 5 pattern: a positive 2 x 5 half, a negative 3 x 5 one
+    b = bump(3, 3)
+    expected = torch.full((3, 3), 0.25, dtype=torch.float64)
+    expected[1, 1] = 1.25
+    torch.testing.assert_close(b, expected / expected.norm())
+    p = square_pattern(5)
+    assert p.shape == (5, 5) and float(p.norm()) == pytest.approx(1.0)
+    assert (p[:2] > 0).all() and (p[2:] < 0).all()
+    torch.testing.assert_close(p[:2] / p[:2].norm(), bump(2, 5))
+
+
+def test_l2_projection():
+    x = torch.full((2, 1, 2, 2), 0.5)
+    far = x + torch.tensor([0.4, 0.01]).view(2, 1, 1, 1)  # norms 0.8 and 0.02
+    out = project_l2(far, x, 0.2)
+    norms = (out - x).flatten(1).norm(dim=1)
+    assert norms.tolist() == pytest.approx([0.2, 0.02])
+
+
+def _square_l2_reference(model, x, anchor, eps, budget, seed, index, p_init=0.05):
+    """Square L2 (the authors' Alg. 3) on one query, with explicit slices for the windows."""
+    channels, height, width = x.shape
+    g = query_generator(seed, index, "square-l2")
+    side0 = height // 5
+    start = (height - side0 * 5) // 2
+    cells = [(r, c) for r in range((height - start) // side0) for c in range((width - start) // side0)]
+    init = torch.rand(len(cells), 1 + channels, generator=g)
+    uniforms = torch.rand(budget, 5 + channels, generator=g)
+
+    def loss(image):
+        with torch.no_grad():
+            return float((torch.tanh(model.preactivation(image[None]))[0] * anchor).mean())
+
+    delta = torch.zeros_like(x)
+    for k, (r, c) in enumerate(cells):
+        pattern = square_pattern(side0).float()
+        pattern = pattern.T if init[k, 0] > 0.5 else pattern
+        for ch in range(channels):
+            sign = -1.0 if init[k, 1 + ch] < 0.5 else 1.0
+            delta[ch, start + r * side0 : start + (r + 1) * side0, start + c * side0 : start + (c + 1) * side0] += (
+                sign * pattern)  # fmt: skip
+    best = (x + delta / delta.norm() * eps).clamp(0, 1)
+    best_loss = loss(best)
+    for it in range(1, budget):
+        if best_loss <= -1:
+            break
+        side = max(3, round(math.sqrt(square_fraction(p_init, it, budget) * height * width)))
+        side = min(side + 1 if side % 2 == 0 else side, height, width)
+        u = uniforms[it]
+        t1, l1 = int(u[0] * (height - side + 1)), int(u[1] * (width - side + 1))
+        t2, l2 = int(u[2] * (height - side + 1)), int(u[3] * (width - side + 1))
+        current = best - x
+        pattern = square_pattern(side).float()
+        pattern = pattern.T if u[4] > 0.5 else pattern
+        image_norm = current.norm()
+        new = current.clone()
+        for ch in range(channels):
+            w1 = current[ch, t1 : t1 + side, l1 : l1 + side]
+            both = torch.zeros(height, width, dtype=torch.bool)
+            both[t1 : t1 + side, l1 : l1 + side] = True
+            both[t2 : t2 + side, l2 : l2 + side] = True
+            sign = -1.0 if u[5 + ch] < 0.5 else 1.0
+            proposal = sign * pattern + w1 / (1e-10 + w1.norm())
+            scale = math.sqrt(max(eps**2 - float(image_norm) ** 2, 0) / channels + float(current[ch][both].norm()) ** 2)
+            new[ch, t2 : t2 + side, l2 : l2 + side] = 0
+            new[ch, t1 : t1 + side, l1 : l1 + side] = proposal / proposal.norm() * scale
+        candidate = (x + new / new.norm() * eps).clamp(0, 1)
+        value = loss(candidate)
+        if value < best_loss:
+            best, best_loss = candidate, value
+    return best
+
+
+def test_square_l2_equals_a_per_query_loop(setup):
+    model, database, x, y = setup
+    attack = create_attack("square", model, database=database, budget=40, norm="l2", l2_eps=1.5, seed=3,
+                           batch_size=4)  # fmt: skip
+    index = torch.arange(len(x))
+    adv = attack(x, y, indices=index)
+    assert ((adv - x).flatten(1).norm(dim=1) <= 1.5 + 1e-5).all()
+    anchor = pharos_code(y, database.codes, database.labels)
+    fixed = FixedRows(model)
+    for row in range(len(x)):
+        expected = _square_l2_reference(fixed, x[row], anchor[row], 1.5, 40, 3, int(index[row]))
+        torch.testing.assert_close(adv[row], expected, atol=1e-5, rtol=0)

@@ -1,6 +1,7 @@
 """The attack contract: ``Attack`` (any threat model) and ``IterativeAttack`` (gradient steps in the eps-ball).
 
-Every attack maps images in [0, 1] to adversarial images in the L-inf ball of radius ``eps`` around them:
+Every attack maps images in [0, 1] to adversarial images in the ball of radius ``eps`` around them (L-inf; L2 for an
+attack whose ``norm`` says so):
 ``attack(images, labels, indices=...) -> adversarial images``. ``Attack.__call__`` enforces the invariants for
 every subclass: inputs are checked and never modified, the output is projected into the eps-ball and [0, 1],
 every module's train/eval mode and every parameter's ``requires_grad`` are restored, and all randomness of
@@ -157,6 +158,17 @@ def project_linf(x_adv: Tensor, x: Tensor, eps: float) -> Tensor:
     return torch.min(torch.max(x_adv, x - eps), x + eps).clamp_(0.0, 1.0)
 
 
+def project_l2(x_adv: Tensor, x: Tensor, eps: float) -> Tensor:
+    """Back into the L2 ball of radius eps around x (each image's perturbation scaled down to norm eps when it
+    is longer), then into [0, 1] (clipping only shortens it)."""
+    delta = x_adv - x
+    norms = delta.flatten(1).norm(dim=1).view(-1, *[1] * (x.ndim - 1))
+    return (x + delta * (eps / norms.clamp_min(eps)).clamp(max=1.0)).clamp_(0.0, 1.0)
+
+
+NORMS: dict[str, Callable[[Tensor, Tensor, float], Tensor]] = {"linf": project_linf, "l2": project_l2}
+
+
 class Attack:
     """The minimal contract. Subclasses set the class attributes and implement :meth:`perturb`.
 
@@ -173,6 +185,7 @@ class Attack:
     paper: ClassVar[str] = ""
     test_options: ClassVar[dict[str, Any]] = {}
     scores_itself: ClassVar[bool] = False  # takes ``topk``: scores its candidates with the evaluation's AP@topK
+    norm: str = "linf"  # the ball ``eps`` measures: linf (every attack of the papers) or l2 (Square's L2 variant)
 
     def __init__(
         self,
@@ -300,7 +313,7 @@ class Attack:
                     t = targets[sl].to(device, non_blocking=pinned) if targets is not None else None
                     with autocast(device, self.precision):
                         adv = self.perturb(x, y, t, indices[sl])
-                    out[sl].copy_(project_linf(adv.detach().to(x.dtype), x, self.eps), non_blocking=pinned)
+                    out[sl].copy_(NORMS[self.norm](adv.detach().to(x.dtype), x, self.eps), non_blocking=pinned)
                 if pinned:
                     torch.cuda.synchronize(device)
         finally:

@@ -1,4 +1,4 @@
-"""Square attack (Andriushchenko et al., ECCV 2020), L-inf, on the pharos objective through a code oracle."""
+"""Square attack (Andriushchenko et al., ECCV 2020), L-inf and L2, on the pharos objective through a code oracle."""
 
 from __future__ import annotations
 
@@ -34,6 +34,26 @@ def square_side(p: float, height: int, width: int) -> int:
     return max(1, min(height, width, round(math.sqrt(p * height * width))))
 
 
+def bump(rows: int, cols: int) -> Tensor:
+    """The authors' ``pseudo_gaussian_pert_rectangles``: concentric rectangles around the centre, the k-th (from
+    0) adding 1 / (k + 1)^2, normalised to unit L2 norm."""
+    delta = torch.zeros(rows, cols, dtype=torch.float64)
+    top, left = rows // 2, cols // 2
+    for k in range(max(rows // 2 + 1, cols // 2 + 1)):
+        delta[max(top - k, 0) : min(top - k + 2 * k + 1, rows), max(left - k, 0) : min(left - k + 2 * k + 1, cols)] += (
+            1.0 / (k + 1) ** 2)  # fmt: skip
+    return delta / delta.norm()
+
+
+def square_pattern(side: int) -> Tensor:
+    """The authors' ``meta_pseudo_gaussian_pert`` (two sub-rectangles, before any transpose): the upper half of the
+    square a positive bump, the lower half a negative one, normalised to unit L2 norm."""
+    delta = torch.zeros(side, side, dtype=torch.float64)
+    delta[: side // 2] = bump(side // 2, side)
+    delta[side // 2 :] = -bump(side - side // 2, side)
+    return delta / delta.norm()
+
+
 def pharos_agreement(codes: Tensor, anchor: Tensor) -> Tensor:
     """``(1/K) a^T c`` per query: how far codes ``c`` still agree with the anchor ``a`` (PgA eq. 10's loss
     negated; -1 when every bit is flipped). The random search minimises it."""
@@ -51,7 +71,12 @@ class Square(QueryAttack):
     the continuous code tanh(h) when ``continuous`` (the strongest signal a code service can give), else the
     binary code, where a candidate of equal loss is kept too (a walk on the plateaus that binary codes make).
     A query stops once every bit disagrees with its anchor. Per-query draws; ``p_init`` 0.05 as the paper's
-    L-inf default.
+    L-inf default. A window's position is uniform over every place it fits (the public code leaves out the last
+    row and column, an off-by-one we do not copy), and a window that changes nothing is not redrawn.
+
+    ``norm="l2"``: the L2 variant (the authors' Alg. 3, :meth:`_search_l2`) in the L2 ball of radius ``l2_eps``
+    (image units, [0, 1] pixels; the contract then projects into that ball): bumps of
+    :func:`square_pattern` instead of constant squares, the window's old mass and a second window's moved in.
     """
 
     name: ClassVar[str] = "square"
@@ -60,10 +85,18 @@ class Square(QueryAttack):
     default_budget: ClassVar[int] = 1000
     paper: ClassVar[str] = "Andriushchenko et al., Square Attack, ECCV 2020 (code oracle, pharos objective)"
 
-    def __init__(self, model: Any, *, p_init: float = 0.05, continuous: bool = True, **kwargs: Any) -> None:
+    def __init__(self, model: Any, *, p_init: float = 0.05, continuous: bool = True, norm: str = "linf",
+                 l2_eps: float = 1.0, **kwargs: Any) -> None:  # fmt: skip
         super().__init__(model, **kwargs)
         if not 0 < p_init <= 1:
             raise UserError(f"p_init must lie in (0, 1], got {p_init}")
+        if norm not in ("linf", "l2"):
+            raise UserError(f"unknown norm {norm!r}; valid: linf, l2")
+        if norm == "l2":
+            if not (isinstance(l2_eps, (int, float)) and 0 < l2_eps and math.isfinite(l2_eps)):
+                raise UserError(f"l2_eps must be a finite number > 0 (L2 norm in [0, 1] image units), got {l2_eps!r}")
+            self.eps = float(l2_eps)  # the ball the contract projects into is then the L2 ball
+        self.norm = norm
         self.p_init = float(p_init)
         self.continuous = bool(continuous)
 
@@ -75,6 +108,8 @@ class Square(QueryAttack):
     def search(self, x: Tensor, anchor: Tensor, indices: Tensor, oracle: QueryOracle, track: bool = False) -> Tensor:
         """The best image found for each query within the oracle's budget (``track``: record the queries used
         and the checkpoint codes, as this attack's own run does; the robust cascade's stage does not)."""
+        if self.norm == "l2":
+            return self._search_l2(x, anchor, indices, oracle, track)
         budget = oracle.budget
         n, channels, height, width = x.shape
         draws = [self.generator(int(i), "square") for i in indices]
@@ -110,5 +145,85 @@ class Square(QueryAttack):
             self.record(oracle.spent, best, indices, final=True)
         return best
 
+    def _search_l2(self, x: Tensor, anchor: Tensor, indices: Tensor, oracle: QueryOracle, track: bool) -> Tensor:
+        """The L2 variant (the authors' Alg. 3): a grid of bumps with random signs to start; each iteration puts a
+        new bump (plus the old content, renormalised) in window 1, moves the mass of window 2 there, and rescales
+        the perturbation to norm eps."""
+        budget, eps = oracle.budget, self.eps
+        n, channels, height, width = x.shape
+        draws = [self.generator(int(i), "square-l2") for i in indices]
+        side0 = max(1, height // 5)
+        start = (height - side0 * 5) // 2  # the authors' grid of bumps, as many as fit (5 x 5 on square images)
+        cells = [(r, c) for r in range((height - start) // side0) for c in range((width - start) // side0)]
+        init = torch.stack([torch.rand(len(cells), 1 + channels, generator=g) for g in draws]).to(x.device)
+        # one row per iteration and query: window 1 (row, column), window 2 (row, column), transpose, signs
+        uniforms = torch.stack([torch.rand(budget, 5 + channels, generator=g) for g in draws]).to(x.device)
+        delta = torch.zeros_like(x)
+        pattern0 = square_pattern(side0).to(x.device, x.dtype)
+        for k, (r, c) in enumerate(cells):
+            u = init[:, k]
+            bumps = torch.where((u[:, :1] > 0.5).view(-1, 1, 1), pattern0.T, pattern0)  # per-query transpose
+            signs = torch.where(u[:, 1:] < 0.5, -1.0, 1.0).to(x.dtype).view(n, channels, 1, 1)
+            top, left = start + r * side0, start + c * side0
+            delta[:, :, top : top + side0, left : left + side0] += bumps.unsqueeze(1) * signs
+        best = (x + delta / _image_norm(delta) * eps).clamp(0.0, 1.0)
+        loss = pharos_agreement(oracle(best, torch.arange(n)), anchor)
+        self.step_done()
+        grid_r = torch.arange(height, device=x.device).view(1, 1, height, 1)
+        grid_c = torch.arange(width, device=x.device).view(1, 1, 1, width)
+        for it in range(1, budget):
+            active = torch.nonzero(loss > -1)[:, 0].cpu()
+            if track:
+                self.record(oracle.spent, best, indices)
+            if len(active) == 0:
+                break
+            on = active.to(x.device)
+            side = max(3, round(math.sqrt(square_fraction(self.p_init, it, budget) * height * width)))
+            side = min(side + 1 - side % 2, min(height, width))  # odd, as the authors', and inside the image
+            u = uniforms[on, it]
+            xs, current = x[on], best[on] - x[on]
+
+            def window(rows_u: Tensor, cols_u: Tensor, s: int = side) -> tuple[Tensor, Tensor, Tensor]:
+                top = (rows_u * (height - s + 1)).floor().view(-1, 1, 1, 1)
+                left = (cols_u * (width - s + 1)).floor().view(-1, 1, 1, 1)
+                inside = (grid_r >= top) & (grid_r < top + s) & (grid_c >= left) & (grid_c < left + s)
+                return inside, top, left
+
+            first, top, left = window(u[:, 0], u[:, 1])
+            second, _, _ = window(u[:, 2], u[:, 3])
+            pattern = square_pattern(side).to(x.device, x.dtype)
+            # the pattern laid into window 1 of each query (transposed where its draw says so)
+            at = ((grid_r - top).clamp(0, side - 1) * side + (grid_c - left).clamp(0, side - 1)).flatten(1).long()
+            flat = torch.where((u[:, 4] > 0.5).view(-1, 1, 1), pattern.T, pattern).flatten(1)
+            laid = torch.gather(flat, 1, at).view(-1, 1, height, width) * first
+            signs = torch.where(u[:, 5:] < 0.5, -1.0, 1.0).to(x.dtype).view(-1, channels, 1, 1)
+            window_norm = _window_norm(current * first)
+            image_norm = _image_norm(current)
+            both_norm = _window_norm(current * (first | second))
+            proposal = laid * signs + current * first / (1e-10 + window_norm)
+            scale = ((eps**2 - image_norm**2).clamp_min(0) / channels + both_norm**2).sqrt()
+            proposal = proposal / _window_norm(proposal) * scale
+            moved = torch.where(first, proposal, current * ~second)
+            candidate = (xs + moved / _image_norm(moved) * eps).clamp(0.0, 1.0)
+            new_loss = pharos_agreement(oracle(candidate, active), anchor[on])
+            better = new_loss < loss[on] if self.continuous else new_loss <= loss[on]
+            best[on[better]] = candidate[better]
+            loss[on[better]] = new_loss[better]
+            self.step_done()
+        if track:
+            self.record(oracle.spent, best, indices, final=True)
+        return best
+
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "p_init": self.p_init, "continuous": self.continuous, "access": "code"}
+        return {**super().describe(), "p_init": self.p_init, "continuous": self.continuous, "access": "code",
+                "norm": self.norm}  # fmt: skip
+
+
+def _image_norm(delta: Tensor) -> Tensor:
+    """L2 norm of each image of a batch, shaped (N, 1, 1, 1)."""
+    return delta.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+
+
+def _window_norm(delta: Tensor) -> Tensor:
+    """L2 norm of each channel of each image (over height and width), shaped (N, C, 1, 1)."""
+    return delta.pow(2).sum((2, 3), keepdim=True).sqrt()
