@@ -5,8 +5,9 @@
 For each zoo model (undefended DPH-32 and its ATRDH, PgA-AT and CgAT versions, Fashion-MNIST): white-box PgA
 (100 steps), the robust cascade with and without its gradient-free stage, and the attacks that only see what a
 retrieval service returns, on the same seeded 100 queries,
-eps 8/255, mAP@1000: Square with code access (continuous codes; and binary codes only), and QAIR with rank-only
-access (the top-100 list). Each query attack records the mAP it had reached at each budget of 100 / 1,000 /
+eps 8/255, mAP@1000: Square with code access (continuous codes; and binary codes only; and its L2 variant in
+the L2 ball of radius 1.0, which holds the 8/255 L-inf ball's largest L2 norm of 0.88 on 28 x 28 images), and QAIR
+with rank-only access (the top-100 list). Each query attack records the mAP it had reached at each budget of 100 / 1,000 /
 10,000 images per query up to ``--budget`` and the images it sent (mean, median, max). ``--budget 10000
 --queries 20`` adds the long-budget rows. Rows go to benchmarks/results/blackbox.json.
 """
@@ -32,6 +33,7 @@ VARIANTS = {
     "square": ("square", {"continuous": True}, "code (continuous)"),
     "square-binary": ("square", {"continuous": False}, "code (binary)"),
     "qair": ("qair", {"oracle_topk": 100}, "rank (top 100)"),
+    "square-l2": ("square", {"norm": "l2", "l2_eps": 1.0}, "code (continuous), L2 ball 1.0"),
     # the robust protocol's cascade before and after its gradient-free stage
     "cascade-white-box": ("cascade", {"stages": ["dagger", "target", "pga", "target-2"]}, "white-box"),
     "cascade": ("cascade", {}, "white-box + code oracle"),

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from robusthash.attacks import CodeBank, create_attack, query_generator
-from robusthash.attacks.qair import relevance, signhunter_chunk
 from robusthash.attacks.base import project_l2
+from robusthash.attacks.qair import relevance, signhunter_chunk
 from robusthash.attacks.square import bump, square_fraction, square_pattern, square_side
 from robusthash.codes import binarize, pharos_code
 from robusthash.evaluation import encode
