@@ -79,8 +79,7 @@ def plot_budget_curve(run: RobustnessRun, caption: str, out: str | Path) -> Path
     for a in run.attacks:
         if a.budget_map:
             points = sorted((int(b), v) for b, v in a.budget_map.items())
-            ax.plot([1] + [b for b, _ in points], [run.clean.map] + [v for _, v in points], marker="o",
-                    label=a.display_name)  # fmt: skip
+            ax.plot([b for b, _ in points], [v for _, v in points], marker="o", label=a.display_name)
     ax.axhline(run.clean.map, color="black", linewidth=1, linestyle="--", label="clean")
     ax.axhline(run.robust_map, color="grey", linewidth=1, linestyle=":", label="robust (all attacks)")
     ax.set(xscale="log", xlabel="queries sent per image (log scale)", ylabel="mAP under attack",
