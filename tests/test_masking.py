@@ -136,3 +136,40 @@ def test_robust_protocol_flags_a_masked_model_and_its_gradient_free_stage_breaks
     assert masked.robust_map < masked.attack("pga").map - 0.2  # the gradient-free stage got what PgA could not
     plain = evaluate_attacks(m["plain"], data, suite, quiet=True)
     assert not any(f.fired for f in plain.flags), [f.line() for f in plain.flags]
+
+
+class _Garbage(nn.Module):
+    """Logits of a chosen kind of garbage for K = 8 bits."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, x):
+        h = x.flatten(1)[:, :8] * self.scale - 0.3
+        if self.kind == "nan":
+            return h * float("nan")
+        if self.kind == "constant":
+            return torch.ones_like(h) * self.scale
+        return h * 1e4  # saturated: every |h| far beyond 9
+
+
+@pytest.mark.parametrize(("kind", "message"), [("nan", "NaN or infinite logits"), ("constant", "the same code"),
+                                               ("saturated", "beyond |h| = 9")])  # fmt: skip
+def test_garbage_models_are_refused_not_scored(models, kind, message):
+    from robusthash.errors import UserError
+    from robusthash.evaluation import evaluate_retrieval
+
+    data, _ = models
+    model = wrap_model(_Garbage(kind), "preactivation", image_shape=data.image_shape)
+    suite = AttackSuite(attacks=["pga"], steps=2, queries=8, topk=None)
+    with pytest.raises(UserError, match=message.replace("|", r"\|")):
+        evaluate_attacks(model, data, suite, quiet=True)
+    if kind == "saturated":  # allowed on request, and clean retrieval does not need gradients
+        suite.allow_saturated = True
+        assert evaluate_attacks(model, data, suite, quiet=True).clean.map > 0
+        evaluate_retrieval(model, data, topk=None)
+    else:
+        with pytest.raises(UserError, match=message):
+            evaluate_retrieval(model, data, topk=None)

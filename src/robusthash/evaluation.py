@@ -12,7 +12,42 @@ from tqdm.auto import tqdm
 from robusthash import metrics
 from robusthash.data import DatasetSplits, iterate_batches, labels_of
 from robusthash.distributed import gather_strided, strided
+from robusthash.errors import UserError
 from robusthash.runtime import autocast
+
+SATURATED = 9.0  # |h| beyond which float32's tanh(h) is exactly +-1
+
+
+@torch.no_grad()
+def check_model(model: torch.nn.Module, images: Tensor, device: torch.device | str = "cpu",
+                allow_saturated: bool = False) -> None:  # fmt: skip
+    """Refuse a model whose outputs cannot be scored, before any attack or metric runs on it.
+
+    On ``images`` (a probe, e.g. the queries): logits that are NaN or infinite, one code for every image (a
+    constant model retrieves by chance), or, unless ``allow_saturated``, every logit beyond |h| = 9, where
+    tanh is exactly +-1 in float32 and no gradient reaches the input (say so with the flag for a model that
+    really saturates: attacks then use their surrogate derivatives). Each is a :class:`UserError` naming what was
+    found.
+    """
+    if len(images) == 0:
+        return
+    was_training = model.training
+    model.eval()
+    try:
+        h = model.preactivation(images.to(device)).float().cpu()
+    finally:
+        model.train(was_training)
+    bad = ~torch.isfinite(h).all(1)
+    if bad.any():
+        raise UserError(f"the model returned NaN or infinite logits for {int(bad.sum())} of {len(h)} probe images: "
+                        "it is refused, not scored")  # fmt: skip
+    if len(h) > 1 and (torch.sign(h) == torch.sign(h[:1])).all():
+        raise UserError(f"the model gives all {len(h)} probe images the same code: a constant model cannot be "
+                        "scored (check its weights and its input normalisation)")  # fmt: skip
+    if not allow_saturated and (h.abs() > SATURATED).all():
+        raise UserError(f"every logit of the model is beyond |h| = {SATURATED:g} on all {len(h)} probe images "
+                        "(tanh saturates: no gradient reaches the input); pass --allow-saturated "
+                        "(allow_saturated=True) to attack it with surrogate gradients anyway")  # fmt: skip
 
 
 @torch.no_grad()
@@ -64,7 +99,11 @@ def evaluate_retrieval(
     model: torch.nn.Module, data: DatasetSplits, device: torch.device | str = "cpu", topk: int | None = 1000,
     quiet: bool = True, per_query: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
-    """Clean mAP@topk, PR and P@N of the query split against the database split (and per-query AP)."""
+    """Clean mAP@topk, PR and P@N of the query split against the database split (and per-query AP); a model
+    with non-finite or constant outputs is refused (:func:`check_model`; saturation is no problem here)."""
+    probe = next(iter(iterate_batches(data.query, 256)), None)
+    if probe is not None:
+        check_model(model, probe[0], device, allow_saturated=True)
     db_codes = encode_split(model, data.database, device, quiet=quiet, desc="encode database")
     q_codes = encode_split(model, data.query, device, quiet=quiet, desc="encode queries")
     report = metrics.retrieval_report(

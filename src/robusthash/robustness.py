@@ -45,7 +45,7 @@ from robusthash.config import option
 from robusthash.data import DatasetSplits, iterate_batches, labels_of
 from robusthash.distributed import all_gather_objects, broadcast_object, gather_strided, strided, world
 from robusthash.errors import UserError
-from robusthash.evaluation import encode_images, encode_split
+from robusthash.evaluation import check_model, encode_images, encode_split
 from robusthash.masking import run_checks
 from robusthash.results import AttackOutcome, Gallery, GalleryItem, RobustnessRun, Scores, now
 from robusthash.runtime import check_precision, check_seed, environment, speed_up
@@ -84,6 +84,7 @@ class AttackSuite:
     channels_last: bool = option(True, "channels-last (NHWC) weights for the convolutions (measured faster; "
                                        "changes mAP by float reordering only)")
     compile: bool = option(False, "torch.compile the model's forward (compiles once; for long attacks)")
+    allow_saturated: bool = option(False, "attack a model whose every logit saturates tanh (refused otherwise)")
 
     def __post_init__(self) -> None:
         if self.protocol == "robust":  # the cascade always runs under it, first; other attacks are optional
@@ -360,6 +361,7 @@ def evaluate_attacks(
     w = world()
     mine = strided(indices, w)  # this rank's queries (all of them in one process)
     images, my_labels = query_images(data, mine)
+    check_model(victim, images[:256], device, suite.allow_saturated)  # garbage is refused, not scored
     labels = labels_of(data.query)[indices].clone()
     clean_codes = gather_strided(encode_images(victim, images, device, precision=suite.precision), len(indices))
     clean = Scores.from_report(metrics.retrieval_report(clean_codes, banks.database.codes, labels,
