@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
@@ -16,6 +17,9 @@ from robusthash.oracle import QueryOracle
 # (iteration as a fraction of 10,000, divisor of p_init) of the public code's p_selection
 _P_SCHEDULE: tuple[tuple[int, int], ...] = ((10, 1), (50, 2), (200, 4), (500, 8), (1000, 16), (2000, 32),
                                             (4000, 64), (6000, 128), (8000, 256), (10000, 512))  # fmt: skip
+
+
+Proposal = Callable[[int, Tensor, Tensor], Tensor]  # (iteration, active rows, their best images) -> candidates
 
 
 def square_fraction(p_init: float, iteration: int, iterations: int) -> float:
@@ -74,7 +78,7 @@ class Square(QueryAttack):
     L-inf default. A window's position is uniform over every place it fits (the public code leaves out the last
     row and column, an off-by-one we do not copy), and a window that changes nothing is not redrawn.
 
-    ``norm="l2"``: the L2 variant (the authors' Alg. 3, :meth:`_search_l2`) in the L2 ball of radius ``l2_eps``
+    ``norm="l2"``: the L2 variant (the authors' Alg. 3, :meth:`_l2`) in the L2 ball of radius ``l2_eps``
     (image units, [0, 1] pixels; the contract then projects into that ball): bumps of
     :func:`square_pattern` instead of constant squares, the window's old mass and a second window's moved in.
     """
@@ -107,35 +111,23 @@ class Square(QueryAttack):
 
     def search(self, x: Tensor, anchor: Tensor, indices: Tensor, oracle: QueryOracle, track: bool = False) -> Tensor:
         """The best image found for each query within the oracle's budget (``track``: record the queries used
-        and the checkpoint codes, as this attack's own run does; the robust cascade's stage does not)."""
-        if self.norm == "l2":
-            return self._search_l2(x, anchor, indices, oracle, track)
-        budget = oracle.budget
-        n, channels, height, width = x.shape
-        draws = [self.generator(int(i), "square") for i in indices]
-        stripes = torch.stack([torch.rand(channels, 1, width, generator=g) for g in draws]).to(x.device)
-        # one row of uniforms per iteration and query: window row, window column, one sign per channel
-        uniforms = torch.stack([torch.rand(budget, 2 + channels, generator=g) for g in draws]).to(x.device)
-        best = (x + self.eps * torch.where(stripes < 0.5, -1.0, 1.0).to(x.dtype)).clamp(0.0, 1.0)
-        everyone = torch.arange(n)
-        loss = pharos_agreement(oracle(best, everyone), anchor)
+        and the checkpoint codes, as this attack's own run does; the robust cascade's stage does not).
+
+        One random search for both norms: :meth:`_linf` or :meth:`_l2` give the start and, at each iteration,
+        the candidates of the queries still active; a candidate is kept when its loss is lower.
+        """
+        start, propose = (self._l2 if self.norm == "l2" else self._linf)(x, indices, oracle.budget)
+        best = start
+        loss = pharos_agreement(oracle(best, torch.arange(len(x))), anchor)
         self.step_done()
-        rows_grid = torch.arange(height, device=x.device).view(1, 1, height, 1)
-        cols_grid = torch.arange(width, device=x.device).view(1, 1, 1, width)
-        for it in range(1, budget):
+        for it in range(1, oracle.budget):
             active = torch.nonzero(loss > -1)[:, 0].cpu()
             if track:
                 self.record(oracle.spent, best, indices)
             if len(active) == 0:
                 break
-            side = square_side(square_fraction(self.p_init, it, budget), height, width)
-            u = uniforms[active.to(x.device), it]
-            top = (u[:, 0] * (height - side + 1)).floor().view(-1, 1, 1, 1)
-            left = (u[:, 1] * (width - side + 1)).floor().view(-1, 1, 1, 1)
-            window = (rows_grid >= top) & (rows_grid < top + side) & (cols_grid >= left) & (cols_grid < left + side)
-            signs = torch.where(u[:, 2:] < 0.5, -1.0, 1.0).to(x.dtype).view(-1, channels, 1, 1)
             on = active.to(x.device)
-            candidate = torch.where(window, (x[on] + self.eps * signs).clamp(0.0, 1.0), best[on])
+            candidate = propose(it, on, best[on])
             new_loss = pharos_agreement(oracle(candidate, active), anchor[on])
             better = new_loss < loss[on] if self.continuous else new_loss <= loss[on]
             best[on[better]] = candidate[better]
@@ -145,16 +137,40 @@ class Square(QueryAttack):
             self.record(oracle.spent, best, indices, final=True)
         return best
 
-    def _search_l2(self, x: Tensor, anchor: Tensor, indices: Tensor, oracle: QueryOracle, track: bool) -> Tensor:
-        """The L2 variant (the authors' Alg. 3): a grid of bumps with random signs to start; each iteration puts a
-        new bump (plus the old content, renormalised) in window 1, moves the mass of window 2 there, and rescales
+    def _grids(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        height, width = x.shape[2:]
+        return (torch.arange(height, device=x.device).view(1, 1, height, 1),
+                torch.arange(width, device=x.device).view(1, 1, 1, width))  # fmt: skip
+
+    def _linf(self, x: Tensor, indices: Tensor, budget: int) -> tuple[Tensor, Proposal]:
+        """L-inf (Alg. 1): vertical stripes of +-eps; a candidate redraws one square window at +-eps."""
+        n, channels, height, width = x.shape
+        draws = [self.generator(int(i), "square") for i in indices]
+        stripes = torch.stack([torch.rand(channels, 1, width, generator=g) for g in draws]).to(x.device)
+        # one row of uniforms per iteration and query: window row, window column, one sign per channel
+        uniforms = torch.stack([torch.rand(budget, 2 + channels, generator=g) for g in draws]).to(x.device)
+        start = (x + self.eps * torch.where(stripes < 0.5, -1.0, 1.0).to(x.dtype)).clamp(0.0, 1.0)
+        grid_r, grid_c = self._grids(x)
+
+        def propose(it: int, on: Tensor, best: Tensor) -> Tensor:
+            side = square_side(square_fraction(self.p_init, it, budget), height, width)
+            u = uniforms[on, it]
+            window, _, _ = _window(u[:, 0], u[:, 1], side, grid_r, grid_c)
+            signs = torch.where(u[:, 2:] < 0.5, -1.0, 1.0).to(x.dtype).view(-1, channels, 1, 1)
+            return torch.where(window, (x[on] + self.eps * signs).clamp(0.0, 1.0), best)
+
+        return start, propose
+
+    def _l2(self, x: Tensor, indices: Tensor, budget: int) -> tuple[Tensor, Proposal]:
+        """L2 (the authors' Alg. 3): a grid of bumps with random signs to start; a candidate puts a new bump
+        (plus the window's old content, renormalised) in window 1, moves the mass of window 2 there, and rescales
         the perturbation to norm eps."""
-        budget, eps = oracle.budget, self.eps
+        eps = self.eps
         n, channels, height, width = x.shape
         draws = [self.generator(int(i), "square-l2") for i in indices]
         side0 = max(1, height // 5)
-        start = (height - side0 * 5) // 2  # the authors' grid of bumps, as many as fit (5 x 5 on square images)
-        cells = [(r, c) for r in range((height - start) // side0) for c in range((width - start) // side0)]
+        offset = (height - side0 * 5) // 2  # the authors' grid of bumps, as many as fit (5 x 5 on square images)
+        cells = [(r, c) for r in range((height - offset) // side0) for c in range((width - offset) // side0)]
         init = torch.stack([torch.rand(len(cells), 1 + channels, generator=g) for g in draws]).to(x.device)
         # one row per iteration and query: window 1 (row, column), window 2 (row, column), transpose, signs
         uniforms = torch.stack([torch.rand(budget, 5 + channels, generator=g) for g in draws]).to(x.device)
@@ -164,59 +180,46 @@ class Square(QueryAttack):
             u = init[:, k]
             bumps = torch.where((u[:, :1] > 0.5).view(-1, 1, 1), pattern0.T, pattern0)  # per-query transpose
             signs = torch.where(u[:, 1:] < 0.5, -1.0, 1.0).to(x.dtype).view(n, channels, 1, 1)
-            top, left = start + r * side0, start + c * side0
+            top, left = offset + r * side0, offset + c * side0
             delta[:, :, top : top + side0, left : left + side0] += bumps.unsqueeze(1) * signs
-        best = (x + delta / _image_norm(delta) * eps).clamp(0.0, 1.0)
-        loss = pharos_agreement(oracle(best, torch.arange(n)), anchor)
-        self.step_done()
-        grid_r = torch.arange(height, device=x.device).view(1, 1, height, 1)
-        grid_c = torch.arange(width, device=x.device).view(1, 1, 1, width)
-        for it in range(1, budget):
-            active = torch.nonzero(loss > -1)[:, 0].cpu()
-            if track:
-                self.record(oracle.spent, best, indices)
-            if len(active) == 0:
-                break
-            on = active.to(x.device)
+        start = (x + delta / _image_norm(delta) * eps).clamp(0.0, 1.0)
+        grid_r, grid_c = self._grids(x)
+
+        def propose(it: int, on: Tensor, best: Tensor) -> Tensor:
             side = max(3, round(math.sqrt(square_fraction(self.p_init, it, budget) * height * width)))
             side = min(side + 1 - side % 2, min(height, width))  # odd, as the authors', and inside the image
             u = uniforms[on, it]
-            xs, current = x[on], best[on] - x[on]
-
-            def window(rows_u: Tensor, cols_u: Tensor, s: int = side) -> tuple[Tensor, Tensor, Tensor]:
-                top = (rows_u * (height - s + 1)).floor().view(-1, 1, 1, 1)
-                left = (cols_u * (width - s + 1)).floor().view(-1, 1, 1, 1)
-                inside = (grid_r >= top) & (grid_r < top + s) & (grid_c >= left) & (grid_c < left + s)
-                return inside, top, left
-
-            first, top, left = window(u[:, 0], u[:, 1])
-            second, _, _ = window(u[:, 2], u[:, 3])
+            xs = x[on]
+            current = best - xs
+            first, top, left = _window(u[:, 0], u[:, 1], side, grid_r, grid_c)
+            second, _, _ = _window(u[:, 2], u[:, 3], side, grid_r, grid_c)
             pattern = square_pattern(side).to(x.device, x.dtype)
             # the pattern laid into window 1 of each query (transposed where its draw says so)
             at = ((grid_r - top).clamp(0, side - 1) * side + (grid_c - left).clamp(0, side - 1)).flatten(1).long()
             flat = torch.where((u[:, 4] > 0.5).view(-1, 1, 1), pattern.T, pattern).flatten(1)
             laid = torch.gather(flat, 1, at).view(-1, 1, height, width) * first
             signs = torch.where(u[:, 5:] < 0.5, -1.0, 1.0).to(x.dtype).view(-1, channels, 1, 1)
-            window_norm = _window_norm(current * first)
-            image_norm = _image_norm(current)
-            both_norm = _window_norm(current * (first | second))
-            proposal = laid * signs + current * first / (1e-10 + window_norm)
-            scale = ((eps**2 - image_norm**2).clamp_min(0) / channels + both_norm**2).sqrt()
+            proposal = laid * signs + current * first / (1e-10 + _window_norm(current * first))
+            scale = ((eps**2 - _image_norm(current) ** 2).clamp_min(0) / channels
+                     + _window_norm(current * (first | second)) ** 2).sqrt()  # fmt: skip
             proposal = proposal / _window_norm(proposal) * scale
             moved = torch.where(first, proposal, current * ~second)
-            candidate = (xs + moved / _image_norm(moved) * eps).clamp(0.0, 1.0)
-            new_loss = pharos_agreement(oracle(candidate, active), anchor[on])
-            better = new_loss < loss[on] if self.continuous else new_loss <= loss[on]
-            best[on[better]] = candidate[better]
-            loss[on[better]] = new_loss[better]
-            self.step_done()
-        if track:
-            self.record(oracle.spent, best, indices, final=True)
-        return best
+            return (xs + moved / _image_norm(moved) * eps).clamp(0.0, 1.0)
+
+        return start, propose
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "p_init": self.p_init, "continuous": self.continuous, "access": "code",
                 "norm": self.norm}  # fmt: skip
+
+
+def _window(rows_u: Tensor, cols_u: Tensor, side: int, grid_r: Tensor, grid_c: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Each query's square window of ``side`` at a uniform position (from its two uniforms): the (N, 1, H, W)
+    mask and its top and left."""
+    top = (rows_u * (grid_r.shape[2] - side + 1)).floor().view(-1, 1, 1, 1)
+    left = (cols_u * (grid_c.shape[3] - side + 1)).floor().view(-1, 1, 1, 1)
+    inside = (grid_r >= top) & (grid_r < top + side) & (grid_c >= left) & (grid_c < left + side)
+    return inside, top, left
 
 
 def _image_norm(delta: Tensor) -> Tensor:
