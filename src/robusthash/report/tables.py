@@ -33,7 +33,9 @@ def attack_rows(run: RobustnessRun) -> tuple[list[str], list[list[Any]]]:
                      fmt(a.mean_linf * 255, ".2f"), fmt(a.mean_l2, ".3f")]
                     + ([fmt(a.wall_seconds, ".1f")] if sharded else []))  # fmt: skip
     if run.attacks:
-        rows.append(["robust (worst case per query)", "", "", run.robust_map, *blank])
+        budgets = [a.settings.get("square_budget") for a in run.attacks if a.settings.get("square_budget")]
+        label = "robust (worst case per query" + (f"; gradient-free stage {budgets[0]:,} queries" if budgets else "")
+        rows.append([label + ")", "", "", run.robust_map, *blank])
     return header, rows
 
 
