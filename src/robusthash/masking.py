@@ -14,8 +14,9 @@ measured, whether it fired, what it means and what to do:
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -32,18 +33,24 @@ QUERY_WINS_SHARE = 0.1  # flag when a gradient-free attack beats every white-box
 QUERY_WINS_MARGIN = 0.05  # ... by more than this much AP
 
 
+@contextlib.contextmanager
+def _eval(model: nn.Module) -> Iterator[None]:
+    """``model`` in eval mode, put back in its own (top-level) mode afterwards, as the evaluation's encoders do."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
 def gradient_check(model: nn.Module, images: Tensor, anchor: Tensor) -> MaskingFlag:
     """Input gradient of ``anchor^T h(x)`` (the logits' pull toward the anchor code, e.g. the pharos code) per
     query: the share of queries where it is zero everywhere or not finite."""
     x = images.detach().clone().requires_grad_(True)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.enable_grad():
-            value = (model.preactivation(x).float() * anchor.to(x.device)).sum()
-            (grad,) = torch.autograd.grad(value, x, allow_unused=True)
-    finally:
-        model.train(was_training)
+    with _eval(model), torch.enable_grad():
+        value = (model.preactivation(x).float() * anchor.to(x.device)).sum()
+        (grad,) = torch.autograd.grad(value, x, allow_unused=True)
     if grad is None:
         share = 1.0
     else:
@@ -61,13 +68,8 @@ def gradient_check(model: nn.Module, images: Tensor, anchor: Tensor) -> MaskingF
 
 def stochastic_check(model: nn.Module, images: Tensor) -> MaskingFlag:
     """Encode ``images`` twice: the share of queries whose logits differ beyond float noise."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            first, second = model.preactivation(images).float(), model.preactivation(images).float()
-    finally:
-        model.train(was_training)
+    with _eval(model), torch.no_grad():
+        first, second = model.preactivation(images).float(), model.preactivation(images).float()
     scale = 1e-4 * (1 + first.abs().amax(1))
     moved = ((first - second).abs().amax(1) > scale) | (binarize(first) != binarize(second)).any(1)
     share = float(moved.float().mean()) if len(moved) else 0.0
@@ -113,7 +115,7 @@ def sweep_check(model: nn.Module, images: Tensor, labels: Tensor, banks: tuple[C
         attack = create_attack("pga-dagger", model, eps=attack_eps, steps=attack_steps, seed=seed,
                                reference=reference, database=database)  # fmt: skip
         adversarial = attack(images, labels, indices=torch.arange(len(images)))
-        with torch.no_grad():
+        with _eval(model), torch.no_grad():  # scored in eval mode, whatever mode the caller left the model in
             codes = binarize(attack.model.preactivation(adversarial.to(next(model.parameters()).device))).cpu()
         return float(metrics.mean_average_precision(codes, database.codes.cpu(), labels.cpu(),
                                                     database.labels.cpu(), topk))  # fmt: skip
