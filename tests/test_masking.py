@@ -104,8 +104,8 @@ def test_sweep_check(models):
     data, m = models
     x, y = _queries(data)
     banks = _banks(data, m["plain"])
-    assert sweep_check(m["masked"], x, y, banks, 16 / 255, None, seed=0, steps=8).fired
-    assert not sweep_check(m["plain"], x, y, banks, 16 / 255, None, seed=0, steps=8).fired
+    assert sweep_check(m["masked"], x, y, banks, 32 / 255, None, seed=0, steps=20).fired
+    assert not sweep_check(m["plain"], x, y, banks, 32 / 255, None, seed=0, steps=20).fired
 
 
 def test_eot_lowers_the_map_of_a_random_model(models):
@@ -115,7 +115,7 @@ def test_eot_lowers_the_map_of_a_random_model(models):
 
     def attacked_map(eot):
         torch.manual_seed(0)  # the model's noise
-        attack = create_attack("pga", m["noisy"], reference=reference, database=database, eps=16 / 255, steps=10,
+        attack = create_attack("pga", m["noisy"], reference=reference, database=database, eps=32 / 255, steps=20,
                                eot=eot)  # fmt: skip
         adv = attack(x, y)
         codes = encode_images(m["plain"], adv)  # scored on the model without its noise

@@ -35,13 +35,15 @@ QUERY_WINS_MARGIN = 0.05  # ... by more than this much AP
 
 @contextlib.contextmanager
 def _eval(model: nn.Module) -> Iterator[None]:
-    """``model`` in eval mode, put back in its own (top-level) mode afterwards, as the evaluation's encoders do."""
-    was_training = model.training
+    """``model`` in eval mode; every module's own mode restored afterwards (``model.train(flag)`` would set a
+    shared inner model's mode from its wrapper's)."""
+    modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
         yield
     finally:
-        model.train(was_training)
+        for m, mode in modes:
+            m.training = mode
 
 
 def gradient_check(model: nn.Module, images: Tensor, anchor: Tensor) -> MaskingFlag:
