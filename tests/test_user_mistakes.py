@@ -306,3 +306,85 @@ def test_data_and_lock_mistakes_through_the_command_line(tmp_path, capsys):
                 "train": {}, "dataset": {}}}, tmp_path / "noloss.pt")  # fmt: skip
     assert main(["defend", "--model", str(tmp_path / "noloss.pt"), "--quiet"]) == 2
     assert "missing meta.train.loss" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('seed = "abc"', "seed: expected an integer, got 'abc'"),
+        ("dataset = 5", "dataset: expected a table, got 5"),
+        ("train = [1, 2]", "train: expected a table, got [1, 2]"),
+        ("defend = 3", "defend: expected a table, got 3"),
+        ('model = "foo"', "model: expected a table, got 'foo'"),
+        ("name = 3", "name: expected a string (or left out), got 3"),
+        ("seed = -1", "seed must be an integer in [0, 2^63 - 1]"),
+        ("[defend]\nmethods = 5", "[defend] methods: expected a list of strings, got 5"),
+        ('[defend]\nmethods = ["madry"]', "[defend] methods: unknown defence 'madry'; valid: "),
+        ("[model]\ncheckpoint = 5", "[model] checkpoint: expected a string (or left out), got 5"),
+        ("[model]\nweights = 'x.pt'", "[model]: unknown setting(s) weights; valid: checkpoint"),
+        ("[dataset]\ndata_dir = 5", "[dataset] data_dir: expected a string (or left out), got 5"),
+        ('[dataset]\nimage_size = "8"', "[dataset] image_size: expected an integer (or left out), got '8'"),
+        ("[dataset]\ndatabase = 0", "[dataset] database must be >= 1"),
+        ("[train]\nepochs = 2.5", "[train] epochs: expected an integer, got 2.5"),
+        ("[train]\nepochs = 0", "[train]: epochs must be >= 1"),
+        ('[train]\naugment = "yes"', "[train] augment: expected true or false, got 'yes'"),
+        ('[attack]\nqueries = "4"', "[attack] queries: expected an integer (or left out), got '4'"),
+        ('[attack]\nsteps = "3"', "[attack] steps: expected an integer (or left out), got '3'"),
+        ('[attack]\ntopk = "x"', "[attack] topk: expected an integer (or left out), got 'x'"),
+        ("[attack]\nattack_options = 5", "[attack] attack_options: expected a table, got 5"),
+        ("[attack]\nattack_options = {pga = 5}", "[attack] attack_options['pga']: expected a table"),
+        ('[attack]\nattacks = "pga"', "[attack] attacks: expected a list of strings, got 'pga'"),
+        ('[attack]\neps = "8"', "[attack] eps: expected a number, got '8'"),
+    ],
+)
+def test_experiment_files_are_typed_before_any_work(text, message, tmp_path, capsys):
+    """Every value of an experiment file is checked against its field's type and range, naming table and key."""
+    path = tmp_path / "exp.toml"
+    path.write_text(text + "\n")
+    assert main(["run", str(path), "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("robusthash: error: ") and message in err, err
+    assert "Traceback" not in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()  # refused before any work
+
+
+def test_integer_values_are_accepted_where_numbers_are_meant(tmp_path):
+    from robusthash.experiment import load_experiment
+
+    path = tmp_path / "exp.toml"
+    path.write_text('[train]\nlr = 1\n[attack]\neps = 0\nattacks = ["pga"]\n')
+    exp = load_experiment(path)
+    assert exp.train.lr == 1.0 and isinstance(exp.train.lr, float) and exp.attack.attacks == ["pga"]
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("def make():\n    raise ValueError('no weights\\nsecond line')\n", "make() failed: ValueError: no weights"),
+        ("def make():\n    raise SystemExit(0)\n", "make() failed: it called exit(0)"),
+        ("import sys\nsys.exit(3)\n", "failed to import: it called exit(3)"),
+        ("raise ImportError('needs timm')\n", "failed to import: ImportError: needs timm"),
+        ("make = 5\n", "has no callable 'make'"),
+        ("def make():\n    return 5\n", "make() returned int, not a torch.nn.Module"),
+    ],
+)
+def test_a_users_model_file_runs_inside_a_guard(source, message, tmp_path):
+    """Whatever a --model-def file or its factory does (raise, exit 0, exit 3), it ends as one UserError."""
+    from robusthash.errors import UserError
+    from robusthash.models import load_model_def
+
+    path = tmp_path / "user_model.py"
+    path.write_text(source)
+    with pytest.raises(UserError) as info:
+        load_model_def(f"{path}:make")
+    assert message in str(info.value) and "\n" not in str(info.value), info.value
+
+
+def test_a_factory_that_exits_zero_is_exit_2_on_the_command_line(tmp_path, capsys):
+    path = tmp_path / "user_model.py"
+    path.write_text("def make():\n    raise SystemExit(0)\n")
+    torch.save({}, tmp_path / "x.pt")  # the bare state dict of the user's module
+    argv = ["attack", "--model", str(tmp_path / "x.pt"), "--model-def", f"{path}:make", "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "it called exit(0)" in err and err.count("\n") == 1, err

@@ -4,19 +4,25 @@ and ``validate()`` on each config is the only place values are checked.
 ``option(default, help)`` declares a field; :func:`add_arguments` adds one ``--flag`` per field of a config
 class to an ``argparse`` parser (the default shown is the field's own); :func:`from_arguments` builds the
 config back from the parsed namespace. Experiment files (``robusthash run``) build the same classes with
-:func:`from_mapping`, which names unknown keys.
+:func:`from_mapping`, which names unknown keys and checks every value against its field's type (pydantic's
+strict mode: ``"4"`` is not an integer, ``2.5`` is not an integer, ``"yes"`` is not a boolean, ``"pga"`` is not a
+list) before ``validate()`` checks ranges.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import math
+import sys
 import types
 import typing
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
+
+from pydantic import ConfigDict, TypeAdapter, ValidationError
 
 from robusthash.errors import UserError
 
@@ -126,13 +132,43 @@ def given(namespace: argparse.Namespace, cls: type) -> dict[str, Any]:
             if getattr(namespace, f.name, None) is not None}  # fmt: skip
 
 
-def from_mapping(cls: type[C], values: Mapping[str, Any], where: str) -> C:
-    """Build config ``cls`` from a mapping (an experiment file's table), naming unknown keys."""
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+@functools.cache
+def _adapter(hint: Any) -> TypeAdapter:
+    return TypeAdapter(hint, config=ConfigDict(strict=True))
+
+
+def _kind(hint: Any) -> str:
+    """A field type in a user's words: ``an integer``, ``a list of strings``, ``a number or nothing``."""
+    base, optional = _base_type(hint)
+    origin = typing.get_origin(base) or base
+    words = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
+             list: "a list of strings", dict: "a table"}.get(origin, str(base))  # fmt: skip
+    return f"{words} (or left out)" if optional else words
+
+
+def typed_values(cls: type, values: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """``values`` checked against the field types of dataclass ``cls`` (strict: no string-to-number or
+    number-to-string coercion; an integer is a number); :class:`UserError` names the table, key and type."""
+    names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
         raise UserError(f"{where}: unknown setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
+    hints = typing.get_type_hints(cls, vars(sys.modules[cls.__module__]))
+    typed = {}
+    for key, value in values.items():
+        try:
+            typed[key] = _adapter(hints[key]).validate_python(value)
+        except ValidationError as exc:
+            inner = "".join(f"[{p!r}]" for p in exc.errors()[0]["loc"])
+            raise UserError(f"{where} {key}{inner}: expected {_kind(hints[key])}, got {value!r}") from None
+    return typed
+
+
+def from_mapping(cls: type[C], values: Mapping[str, Any], where: str) -> C:
+    """Build config ``cls`` from a mapping (an experiment file's table), every value typed (:func:`typed_values`)."""
+    if not isinstance(values, Mapping):
+        raise UserError(f"{where} must be a table of settings, got {values!r}")
     try:
-        return cls(**dict(values))
+        return cls(**typed_values(cls, values, where))  # type: ignore[arg-type]
     except TypeError as exc:
         raise UserError(f"{where}: {exc}") from None

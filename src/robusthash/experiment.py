@@ -35,6 +35,7 @@ from robusthash.robustness import AttackSuite, evaluate_attacks
 from robusthash.runtime import (
     atomic_write_json,
     atomic_write_text,
+    check_seed,
     check_writable,
     environment,
     exclusive_output,
@@ -45,7 +46,6 @@ from robusthash.runtime import (
 from robusthash.training import TrainConfig, train
 
 DEMO = Path(__file__).parent / "experiments" / "demo.toml"
-DATASET_KEYS = ("name", "data_dir", "database", "split_seed", "image_size")
 
 
 @dataclass
@@ -67,8 +67,57 @@ class Experiment:
                 "model": {"checkpoint": self.checkpoint}}  # fmt: skip
 
 
+@dataclass
+class DatasetTable:
+    """An experiment file's ``[dataset]`` table (the arguments of :func:`~robusthash.data.load_dataset`)."""
+
+    name: str = "fashion-mnist"
+    data_dir: str | None = None
+    database: int = 10_000
+    split_seed: int = 0
+    image_size: int | None = None
+
+    def validate(self, where: str) -> None:
+        if self.database < 1:
+            raise UserError(f"{where} database must be >= 1 (database items), got {self.database}")
+        if self.split_seed < 0:
+            raise UserError(f"{where} split_seed must be >= 0, got {self.split_seed}")
+        if self.image_size is not None and self.image_size < 1:
+            raise UserError(f"{where} image_size must be >= 1 pixels, got {self.image_size}")
+
+
+@dataclass
+class ModelTable:
+    """An experiment file's ``[model]`` table: a trained checkpoint to attack and defend instead of training."""
+
+    checkpoint: str | None = None
+
+
+@dataclass
+class DefendTable:
+    """The part of an experiment file's ``[defend]`` table that is not a :class:`DefenseConfig` field."""
+
+    methods: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ExperimentFile:
+    """An experiment file's top level: its scalars and which tables it has (each table typed on its own)."""
+
+    name: str | None = None
+    seed: int = 0
+    dataset: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+    attack: dict[str, Any] = field(default_factory=dict)
+    defend: dict[str, Any] = field(default_factory=dict)
+    model: dict[str, Any] = field(default_factory=dict)
+
+
 def load_experiment(path: str | Path, seed: int | None = None, data_dir: str | None = None) -> Experiment:
-    """Read an experiment file; ``seed`` and ``data_dir`` (from the command line) override the file's."""
+    """Read an experiment file; ``seed`` and ``data_dir`` (from the command line) override the file's.
+
+    Every table and value is typed (:func:`~robusthash.config.typed_values`) and range-checked before any work;
+    an error names the table and key."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"experiment file {path} not found")
@@ -76,33 +125,41 @@ def load_experiment(path: str | Path, seed: int | None = None, data_dir: str | N
         doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{path} is not a valid TOML experiment file: {exc}") from None
-    unknown = sorted(set(doc) - {"name", "seed", "dataset", "train", "attack", "defend", "model"})
-    if unknown:
-        raise UserError(f"{path}: unknown table(s) {', '.join(unknown)}; valid: dataset, train, attack, defend, "
-                        "model, name, seed")  # fmt: skip
-    seed = int(doc.get("seed", 0)) if seed is None else seed
-    dataset = {"name": "fashion-mnist", "data_dir": None, "database": 10_000, "split_seed": 0, "image_size": None,
-               **doc.get("dataset", {})}  # fmt: skip
+    top = from_mapping(ExperimentFile, doc, str(path))
+    seed = top.seed if seed is None else seed
+    try:
+        check_seed(seed)
+    except UserError as exc:
+        raise UserError(f"{path}: {exc}") from None
+    dataset = from_mapping(DatasetTable, top.dataset, f"{path} [dataset]")
     if data_dir is not None:
-        dataset["data_dir"] = data_dir
-    if set(dataset) - set(DATASET_KEYS):
-        raise UserError(f"{path} [dataset]: unknown key(s) {', '.join(sorted(set(dataset) - set(DATASET_KEYS)))}; "
-                        f"valid: {', '.join(DATASET_KEYS)}")  # fmt: skip
-    defend_table = dict(doc.get("defend", {}))
-    methods = list(defend_table.pop("methods", []))
-    for method in methods:
-        DEFENSES.get(method)
+        dataset.data_dir = data_dir
+    dataset.validate(f"{path} [dataset]")
+    defend_table = dict(top.defend)
+    extra = from_mapping(DefendTable, {"methods": defend_table.pop("methods", [])}, f"{path} [defend]")
+    for method in extra.methods:
+        try:
+            DEFENSES.get(method)
+        except UserError as exc:
+            raise UserError(f"{path} [defend] methods: {exc}") from None
+    model = from_mapping(ModelTable, top.model, f"{path} [model]")
     experiment = Experiment(
-        name=str(doc.get("name", path.stem)), seed=seed, dataset=dataset,
-        train=from_mapping(TrainConfig, {**doc.get("train", {}), "seed": seed}, f"{path} [train]"),
-        attack=from_mapping(AttackSuite, {**doc.get("attack", {}), "seed": seed}, f"{path} [attack]"),
+        name=top.name or path.stem, seed=seed, dataset=asdict(dataset),
+        train=from_mapping(TrainConfig, {**top.train, "seed": seed}, f"{path} [train]"),
+        attack=from_mapping(AttackSuite, {**top.attack, "seed": seed}, f"{path} [attack]"),
         defend=from_mapping(DefenseConfig, {**defend_table, "seed": seed}, f"{path} [defend]"),
-        methods=methods, checkpoint=(doc.get("model") or {}).get("checkpoint"),
+        methods=extra.methods, checkpoint=model.checkpoint,
     )  # fmt: skip
-    experiment.train.validate()
-    experiment.attack.validate()
-    for method in methods:
-        DefenseConfig(**{**asdict(experiment.defend), "method": method}).validate()
+    for table, config in (("train", experiment.train), ("attack", experiment.attack)):
+        try:
+            config.validate()
+        except UserError as exc:
+            raise UserError(f"{path} [{table}]: {exc}") from None
+    for method in extra.methods:
+        try:
+            DefenseConfig(**{**asdict(experiment.defend), "method": method}).validate()
+        except UserError as exc:
+            raise UserError(f"{path} [defend]: {exc}") from None
     return experiment
 
 

@@ -66,13 +66,18 @@ class CodeStore:
                 raise ValueError(f"format {meta.get('format')!r}")
             store = cls(path, int(meta["bits"]), int(meta["classes"]), int(meta["count"]), int(meta["chunk"]),
                         str(meta["fingerprint"]))  # fmt: skip
-        except (ValueError, KeyError, TypeError) as exc:
+            if min(store.bits, store.classes, store.chunk) < 1 or store.count < 0:
+                raise ValueError(f"bits, classes and chunk must be >= 1 and count >= 0, got {meta}")
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise UserError(f"{meta_path} is not a {FORMAT} description ({exc})") from None
-        for name, width in (("codes", -(-store.bits // 64)), ("labels", -(-store.classes // 64))):
+        expected = {"codes": (np.uint64, (store.count, -(-store.bits // 64))),
+                    "labels": (np.uint64, (store.count, -(-store.classes // 64))),
+                    "done": (np.uint8, (store.chunks,))}  # fmt: skip
+        for name, (dtype, shape) in expected.items():
             array = store._array(name)
-            if array.dtype != np.uint64 or array.shape != (store.count, width):
-                raise UserError(f"{path / (name + '.npy')} holds {array.dtype} {array.shape}, expected uint64 "
-                                f"({store.count}, {width}); the store is damaged: delete the folder and re-encode")
+            if array.dtype != dtype or array.shape != shape:
+                raise UserError(f"{path / (name + '.npy')} holds {array.dtype} {array.shape}, expected "
+                                f"{np.dtype(dtype)} {shape}; the store is damaged: delete the folder and re-encode")
         return store
 
     def _array(self, name: str, mode: str = "r") -> np.ndarray:

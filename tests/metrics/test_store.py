@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -74,3 +77,25 @@ def test_a_damaged_store_is_named(tmp_path):
     (tmp_path / "store.json").write_text('{"format": "something else"}')
     with pytest.raises(UserError, match="description"):
         CodeStore.open(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda p: np.save(p / "done.npy", np.ones(5, dtype=np.uint8)), "done.npy holds uint8 (5,), expected uint8"),
+        (lambda p: np.save(p / "done.npy", np.ones(2, dtype=np.int64)), "done.npy holds int64"),
+        (lambda p: (p / "done.npy").write_bytes(b"\x00" * 10), "cannot read"),
+        (lambda p: (p / "done.npy").unlink(), "cannot read"),
+        (lambda p: np.save(p / "codes.npy", np.zeros((3, 1), dtype=np.uint64)), "codes.npy holds uint64 (3, 1)"),
+        (lambda p: (p / "store.json").write_text(json.dumps({**json.loads((p / "store.json").read_text()),
+                                                              "chunk": 0})), "chunk must be >= 1"),
+        (lambda p: (p / "store.json").write_text("[1, 2]"), "is not a robusthash-code-store/1 description"),
+    ],
+)
+def test_every_store_file_is_checked_on_open(toy, tmp_path, damage, message):
+    """A damaged file (done.npy included) is one UserError naming it, not an IndexError later."""
+    data, model = toy
+    encode_to_store(model, data.database, tmp_path / "s", chunk=8)
+    damage(tmp_path / "s")
+    with pytest.raises(UserError, match=re.escape(message)):
+        CodeStore.open(tmp_path / "s")

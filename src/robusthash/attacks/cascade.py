@@ -133,8 +133,13 @@ class RobustCascade(IterativeAttack):
 
     def __init__(self, model: Any, *, topk: int | None = 1000, stages: tuple[str, ...] | list[str] = RECIPE,
                  margin: float = -0.8, schedule: str = "cosine", square_budget: int = 1000,
-                 **kwargs: Any) -> None:  # fmt: skip
+                 check_every: int | None = None, patience: int | None = None, **kwargs: Any) -> None:  # fmt: skip
         super().__init__(model, **kwargs)
+        for name, value in (("check_every", check_every), ("patience", patience)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise UserError(f"{name} must be a positive integer or None, got {value!r}")
+        self.check_every = check_every
+        self.patience = patience
         if not isinstance(square_budget, int) or square_budget < 1:
             raise UserError(f"square_budget must be a positive integer (images per query), got {square_budget!r}")
         self.square_budget = square_budget
@@ -156,7 +161,8 @@ class RobustCascade(IterativeAttack):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "stages": [stage_spec(s) for s in self.stages], "topk": self.topk,
-                "margin": self._pga.margin, "schedule": self.schedule,
+                "margin": self._pga.margin, "schedule": self.schedule, "check_every": self.check_every,
+                "patience": self.patience,
                 "square_budget": self.square_budget if any(s.loss == "square" for s in self.stages) else None}
 
     def stage_steps(self, stage: Stage) -> int:
@@ -215,23 +221,17 @@ class RobustCascade(IterativeAttack):
             xs, ys = x[on], labels[on]
             anchor = pharos[on] if stage.anchor == "pharos" else self.target_anchor(best[on], ys, stage.rank)
             anchor = anchor.to(x.dtype)
-            objective = self._pga.objective if stage.loss == "pga" else self._dagger.objective
-
-            def loss(x_adv: Tensor, step: int, anchor: Tensor = anchor, objective: Any = objective) -> Tensor:
-                return objective(anchor * self.code_output(x_adv, 1.0, surrogate=True)).sum()
-
             steps = self.stage_steps(stage)
             if stage.loss == "square":  # gradient-free: the continuous code through an oracle, no gradient
                 self._square._bar = self._bar
                 oracle = QueryOracle(self.model, len(rows), steps, "code", continuous=True)
                 adv = self._square.search(xs, anchor, indices[rows], oracle)
                 self._square._bar = None
+                ap = self.average_precision(adv, ys)
             else:
                 start = self.random_start(xs, indices[rows], stage.stream) if stage.start == "random" else best[on]
-                cosine = self.schedule == "cosine"
-                eta = (lambda step, n=steps: cosine_step(step, n, self.step_size)) if cosine else None
-                adv = self.pgd(xs, loss, start, step_size=eta, steps=steps)
-            ap = self.average_precision(adv, ys)
+                objective = self._pga.objective if stage.loss == "pga" else self._dagger.objective
+                adv, ap = self.descend(xs, ys, anchor, objective, start, steps)
             history[rows, k] = ap
             better = ap < best_ap[rows]
             best[on[better.to(x.device)]] = adv[better.to(x.device)]
@@ -239,3 +239,44 @@ class RobustCascade(IterativeAttack):
         for row, index in enumerate(indices.tolist()):
             self.stage_ap[int(index)] = history[row].tolist()
         return best
+
+    def descend(self, x: Tensor, labels: Tensor, anchor: Tensor, objective: Any, start: Tensor,
+                steps: int) -> tuple[Tensor, Tensor]:  # fmt: skip
+        """One white-box stage: ``steps`` signed steps on ``objective(anchor o f(x'))`` from ``start``; the
+        stage's result per query and its AP.
+
+        By default the last iterate, scored once. With ``check_every`` the steps run in chunks of that many and
+        every chunk's iterate is scored: a query keeps its best-AP iterate, stops at AP 0 (nothing is lower), and
+        with ``patience`` also stops once that many chunks in a row did not lower its AP (a plateau stop, like
+        APGD's checkpoints). The step size follows the stage's whole schedule either way."""
+        cosine = self.schedule == "cosine"
+        chunk = steps if self.check_every is None else self.check_every
+        kept, kept_ap = start.clone(), torch.full((len(x),), float("inf"), dtype=torch.float64)
+        stale = torch.zeros(len(x), dtype=torch.long)
+        current, done = start.clone(), 0
+        active = torch.arange(len(x))
+        while done < steps and len(active):
+            n = min(chunk, steps - done)
+            on = active.to(x.device)
+            xs, a = x[on], anchor[on].to(x.dtype)
+
+            def loss(x_adv: Tensor, step: int, a: Tensor = a) -> Tensor:
+                return objective(a * self.code_output(x_adv, 1.0, surrogate=True)).sum()
+
+            eta = (lambda step, offset=done: cosine_step(offset + step, steps, self.step_size)) if cosine else None
+            current[on] = self.pgd(xs, loss, current[on], step_size=eta, steps=n)
+            done += n
+            ap = self.average_precision(current[on], labels[active])
+            better = ap < kept_ap[active]
+            kept[on[better.to(x.device)]] = current[on[better.to(x.device)]]
+            kept_ap[active[better]] = ap[better]
+            stale[active] = torch.where(better, 0, stale[active] + 1)
+            keep = kept_ap[active] > 0
+            if self.patience is not None:
+                keep &= stale[active] < self.patience
+            active = active[keep]
+        for _ in range(steps - done):
+            self.step_done()
+        if steps == 0:
+            kept_ap = self.average_precision(kept, labels)
+        return kept, kept_ap

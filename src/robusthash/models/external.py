@@ -113,6 +113,18 @@ def wrap_model(module: nn.Module, output: str = "tanh", mean: Sequence[float] | 
                         name or type(module).__name__, preprocess, bpda)  # fmt: skip
 
 
+def _guarded(what: str, call: Callable[[], Any]) -> Any:
+    """``call()``, with any exception or ``SystemExit`` from a user's code turned into one :class:`UserError`
+    (a factory that exits must not end the run as if it had succeeded)."""
+    try:
+        return call()
+    except SystemExit as exc:
+        raise UserError(f"{what}: it called exit({exc.code!r})") from None
+    except Exception as exc:  # noqa: BLE001 - the user's code failed
+        first = next(iter(str(exc).splitlines()), "")
+        raise UserError(f"{what}: {type(exc).__name__}: {first}") from None
+
+
 def load_model_def(spec: str) -> nn.Module:
     """``path/to/file.py:factory`` -> ``factory()``: the module a user defines in their own file."""
     path_text, _, factory = spec.rpartition(":")
@@ -124,13 +136,10 @@ def load_model_def(spec: str) -> nn.Module:
     loader = importlib.util.spec_from_file_location(f"robusthash_user_model_{path.stem}", path)
     assert loader is not None and loader.loader is not None
     user = importlib.util.module_from_spec(loader)
-    try:
-        loader.loader.exec_module(user)
-    except Exception as exc:  # noqa: BLE001 - the user's file failed to import
-        raise UserError(f"{path} failed to import: {type(exc).__name__}: {exc}") from None
+    _guarded(f"{path} failed to import", lambda: loader.loader.exec_module(user))
     if not callable(getattr(user, factory, None)):
         raise UserError(f"{path} has no callable {factory!r}")
-    module = getattr(user, factory)()
+    module = _guarded(f"{path}:{factory}() failed", getattr(user, factory))
     if not isinstance(module, nn.Module):
         raise UserError(f"{path}:{factory}() returned {type(module).__name__}, not a torch.nn.Module")
     return module
