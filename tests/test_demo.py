@@ -61,3 +61,38 @@ def test_the_shipped_demo_file_is_valid():
     exp = experiment.load_experiment(experiment.DEMO)
     assert exp.train.loss == "dph" and exp.train.bits == 32 and exp.methods == ["atrdh", "pga-at", "cgat"]
     assert exp.attack.protocol == "pgd20" and exp.attack.attacks == ["p2p", "dhta", "hag", "sdha", "pga"]
+
+
+def test_an_interrupted_attack_stage_resumes_from_its_crafted_shards(tmp_path, monkeypatch):
+    """Ctrl-C in the attack stage of ``run`` (and so of ``demo``) keeps the shards crafted so far; the rerun
+    crafts only the rest, gives the uninterrupted per-query AP, and removes the shards once the results exist."""
+    import pytest
+
+    from robusthash import robustness
+
+    toy = toy_data(n_per_class=20)
+    monkeypatch.setattr(experiment, "load_dataset", lambda **kw: toy)
+    path = tmp_path / "toy.toml"
+    path.write_text(TOY_EXPERIMENT.split("[defend]")[0].replace('protocol = "pgd20"', 'protocol = "pgd20"\n'
+                                                                'batch_size = 8'))  # fmt: skip
+    experiment.run_experiment(path, tmp_path / "whole", device_name="cpu", quiet=True)
+    real_craft, calls = robustness.craft, []
+
+    def counted(*args, **kwargs):
+        if len(calls) == 2 and interrupt:
+            raise KeyboardInterrupt
+        calls.append(args[0].name)
+        return real_craft(*args, **kwargs)
+
+    monkeypatch.setattr(robustness, "craft", counted)
+    out, interrupt = tmp_path / "out", True
+    with pytest.raises(KeyboardInterrupt):
+        experiment.run_experiment(path, out, device_name="cpu", quiet=True)
+    assert len(list((out / "attacks-none.crafted").glob("*.pt"))) == 2
+    calls.clear()
+    interrupt = False
+    experiment.run_experiment(path, out, device_name="cpu", quiet=True)
+    shards = -(-len(toy.query) // 8)
+    assert len(calls) == 2 * shards - 2 and not (out / "attacks-none.crafted").exists()
+    a, b = load_results(tmp_path / "whole" / "attacks-none.json"), load_results(out / "attacks-none.json")
+    assert [x.scores.ap for x in a.attacks] == [x.scores.ap for x in b.attacks] and a.robust_ap == b.robust_ap

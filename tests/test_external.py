@@ -241,3 +241,30 @@ def test_a_bare_state_dict_of_a_known_backbone_through_the_command_line(toy_cli,
          "pga", "--steps", "2", "--queries", "5", "--out", str(tmp_path / "a"))  # fmt: skip
     assert load_results(tmp_path / "a" / "attack_results.json").model["model"]["bits"] == 8
     assert cli.main(["attack", "--model", str(tmp_path / "weights.pt"), "--backbone", "small_cnn", "--quiet"]) == 2
+
+
+def test_an_interrupted_attack_command_resumes(toy_cli, tmp_path, monkeypatch, capsys):
+    """Ctrl-C during ``robusthash attack``: exit 130, the finished shards stay; the rerun crafts the rest and
+    writes the uninterrupted run's per-query AP."""
+    from robusthash import robustness
+
+    args = ["attack", "--model", str(toy_cli / "plain.pt"), "--model-def", f"{toy_cli / 'plain_model.py'}:make",
+            "--attack", "pga", "--steps", "3", "--queries", "12", "--batch-size", "4"]  # fmt: skip
+    _cli(*args, "--out", str(tmp_path / "whole"))
+    real_craft, calls = robustness.craft, []
+
+    def interrupted(*a, **k):
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real_craft(*a, **k)
+
+    monkeypatch.setattr(robustness, "craft", interrupted)
+    assert cli.main([*args, "--out", str(tmp_path / "out"), "--quiet"]) == 130
+    assert "resume when rerun" in capsys.readouterr().err
+    assert len(list((tmp_path / "out" / "crafted").glob("pga-*.pt"))) == 2
+    monkeypatch.setattr(robustness, "craft", real_craft)
+    _cli(*args, "--out", str(tmp_path / "out"))
+    assert not (tmp_path / "out" / "crafted").exists()
+    a, b = (load_results(tmp_path / d / "attack_results.json") for d in ("whole", "out"))
+    assert a.attack("pga").scores.ap == b.attack("pga").scores.ap

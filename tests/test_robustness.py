@@ -47,3 +47,40 @@ def test_robust_map_is_the_per_query_minimum_and_never_above_any_attack(toy):
     shard = evaluate_attacks(model, data, suite, quiet=True, indices=torch.arange(5, 12))
     assert shard.query_indices == list(range(5, 12))
     assert shard.attack("pga").scores.ap == run.attack("pga").scores.ap[5:12]
+
+
+def test_an_interrupted_run_resumes_from_its_shards_with_the_uninterrupted_per_query_ap(toy, tmp_path, monkeypatch):
+    """Shards crafted before an interrupt are loaded, not crafted again, and the result equals an uninterrupted
+    run's per query (AP, codes, norms, cascade stages); a shard of other settings is never reused."""
+    import robusthash.robustness as robustness
+
+    data, model = toy
+    suite = AttackSuite(attacks=["cascade", "pga"], protocol="pgd20", eps=16 / 255, topk=None, batch_size=8,
+                        attack_options={"cascade": {"steps": 4, "square_budget": 10}}, gallery_queries=2)
+    whole = evaluate_attacks(model, data, suite, quiet=True)
+    real_craft, calls = robustness.craft, []
+    shards = -(-len(data.query) // 8)
+
+    def interrupted(*args, **kwargs):
+        if len(calls) == shards:  # the cascade's shards are done; interrupt PgA's first
+            raise KeyboardInterrupt
+        calls.append(args[0].name)
+        return real_craft(*args, **kwargs)
+
+    monkeypatch.setattr(robustness, "craft", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_attacks(model, data, suite, quiet=True, resume=tmp_path)
+    assert calls == ["cascade"] * shards and len(list(tmp_path.glob("cascade-*.pt"))) == shards > 1
+    calls.clear()
+    monkeypatch.setattr(robustness, "craft", lambda *a, **k: (calls.append(a[0].name), real_craft(*a, **k))[1])
+    resumed = evaluate_attacks(model, data, suite, quiet=True, resume=tmp_path)
+    assert calls == ["pga"] * shards  # only PgA's shards are crafted
+    for a, b in zip(whole.attacks, resumed.attacks, strict=True):
+        assert a.scores.ap == b.scores.ap and a.bits_flipped == b.bits_flipped and a.linf == b.linf
+        assert a.stages == b.stages
+    assert whole.robust_ap == resumed.robust_ap
+    assert [g.adversarial for g in whole.gallery.items] == [g.adversarial for g in resumed.gallery.items]
+    calls.clear()
+    other = AttackSuite(**{**suite.__dict__, "eps": 8 / 255})
+    evaluate_attacks(model, data, other, quiet=True, resume=tmp_path)
+    assert calls.count("pga") == shards  # other settings: crafted again

@@ -309,9 +309,24 @@ def cmd_attack(args: argparse.Namespace) -> int:
         surrogates = {Path(p).stem: read_checkpoint(p).build_model(device)
                       for p in (args.surrogate or "").split(",") if p.strip()}  # fmt: skip
         run = evaluate_attacks(model, data, suite, device, quiet=args.quiet, surrogates=surrogates,
-                               config={"model": args.model, "dataset": options}, model_meta=ckpt.summary())  # fmt: skip
+                               config={"model": args.model, "dataset": options}, model_meta=ckpt.summary(),
+                               resume=out / CRAFTED)  # fmt: skip
         write_attack_outputs(run, out)
+        discard_crafted(out / CRAFTED)
     return 0
+
+
+CRAFTED = "crafted"  # the folder of an attack run's crafted shards until its results are written
+
+
+def discard_crafted(folder: Path) -> None:
+    """Remove the crafted shards of a finished run (rank 0; the results now hold what they held)."""
+    import shutil
+
+    from robusthash.runtime import is_main_process
+
+    if is_main_process():
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def write_attack_outputs(run: Any, out: Path) -> None:
@@ -436,8 +451,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"robusthash: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("robusthash: interrupted (checkpoints written so far are complete: train, defend and run resume "
-              "when rerun; attack starts over)", file=sys.stderr)  # fmt: skip
+        print("robusthash: interrupted (what was written so far is complete: train, defend, attack, run and demo "
+              "resume when rerun with the same arguments)", file=sys.stderr)  # fmt: skip
         return 130
     except json.JSONDecodeError as exc:
         print(f"robusthash: error: a results file is not valid JSON: {exc}", file=sys.stderr)

@@ -4,7 +4,8 @@ Stages: train the model of ``[train]`` (or reuse ``[model] checkpoint``); attack
 ``[attack]``; adversarially train it with each method of ``[defend] methods``; attack every defended model; write
 ``results.json`` (an :class:`~robusthash.results.ExperimentRun`), ``defense_table.md`` and the report. Each stage
 reuses what an earlier run left in the output folder (checkpoints resume; a robustness file is reused when its
-config is this run's), so an interrupted experiment picks up where it stopped. A stage whose recipe is exactly
+config is this run's; an attack stage resumes from the shards it had crafted, ``attacks-*.crafted/``), so an
+interrupted experiment picks up where it stopped. A stage whose recipe is exactly
 that of a model in the zoo (:mod:`robusthash.zoo`, the demo's models) uses the shipped checkpoint instead of
 training, unless ``from_scratch``. The resolved configuration (every
 default filled in) is written to ``config.json`` beside the results. ``robusthash demo`` runs the shipped
@@ -13,6 +14,7 @@ default filled in) is written to ``config.json`` beside the results. ``robusthas
 
 from __future__ import annotations
 
+import shutil
 import time
 import tomllib
 from dataclasses import asdict, dataclass, field
@@ -175,9 +177,12 @@ def _attack_stage(model_path: Path, data: DatasetSplits, exp: Experiment, device
         if isinstance(doc, RobustnessRun) and doc.config == {"suite": asdict(exp.attack), **config}:
             return doc
     ckpt = read_checkpoint(model_path)
+    crafted = out.with_suffix(".crafted")  # the shards crafted so far: an interrupted stage resumes from them
     run = evaluate_attacks(ckpt.build_model(device), data, exp.attack, device, quiet=quiet, config=config,
-                           model_meta=ckpt.summary())  # fmt: skip
+                           model_meta=ckpt.summary(), resume=crafted)  # fmt: skip
     run.write(out)
+    if is_main_process():
+        shutil.rmtree(crafted, ignore_errors=True)
     return run
 
 

@@ -17,13 +17,21 @@ White-box attacks craft on the victim. Transfer attacks (``threat_model = "trans
 model (with the surrogate's own code banks) and only the victim's codes of the result are scored; the victim is
 never differentiated. Timing is wall clock; it excludes encoding the database and the reference set, which every
 attack shares (``setup_seconds``); an attack's :meth:`~robusthash.attacks.Attack.fit` is timed apart.
+
+Resume: given a ``resume`` folder, each attack crafts its queries in shards of its own ``batch_size`` (the batches
+it crafts anyway, so the result equals one uninterrupted call) and writes each shard's :class:`Crafted` there as it
+finishes (atomically; read back with ``weights_only=True``). A rerun loads every shard whose key (the model's
+weights, the attack's settings, the run's config and the shard's query indices) matches and crafts only the rest.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -48,7 +56,14 @@ from robusthash.errors import UserError
 from robusthash.evaluation import check_model, encode_images, encode_split
 from robusthash.masking import run_checks
 from robusthash.results import AttackOutcome, Gallery, GalleryItem, RobustnessRun, Scores, now
-from robusthash.runtime import check_precision, check_seed, environment, speed_up
+from robusthash.runtime import (
+    atomic_torch_save,
+    check_precision,
+    check_seed,
+    environment,
+    model_fingerprint,
+    speed_up,
+)
 
 DEFAULT_ATTACKS = ("pga", "hag", "sdha", "p2p", "dhta")
 
@@ -220,6 +235,50 @@ def craft(attack: Attack, victim: nn.Module, images: Tensor, labels: Tensor, ind
     return crafted
 
 
+def shard_key(attack: Attack, model: str, config: dict[str, Any], indices: Tensor, label: str | None) -> str:
+    """What a crafted shard depends on, hashed: the victim's weights (``model``, a fingerprint), the attack's
+    settings and surrogate, the run's config and the shard's queries."""
+    text = json.dumps([model, attack.describe(), label, config, indices.tolist()], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def _load_shard(path: Path, key: str) -> Crafted | None:
+    """The shard saved at ``path`` under ``key``, or None (missing, damaged, or of another key: recrafted)."""
+    if not path.is_file():
+        return None
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        if payload.get("key") != key:
+            return None
+        return Crafted(**payload["crafted"])
+    except Exception:  # noqa: BLE001 - an unreadable leftover is crafted again, never trusted
+        return None
+
+
+def craft_resumable(attack: Attack, victim: nn.Module, images: Tensor, labels: Tensor, indices: Tensor,
+                    device: torch.device, folder: Path, fingerprint: str, config: dict[str, Any],
+                    keep: Tensor | None = None, surrogate: str | None = None) -> Crafted:  # fmt: skip
+    """:func:`craft` in shards of ``attack.batch_size`` queries, each saved in ``folder`` as it finishes and
+    loaded instead of crafted when a rerun finds it (see module docstring); the shards :func:`merge`."""
+    if not len(indices):
+        return craft(attack, victim, images, labels, indices, device, keep, surrogate)
+    folder.mkdir(parents=True, exist_ok=True)
+    shards = []
+    for start in range(0, len(indices), attack.batch_size):
+        sl = slice(start, start + attack.batch_size)
+        key = shard_key(attack, fingerprint, config, indices[sl], surrogate)
+        path = folder / f"{attack.name}-{key}.pt"
+        crafted = _load_shard(path, key)
+        if crafted is None:
+            crafted = craft(attack, victim, images[sl], labels[sl], indices[sl], device, keep, surrogate)
+            atomic_torch_save({"key": key, "crafted": {f.name: getattr(crafted, f.name) for f in fields(crafted)}},
+                              path)  # fmt: skip
+        shards.append(crafted)
+    merged = merge(shards)
+    merged.wall_seconds = merged.seconds  # one process crafted the shards one after another
+    return merged
+
+
 def _kept(adversarial: Tensor, indices: Tensor, keep: Tensor | None) -> dict[int, Tensor]:
     if keep is None:
         return {}
@@ -338,11 +397,13 @@ def evaluate_attacks(
     config: dict[str, Any] | None = None,
     model_meta: dict[str, Any] | None = None,
     indices: Tensor | None = None,
+    resume: str | Path | None = None,
 ) -> RobustnessRun:
     """Run ``suite`` against ``model`` (the victim) on ``data.query`` (see module docstring).
 
     ``surrogates`` (label -> model) craft the transfer attacks; ``indices`` restricts the run to a shard of
-    the suite's queries (the rows of the result follow them); ``config`` and ``model_meta`` are recorded.
+    the suite's queries (the rows of the result follow them); ``config`` and ``model_meta`` are recorded;
+    ``resume``: a folder where crafted shards are kept and reused (module docstring).
     """
     suite.validate()
     device = torch.device(device)
@@ -368,6 +429,8 @@ def evaluate_attacks(
                                                         banks.database.labels, suite.topk)) if w.is_main else None
     gallery_name = _gallery_attack(suite)
     picks = gallery_picks(len(indices), suite.gallery_queries, suite.seed)
+    run_config = {"suite": asdict(suite), **(config or {})}
+    fingerprint = model_fingerprint(model) if resume is not None else ""
     outcomes, gallery = [], None
     for name in suite.attacks:
         crafting = surrogate_banks.items() if name in transfer else [(None, (victim, banks))]
@@ -380,7 +443,12 @@ def evaluate_attacks(
             if attack.recorded_fit_seconds is not None:  # a reused or resumed fit: its whole training time
                 fit_seconds = attack.recorded_fit_seconds
             keep = indices[picks] if name == gallery_name and gallery is None else None
-            crafted = craft(attack, victim, images, my_labels, mine, device, keep=keep, surrogate=label)
+            if resume is None:
+                crafted = craft(attack, victim, images, my_labels, mine, device, keep=keep, surrogate=label)
+            else:
+                weights = fingerprint if label is None else f"{fingerprint}/{model_fingerprint(crafter)}"
+                crafted = craft_resumable(attack, victim, images, my_labels, mine, device, Path(resume), weights,
+                                          run_config, keep=keep, surrogate=label)  # fmt: skip
             crafted.fit_seconds = fit_seconds
             crafted.wall_seconds = crafted.seconds
             if w.distributed:
@@ -398,7 +466,7 @@ def evaluate_attacks(
         flags = run_checks(victim, images, my_labels, (banks.reference, banks.database), outcomes, suite.eps,
                            suite.topk, suite.seed, sweep=suite.protocol == "robust")  # fmt: skip
         run = RobustnessRun(
-            config={"suite": asdict(suite), **(config or {})}, seed=suite.seed, environment=environment(device),
+            config=run_config, seed=suite.seed, environment=environment(device),
             created=now(), model=model_meta or {}, query_indices=indices.tolist(), clean=clean, attacks=outcomes,
             setup_seconds=setup_seconds, gallery=gallery, world_size=w.world_size, flags=flags,
         )  # fmt: skip
