@@ -178,3 +178,21 @@ def test_garbage_models_are_refused_not_scored(models, kind, message):
     else:
         with pytest.raises(UserError, match=message):
             evaluate_retrieval(model, data, topk=None)
+
+
+def test_encoders_restore_every_modules_own_mode(toy):
+    """A wrapper in train mode around a shared inner model in eval mode: encoding leaves both as they were."""
+    from robusthash.evaluation import check_model, encode, encode_images
+    from robusthash.models import wrap_model
+
+    data, model = toy
+    images = torch.stack([data.query[i][0] for i in range(0, len(data.query), 3)])
+    wrapper = wrap_model(model, output="tanh", image_shape=data.image_shape)
+    wrapper.train()
+    model.eval()  # after the wrapper's train(), which sets its children too
+    inner_modes = [m.training for m in model.modules()]
+    for run in (lambda: encode_images(wrapper, images), lambda: encode(wrapper, data.query),
+                lambda: check_model(wrapper, images)):  # fmt: skip
+        run()
+        assert wrapper.training and [m.training for m in model.modules()] == inner_modes
+    wrapper.eval()

@@ -13,7 +13,7 @@ from robusthash import metrics
 from robusthash.data import DatasetSplits, iterate_batches, labels_of
 from robusthash.distributed import gather_strided, strided
 from robusthash.errors import UserError
-from robusthash.runtime import autocast
+from robusthash.runtime import autocast, eval_mode
 
 SATURATED = 9.0  # |h| beyond which float32's tanh(h) is exactly +-1
 
@@ -31,12 +31,8 @@ def check_model(model: torch.nn.Module, images: Tensor, device: torch.device | s
     """
     if len(images) == 0:
         return
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         h = model.preactivation(images.to(device)).float().cpu()
-    finally:
-        model.train(was_training)
     bad = ~torch.isfinite(h).all(1)
     if bad.any():
         raise UserError(f"the model returned NaN or infinite logits for {int(bad.sum())} of {len(h)} probe images: "
@@ -58,15 +54,12 @@ def encode(
     """Binary codes {-1, +1} (N, K) of a whole split (or of its items ``indices``, in that order), computed in
     eval mode (the model's mode is restored); ``precision="bf16"`` runs the model under bf16 autocast
     (:func:`~robusthash.runtime.autocast`)."""
-    was_training = model.training
-    model.eval()
     chunks = []
     count = len(dataset) if indices is None else len(indices)
     batches = iterate_batches(dataset, batch_size, indices=indices)
-    with autocast(device, precision):
+    with eval_mode(model), autocast(device, precision):
         for x, _, _ in tqdm(batches, total=-(-count // batch_size), desc=desc, disable=quiet, leave=False):
             chunks.append(model.encode(x.to(device)).cpu())
-    model.train(was_training)
     return torch.cat(chunks) if chunks else torch.zeros(0, model.bits)
 
 
@@ -76,11 +69,8 @@ def encode_images(
     precision: str = "fp32",
 ) -> Tensor:
     """Binary codes of an image tensor (N, C, H, W), computed in batches on ``device``, returned on the CPU."""
-    was_training = model.training
-    model.eval()
-    with autocast(device, precision):
+    with eval_mode(model), autocast(device, precision):
         chunks = [model.encode(images[i : i + batch_size].to(device)).cpu() for i in range(0, len(images), batch_size)]
-    model.train(was_training)
     return torch.cat(chunks) if chunks else torch.zeros(0, model.bits)
 
 

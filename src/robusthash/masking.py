@@ -14,9 +14,8 @@ measured, whether it fired, what it means and what to do:
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -26,6 +25,7 @@ from robusthash import metrics
 from robusthash.attacks import CodeBank, create_attack
 from robusthash.codes import binarize
 from robusthash.results import AttackOutcome, MaskingFlag
+from robusthash.runtime import eval_mode
 
 GRADIENT_SHARE = 0.05  # flag when more than this share of queries has a zero or non-finite gradient
 STOCHASTIC_SHARE = 0.0  # flag when any query's logits change between two encodings
@@ -33,24 +33,11 @@ QUERY_WINS_SHARE = 0.1  # flag when a gradient-free attack beats every white-box
 QUERY_WINS_MARGIN = 0.05  # ... by more than this much AP
 
 
-@contextlib.contextmanager
-def _eval(model: nn.Module) -> Iterator[None]:
-    """``model`` in eval mode; every module's own mode restored afterwards (``model.train(flag)`` would set a
-    shared inner model's mode from its wrapper's)."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for m, mode in modes:
-            m.training = mode
-
-
 def gradient_check(model: nn.Module, images: Tensor, anchor: Tensor) -> MaskingFlag:
     """Input gradient of ``anchor^T h(x)`` (the logits' pull toward the anchor code, e.g. the pharos code) per
     query: the share of queries where it is zero everywhere or not finite."""
     x = images.detach().clone().requires_grad_(True)
-    with _eval(model), torch.enable_grad():
+    with eval_mode(model), torch.enable_grad():
         value = (model.preactivation(x).float() * anchor.to(x.device)).sum()
         (grad,) = torch.autograd.grad(value, x, allow_unused=True)
     if grad is None:
@@ -70,7 +57,7 @@ def gradient_check(model: nn.Module, images: Tensor, anchor: Tensor) -> MaskingF
 
 def stochastic_check(model: nn.Module, images: Tensor) -> MaskingFlag:
     """Encode ``images`` twice: the share of queries whose logits differ beyond float noise."""
-    with _eval(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         first, second = model.preactivation(images).float(), model.preactivation(images).float()
     scale = 1e-4 * (1 + first.abs().amax(1))
     moved = ((first - second).abs().amax(1) > scale) | (binarize(first) != binarize(second)).any(1)
@@ -117,7 +104,7 @@ def sweep_check(model: nn.Module, images: Tensor, labels: Tensor, banks: tuple[C
         attack = create_attack("pga-dagger", model, eps=attack_eps, steps=attack_steps, seed=seed,
                                reference=reference, database=database)  # fmt: skip
         adversarial = attack(images, labels, indices=torch.arange(len(images)))
-        with _eval(model), torch.no_grad():  # scored in eval mode, whatever mode the caller left the model in
+        with eval_mode(model), torch.no_grad():  # scored in eval mode, whatever mode the caller left the model in
             codes = binarize(attack.model.preactivation(adversarial.to(next(model.parameters()).device))).cpu()
         return float(metrics.mean_average_precision(codes, database.codes.cpu(), labels.cpu(),
                                                     database.labels.cpu(), topk))  # fmt: skip

@@ -97,6 +97,19 @@ def cudnn_autotuning(enabled: bool) -> Iterator[None]:
         torch.backends.cudnn.benchmark = before
 
 
+@contextlib.contextmanager
+def eval_mode(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """``model`` in eval mode; every module's own mode restored on exit (``model.train(flag)`` would set a
+    shared inner model's mode from its wrapper's)."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
 def model_fingerprint(model: torch.nn.Module) -> str:
     """A content hash of a model's weights (identifies a model whatever its file is called)."""
     h = hashlib.sha256()

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from robusthash.errors import UserError
 from robusthash.models.fixed_rows import DEFAULT_ROWS, FixedRows
 from robusthash.registry import Registry
-from robusthash.runtime import autocast, check_precision
+from robusthash.runtime import autocast, check_precision, eval_mode
 
 PROTOCOLS: tuple[str, ...] = ("default", "pgd20", "robust")
 THREAT_MODELS: tuple[str, ...] = ("white-box", "transfer", "query")
@@ -139,18 +139,15 @@ def alpha_schedule(step: int, steps: int) -> float:
 def frozen(model: nn.Module) -> Iterator[nn.Module]:
     """``model`` in eval mode with no parameter requiring grad; every module's own mode and every parameter's
     ``requires_grad`` restored on exit (whatever happens inside)."""
-    modes = [(m, m.training) for m in model.modules()]
     grad_flags = [(p, p.requires_grad) for p in model.parameters()]
-    model.eval()
     for p, _ in grad_flags:
         p.requires_grad_(False)
     try:
-        yield model
+        with eval_mode(model):
+            yield model
     finally:
         for p, flag in grad_flags:
             p.requires_grad_(flag)
-        for m, mode in modes:
-            m.training = mode
 
 
 def project_linf(x_adv: Tensor, x: Tensor, eps: float) -> Tensor:

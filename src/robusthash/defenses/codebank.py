@@ -11,6 +11,7 @@ from robusthash.codes import binarize
 from robusthash.data import iterate_batches, labels_of
 from robusthash.distributed import all_gather_rows
 from robusthash.models import HashModel
+from robusthash.runtime import eval_mode
 
 
 class TrainingCodeBank:
@@ -30,12 +31,10 @@ class TrainingCodeBank:
     @classmethod
     @torch.no_grad()
     def from_model(cls, model: HashModel, dataset: Dataset, device: torch.device | str) -> TrainingCodeBank:
-        was_training = model.training
-        model.eval()
         values = torch.zeros(len(dataset), model.bits, device=device)
-        for x, _, idx in iterate_batches(dataset, 500):
-            values[idx.to(device)] = model(x.to(device))
-        model.train(was_training)
+        with eval_mode(model):
+            for x, _, idx in iterate_batches(dataset, 500):
+                values[idx.to(device)] = model(x.to(device))
         return cls(values, labels_of(dataset).to(device))
 
     def update(self, indices: Tensor, values: Tensor) -> None:
