@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 
 import pytest
@@ -388,3 +389,81 @@ def test_a_factory_that_exits_zero_is_exit_2_on_the_command_line(tmp_path, capsy
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "it called exit(0)" in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize(
+    ("indices", "message"),
+    [
+        ([10**6], "query indices must lie in [0, 30)"),
+        ([-1], "query indices must lie in [0, 30)"),
+        ([1, 1], "query indices must be distinct"),
+        ([[1, 2]], "query indices must be a 1-D list of integers"),
+        ([0.5], "query indices must be a 1-D list of integers"),
+    ],
+)
+def test_bad_query_indices_are_named(indices, message, toy):
+    from robusthash.errors import UserError
+    from robusthash.robustness import AttackSuite, evaluate_attacks
+
+    data, model = toy
+    with pytest.raises(UserError, match=re.escape(message)):
+        evaluate_attacks(model, data, AttackSuite(attacks=["pga"], steps=1), quiet=True, indices=torch.tensor(indices))
+
+
+def test_a_good_model_on_a_few_queries_of_one_class_is_not_called_constant(toy):
+    """The constant-model check probes the database's classes too: two queries of one class that share a code
+    are no evidence of a constant model."""
+    from robusthash.evaluation import encode_images
+    from robusthash.robustness import AttackSuite, evaluate_attacks
+
+    data, model = toy
+    codes = encode_images(model, data.query.batch(torch.arange(len(data.query)))[0])
+    same = [(i, j) for i in range(len(codes)) for j in range(i + 1, len(codes)) if torch.equal(codes[i], codes[j])]
+    assert same, "the toy model gives no two queries one code: the case is not built"
+    run = evaluate_attacks(model, data, AttackSuite(attacks=["pga"], steps=1), quiet=True,
+                           indices=torch.tensor(same[0]))  # fmt: skip
+    assert len(run.query_indices) == 2
+
+
+@pytest.mark.parametrize(
+    ("tamper", "message"),
+    [
+        ("weights", "is missing or damaged; reinstall"),
+        ("manifest-json", "the zoo manifest"),
+        ("manifest-entry", "unknown setting(s) owner"),
+        ("manifest-escape", "names a file outside the zoo ('../escape.pt')"),
+        ("manifest-type", "clean_map: expected a number, got 'high'"),
+    ],
+)
+def test_a_tampered_zoo_is_refused_in_one_line(tamper, message, tmp_path, monkeypatch):
+    """A zoo checkpoint whose bytes changed, or a manifest that is broken, names a file outside the zoo or has
+    fields of the wrong type: one UserError line, nothing loaded."""
+    from robusthash.errors import UserError
+    import json
+    import shutil
+
+    from robusthash import zoo
+
+    shutil.copytree(zoo.ZOO_DIR, tmp_path / "zoo", ignore=shutil.ignore_patterns("*.py", "__pycache__"))
+    manifest = tmp_path / "zoo" / "manifest.json"
+    doc = json.loads(manifest.read_text())
+    entry = doc["models"][0]
+    if tamper == "weights":
+        data = bytearray((tmp_path / "zoo" / entry["file"]).read_bytes())
+        data[-100] ^= 1
+        (tmp_path / "zoo" / entry["file"]).write_bytes(bytes(data))
+    elif tamper == "manifest-json":
+        manifest.write_text("{not json")
+    else:
+        entry.update({"manifest-entry": {"owner": "x"}, "manifest-escape": {"file": "../escape.pt"},
+                      "manifest-type": {"clean_map": "high"}}[tamper])  # fmt: skip
+        manifest.write_text(json.dumps(doc))
+    monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "zoo")
+    monkeypatch.setattr(zoo, "MANIFEST", manifest)
+    zoo.list_models.cache_clear()
+    try:
+        with pytest.raises(UserError, match=re.escape(message)) as info:
+            zoo.load_model(entry["name"])
+        assert "\n" not in str(info.value)
+    finally:
+        zoo.list_models.cache_clear()

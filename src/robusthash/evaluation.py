@@ -18,6 +18,15 @@ from robusthash.runtime import autocast, eval_mode
 SATURATED = 9.0  # |h| beyond which float32's tanh(h) is exactly +-1
 
 
+def probe_images(split: Dataset, count: int = 128) -> Tensor:
+    """Up to ``count`` images spread evenly over ``split`` (a list sorted by class still gives every class): the
+    probe of :func:`check_model`."""
+    if len(split) == 0:
+        return torch.zeros(0)
+    picks = torch.linspace(0, len(split) - 1, min(count, len(split))).round().long().unique()
+    return torch.cat([x for x, _, _ in iterate_batches(split, 500, indices=picks)])
+
+
 @torch.no_grad()
 def check_model(model: torch.nn.Module, images: Tensor, device: torch.device | str = "cpu",
                 allow_saturated: bool = False) -> None:  # fmt: skip
@@ -29,7 +38,7 @@ def check_model(model: torch.nn.Module, images: Tensor, device: torch.device | s
     really saturates: attacks then use their surrogate derivatives). Each is a :class:`UserError` naming what was
     found.
     """
-    if len(images) == 0:
+    if len(images) == 0 or images.ndim != 4:
         return
     with eval_mode(model):
         h = model.preactivation(images.to(device)).float().cpu()
@@ -91,9 +100,8 @@ def evaluate_retrieval(
 ) -> dict[str, Any]:  # fmt: skip
     """Clean mAP@topk, PR and P@N of the query split against the database split (and per-query AP); a model
     with non-finite or constant outputs is refused (:func:`check_model`; saturation is no problem here)."""
-    probe = next(iter(iterate_batches(data.query, 256)), None)
-    if probe is not None:
-        check_model(model, probe[0], device, allow_saturated=True)
+    check_model(model, torch.cat([probe_images(data.query), probe_images(data.database)]), device,
+                allow_saturated=True)  # fmt: skip
     db_codes = encode_split(model, data.database, device, quiet=quiet, desc="encode database")
     q_codes = encode_split(model, data.query, device, quiet=quiet, desc="encode queries")
     report = metrics.retrieval_report(

@@ -32,6 +32,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -53,7 +54,7 @@ from robusthash.config import option
 from robusthash.data import DatasetSplits, iterate_batches, labels_of
 from robusthash.distributed import all_gather_objects, broadcast_object, gather_strided, strided, world
 from robusthash.errors import UserError
-from robusthash.evaluation import check_model, encode_images, encode_split
+from robusthash.evaluation import check_model, encode_images, encode_split, probe_images
 from robusthash.masking import run_checks
 from robusthash.results import AttackOutcome, Gallery, GalleryItem, RobustnessRun, Scores, now
 from robusthash.runtime import (
@@ -147,6 +148,20 @@ def query_subset(data: DatasetSplits, count: int | None, seed: int) -> Tensor:
         return torch.arange(n)
     g = torch.Generator().manual_seed(seed)
     return torch.randperm(n, generator=g)[:count].sort().values
+
+
+def check_indices(indices: Tensor | Sequence[int], count: int) -> Tensor:
+    """Query indices as a 1-D long tensor; :class:`UserError` unless they are distinct integers in [0, count)."""
+    indices = torch.as_tensor(indices)
+    if indices.ndim != 1 or (len(indices) and (indices.is_floating_point() or indices.dtype == torch.bool)):
+        raise UserError(f"query indices must be a 1-D list of integers, got {indices.dtype} {tuple(indices.shape)}")
+    indices = indices.long()
+    if len(indices) and (indices.min() < 0 or indices.max() >= count):
+        raise UserError(f"query indices must lie in [0, {count}) (the query split), got {int(indices.min())} to "
+                        f"{int(indices.max())}")  # fmt: skip
+    if len(torch.unique(indices)) != len(indices):
+        raise UserError("query indices must be distinct: each query is attacked once")
+    return indices
 
 
 def query_images(data: DatasetSplits, indices: Tensor) -> tuple[Tensor, Tensor]:
@@ -419,10 +434,12 @@ def evaluate_attacks(
     setup_seconds = time.perf_counter() - began
     if indices is None:
         indices = query_subset(data, suite.queries, suite.seed)
+    indices = check_indices(indices, len(data.query))
     w = world()
     mine = strided(indices, w)  # this rank's queries (all of them in one process)
     images, my_labels = query_images(data, mine)
-    check_model(victim, images[:256], device, suite.allow_saturated)  # garbage is refused, not scored
+    probe = torch.cat([images[:128], probe_images(data.database)])  # queries, and every class of the database
+    check_model(victim, probe, device, suite.allow_saturated)  # garbage is refused, not scored
     labels = labels_of(data.query)[indices].clone()
     clean_codes = gather_strided(encode_images(victim, images, device, precision=suite.precision), len(indices))
     clean = Scores.from_report(metrics.retrieval_report(clean_codes, banks.database.codes, labels,

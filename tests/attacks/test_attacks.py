@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
@@ -376,3 +378,17 @@ def test_prosgan_saves_reloads_and_resumes_from_its_checkpoint(setup, tmp_path):
     assert (bounded(x, y) - x).abs().max() <= 8 / 255 + 1e-6
     with pytest.raises(UserError, match="other settings"):
         _attack("prosgan", model, reference, database, **{**opts, "rec_weight": 10.0})
+
+
+@pytest.mark.parametrize("name", list_attacks())
+def test_api_misuse_is_a_user_error_naming_the_shape(name, setup):
+    """Every attack: labels of the wrong width or rank and images of the wrong channel count are one UserError;
+    zero queries give zero images."""
+    model, reference, database, x, y = setup
+    attack = _attack(name, model, reference, database, eps=16 / 255)
+    for images, labels, message in ((x[:3], y[:3, :2], "labels have 2 classes, the model's code banks 3"),
+                                    (x[:3], y[:3, 0], "labels (3,)"),
+                                    (x[:3].repeat(1, 3, 1, 1), y[:3], "takes 1-channel images, got 3 channels")):  # fmt: skip
+        with pytest.raises(UserError, match=re.escape(message)):
+            attack(images, labels)
+    assert attack(x[:0], y[:0]).shape == x[:0].shape

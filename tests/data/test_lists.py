@@ -83,3 +83,17 @@ def test_a_decompression_bomb_is_named(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 40 x 30 = 1,200 pixels is over twice the limit
     with pytest.raises(UserError, match=r"0\.png is larger than Pillow's safety limit"):
         data.query[0]
+
+
+def test_paths_escaping_the_data_directory_and_corrupt_images_are_named(tmp_path):
+    _deephash(tmp_path / "d", [(0, [1, 0]), (1, [0, 1])])
+    (tmp_path / "secret.png").write_bytes(b"not an image")
+    (tmp_path / "d" / "train.txt").write_text("img/0.png 1 0\n../secret.png 0 1\n")
+    with pytest.raises(UserError, match=r"train\.txt lists '\.\./secret\.png', outside the data directory"):
+        load_dataset("deephash-list", tmp_path / "d")
+    (tmp_path / "d" / "train.txt").write_text("img/0.png 1 0\nimg/../img/1.png 0 1\n")  # stays inside: fine
+    load_dataset("deephash-list", tmp_path / "d", image_size=16)
+    (tmp_path / "d" / "img" / "1.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    data = load_dataset("deephash-list", tmp_path / "d", image_size=16)
+    with pytest.raises(UserError, match=r"cannot read image .*1\.png"):
+        data.query[1]

@@ -280,7 +280,12 @@ class Attack:
         with :meth:`choose_targets` unless given.
         """
         if images.ndim != 4 or labels.ndim != 2 or images.shape[0] != labels.shape[0]:
-            raise ValueError("expected images (N, C, H, W) and labels (N, C) with the same N")
+            raise UserError(f"expected images (N, C, H, W) and multi-hot labels (N, classes) with the same N, got "
+                            f"images {tuple(images.shape)} and labels {tuple(labels.shape)}")  # fmt: skip
+        bank = self.reference if self.reference is not None else self.database
+        if bank is not None and labels.shape[1] != bank.labels.shape[1]:
+            raise UserError(f"labels have {labels.shape[1]} classes, the model's code banks {bank.labels.shape[1]}: "
+                            "pass multi-hot label rows of the dataset the banks were encoded from")  # fmt: skip
         if not images.is_floating_point():
             raise UserError(f"images must be floating point in [0, 1], got dtype {images.dtype}")
         channels = getattr(self.model, "in_channels", images.shape[1])
@@ -291,6 +296,8 @@ class Attack:
         indices = torch.arange(images.shape[0]) if indices is None else torch.as_tensor(indices).cpu()
         if indices.shape != (images.shape[0],):
             raise ValueError(f"indices must have shape ({images.shape[0]},), got {tuple(indices.shape)}")
+        if images.shape[0] == 0:
+            return images.clone()
         if self.targeted and targets is None:
             targets = self.choose_targets(labels, indices)
         device = next(self.model.parameters()).device

@@ -5,7 +5,8 @@
 - ``prosgan-list`` (ProS-GAN, CgAT, PgA): ``{split}_img.txt`` (one relpath per line) and ``{split}_label.txt``
   (C integers per line), split in train / test / database.
 
-The ``test`` split is the query set. Paths are relative to ``data_dir`` (absolute paths are kept).
+The ``test`` split is the query set. Paths are relative to ``data_dir`` and must stay inside it (``../`` out of
+it is refused: a list that reaches elsewhere is a mistake or a hostile file); absolute paths are kept, as written.
 Images are loaded as RGB, resized to ``image_size * 256 / 224`` and centre-cropped to ``image_size`` (the
 papers' 256 -> 224 protocol by default). Rows with no label at all are kept and counted in ``info`` (FLICKR-25K
 has such rows); label-width mismatches and missing files are errors that name the file and line.
@@ -13,6 +14,7 @@ has such rows); label-width mismatches and missing files are errors that name th
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -121,6 +123,15 @@ def _check_width(rows: list[list[float]], width: int | None, where: str) -> int:
     return width
 
 
+def _inside(root: Path, relative: str, where: str) -> Path:
+    """``root / relative``, refused when ``..`` takes it out of ``root`` (decided on the text, not on links)."""
+    path = root / relative
+    if not os.path.normpath(path).startswith(os.path.join(os.path.normpath(root), "")):
+        raise UserError(f"{where} lists {relative!r}, outside the data directory {root}; list paths relative to "
+                        "it, or write an absolute path if the image really lives elsewhere")  # fmt: skip
+    return path
+
+
 def load_list_dataset(data_dir: str | Path | None, fmt: str, image_size: int = 224) -> DatasetSplits:
     """Load ``deephash-list`` or ``prosgan-list`` data from ``data_dir`` (module docstring)."""
     if not data_dir:
@@ -141,7 +152,7 @@ def load_list_dataset(data_dir: str | Path | None, fmt: str, image_size: int = 2
             rel, rows = _read_prosgan(root, stem)
             where = str(root / f"{stem}_label.txt")
         width = _check_width(rows, width, where)
-        paths = [Path(p) if Path(p).is_absolute() else root / p for p in rel]
+        paths = [Path(p) if Path(p).is_absolute() else _inside(root, p, where) for p in rel]
         missing = [str(p) for p in paths if not p.is_file()]
         if missing:
             shown = ", ".join(missing[:3]) + (" ..." if len(missing) > 3 else "")

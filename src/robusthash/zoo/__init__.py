@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from robusthash.checkpoint import Checkpoint, read_checkpoint, stored_config
+from robusthash.config import from_mapping
 from robusthash.defenses import DefenseConfig
 from robusthash.errors import UserError
 from robusthash.models import HashModel
@@ -59,7 +60,17 @@ def list_models() -> tuple[ZooModel, ...]:
     """Every model of the zoo (empty when the package ships none)."""
     if not MANIFEST.is_file():
         return ()
-    return tuple(ZooModel(**entry) for entry in json.loads(MANIFEST.read_text(encoding="utf-8"))["models"])
+    try:
+        entries = json.loads(MANIFEST.read_text(encoding="utf-8"))["models"]
+        if not isinstance(entries, list):
+            raise TypeError("'models' is not a list")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"the zoo manifest {MANIFEST} is damaged ({type(exc).__name__}: {exc}); reinstall") from None
+    models = tuple(from_mapping(ZooModel, entry, f"the zoo manifest {MANIFEST}: an entry") for entry in entries)
+    for m in models:
+        if Path(m.file).name != m.file or not m.file.endswith(".pt"):
+            raise UserError(f"the zoo manifest {MANIFEST} names a file outside the zoo ({m.file!r}); reinstall")
+    return models
 
 
 def get(name: str) -> ZooModel:
