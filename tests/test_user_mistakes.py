@@ -438,11 +438,11 @@ def test_a_good_model_on_a_few_queries_of_one_class_is_not_called_constant(toy):
 def test_a_tampered_zoo_is_refused_in_one_line(tamper, message, tmp_path, monkeypatch):
     """A zoo checkpoint whose bytes changed, or a manifest that is broken, names a file outside the zoo or has
     fields of the wrong type: one UserError line, nothing loaded."""
-    from robusthash.errors import UserError
     import json
     import shutil
 
     from robusthash import zoo
+    from robusthash.errors import UserError
 
     shutil.copytree(zoo.ZOO_DIR, tmp_path / "zoo", ignore=shutil.ignore_patterns("*.py", "__pycache__"))
     manifest = tmp_path / "zoo" / "manifest.json"

@@ -386,9 +386,9 @@ def test_api_misuse_is_a_user_error_naming_the_shape(name, setup):
     zero queries give zero images."""
     model, reference, database, x, y = setup
     attack = _attack(name, model, reference, database, eps=16 / 255)
-    for images, labels, message in ((x[:3], y[:3, :2], "labels have 2 classes, the model's code banks 3"),
-                                    (x[:3], y[:3, 0], "labels (3,)"),
-                                    (x[:3].repeat(1, 3, 1, 1), y[:3], "takes 1-channel images, got 3 channels")):  # fmt: skip
+    cases = [(x[:3], y[:3, :2], "labels have 2 classes, the model's code banks 3"), (x[:3], y[:3, 0], "labels (3,)"),
+             (x[:3].repeat(1, 3, 1, 1), y[:3], "takes 1-channel images, got 3 channels")]  # fmt: skip
+    for images, labels, message in cases:
         with pytest.raises(UserError, match=re.escape(message)):
             attack(images, labels)
     assert attack(x[:0], y[:0]).shape == x[:0].shape
