@@ -141,3 +141,14 @@ def test_train_then_evaluate_writes_results(tmp_path, capsys):
     assert json.loads(streamed.read_text())["clean"]["ap"] == doc["clean"]["ap"]  # the same numbers, streamed
     assert (tmp_path / "store" / "codes.npy").stat().st_size < 10_000 * 8 + 1024  # one uint64 per 16-bit code
     assert main(argv) == 0  # reopens the finished store
+
+
+def test_help_does_not_import_torch():
+    """``robusthash --help`` builds no command's arguments and imports no torch (it answers in well under 1 s)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom robusthash.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print('torch' in sys.modules)")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().endswith("False") and "attack" in out and "demo" in out, out

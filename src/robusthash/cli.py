@@ -15,11 +15,12 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from robusthash.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -57,22 +58,14 @@ def _add_model_options(p: argparse.ArgumentParser, what: str) -> None:
                    help="hashing loss of a brought model, for defences (default dph)")  # fmt: skip
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from robusthash.config import add_arguments
-    from robusthash.defenses import DefenseConfig
-    from robusthash.robustness import AttackSuite
-    from robusthash.training import TrainConfig
-
-    parser = argparse.ArgumentParser(
-        prog="robusthash",
-        description="Train, attack, defend and report on deep-hashing image retrieval models.",
-    )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    p = sub.add_parser("datasets", help="list the datasets, backbones, losses, attacks and defences")
+def _datasets_arguments(p: argparse.ArgumentParser) -> None:
     p.set_defaults(handler=cmd_datasets)
 
-    p = sub.add_parser("train", help="train a hashing model and save a checkpoint")
+
+def _train_arguments(p: argparse.ArgumentParser) -> None:
+    from robusthash.config import add_arguments
+    from robusthash.training import TrainConfig
+
     _add_data_options(p)
     add_arguments(p, TrainConfig)
     p.add_argument("--out", default="runs/model.pt", help="checkpoint path (default runs/model.pt)")
@@ -80,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(p, seed=False)
     p.set_defaults(handler=cmd_train)
 
-    p = sub.add_parser("evaluate", help="clean retrieval: mAP@K, PR and P@N of the query set")
+
+def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
     _add_model_options(p, "model to evaluate")
     _add_data_options(p)
     p.add_argument("--topk", type=int, default=1000, help="mAP cut-off (default 1000; 0 = whole database)")
@@ -92,7 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(p)
     p.set_defaults(handler=cmd_evaluate)
 
-    p = sub.add_parser("attack", help="attack the query set and report mAP under each attack")
+
+def _attack_arguments(p: argparse.ArgumentParser) -> None:
+    from robusthash.config import add_arguments
+    from robusthash.robustness import AttackSuite
+
     _add_model_options(p, "model to attack (the victim)")
     p.add_argument("--surrogate", default=None, help="checkpoint(s), comma-separated, that craft transfer attacks")
     _add_data_options(p)
@@ -104,7 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(p, seed=False)
     p.set_defaults(handler=cmd_attack)
 
-    p = sub.add_parser("defend", help="adversarially train a checkpoint (CgAT, ATRDH or PgA-AT)")
+
+def _defend_arguments(p: argparse.ArgumentParser) -> None:
+    from robusthash.config import add_arguments
+    from robusthash.defenses import DefenseConfig
+
     _add_model_options(p, "clean pre-trained model to start from")
     _add_data_options(p)
     add_arguments(p, DefenseConfig)
@@ -113,12 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(p, seed=False)
     p.set_defaults(handler=cmd_defend)
 
-    p = sub.add_parser("report", help="turn results files into an HTML page, Markdown and CSV tables")
+
+def _report_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("results", nargs="+", help="attack results, an experiment's results.json, or benchmark rows")
     p.add_argument("--out", default="runs/report", help="output folder (default runs/report)")
     p.set_defaults(handler=cmd_report)
 
-    p = sub.add_parser("run", help="run an experiment file (TOML): train, attack, defend, re-attack, report")
+
+def _run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("experiment", help="experiment file; start from the demo's: robusthash demo --print")
     p.add_argument("--out", default=None, help="output folder (default runs/<experiment name>)")
     p.add_argument("--data-dir", default=None, help="folder with the dataset's files")
@@ -128,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(p, seed=False)
     p.set_defaults(handler=cmd_run)
 
-    p = sub.add_parser("demo", help="the embedded default end to end (the shipped experiment demo.toml)")
+
+def _demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST IDX files")
     p.add_argument("--print", action="store_true", help="print the demo's experiment file (to copy and edit)")
@@ -136,7 +141,39 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train every model instead of using the model zoo's shipped checkpoints")  # fmt: skip
     _add_run_options(p)
     p.set_defaults(handler=cmd_demo)
+
+
+# command -> (help, function adding its arguments): a command's arguments (and the imports they need) are built
+# only when that command runs, so ``robusthash --help`` does not import torch
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
+    "datasets": ("list the datasets, backbones, losses, attacks and defences", _datasets_arguments),
+    "train": ("train a hashing model and save a checkpoint", _train_arguments),
+    "evaluate": ("clean retrieval: mAP@K, PR and P@N of the query set", _evaluate_arguments),
+    "attack": ("attack the query set and report mAP under each attack", _attack_arguments),
+    "defend": ("adversarially train a checkpoint (CgAT, ATRDH or PgA-AT)", _defend_arguments),
+    "report": ("turn results files into an HTML page, Markdown and CSV tables", _report_arguments),
+    "run": ("run an experiment file (TOML): train, attack, defend, re-attack, report", _run_arguments),
+    "demo": ("the embedded default end to end (the shipped experiment demo.toml)", _demo_arguments),
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``command``, only that command's arguments are built (the others get their help line)."""
+    parser = argparse.ArgumentParser(
+        prog="robusthash",
+        description="Train, attack, defend and report on deep-hashing image retrieval models.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (help_text, arguments) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text)
+        if command is None or command == name:
+            arguments(p)
     return parser
+
+
+def _command_of(argv: Sequence[str]) -> str:
+    """The command named in ``argv`` (the first word that is one), or "" when there is none."""
+    return next((a for a in argv if a in COMMANDS), "")
 
 
 def _dataset_options(args: argparse.Namespace, stored: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -174,6 +211,8 @@ def _read_state(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"checkpoint {path} not found")
     try:
+        import torch
+
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # noqa: BLE001 - unusable for any reason
         raise UserError(f"{path} is not a readable checkpoint or state dict (corrupt, or holds objects robusthash "
@@ -436,12 +475,12 @@ def _launched(args: argparse.Namespace) -> Iterator[None]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from robusthash.runtime import cudnn_autotuning
-
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(_command_of(argv)).parse_args(argv)
     handler: Handler = args.handler
     try:
+        from robusthash.runtime import cudnn_autotuning
+
         with warnings.catch_warnings(), _launched(args), cudnn_autotuning(getattr(args, "cudnn_benchmark", False)):
             warnings.simplefilter("default")
             return handler(args)
