@@ -7,8 +7,9 @@ For each zoo model (undefended DPH-32 and its ATRDH, PgA-AT and CgAT versions, F
 white-box stages (the recipe without its gradient-free stage, which these options do not touch) under each
 variant of :meth:`robusthash.attacks.cascade.RobustCascade.descend`:
 
-- ``last``: each stage's last iterate, scored once (the recipe until now);
-- ``best-N``: every N steps the iterate is scored; a query keeps its best-AP iterate and stops at AP 0;
+- ``last``: each stage's last iterate, scored once (the recipe until this benchmark);
+- ``best-N``: every N steps the iterate is scored; a query keeps its best-AP iterate and stops at AP 0 (``best-10``
+  is the recipe since);
 - ``stop-N-pP``: as ``best-N``, and a query also stops after P scorings in a row without a lower AP.
 
 All variants and PgA run interleaved, ``--rounds`` times, on one thread; a row keeps the fastest time of each.
@@ -38,7 +39,7 @@ WHITE_BOX = [s for s in RECIPE if s != "square"]
 # label -> cascade options (None: PgA, the cost unit)
 VARIANTS: dict[str, dict | None] = {
     "pga": None,
-    "last": {},
+    "last": {"check_every": None},
     "best-10": {"check_every": 10},
     "stop-10-p1": {"check_every": 10, "patience": 1},
     "stop-10-p2": {"check_every": 10, "patience": 2},

@@ -138,3 +138,45 @@ def test_robust_protocol_runs_the_cascade_first_with_the_suite_topk(toy):
     robust, pga = run.attacks
     assert robust.settings["topk"] == 7 and robust.settings["stages"] == list(RECIPE)
     assert run.robust_ap == [min(a, b) for a, b in zip(robust.scores.ap, pga.scores.ap, strict=True)]
+
+
+@pytest.mark.parametrize(("check_every", "patience"), [(5, None), (1, 3), (None, None)])
+def test_chunked_descent_against_a_per_query_loop(setup, check_every, patience):
+    """A white-box stage scores its iterate every ``check_every`` steps and keeps each query's best, stops a query
+    at AP 0 and, with ``patience``, after that many scorings without a lower AP (the rule written out per query)."""
+    model, reference, database, x, y = setup
+    eps, steps, eta = 24 / 255, 11, 12 / 255  # steps of half the ball: AP goes up and down between scorings
+    cascade = create_attack("cascade", model, reference=reference, database=database, eps=eps, steps=steps,
+                            stages=("dagger",), topk=None, seed=4, schedule="constant", check_every=check_every,
+                            patience=patience, step_size=eta)  # fmt: skip
+    adv = cascade(x, y)
+    dagger = create_attack("pga-dagger", model, reference=reference, eps=eps, seed=4)
+    b_star = dagger.pharos(y)
+    start = dagger.random_start(x, torch.arange(len(x)))
+    clean = _ap(model, x, y, database)
+    not_last = 0
+    for i in range(len(x)):
+        xa, xi = start[i : i + 1].clone(), x[i : i + 1]
+        best, best_ap, stale = xi, math.inf, 0
+        for t in range(steps):
+            xa.requires_grad_(True)
+            loss = -(b_star[i : i + 1] * surrogate_tanh(model.preactivation(xa))).sum() / b_star.shape[1]
+            (grad,) = torch.autograd.grad(loss, xa)
+            xa = torch.min(torch.max(xa.detach() + grad.sign() * eta, xi - eps), xi + eps).clamp(0, 1)
+            if check_every is None and t + 1 < steps or check_every and (t + 1) % check_every and t + 1 < steps:
+                continue
+            ap = _ap(model, xa, y[i : i + 1], database).item()
+            if ap < best_ap:
+                best, best_ap, stale = xa.clone(), ap, 0
+            else:
+                stale += 1
+            last_ap = ap
+            if best_ap == 0 or patience is not None and stale >= patience:
+                break
+        expected_ap = min(best_ap, clean[i].item())
+        assert cascade.stage_ap[i][0] == pytest.approx(best_ap)
+        assert _ap(model, adv[i : i + 1], y[i : i + 1], database).item() == pytest.approx(expected_ap)
+        if best_ap < clean[i]:
+            torch.testing.assert_close(adv[i : i + 1], best, atol=1e-5, rtol=0)
+        not_last += last_ap > best_ap
+    assert check_every is None or not_last, "no query's best iterate came before its last: the case is not built"

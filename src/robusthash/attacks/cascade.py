@@ -111,7 +111,8 @@ class RobustCascade(IterativeAttack):
     keep the per-query minimum high (AutoAttack's reason for its Square stage). Each stage runs only on
     the queries whose best AP is still above 0; a query keeps the example with the lowest AP any stage reached
     (the clean image if none lowered it), so the cascade never reports a higher per-query AP than any of its
-    stages. All stages use PgA's softsign surrogate derivative and the step sizes of :func:`cosine_step`
+    stages. Within a white-box stage the iterate is scored every ``check_every`` steps and a query keeps its best
+    one and stops at AP 0 (:meth:`descend`). All stages use PgA's softsign surrogate derivative and the step sizes of :func:`cosine_step`
     (``schedule="constant"``: PgA's fixed eta, under which stage 1 is exactly
     :class:`~robusthash.attacks.PgADagger` with the same seed). Cost: the white-box stages' steps (4 x ``steps``)
     plus one encoding and scoring per stage (at most 4 PgA runs and a little more), and at most ``square_budget``
@@ -133,7 +134,7 @@ class RobustCascade(IterativeAttack):
 
     def __init__(self, model: Any, *, topk: int | None = 1000, stages: tuple[str, ...] | list[str] = RECIPE,
                  margin: float = -0.8, schedule: str = "cosine", square_budget: int = 1000,
-                 check_every: int | None = None, patience: int | None = None, **kwargs: Any) -> None:  # fmt: skip
+                 check_every: int | None = 10, patience: int | None = None, **kwargs: Any) -> None:  # fmt: skip
         super().__init__(model, **kwargs)
         for name, value in (("check_every", check_every), ("patience", patience)):
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
@@ -245,10 +246,11 @@ class RobustCascade(IterativeAttack):
         """One white-box stage: ``steps`` signed steps on ``objective(anchor o f(x'))`` from ``start``; the
         stage's result per query and its AP.
 
-        By default the last iterate, scored once. With ``check_every`` the steps run in chunks of that many and
-        every chunk's iterate is scored: a query keeps its best-AP iterate, stops at AP 0 (nothing is lower), and
-        with ``patience`` also stops once that many chunks in a row did not lower its AP (a plateau stop, like
-        APGD's checkpoints). The step size follows the stage's whole schedule either way."""
+        The steps run in chunks of ``check_every`` (default 10) and every chunk's iterate is scored: a query keeps
+        its best-AP iterate and stops at AP 0 (nothing is lower); with ``patience`` it also stops once that many
+        chunks in a row did not lower its AP (a plateau stop, like APGD's checkpoints). ``check_every=None``:
+        the last iterate, scored once. The step size follows the stage's whole schedule either way. Why these
+        defaults (best iterate kept, no plateau stop): docs/cascade_stops.md."""
         cosine = self.schedule == "cosine"
         chunk = steps if self.check_every is None else self.check_every
         kept, kept_ap = start.clone(), torch.full((len(x),), float("inf"), dtype=torch.float64)
