@@ -27,7 +27,7 @@ from robusthash.robustness import AttackSuite, evaluate_attacks
 
 COMMAND = "python benchmarks/bench_robust.py"
 PUBLISHED = ["p2p", "dhta", "tha", "prosgan", "hag", "sdha", "pga", "pga-dagger", "saat"]
-KEY = ("model", "attack", "queries", "stages")
+KEY = ("model", "weights", "attack", "queries", "stages")
 # a cascade row and a timing row name the stages they ran ("dagger,target,pga,target-2": before the gradient-free
 # stage joined the recipe)
 CURRENT = ",".join(RECIPE)
@@ -61,11 +61,19 @@ def checkpoint(name: str, bits: int, loss: str, defence: str | None) -> Path:
     return path
 
 
+def weights_of(ckpt: Path) -> str:
+    """The content hash of a checkpoint's model: rows of one model build are never mixed with another's (a row
+    without it, ``None``, was measured on an earlier build whose hash was not recorded)."""
+    from robusthash.runtime import model_fingerprint
+
+    return model_fingerprint(read_checkpoint(ckpt).build_model())
+
+
 def run_attack(rows: Rows, tag: str, name: str, ckpt: Path, attack: str, queries: int,
                stages: list[str] | None = None) -> dict:  # fmt: skip
     """One attack on the model's query subset (a cached row, or a new one)."""
     named = ",".join(stages or RECIPE) if attack == "cascade" else None
-    key = {"model": tag, "attack": attack, "queries": queries, "stages": named}
+    key = {"model": tag, "weights": weights_of(ckpt), "attack": attack, "queries": queries, "stages": named}
     row = rows.get(**key)
     if row is not None:
         return row
@@ -105,7 +113,7 @@ def time_cost(rows: Rows, tag: str, name: str, ckpt: Path, queries: int, rounds:
     """The cascade's cost in PgA runs, timed side by side: PgA, the cascade and its white-box stages alone on the
     same queries, interleaved ``rounds`` times, the fastest of each (the per-attack rows' seconds come from
     different moments of a shared machine and do not compare)."""
-    key = {"model": tag, "attack": "timing", "queries": queries, "stages": CURRENT}
+    key = {"model": tag, "weights": weights_of(ckpt), "attack": "timing", "queries": queries, "stages": CURRENT}
     row = rows.get(**key)
     if row is not None:
         return row
@@ -133,11 +141,11 @@ def time_cost(rows: Rows, tag: str, name: str, ckpt: Path, queries: int, rounds:
     return row
 
 
-def summary(rows: list[dict], tag: str, stages: str = CURRENT) -> dict | None:
-    """Worst case over the published attacks against the cascade of ``stages``, for one model (None until all
-    ran)."""
-    mine = {r["attack"]: r for r in rows
-            if r["model"] == tag and (r["attack"] not in ("cascade", "timing") or r["stages"] == stages)}
+def summary(rows: list[dict], tag: str, weights: str | None, stages: str = CURRENT) -> dict | None:
+    """Worst case over the published attacks against the cascade of ``stages``, for one build of one model (None
+    until all ran)."""
+    mine = {r["attack"]: r for r in rows if r["model"] == tag and r.get("weights") == weights
+            and (r["attack"] not in ("cascade", "timing") or r["stages"] == stages)}
     if not all(a in mine for a in [*PUBLISHED, "cascade", "timing"]):
         return None
     worst = np.min([mine[a]["ap"] for a in PUBLISHED], axis=0)
@@ -176,25 +184,37 @@ def markdown(rows: list[dict]) -> str:
              f"`{COMMAND}` (rows: `benchmarks/results/robust.json`). 100 queries per model, eps 8/255, mAP@1000.",
              "Worst case: each query's lowest AP over P2P, DHTA, THA, ProS-GAN (in the eps-ball), HAG, SDHA, PgA, "
              "PgA-dagger and SAAT at their published settings. Robust cascade: the recipe "
-             f"({', '.join(RECIPE)}); before: its four white-box stages alone, the recipe until the gradient-free "
-             "stage joined it (rows measured then). Cascade cost: its time over one PgA run's (T = 100) on the same "
-             "queries, timed side by side (interleaved, fastest of 2): the white-box stages, and all five. The nine "
-             "attacks' cost: the sum of their seconds per image (crafting; THA's and ProS-GAN's training excluded) "
-             "over PgA's, from their own rows (timed at different moments: indicative).", "",
-             "| model | clean | strongest single | worst case (9 attacks) | robust cascade | before | both | "
-             "cascade <= worst case | cascade cost (white-box / all) | 9 attacks' cost |",
-             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             f"({', '.join(RECIPE)}; best iterate kept every 10 steps) on the current build of each model; on an "
+             "earlier build, the four white-box stages, last iterates, the recipe when those rows were measured. "
+             "Cascade cost: its time over one PgA run's (T = 100) on the same queries, timed side by side "
+             "(interleaved, fastest of 2): its white-box stages alone / all five. The nine attacks' cost: the sum "
+             "of their seconds per image (crafting; THA's and ProS-GAN's training excluded) over PgA's, from their "
+             "own rows (timed at different moments: indicative).", "",
+             "| model (build) | clean | strongest single | worst case (9 attacks) | robust cascade | both | "
+             "cascade <= worst case | cascade cost | 9 attacks' cost |",
+             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    builds = list(dict.fromkeys((r["model"], r.get("weights")) for r in rows))
     for tag, *_ in MODELS:
-        s = summary(rows, tag)
-        if s is None:
-            continue
-        before = summary(rows, tag, ",".join(WHITE_BOX))
-        lines.append(f"| {tag} | {s['clean']:.4f} | {s['strongest']} {s['strongest_map']:.4f} | "
-                     f"{s['worst_case']:.4f} | **{s['robust']:.4f}** | "
-                     f"{before['robust'] if before else float('nan'):.4f} | {s['ensemble']:.4f} | "
-                     f"{100 * s['below_or_equal']:.0f}% of queries | {s['white_box_cost']:.1f}x / {s['cost']:.1f}x "
-                     f"PgA | {s['published_cost']:.0f}x PgA |")  # fmt: skip
+        for weights in sorted({w for t, w in builds if t == tag}, key=lambda w: w is not None):
+            lines += _row(rows, tag, weights)
+    lines += ["", "Build: the first 8 hex digits of the content hash of the model's weights; `earlier`: a build of "
+              "the same recipe by an earlier version of robusthash, whose hash was not recorded."]  # fmt: skip
     return "\n".join(lines) + "\n"
+
+
+def _row(rows: list[dict], tag: str, weights: str | None) -> list[str]:
+    """The table row of one build of one model: with the recipe's cascade, else the four-stage one it had."""
+    s, stages = summary(rows, tag, weights), "5 stages"
+    if s is None:
+        s, stages = summary(rows, tag, weights, ",".join(WHITE_BOX)), "4 stages"
+    if s is None:
+        return []
+    cost = f"{s['cost']:.1f}x PgA" if s["white_box_cost"] is None else \
+        f"{s['white_box_cost']:.1f}x / {s['cost']:.1f}x PgA"
+    return [f"| {tag} ({weights[:8] if weights else 'earlier'}) | {s['clean']:.4f} | {s['strongest']} "
+            f"{s['strongest_map']:.4f} | {s['worst_case']:.4f} | **{s['robust']:.4f}** ({stages}) | "
+            f"{s['ensemble']:.4f} | {100 * s['below_or_equal']:.0f}% of queries | {cost} | "
+            f"{s['published_cost']:.0f}x PgA |"]
 
 
 def main() -> None:
@@ -233,7 +253,7 @@ def main() -> None:
             run_attack(rows, tag, name, ckpt, attack, args.queries, stages if attack == "cascade" else None)
         if not args.attacks_only and not stages:
             time_cost(rows, tag, name, ckpt, args.queries)
-        s = summary(rows.rows, tag, args.stages or CURRENT)
+        s = summary(rows.rows, tag, weights_of(ckpt), args.stages or CURRENT)
         if s is not None:
             print(f"{tag}: worst case {s['worst_case']:.4f}, cascade {s['robust']:.4f} ({s['cost']:.1f}x PgA)")
     if args.markdown:

@@ -35,11 +35,25 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-size", type=int, default=None, help="image side for list datasets (default 224)")
 
 
+def _threads(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or auto, got {text!r}")
+    return value
+
+
 def _add_run_options(p: argparse.ArgumentParser, seed: bool = True) -> None:
     if seed:
         p.add_argument("--seed", type=int, default=0, help="seed of everything random in this run (default 0)")
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--threads", type=_threads, default=None, help="CPU threads: a count, or auto (default): the "
+                   "cores the load average shows idle, at least 1 (more threads than idle cores run slower)")
     p.add_argument("--cudnn-benchmark", action="store_true", help="on CUDA, autotune the convolution kernels: "
                    "faster (an H200: 1.2x fp32, 2.5x bf16), but floats may differ between runs of one seed")
 
@@ -431,7 +445,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from robusthash.experiment import load_experiment, run_experiment
 
     out = args.out or f"runs/{load_experiment(args.experiment, args.seed, args.data_dir).name}"
-    run_experiment(args.experiment, out, args.seed, args.device, args.quiet, args.data_dir, args.from_scratch)
+    run_experiment(args.experiment, out, args.seed, args.device, args.quiet, args.data_dir, args.from_scratch,
+                   args.threads)  # fmt: skip
     return 0
 
 
@@ -441,7 +456,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.print:
         print(DEMO.read_text(encoding="utf-8"), end="")
         return 0
-    run_experiment(DEMO, args.out, args.seed, args.device, args.quiet, args.data_dir, args.from_scratch)
+    run_experiment(DEMO, args.out, args.seed, args.device, args.quiet, args.data_dir, args.from_scratch, args.threads)
     return 0
 
 
@@ -479,8 +494,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser(_command_of(argv)).parse_args(argv)
     handler: Handler = args.handler
     try:
-        from robusthash.runtime import cudnn_autotuning
+        from robusthash.runtime import cudnn_autotuning, set_threads
 
+        if hasattr(args, "threads") and args.command not in ("run", "demo"):  # those two: the experiment's own
+            set_threads(args.threads)
         with warnings.catch_warnings(), _launched(args), cudnn_autotuning(getattr(args, "cudnn_benchmark", False)):
             warnings.simplefilter("default")
             return handler(args)

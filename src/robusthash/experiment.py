@@ -44,6 +44,7 @@ from robusthash.runtime import (
     is_main_process,
     resolve_device,
     seed_everything,
+    set_threads,
 )
 from robusthash.training import TrainConfig, train
 
@@ -62,9 +63,11 @@ class Experiment:
     defend: DefenseConfig
     methods: list[str] = field(default_factory=list)
     checkpoint: str | None = None
+    threads: int | str = "auto"
 
     def resolved(self) -> dict[str, Any]:
-        return {"name": self.name, "seed": self.seed, "dataset": self.dataset, "train": asdict(self.train),
+        return {"name": self.name, "seed": self.seed, "threads": self.threads, "dataset": self.dataset,
+                "train": asdict(self.train),
                 "attack": asdict(self.attack), "defend": {**asdict(self.defend), "methods": self.methods},
                 "model": {"checkpoint": self.checkpoint}}  # fmt: skip
 
@@ -108,6 +111,7 @@ class ExperimentFile:
 
     name: str | None = None
     seed: int = 0
+    threads: int | str = "auto"
     dataset: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
     attack: dict[str, Any] = field(default_factory=dict)
@@ -128,6 +132,8 @@ def load_experiment(path: str | Path, seed: int | None = None, data_dir: str | N
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{path} is not a valid TOML experiment file: {exc}") from None
     top = from_mapping(ExperimentFile, doc, str(path))
+    if top.threads != "auto" and not (isinstance(top.threads, int) and top.threads >= 1):
+        raise UserError(f"{path} threads: expected a positive integer or 'auto', got {top.threads!r}")
     seed = top.seed if seed is None else seed
     try:
         check_seed(seed)
@@ -150,7 +156,7 @@ def load_experiment(path: str | Path, seed: int | None = None, data_dir: str | N
         train=from_mapping(TrainConfig, {**top.train, "seed": seed}, f"{path} [train]"),
         attack=from_mapping(AttackSuite, {**top.attack, "seed": seed}, f"{path} [attack]"),
         defend=from_mapping(DefenseConfig, {**defend_table, "seed": seed}, f"{path} [defend]"),
-        methods=extra.methods, checkpoint=model.checkpoint,
+        methods=extra.methods, checkpoint=model.checkpoint, threads=top.threads,
     )  # fmt: skip
     for table, config in (("train", experiment.train), ("attack", experiment.attack)):
         try:
@@ -195,11 +201,13 @@ def experiment_table(runs: dict[str, RobustnessRun]) -> str:
 
 
 def run_experiment(path: str | Path, out: str | Path, seed: int | None = None, device_name: str = "auto",
-                   quiet: bool = False, data_dir: str | None = None,
-                   from_scratch: bool = False) -> ExperimentRun:  # fmt: skip
+                   quiet: bool = False, data_dir: str | None = None, from_scratch: bool = False,
+                   threads: int | str | None = None) -> ExperimentRun:  # fmt: skip
     """Run every stage of the experiment file ``path`` into folder ``out`` (see module docstring); the folder
-    is locked for the run, so a second run into it is refused."""
+    is locked for the run, so a second run into it is refused. ``threads`` (the command line's) overrides the
+    file's."""
     exp = load_experiment(path, seed, data_dir)
+    set_threads(exp.threads if threads is None else threads)
     device = resolve_device(device_name)
     check_writable(out, folder=True)
     with exclusive_output(Path(out) / "results.json"):

@@ -119,6 +119,26 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
+def idle_cores() -> int:
+    """CPU cores this process may use (its affinity) that the 1-minute load average does not show busy; >= 1."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores - round(os.getloadavg()[0]))
+
+
+def set_threads(threads: int | str | None) -> int:
+    """Set torch's CPU threads: a count, or ``auto``/``None``: :func:`idle_cores` (on a busy machine torch's
+    threads contend with the other work and more threads than idle cores run slower than one: docs/threads.md).
+    Returns the count set."""
+    if threads in (None, "auto"):
+        count = idle_cores()
+    elif isinstance(threads, int) and not isinstance(threads, bool) and threads >= 1:
+        count = threads
+    else:
+        raise UserError(f"threads must be a positive integer or 'auto', got {threads!r}")
+    torch.set_num_threads(count)
+    return count
+
+
 def resolve_device(name: str | torch.device | None = None) -> torch.device:
     """``None`` or ``"auto"`` picks CUDA when available, else CPU; anything else must be a valid torch device."""
     if isinstance(name, torch.device):

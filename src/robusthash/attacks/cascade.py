@@ -111,12 +111,12 @@ class RobustCascade(IterativeAttack):
     keep the per-query minimum high (AutoAttack's reason for its Square stage). Each stage runs only on
     the queries whose best AP is still above 0; a query keeps the example with the lowest AP any stage reached
     (the clean image if none lowered it), so the cascade never reports a higher per-query AP than any of its
-    stages. Within a white-box stage the iterate is scored every ``check_every`` steps and a query keeps its best
-    one and stops at AP 0 (:meth:`descend`). All stages use PgA's softsign surrogate derivative and the step sizes of :func:`cosine_step`
-    (``schedule="constant"``: PgA's fixed eta, under which stage 1 is exactly
-    :class:`~robusthash.attacks.PgADagger` with the same seed). Cost: the white-box stages' steps (4 x ``steps``)
-    plus one encoding and scoring per stage (at most 4 PgA runs and a little more), and at most ``square_budget``
-    forward passes per query still unbroken for the gradient-free stage.
+    stages. Within a white-box stage the iterate is scored every ``check_every`` steps and a query keeps its
+    best one and stops at AP 0 (:meth:`descend`). All stages use PgA's softsign surrogate derivative and the
+    step sizes of :func:`cosine_step` (``schedule="constant"``: PgA's fixed eta, under which stage 1 walks
+    exactly the path of :class:`~robusthash.attacks.PgADagger` with the same seed). Cost: the white-box stages'
+    steps (4 x ``steps``) plus one encoding and scoring every ``check_every`` steps (about 4 PgA runs), and at
+    most ``square_budget`` forward passes per query still unbroken for the gradient-free stage.
 
     ``topk`` must be the evaluation's mAP cut-off (the suite passes its own); needs the reference bank (pharos
     codes) and the database (scoring and targets). A query's result does not depend on its batch (per-query
