@@ -467,3 +467,32 @@ def test_a_tampered_zoo_is_refused_in_one_line(tamper, message, tmp_path, monkey
         assert "\n" not in str(info.value)
     finally:
         zoo.list_models.cache_clear()
+
+
+def test_threads_are_a_positive_count_or_auto(tmp_path, capsys):
+    from robusthash.errors import UserError
+    from robusthash.runtime import idle_cores, set_threads
+
+    before = torch.get_num_threads()
+    try:
+        assert set_threads(1) == 1 and torch.get_num_threads() == 1
+        assert 1 <= set_threads("auto") == torch.get_num_threads() <= len(os.sched_getaffinity(0))
+        assert idle_cores() >= 1
+        for bad in (0, -2, "4", True, 1.5):
+            with pytest.raises(UserError, match="threads must be a positive integer or 'auto'"):
+                set_threads(bad)
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(SystemExit):
+        main(["train", "--threads", "0"])
+    assert "expected a positive integer or auto, got '0'" in capsys.readouterr().err
+    path = tmp_path / "exp.toml"
+    path.write_text("threads = 0\n")
+    assert main(["run", str(path), "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    assert "threads: expected a positive integer or 'auto', got 0" in capsys.readouterr().err
+    torch.set_num_threads(1)
+    try:  # a command run in-process leaves the caller's thread count as it found it
+        assert main(["evaluate", "--model", str(tmp_path / "none.pt"), "--threads", "2", "--quiet"]) == 2
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

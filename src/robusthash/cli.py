@@ -53,7 +53,7 @@ def _add_run_options(p: argparse.ArgumentParser, seed: bool = True) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--threads", type=_threads, default=None, help="CPU threads: a count, or auto (default): the "
-                   "cores the load average shows idle, at least 1 (more threads than idle cores run slower)")
+                   "cores other work leaves idle, at least 1 (more threads than idle cores run slower)")
     p.add_argument("--cudnn-benchmark", action="store_true", help="on CUDA, autotune the convolution kernels: "
                    "faster (an H200: 1.2x fp32, 2.5x bf16), but floats may differ between runs of one seed")
 
@@ -494,11 +494,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser(_command_of(argv)).parse_args(argv)
     handler: Handler = args.handler
     try:
-        from robusthash.runtime import cudnn_autotuning, set_threads
+        from robusthash.runtime import cudnn_autotuning, threads_set
 
-        if hasattr(args, "threads") and args.command not in ("run", "demo"):  # those two: the experiment's own
-            set_threads(args.threads)
-        with warnings.catch_warnings(), _launched(args), cudnn_autotuning(getattr(args, "cudnn_benchmark", False)):
+        # run and demo: the experiment file may name its own threads
+        own = hasattr(args, "threads") and args.command not in ("run", "demo")
+        with warnings.catch_warnings(), _launched(args), cudnn_autotuning(getattr(args, "cudnn_benchmark", False)), \
+                threads_set(args.threads) if own else contextlib.nullcontext():
             warnings.simplefilter("default")
             return handler(args)
     except _NothingToDo:

@@ -44,7 +44,7 @@ from robusthash.runtime import (
     is_main_process,
     resolve_device,
     seed_everything,
-    set_threads,
+    threads_set,
 )
 from robusthash.training import TrainConfig, train
 
@@ -207,10 +207,9 @@ def run_experiment(path: str | Path, out: str | Path, seed: int | None = None, d
     is locked for the run, so a second run into it is refused. ``threads`` (the command line's) overrides the
     file's."""
     exp = load_experiment(path, seed, data_dir)
-    set_threads(exp.threads if threads is None else threads)
     device = resolve_device(device_name)
     check_writable(out, folder=True)
-    with exclusive_output(Path(out) / "results.json"):
+    with exclusive_output(Path(out) / "results.json"), threads_set(exp.threads if threads is None else threads):
         return _run(exp, Path(out), device, quiet, from_scratch)
 
 

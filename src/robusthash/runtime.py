@@ -10,6 +10,7 @@ import os
 import platform
 import random
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -119,10 +120,31 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-def idle_cores() -> int:
-    """CPU cores this process may use (its affinity) that the 1-minute load average does not show busy; >= 1."""
+def _cpu_jiffies() -> tuple[int, int] | None:
+    """(busy, total) CPU time of the whole machine so far, from /proc/stat (None where there is none)."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return sum(fields[:8]) - idle, sum(fields[:8])
+
+
+def idle_cores(interval: float = 0.2) -> int:
+    """CPU cores this process may use (its affinity) that other work does not keep busy now, at least 1: the
+    machine's CPU use over ``interval`` seconds (/proc/stat; the 1-minute load average where there is none,
+    which lags: it still counts work that has just ended)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, cores - round(os.getloadavg()[0]))
+    first = _cpu_jiffies()
+    if first is None:
+        return max(1, cores - round(os.getloadavg()[0]))
+    mine = sum(os.times()[:2])
+    time.sleep(interval)
+    last = _cpu_jiffies()
+    assert last is not None
+    share = (last[0] - first[0]) / max(last[1] - first[1], 1)  # of every core of the machine
+    others = share * (os.cpu_count() or cores) - (sum(os.times()[:2]) - mine) / interval
+    return max(1, cores - round(max(others, 0.0)))
 
 
 def set_threads(threads: int | str | None) -> int:
@@ -137,6 +159,16 @@ def set_threads(threads: int | str | None) -> int:
         raise UserError(f"threads must be a positive integer or 'auto', got {threads!r}")
     torch.set_num_threads(count)
     return count
+
+
+@contextlib.contextmanager
+def threads_set(threads: int | str | None) -> Iterator[int]:
+    """:func:`set_threads` for the duration of a ``with`` block; the earlier count restored after it."""
+    before = torch.get_num_threads()
+    try:
+        yield set_threads(threads)
+    finally:
+        torch.set_num_threads(before)
 
 
 def resolve_device(name: str | torch.device | None = None) -> torch.device:
