@@ -26,6 +26,10 @@ def test_registry_registers_where_defined_and_names_the_valid_choices():
         things.get("gamma")
     with pytest.raises(ValueError, match="name"):
         things.register(object)
+    things.register(Alpha)  # the same component again: nothing changes
+    with pytest.raises(ValueError, match="thing name 'alpha' is already registered by .*Alpha"):
+        things.register(str, name="alpha")
+    assert things.get("alpha") is Alpha
 
 
 @pytest.mark.parametrize("name", ATTACKS.names())

@@ -67,3 +67,24 @@ def test_a_shipped_copy_is_a_finished_run_and_from_scratch_removes_it(tmp_path, 
     assert all(torch.equal(v, shipped[k]) for k, v in result.model.state_dict().items())
     assert read_checkpoint(path).meta["kind"] == "trained"
     assert _shipped(path, exp, from_scratch=True) is None and not path.exists()
+
+
+def test_the_facade_loads_any_model_and_stays_light(tmp_path):
+    import subprocess
+    import sys
+
+    import robusthash as rh
+
+    model = rh.load_model("fashion-mnist-dph-32")
+    assert model.bits == 32 and not model.training
+    from_file = rh.load_model(str(zoo.get("fashion-mnist-dph-32").path))  # a checkpoint file
+    assert torch.equal(from_file.hash_layer.weight, model.hash_layer.weight)
+    path = tmp_path / "m.py"
+    path.write_text("import torch\ndef make():\n    return torch.nn.Sequential(torch.nn.Flatten(), "
+                    "torch.nn.Linear(784, 12))\n")  # fmt: skip
+    assert rh.load_model(f"{path}:make", image_shape=(1, 28, 28)).bits == 12
+    with pytest.raises(rh.UserError, match="no model 'nothing': give a zoo name"):
+        rh.load_model("nothing")
+    assert rh.AttackSuite is __import__("robusthash.robustness", fromlist=["x"]).AttackSuite
+    code = "import sys, robusthash\nprint('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"

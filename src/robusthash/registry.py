@@ -33,12 +33,17 @@ class Registry(Generic[T]):
         self._items: dict[str, T] = {}
 
     def register(self, item: T | None = None, *, name: str | None = None) -> Any:
-        """Register ``item`` under ``name`` (default: its ``name`` attribute); usable as a decorator."""
+        """Register ``item`` under ``name`` (default: its ``name`` attribute); usable as a decorator. A name
+        already taken by another component is an error (:meth:`unregister` it first to replace it)."""
 
         def add(obj: T) -> T:
             key = name or getattr(obj, "name", None)
             if not key or not isinstance(key, str):
                 raise ValueError(f"a registered {self.kind} needs a non-empty string name, got {key!r}")
+            taken = self._items.get(key)
+            if taken is not None and taken is not obj:
+                raise ValueError(f"{self.kind} name {key!r} is already registered by {_qualname(taken)}; "
+                                 f"choose another name for {_qualname(obj)} or unregister the first")  # fmt: skip
             self._items[key] = obj
             return obj
 
@@ -60,6 +65,10 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+
+def _qualname(obj: object) -> str:
+    return f"{getattr(obj, '__module__', '?')}.{getattr(obj, '__qualname__', type(obj).__qualname__)}"
 
 
 def import_submodules(package: str, path: list[str], skip: Callable[[str], bool] = lambda _: False) -> None:

@@ -28,6 +28,7 @@ from robusthash.registry import import_submodules
 
 import_submodules(__name__, __path__, skip=lambda name: name == "base")
 
+from robusthash.attacks.cascade import RobustCascade  # noqa: E402
 from robusthash.attacks.dhta import DHTA  # noqa: E402
 from robusthash.attacks.hag import HAG  # noqa: E402
 from robusthash.attacks.nag import NAG  # noqa: E402
@@ -73,6 +74,7 @@ __all__ = [
     "ProSGAN",
     "QAIR",
     "QueryAttack",
+    "RobustCascade",
     "NAG",
     "SAAT",
     "SDHA",
