@@ -82,7 +82,7 @@ def test_pretrained_weights_that_are_a_bare_tensor(tmp_path):
     from robusthash.models import create_model
 
     torch.save(torch.zeros(3), tmp_path / "w.pt")
-    with pytest.raises(UserError, match="hold a Tensor, not a state dict"):
+    with pytest.raises(UserError, match=r"holds a Tensor, not a pretrained state dict"):
         create_model("small_cnn", 8, 1, pretrained=tmp_path / "w.pt")
 
 

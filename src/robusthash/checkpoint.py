@@ -17,7 +17,7 @@ import torch
 from robusthash.data import DatasetSplits
 from robusthash.errors import UserError
 from robusthash.models import HashModel, model_from_config
-from robusthash.runtime import atomic_torch_save
+from robusthash.runtime import atomic_torch_save, safe_load
 
 FORMAT = "robusthash-checkpoint/1"
 
@@ -54,13 +54,7 @@ def save_checkpoint(path: str | Path, meta: dict[str, Any], model: HashModel, **
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
     """Read and validate a checkpoint; a missing, corrupt or foreign file raises :class:`UserError`."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint {path} not found")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any failure to unpickle means the file is unusable
-        why = "it holds objects robusthash will not load" if "weights_only" in str(exc) else "corrupt or another format"
-        raise UserError(f"{path} is not a readable robusthash checkpoint ({why})") from None
+    payload = safe_load(path, "checkpoint", map_location, kind=None)
     fmt = payload.get("format") if isinstance(payload, dict) else None
     if isinstance(fmt, str) and fmt.startswith("robusthash-checkpoint/") and fmt != FORMAT:
         raise UserError(f"{path} was written by another robusthash version (format {fmt}); this version reads {FORMAT}")

@@ -222,18 +222,9 @@ def _load_data(options: dict[str, Any]):  # noqa: ANN202 - DatasetSplits, import
 
 
 def _read_state(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise UserError(f"checkpoint {path} not found")
-    try:
-        import torch
+    from robusthash.runtime import safe_load
 
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - unusable for any reason
-        raise UserError(f"{path} is not a readable checkpoint or state dict (corrupt, or holds objects robusthash "
-                        "will not load)") from None  # fmt: skip
-    if not isinstance(state, dict):
-        raise UserError(f"{path} holds a {type(state).__name__}, not a checkpoint or state dict")
-    return state
+    return safe_load(path, "checkpoint or state dict")
 
 
 def _load_model(args: argparse.Namespace, device: torch.device) -> tuple[Any, Any, dict[str, Any]]:

@@ -63,6 +63,7 @@ from robusthash.runtime import (
     check_seed,
     environment,
     model_fingerprint,
+    safe_load,
     speed_up,
 )
 
@@ -262,11 +263,9 @@ def _load_shard(path: Path, key: str) -> Crafted | None:
     if not path.is_file():
         return None
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        if payload.get("key") != key:
-            return None
-        return Crafted(**payload["crafted"])
-    except Exception:  # noqa: BLE001 - an unreadable leftover is crafted again, never trusted
+        payload = safe_load(path, "crafted shard")
+        return Crafted(**payload["crafted"]) if payload.get("key") == key else None
+    except (UserError, KeyError, TypeError):  # an unreadable leftover is crafted again, never trusted
         return None
 
 

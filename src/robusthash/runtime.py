@@ -251,6 +251,24 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
             tmp.unlink()
 
 
+def safe_load(path: str | Path, what: str, map_location: str | torch.device = "cpu",
+              kind: type | None = dict) -> Any:  # fmt: skip
+    """``torch.load`` with ``weights_only=True`` (tensors and plain values; never code): the one way robusthash
+    reads a ``.pt`` file. A missing file, an unreadable one or one holding objects outside torch's allow-list, or
+    (with ``kind``) a payload of another type is a :class:`UserError` naming the file as ``what``."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what} {path} not found")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any failure to unpickle means the file is unusable
+        why = "it holds objects robusthash will not load" if "weights_only" in str(exc) else "corrupt or another format"
+        raise UserError(f"{path} is not a readable {what} ({why})") from None
+    if kind is not None and not isinstance(payload, kind):
+        raise UserError(f"{path} holds a {type(payload).__name__}, not a {what}")
+    return payload
+
+
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` to a temporary file in the same folder, then rename: a crash never leaves half a file."""
     _atomic_write(Path(path), lambda tmp: torch.save(obj, tmp))

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from robusthash.errors import UserError
 from robusthash.models.fixed_rows import DEFAULT_ROWS, FixedRows
 from robusthash.registry import Registry
-from robusthash.runtime import autocast, check_precision, eval_mode
+from robusthash.runtime import autocast, check_precision, eval_mode, safe_load
 
 PROTOCOLS: tuple[str, ...] = ("default", "pgd20", "robust")
 THREAT_MODELS: tuple[str, ...] = ("white-box", "transfer", "query")
@@ -260,10 +260,7 @@ class Attack:
 
     def load(self, path: str | Path) -> Attack:
         """Restore a fitted attack saved by :meth:`save` (read with ``weights_only=True``)."""
-        try:
-            payload = torch.load(Path(path), map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any failure means the file is unusable
-            raise UserError(f"{path} is not a readable fitted attack: {type(exc).__name__}") from None
+        payload = safe_load(path, "fitted attack")
         if not isinstance(payload, dict) or payload.get("attack") != self.name:
             raise UserError(f"{path} does not hold a fitted {self.name} attack")
         self.load_fitted_state(payload["state"])

@@ -21,7 +21,7 @@ from robusthash.errors import UserError
 from robusthash.models.fixed_rows import in_blocks
 from robusthash.models.prosgan import ProSGANDiscriminator, ProSGANGenerator
 from robusthash.models.prototype import PrototypeNet, train_prototype_net
-from robusthash.runtime import atomic_torch_save, model_fingerprint
+from robusthash.runtime import atomic_torch_save, model_fingerprint, safe_load
 
 
 @register_attack
@@ -170,11 +170,8 @@ class ProSGAN(Attack):
     def _resume_state(self) -> dict[str, Any] | None:
         if not self.checkpoint or not Path(self.checkpoint).is_file():
             return None
-        try:
-            state = torch.load(self.checkpoint, map_location="cpu", weights_only=True)
-        except Exception:  # noqa: BLE001 - any failure means the file is unusable
-            raise UserError(f"{self.checkpoint} is not a readable ProS-GAN checkpoint") from None
-        if not isinstance(state, dict) or state.get("settings") != self._settings():
+        state = safe_load(self.checkpoint, "ProS-GAN checkpoint")
+        if state.get("settings") != self._settings():
             raise UserError(f"{self.checkpoint} holds a ProS-GAN trained with other settings or against another "
                             "model; choose another checkpoint path")  # fmt: skip
         return state

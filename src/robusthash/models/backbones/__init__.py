@@ -15,11 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from robusthash.errors import UserError
 from robusthash.registry import Registry, import_submodules
+from robusthash.runtime import safe_load
 
 Built = tuple[nn.Module, int, int, int]
 
@@ -43,17 +43,7 @@ def load_local(model: nn.Module, pretrained: str | Path | None) -> None:
     if pretrained is None:
         return
     path = Path(pretrained)
-    if not path.is_file():
-        raise UserError(
-            f"pretrained weights file {path} not found (nothing is downloaded; give a local file)"
-        )
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - any failure here means the file is unusable
-        raise UserError(f"cannot read pretrained weights {path} (corrupt, or holds objects robusthash will not "
-                        "load)") from None
-    if not isinstance(state, dict):
-        raise UserError(f"pretrained weights {path} hold a {type(state).__name__}, not a state dict")
+    state = safe_load(path, "pretrained state dict (a local file: nothing is downloaded)")
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing:
         raise UserError(f"pretrained weights {path} do not fit this backbone: missing {missing[:3]}...")

