@@ -12,6 +12,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from robusthash.checkpoint import read_checkpoint  # noqa: E402
 from robusthash.data import DatasetSplits, load_dataset  # noqa: E402
+from robusthash.records import DatasetRef  # noqa: E402
 from robusthash.results import SCHEMA, RobustnessRun  # noqa: E402
 from robusthash.runtime import atomic_write_json, environment  # noqa: E402
 from robusthash.training import TrainConfig, train  # noqa: E402
@@ -40,7 +41,7 @@ def trained_model(name: str, bits: int, loss: str = "dph", seed: int = 0, device
     tag = "" if backbone == "small_cnn" else f"-{backbone}"
     path = CACHE / f"{name}-{loss}{tag}-{bits}-s{seed}.pt"
     config = TrainConfig(loss=loss, bits=bits, seed=seed, **{"epochs": EPOCHS[name], **overrides})
-    options = {"name": name, "database": 10_000, "split_seed": 0, "image_size": None, "data_dir": None}
+    options = DatasetRef(name).options()
     train(dataset(name), config, path, device=device, dataset_options=options, quiet=True)
     return path
 

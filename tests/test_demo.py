@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from robusthash import experiment
+from robusthash.records import DatasetRef
 from robusthash.results import ExperimentRun, load_results
 from tests.test_training import toy_data
 
@@ -32,7 +33,7 @@ batch_size = 16
 
 def test_experiment_trains_attacks_defends_and_writes_the_report(tmp_path, monkeypatch, capsys):
     toy = toy_data(n_per_class=20)
-    monkeypatch.setattr(experiment, "load_dataset", lambda **kw: toy)
+    monkeypatch.setattr(DatasetRef, "load", lambda self: toy)
     path = tmp_path / "toy.toml"
     path.write_text(TOY_EXPERIMENT)
     out = tmp_path / "out"
@@ -71,7 +72,7 @@ def test_an_interrupted_attack_stage_resumes_from_its_crafted_shards(tmp_path, m
     from robusthash import robustness
 
     toy = toy_data(n_per_class=20)
-    monkeypatch.setattr(experiment, "load_dataset", lambda **kw: toy)
+    monkeypatch.setattr(DatasetRef, "load", lambda self: toy)
     path = tmp_path / "toy.toml"
     path.write_text(TOY_EXPERIMENT.split("[defend]")[0].replace('protocol = "pgd20"', 'protocol = "pgd20"\n'
                                                                 'batch_size = 8'))  # fmt: skip

@@ -16,6 +16,7 @@ LAYERS = [
     {"distributed"},
     {"codes", "metrics"},
     {"data"},
+    {"records"},
     {"models"},
     {"losses", "checkpoint"},
     {"oracle"},

@@ -325,7 +325,7 @@ def test_data_and_lock_mistakes_through_the_command_line(tmp_path, capsys):
         ("[model]\nweights = 'x.pt'", "[model]: unknown setting(s) weights; valid: checkpoint"),
         ("[dataset]\ndata_dir = 5", "[dataset] data_dir: expected a string (or left out), got 5"),
         ('[dataset]\nimage_size = "8"', "[dataset] image_size: expected an integer (or left out), got '8'"),
-        ("[dataset]\ndatabase = 0", "[dataset] database must be >= 1"),
+        ("[dataset]\ndatabase = 0", "[dataset] database must be a positive integer or 'all', got 0"),
         ("[train]\nepochs = 2.5", "[train] epochs: expected an integer, got 2.5"),
         ("[train]\nepochs = 0", "[train]: epochs must be >= 1"),
         ('[train]\naugment = "yes"', "[train] augment: expected true or false, got 'yes'"),

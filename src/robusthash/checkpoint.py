@@ -54,7 +54,7 @@ def save_checkpoint(path: str | Path, meta: dict[str, Any], model: HashModel, **
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
     """Read and validate a checkpoint; a missing, corrupt or foreign file raises :class:`UserError`."""
     path = Path(path)
-    payload = safe_load(path, "checkpoint", map_location, kind=None)
+    payload = safe_load(path, "robusthash checkpoint", map_location, kind=None)
     fmt = payload.get("format") if isinstance(payload, dict) else None
     if isinstance(fmt, str) and fmt.startswith("robusthash-checkpoint/") and fmt != FORMAT:
         raise UserError(f"{path} was written by another robusthash version (format {fmt}); this version reads {FORMAT}")

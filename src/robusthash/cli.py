@@ -215,10 +215,9 @@ def _dataset_options(args: argparse.Namespace, stored: dict[str, Any] | None = N
 
 
 def _load_data(options: dict[str, Any]):  # noqa: ANN202 - DatasetSplits, imported lazily
-    from robusthash.data import load_dataset
+    from robusthash.records import DatasetRef
 
-    return load_dataset(options["name"], options["data_dir"], options["split_seed"], options["database"],
-                        options["image_size"])  # fmt: skip
+    return DatasetRef.of(options).load()
 
 
 def _read_state(path: Path) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import shutil
 import time
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +26,11 @@ import torch
 from robusthash import zoo
 from robusthash.checkpoint import read_checkpoint
 from robusthash.config import from_mapping
-from robusthash.data import DatasetSplits, load_dataset
+from robusthash.data import DatasetSplits
 from robusthash.defenses import DEFENSES, DefenseConfig, defend
 from robusthash.distributed import barrier
 from robusthash.errors import UserError
+from robusthash.records import DatasetRef
 from robusthash.report.build import build_report
 from robusthash.report.tables import attack_table, markdown_table
 from robusthash.results import ExperimentRow, ExperimentRun, RobustnessRun, load_results, now
@@ -70,25 +71,6 @@ class Experiment:
                 "train": asdict(self.train),
                 "attack": asdict(self.attack), "defend": {**asdict(self.defend), "methods": self.methods},
                 "model": {"checkpoint": self.checkpoint}}  # fmt: skip
-
-
-@dataclass
-class DatasetTable:
-    """An experiment file's ``[dataset]`` table (the arguments of :func:`~robusthash.data.load_dataset`)."""
-
-    name: str = "fashion-mnist"
-    data_dir: str | None = None
-    database: int = 10_000
-    split_seed: int = 0
-    image_size: int | None = None
-
-    def validate(self, where: str) -> None:
-        if self.database < 1:
-            raise UserError(f"{where} database must be >= 1 (database items), got {self.database}")
-        if self.split_seed < 0:
-            raise UserError(f"{where} split_seed must be >= 0, got {self.split_seed}")
-        if self.image_size is not None and self.image_size < 1:
-            raise UserError(f"{where} image_size must be >= 1 pixels, got {self.image_size}")
 
 
 @dataclass
@@ -139,9 +121,9 @@ def load_experiment(path: str | Path, seed: int | None = None, data_dir: str | N
         check_seed(seed)
     except UserError as exc:
         raise UserError(f"{path}: {exc}") from None
-    dataset = from_mapping(DatasetTable, top.dataset, f"{path} [dataset]")
+    dataset = from_mapping(DatasetRef, top.dataset, f"{path} [dataset]")
     if data_dir is not None:
-        dataset.data_dir = data_dir
+        dataset = replace(dataset, data_dir=data_dir)
     dataset.validate(f"{path} [dataset]")
     defend_table = dict(top.defend)
     extra = from_mapping(DefendTable, {"methods": defend_table.pop("methods", [])}, f"{path} [defend]")
@@ -152,7 +134,7 @@ def load_experiment(path: str | Path, seed: int | None = None, data_dir: str | N
             raise UserError(f"{path} [defend] methods: {exc}") from None
     model = from_mapping(ModelTable, top.model, f"{path} [model]")
     experiment = Experiment(
-        name=top.name or path.stem, seed=seed, dataset=asdict(dataset),
+        name=top.name or path.stem, seed=seed, dataset=dataset.options(),
         train=from_mapping(TrainConfig, {**top.train, "seed": seed}, f"{path} [train]"),
         attack=from_mapping(AttackSuite, {**top.attack, "seed": seed}, f"{path} [attack]"),
         defend=from_mapping(DefenseConfig, {**defend_table, "seed": seed}, f"{path} [defend]"),
@@ -229,9 +211,7 @@ def _run(exp: Experiment, out: Path, device: torch.device, quiet: bool, from_scr
     began = time.perf_counter()
     seed_everything(exp.seed)
     atomic_write_json(exp.resolved(), out / "config.json")
-    data = load_dataset(**{"name": exp.dataset["name"], "data_dir": exp.dataset["data_dir"],
-                           "seed": exp.dataset["split_seed"], "database": exp.dataset["database"],
-                           "image_size": exp.dataset["image_size"]})  # fmt: skip
+    data = DatasetRef.of(exp.dataset).load()
     stages = 3 + 2 * bool(exp.methods)
     if exp.checkpoint:
         model_path = Path(exp.checkpoint)

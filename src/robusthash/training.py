@@ -23,6 +23,7 @@ from robusthash.distributed import World, barrier, broadcast_buffers, data_paral
 from robusthash.errors import UserError
 from robusthash.losses import HashLoss, create_loss
 from robusthash.models import HashModel, create_model
+from robusthash.records import DatasetRef
 from robusthash.runtime import (
     autocast,
     check_precision,
@@ -308,8 +309,8 @@ def _epoch_batches(dataset: Any, batch_size: int, generator: torch.Generator, ep
 def _train_recipe(meta: dict[str, Any]) -> dict[str, Any]:
     """What shapes a clean-training run: the recipe (fields added later read at their defaults), the data
     (name, split seed, data folder, database size) and the model description."""
-    dataset = {k: (meta.get("dataset") or {}).get(k) for k in ("name", "split_seed", "data_dir", "database",
-                                                                 "image_size", "num_classes")}  # fmt: skip
+    dataset = {**DatasetRef.of(meta.get("dataset")).options(), "num_classes": (meta.get("dataset") or {}).get(
+        "num_classes")}
     return {"kind": meta.get("kind"), "train": stored_config(TrainConfig, meta.get("train")), "dataset": dataset,
             "model": meta.get("model")}
 

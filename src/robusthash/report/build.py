@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from robusthash.errors import UserError
+from robusthash.records import DatasetRef
 from robusthash.report.gallery import draw_gallery
 from robusthash.report.plots import plot_budget_curve, plot_efficiency, plot_pr_and_pn
 from robusthash.report.tables import attack_rows, budget_rows, flag_rows, fmt, markdown_table
@@ -141,8 +142,7 @@ def attack_section(path: Path, run: RobustnessRun, figures: Path, index: int) ->
 
 
 def _group_key(run: RobustnessRun) -> str:
-    dataset = run.config.get("dataset") or run.model.get("dataset") or {}
-    data = {k: dataset.get(k) for k in ("name", "database", "split_seed", "image_size")}
+    data = {**DatasetRef.of(run.config.get("dataset") or run.model.get("dataset")).options(), "data_dir": None}
     return json.dumps([data, run.config.get("suite"), (run.model.get("model") or {}).get("bits")], sort_keys=True)
 
 

@@ -31,12 +31,12 @@ from robusthash.config import from_mapping
 from robusthash.defenses import DefenseConfig
 from robusthash.errors import UserError
 from robusthash.models import HashModel
+from robusthash.records import DatasetRef
 from robusthash.runtime import is_main_process
 from robusthash.training import TrainConfig
 
 ZOO_DIR = Path(__file__).parent
 MANIFEST = ZOO_DIR / "manifest.json"
-DATASET_KEYS = ("name", "data_dir", "database", "split_seed", "image_size")
 
 
 @dataclass(frozen=True)
@@ -98,10 +98,6 @@ def load_model(name: str, device: torch.device | str = "cpu") -> HashModel:
     return checkpoint(name).build_model(device)
 
 
-def _dataset_of(meta_or_options: dict[str, Any]) -> dict[str, Any]:
-    return {k: meta_or_options.get(k) for k in DATASET_KEYS}
-
-
 def find(train: TrainConfig, dataset: dict[str, Any], defense: DefenseConfig | None = None) -> ZooModel | None:
     """The zoo model trained with exactly this recipe: ``train`` config, ``dataset`` options (name, data_dir,
     database, split_seed, image_size) and, for a defended model, ``defense`` config; ``None`` if there is none."""
@@ -109,7 +105,7 @@ def find(train: TrainConfig, dataset: dict[str, Any], defense: DefenseConfig | N
         meta = _meta(entry.name)
         if stored_config(TrainConfig, meta["train"]) != asdict(train):
             continue
-        if _dataset_of(meta["dataset"]) != _dataset_of(dataset):
+        if DatasetRef.of(meta["dataset"]) != DatasetRef.of(dataset):
             continue
         stored = (meta.get("defense") or {}).get("config")
         if (defense is None) != (stored is None):
