@@ -104,5 +104,5 @@ class Rows:
 
 
 def checkpoint_meta(path: Path) -> dict[str, Any]:
-    meta = read_checkpoint(path).meta
-    return {"train": meta["train"], "model": meta["model"]}
+    record = read_checkpoint(path).record
+    return {"train": record.train, "model": record.model}

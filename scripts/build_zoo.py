@@ -17,7 +17,7 @@ import torch
 
 from robusthash import metrics
 from robusthash.checkpoint import read_checkpoint
-from robusthash.data import labels_of, load_dataset
+from robusthash.data import labels_of
 from robusthash.evaluation import encode
 from robusthash.runtime import atomic_torch_save, atomic_write_json
 from robusthash.zoo import MANIFEST, ZOO_DIR, sha256_of
@@ -28,9 +28,7 @@ MODELS = {"": "undefended", "-atrdh": "ATRDH", "-pga-at": "PgA-AT", "-cgat": "Cg
 
 def clean_map(path: Path, topk: int) -> float:
     ckpt = read_checkpoint(path)
-    d = ckpt.meta["dataset"]
-    data = load_dataset(d["name"], data_dir=d.get("data_dir"), seed=d["split_seed"], database=d["database"],
-                        image_size=d.get("image_size"))  # fmt: skip
+    data = ckpt.record.data_ref.load()
     model = ckpt.build_model("cpu")
     q, db = encode(model, data.query), encode(model, data.database)
     return float(metrics.mean_average_precision(q, db, labels_of(data.query), labels_of(data.database), topk))

@@ -132,7 +132,7 @@ def test_checkpoint_that_does_not_match_the_data(tmp_path):
     train(data, _config(epochs=1), tmp_path / "m.pt", quiet=True)
     other = toy_data(classes=4)
     with pytest.raises(UserError, match="3 classes, but toy has 4"):
-        check_matches_data(read_checkpoint(tmp_path / "m.pt").meta, other)
+        check_matches_data(read_checkpoint(tmp_path / "m.pt").record, other)
 
 
 @pytest.mark.parametrize(

@@ -101,9 +101,12 @@ def test_a_checkpoint_of_other_sized_images_is_refused():
     from tests.test_training import toy_data
 
     data = toy_data(n_per_class=2)  # 1 x 12 x 12
-    meta = {"model": {"in_channels": 1}, "dataset": {"name": "toy", "num_classes": 3, "image_shape": [1, 28, 28]}}
+    from robusthash.records import ModelRecord
+
+    record = ModelRecord("trained", {"in_channels": 1}, {"loss": "dph"},
+                         {"name": "toy", "num_classes": 3, "image_shape": [1, 28, 28]})  # fmt: skip
     with pytest.raises(UserError, match=r"images of shape \(1, 28, 28\), but toy has \(1, 12, 12\)"):
-        check_matches_data(meta, data, "m.pt")
+        check_matches_data(record, data, "m.pt")
 
 
 def test_a_second_writer_of_one_output_is_refused_and_stale_temporaries_are_removed(tmp_path):

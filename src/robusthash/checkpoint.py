@@ -17,6 +17,7 @@ import torch
 from robusthash.data import DatasetSplits
 from robusthash.errors import UserError
 from robusthash.models import HashModel, model_from_config
+from robusthash.records import ModelRecord
 from robusthash.runtime import atomic_torch_save, safe_load
 
 FORMAT = "robusthash-checkpoint/1"
@@ -25,15 +26,20 @@ FORMAT = "robusthash-checkpoint/1"
 @dataclass
 class Checkpoint:
     path: Path
-    meta: dict[str, Any]
+    record: ModelRecord
     state: dict[str, Any]
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        """The stored form of :attr:`record` (what :func:`save_checkpoint` writes)."""
+        return self.record.to_meta()
 
     def build_model(self, device: torch.device | str = "cpu") -> HashModel:
         """The trained model in eval mode on ``device``."""
-        if self.meta["model"].get("external"):
-            raise UserError(f"{self.path} holds a model you brought ({self.meta['model']['backbone']}); pass "
+        if self.record.external:
+            raise UserError(f"{self.path} holds a model you brought ({self.record.backbone}); pass "
                             "--model-def path/to/file.py:factory to rebuild it")  # fmt: skip
-        model = model_from_config(self.meta["model"])
+        model = model_from_config(self.record.model)
         try:
             model.load_state_dict(self.state["model"])
         except RuntimeError as exc:
@@ -42,7 +48,7 @@ class Checkpoint:
 
     def summary(self) -> dict[str, Any]:
         """What results files record of the model: kind, model, train, dataset, defense and seed."""
-        return {k: self.meta.get(k) for k in ("kind", "model", "train", "dataset", "defense", "seed")}
+        return self.record.summary()
 
 
 def save_checkpoint(path: str | Path, meta: dict[str, Any], model: HashModel, **state: Any) -> None:
@@ -60,33 +66,23 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise UserError(f"{path} was written by another robusthash version (format {fmt}); this version reads {FORMAT}")
     if fmt != FORMAT:
         raise UserError(f"{path} is not a robusthash checkpoint (expected format {FORMAT})")
-    meta = payload.get("meta")
-    missing = [k for k in ("meta", "model") if k not in payload]
-    if not missing and isinstance(meta, dict):
-        missing = [f"meta.{k}" for k in ("model", "train", "dataset") if not isinstance(meta.get(k), dict)]
-        missing += [] if meta.get("kind") in ("trained", "defended") else ["meta.kind"]
-        missing += [] if "meta.train" in missing or isinstance(meta["train"].get("loss"), str) else ["meta.train.loss"]
-    if missing or not isinstance(meta, dict):
-        raise UserError(f"{path} is a damaged robusthash checkpoint (missing {', '.join(missing) or 'meta'})")
-    return Checkpoint(path, payload["meta"], payload)
+    if "model" not in payload:
+        raise UserError(f"{path} is a damaged robusthash checkpoint (missing model)")
+    return Checkpoint(path, ModelRecord.from_meta(payload.get("meta"), str(path)), payload)
 
 
-def check_matches_data(meta: dict[str, Any], data: DatasetSplits, path: str | Path = "checkpoint") -> None:
+def check_matches_data(record: ModelRecord, data: DatasetSplits, path: str | Path = "checkpoint") -> None:
     """Raise :class:`UserError` when a checkpoint's model cannot be used on ``data``."""
-    model = meta["model"]
-    trained_on = meta.get("dataset", {})
-    if trained_on.get("num_classes") not in (None, data.num_classes):
-        raise UserError(
-            f"{path} was trained on {trained_on.get('name')} with {trained_on['num_classes']} classes, "
-            f"but {data.name} has {data.num_classes}"
-        )
-    if model["in_channels"] != data.image_shape[0]:
-        raise UserError(
-            f"{path} expects {model['in_channels']}-channel images, but {data.name} has {data.image_shape[0]}"
-        )
-    shape = trained_on.get("image_shape")
+    name = record.data_ref.name
+    if record.num_classes not in (None, data.num_classes):
+        raise UserError(f"{path} was trained on {name} with {record.num_classes} classes, but {data.name} has "
+                        f"{data.num_classes}")  # fmt: skip
+    if record.in_channels != data.image_shape[0]:
+        raise UserError(f"{path} expects {record.in_channels}-channel images, but {data.name} has "
+                        f"{data.image_shape[0]}")  # fmt: skip
+    shape = record.image_shape
     if shape is not None and list(shape) != list(data.image_shape):
-        raise UserError(f"{path} was trained on {trained_on.get('name')} images of shape {tuple(shape)}, "
+        raise UserError(f"{path} was trained on {name} images of shape {tuple(shape)}, "
                         f"but {data.name} has {tuple(data.image_shape)}; pass --image-size {shape[-1]} or retrain")
 
 

@@ -231,19 +231,20 @@ def _load_model(args: argparse.Namespace, device: torch.device) -> tuple[Any, An
     checkpoint-like record of its own (its loss from ``--loss``)."""
     from robusthash.checkpoint import FORMAT, Checkpoint, check_matches_data, read_checkpoint
     from robusthash.models import create_model, load_foreign_state_dict, load_model_def, wrap_model
+    from robusthash.records import ModelRecord
     from robusthash.training import TrainConfig, dataset_meta
 
     path = Path(args.model)
     if args.model_def is None and args.backbone is None:
         ckpt = read_checkpoint(path)
-        options = _dataset_options(args, ckpt.meta.get("dataset"))
+        options = _dataset_options(args, ckpt.record.dataset)
         data = _load_data(options)
-        check_matches_data(ckpt.meta, data, path)
+        check_matches_data(ckpt.record, data, path)
         return ckpt.build_model(device), ckpt, options
     state = _read_state(path)
-    stored = state.get("meta", {}) if state.get("format") == FORMAT else {}
+    stored = ModelRecord.from_meta(state.get("meta"), str(path)) if state.get("format") == FORMAT else None
     weights = state["model"] if stored else state
-    options = _dataset_options(args, stored.get("dataset"))
+    options = _dataset_options(args, stored.dataset if stored else None)
     data = _load_data(options)
     if args.model_def is not None:
         model = wrap_model(load_model_def(args.model_def), args.model_output, image_shape=data.image_shape,
@@ -260,9 +261,8 @@ def _load_model(args: argparse.Namespace, device: torch.device) -> tuple[Any, An
         model = create_model(args.backbone, args.bits, data.image_shape[0], data.mean, data.std, data.image_shape[-1])
         load_foreign_state_dict(model, weights, args.backbone)
     recipe = {**TrainConfig().__dict__, "loss": args.model_loss, "backbone": model.config["backbone"]}
-    meta = stored or {"kind": "trained", "model": model.config, "dataset": dataset_meta(data, options),
-                      "train": recipe, "seed": None}
-    return model.to(device).eval(), Checkpoint(path, meta, {"model": model.state_dict()}), options
+    record = stored or ModelRecord("trained", model.config, recipe, dataset_meta(data, options))
+    return model.to(device).eval(), Checkpoint(path, record, {"model": model.state_dict()}), options
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
@@ -405,7 +405,7 @@ def cmd_defend(args: argparse.Namespace) -> int:
     if args.out:
         check_writable(args.out)
     model, base, options = _load_model(args, device)
-    if base.meta.get("kind") == "defended":
+    if base.record.kind == "defended":
         raise UserError(f"{args.model} is already a defended model; start from the clean checkpoint it came from")
     data = _load_data(options)
     out = Path(args.out) if args.out else Path(args.model).with_name(f"{Path(args.model).stem}-{config.method}.pt")

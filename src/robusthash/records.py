@@ -2,13 +2,13 @@
 
 :class:`DatasetRef` names a dataset's splits exactly (the arguments of :func:`~robusthash.data.load_dataset`):
 checkpoints, the zoo, experiment files, results and the command line all record and compare it through this
-one class.
+one class. :class:`ModelRecord` is what a checkpoint says of its model; only this module reads those keys.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from robusthash.data import DatasetSplits, load_dataset
@@ -49,3 +49,90 @@ class DatasetRef:
 
     def load(self) -> DatasetSplits:
         return load_dataset(self.name, self.data_dir, self.split_seed, self.database, self.image_size)
+
+
+RECORD_FIELDS = ("kind", "model", "train", "dataset", "defense", "seed", "environment", "history")
+
+
+@dataclass
+class ModelRecord:
+    """What a checkpoint says of its model (its ``meta``): ``kind`` (``trained`` or ``defended``), ``model`` (the
+    model's own config, read by :func:`~robusthash.models.model_from_config`), ``train`` (the training config),
+    ``dataset`` (a :class:`DatasetRef` and the data's classes and image shape), ``defense`` (method, config and
+    the base model's fingerprint, for a defended model), ``seed``, ``environment`` and the per-epoch
+    ``history``. Keys of later versions are kept in ``extra`` and written back."""
+
+    kind: str
+    model: dict[str, Any]
+    train: dict[str, Any]
+    dataset: dict[str, Any]
+    defense: dict[str, Any] | None = None
+    seed: int | None = None
+    environment: dict[str, Any] | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_meta(cls, meta: Any, where: str = "checkpoint") -> ModelRecord:
+        """The record of a stored ``meta``; :class:`UserError` naming what is missing when it is damaged."""
+        if not isinstance(meta, dict):
+            raise UserError(f"{where} is a damaged robusthash checkpoint (missing meta)")
+        missing = [f"meta.{k}" for k in ("model", "train", "dataset") if not isinstance(meta.get(k), dict)]
+        missing += [] if meta.get("kind") in ("trained", "defended") else ["meta.kind"]
+        if "meta.train" not in missing and not isinstance(meta["train"].get("loss"), str):
+            missing.append("meta.train.loss")
+        if missing:
+            raise UserError(f"{where} is a damaged robusthash checkpoint (missing {', '.join(missing)})")
+        known = {k: meta[k] for k in RECORD_FIELDS if meta.get(k) is not None}
+        return cls(**known, extra={k: v for k, v in meta.items() if k not in RECORD_FIELDS})
+
+    def to_meta(self) -> dict[str, Any]:
+        """The stored form (a plain mapping of JSON-like values)."""
+        return {**{f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}, **self.extra}
+
+    def summary(self) -> dict[str, Any]:
+        """What results files record of the model: kind, model, train, dataset, defense and seed."""
+        return {"kind": self.kind, "model": self.model, "train": self.train, "dataset": self.dataset,
+                "defense": self.defense, "seed": self.seed}  # fmt: skip
+
+    @property
+    def data_ref(self) -> DatasetRef:
+        return DatasetRef.of(self.dataset)
+
+    @property
+    def num_classes(self) -> int | None:
+        return self.dataset.get("num_classes")
+
+    @property
+    def image_shape(self) -> tuple[int, ...] | None:
+        shape = self.dataset.get("image_shape")
+        return None if shape is None else tuple(shape)
+
+    @property
+    def in_channels(self) -> int:
+        return int(self.model["in_channels"])
+
+    @property
+    def external(self) -> bool:
+        """A model a user brought (rebuilt from their own definition, not from :attr:`model`)."""
+        return bool(self.model.get("external"))
+
+    @property
+    def backbone(self) -> str:
+        return str(self.model.get("backbone"))
+
+    @property
+    def loss(self) -> str:
+        return str(self.train["loss"])
+
+    @property
+    def loss_options(self) -> dict[str, Any]:
+        return dict(self.train.get("loss_options") or {})
+
+    @property
+    def defense_config(self) -> dict[str, Any] | None:
+        return None if self.defense is None else self.defense.get("config")
+
+    @property
+    def base_fingerprint(self) -> str | None:
+        return None if self.defense is None else self.defense.get("base_fingerprint")

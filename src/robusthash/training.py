@@ -23,7 +23,7 @@ from robusthash.distributed import World, barrier, broadcast_buffers, data_paral
 from robusthash.errors import UserError
 from robusthash.losses import HashLoss, create_loss
 from robusthash.models import HashModel, create_model
-from robusthash.records import DatasetRef
+from robusthash.records import ModelRecord
 from robusthash.runtime import (
     autocast,
     check_precision,
@@ -184,7 +184,7 @@ def run_training(
     epochs: int,
     batch_size: int,
     meta: dict[str, Any],
-    recipe_of: Callable[[dict[str, Any]], dict[str, Any]],
+    recipe_of: Callable[[ModelRecord], dict[str, Any]],
     out: str | Path | None,
     device: torch.device,
     resume: bool = True,
@@ -195,8 +195,8 @@ def run_training(
     """Train ``model`` with ``method`` for ``epochs`` over ``data.train``; returns (history, seconds).
 
     With ``out``, the model, the method's state, the optimiser, the schedule and the generators are saved
-    atomically after every epoch, and a later call resumes from there. ``recipe_of(meta)`` picks from a run's
-    metadata everything that shapes the result (it also reads checkpoints written before a field existed); a
+    atomically after every epoch, and a later call resumes from there. ``recipe_of(record)`` picks from a run's
+    record everything that shapes the result (it also reads checkpoints written before a field existed); a
     checkpoint whose recipe differs from this run's is refused, naming the settings that differ. A last batch of
     one item is dropped (batch norm cannot train on it). ``precision="bf16"`` computes each batch's loss (and
     any training attack inside it) under bf16 autocast; the weights and the optimiser stay fp32. ``out`` is
@@ -211,7 +211,7 @@ def run_training(
 
 
 def _run_training(model: nn.Module, method: TrainingMethod, data: DatasetSplits, epochs: int, batch_size: int,
-                  meta: dict[str, Any], recipe_of: Callable[[dict[str, Any]], dict[str, Any]], path: Path | None,
+                  meta: dict[str, Any], recipe_of: Callable[[ModelRecord], dict[str, Any]], path: Path | None,
                   device: torch.device, resume: bool, quiet: bool, desc: str,
                   precision: str) -> tuple[list[dict[str, float]], float]:  # fmt: skip
     optimizer = method.make_optimizer()
@@ -231,13 +231,13 @@ def _run_training(model: nn.Module, method: TrainingMethod, data: DatasetSplits,
     start_epoch = 0
     if path is not None and resume and path.exists():
         ckpt = read_checkpoint(path, map_location=device)
-        stored, recipe = recipe_of(ckpt.meta), recipe_of(meta)
+        stored, recipe = recipe_of(ckpt.record), recipe_of(ModelRecord.from_meta(meta))
         if stored != recipe:
             differ = ", ".join(_differing(stored, recipe)) or "the kind of run"
             raise UserError(f"{path} holds a run with other settings ({differ}); choose another --out or pass "
                             "--no-resume to start over")  # fmt: skip
         model.load_state_dict(ckpt.state["model"])
-        history = list(ckpt.meta.get("history", []))
+        history = list(ckpt.record.history)
         start_epoch = int(ckpt.state["epoch"])
         if start_epoch < epochs:
             method.load_state_dict(ckpt.state["method"])
@@ -306,13 +306,12 @@ def _epoch_batches(dataset: Any, batch_size: int, generator: torch.Generator, ep
     return iterate_batches(dataset, batch_size, indices=epoch_indices(len(dataset), seed, epoch, w))
 
 
-def _train_recipe(meta: dict[str, Any]) -> dict[str, Any]:
+def _train_recipe(record: ModelRecord) -> dict[str, Any]:
     """What shapes a clean-training run: the recipe (fields added later read at their defaults), the data
-    (name, split seed, data folder, database size) and the model description."""
-    dataset = {**DatasetRef.of(meta.get("dataset")).options(), "num_classes": (meta.get("dataset") or {}).get(
-        "num_classes")}
-    return {"kind": meta.get("kind"), "train": stored_config(TrainConfig, meta.get("train")), "dataset": dataset,
-            "model": meta.get("model")}
+    (name, split seed, data folder, database size, classes) and the model description."""
+    dataset = {**record.data_ref.options(), "num_classes": record.num_classes}
+    return {"kind": record.kind, "train": stored_config(TrainConfig, record.train), "dataset": dataset,
+            "model": record.model}
 
 
 @dataclass

@@ -19,6 +19,7 @@ from robusthash.defenses.codebank import TrainingCodeBank
 from robusthash.errors import UserError
 from robusthash.losses import create_loss
 from robusthash.models import HashModel
+from robusthash.records import ModelRecord
 from robusthash.registry import Registry
 from robusthash.runtime import check_precision, check_seed, environment, model_fingerprint, seed_everything
 from robusthash.training import TrainingMethod, run_training
@@ -132,11 +133,9 @@ class DefenseResult:
     base_fingerprint: str = ""
 
 
-def _defense_recipe(meta: dict[str, Any]) -> dict[str, Any]:
-    defense = meta.get("defense") or {}
-    return {"kind": meta.get("kind"), "config": stored_config(DefenseConfig, defense.get("config")),
-            "base": defense.get("base_fingerprint"),
-            "dataset": json.dumps(meta.get("dataset"), sort_keys=True)}
+def _defense_recipe(record: ModelRecord) -> dict[str, Any]:
+    return {"kind": record.kind, "config": stored_config(DefenseConfig, record.defense_config),
+            "base": record.base_fingerprint, "dataset": json.dumps(record.dataset, sort_keys=True)}
 
 
 def defend(
@@ -159,21 +158,18 @@ def defend(
     device = torch.device(device)
     generator = seed_everything(config.seed)
     model = (base.build_model(device) if model is None else model.to(device)).train()
-    train_cfg = base.meta["train"]
-    loss_fn = create_loss(train_cfg["loss"], model.bits, data.num_classes, len(data.train),
-                          **train_cfg.get("loss_options", {})).to(device)  # fmt: skip
-    meta = {
-        **{k: base.meta[k] for k in ("model", "train", "dataset")},
-        "kind": "defended",
-        "defense": {"method": cls.name, "config": asdict(config), "base_checkpoint": str(base.path),
-                    "base_seed": base.meta.get("seed"), "base_fingerprint": model_fingerprint(model)},  # fmt: skip
-        "seed": config.seed,
-        "environment": environment(device),
-    }
+    record = base.record
+    loss_fn = create_loss(record.loss, model.bits, data.num_classes, len(data.train),
+                          **record.loss_options).to(device)  # fmt: skip
+    fingerprint = model_fingerprint(model)
+    meta = ModelRecord("defended", record.model, record.train, record.dataset,
+                       defense={"method": cls.name, "config": asdict(config), "base_checkpoint": str(base.path),
+                                "base_seed": record.seed, "base_fingerprint": fingerprint},
+                       seed=config.seed, environment=environment(device)).to_meta()  # fmt: skip
     method = cls(model, loss_fn, data, device, generator, config=config)
     history, seconds = run_training(
         model, method, data, epochs=config.epochs, batch_size=config.batch_size, meta=meta,
         recipe_of=_defense_recipe, out=out, device=device, resume=resume, quiet=quiet, desc=cls.name,
         precision=config.precision,
     )  # fmt: skip
-    return DefenseResult(model, history, Path(out) if out else None, seconds, meta["defense"]["base_fingerprint"])
+    return DefenseResult(model, history, Path(out) if out else None, seconds, fingerprint)

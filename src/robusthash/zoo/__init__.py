@@ -31,7 +31,7 @@ from robusthash.config import from_mapping
 from robusthash.defenses import DefenseConfig
 from robusthash.errors import UserError
 from robusthash.models import HashModel
-from robusthash.records import DatasetRef
+from robusthash.records import DatasetRef, ModelRecord
 from robusthash.runtime import is_main_process
 from robusthash.training import TrainConfig
 
@@ -102,12 +102,12 @@ def find(train: TrainConfig, dataset: dict[str, Any], defense: DefenseConfig | N
     """The zoo model trained with exactly this recipe: ``train`` config, ``dataset`` options (name, data_dir,
     database, split_seed, image_size) and, for a defended model, ``defense`` config; ``None`` if there is none."""
     for entry in list_models():
-        meta = _meta(entry.name)
-        if stored_config(TrainConfig, meta["train"]) != asdict(train):
+        record = _record(entry.name)
+        if stored_config(TrainConfig, record.train) != asdict(train):
             continue
-        if DatasetRef.of(meta["dataset"]) != DatasetRef.of(dataset):
+        if record.data_ref != DatasetRef.of(dataset):
             continue
-        stored = (meta.get("defense") or {}).get("config")
+        stored = record.defense_config
         if (defense is None) != (stored is None):
             continue
         if defense is not None and stored_config(DefenseConfig, stored) != asdict(defense):
@@ -126,8 +126,8 @@ def is_shipped_copy(path: str | Path) -> bool:
 
 
 @cache
-def _meta(name: str) -> dict[str, Any]:
-    return checkpoint(name).meta
+def _record(name: str) -> ModelRecord:
+    return checkpoint(name).record
 
 
 def provide(out: str | Path, train: TrainConfig, dataset: dict[str, Any],
