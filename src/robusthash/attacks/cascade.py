@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import Any, ClassVar
 
 import numpy as np
@@ -19,7 +20,7 @@ from torch import Tensor
 
 from robusthash import metrics
 from robusthash.attacks.base import IterativeAttack, register_attack
-from robusthash.attacks.pga import PgA
+from robusthash.attacks.pga import dagger_objective, pharos_objective
 from robusthash.attacks.square import Square
 from robusthash.codes import binarize, hamming_distance, pharos_code
 from robusthash.errors import UserError
@@ -153,16 +154,17 @@ class RobustCascade(IterativeAttack):
         if topk is not None and (not isinstance(topk, int) or topk < 1):
             raise UserError(f"topk must be a positive integer or None, got {topk!r}")
         self.topk = topk
-        # the losses are PgA's (one definition of eq. 10 and eq. 13)
-        self._pga = PgA(model, margin=margin, eps=self.eps, seed=self.seed, reference=self.reference)
-        self._dagger = PgA(model, masked=False, eps=self.eps, seed=self.seed, reference=self.reference)
+        # the losses are PgA's functions (one definition of eq. 10 and eq. 13)
+        if not -1.0 < margin < 0.0:
+            raise UserError(f"margin t must lie in (-1, 0), got {margin}")
+        self.margin = margin
         self._square = Square(self.model, eps=self.eps, seed=self.seed)  # the gradient-free stage's search
         self.stage_ap: dict[int, list[float]] = {}  # query index -> AP after each stage (nan: skipped)
         self._target_codes: tuple[Tensor, Tensor] | None = None
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "stages": [stage_spec(s) for s in self.stages], "topk": self.topk,
-                "margin": self._pga.margin, "schedule": self.schedule, "check_every": self.check_every,
+                "margin": self.margin, "schedule": self.schedule, "check_every": self.check_every,
                 "patience": self.patience,
                 "square_budget": self.square_budget if any(s.loss == "square" for s in self.stages) else None}
 
@@ -208,7 +210,8 @@ class RobustCascade(IterativeAttack):
 
     # ----------------------------------------------------------------- crafting
     def perturb(self, x: Tensor, labels: Tensor, targets: Tensor | None, indices: Tensor) -> Tensor:
-        pharos = self._pga.pharos(labels).to(x.dtype)
+        bank = self.require_reference()
+        pharos = pharos_code(labels, bank.codes, bank.labels).to(x.device, x.dtype)
         best = x.clone()
         best_ap = self.average_precision(x, labels)
         history = torch.full((len(x), len(self.stages)), float("nan"), dtype=torch.float64)
@@ -231,7 +234,7 @@ class RobustCascade(IterativeAttack):
                 ap = self.average_precision(adv, ys)
             else:
                 start = self.random_start(xs, indices[rows], stage.stream) if stage.start == "random" else best[on]
-                objective = self._pga.objective if stage.loss == "pga" else self._dagger.objective
+                objective = partial(pharos_objective, margin=self.margin) if stage.loss == "pga" else dagger_objective
                 adv, ap = self.descend(xs, ys, anchor, objective, start, steps)
             history[rows, k] = ap
             better = ap < best_ap[rows]

@@ -14,6 +14,25 @@ from robusthash.errors import UserError
 OMEGAS: tuple[str, ...] = ("differentiated", "constant")
 
 
+def dagger_objective(u: Tensor) -> Tensor:
+    """Per-query PgA-dagger loss (to be maximised) of ``u = b* o f(x')``: eq. (10), ``-(1/K) sum_k u_k``."""
+    return -u.sum(1) / u.shape[1]
+
+
+def pharos_objective(u: Tensor, margin: float = -0.8, omega_margin: float | None = None,
+                     constant_omega: bool = False) -> Tensor:  # fmt: skip
+    """Per-query PgA loss (to be maximised) of ``u = b* o f(x')``: eq. (13) with omega of eq. (12) and the mask of
+    eq. (14) at margin t (``omega_margin`` for omega's own t; ``constant_omega``: no gradient through omega)."""
+    t = margin
+    t_omega = margin if omega_margin is None else omega_margin
+    active = u > t
+    omega = torch.where(active, u - 2 * t_omega, torch.full_like(u, -t * t))
+    if constant_omega:
+        omega = omega.detach()
+    pi = active.sum(1).clamp_min(1)
+    return -(active * omega * u).sum(1) / pi
+
+
 @register_attack
 class PgA(IterativeAttack):
     """Non-targeted: push the code of x' away from the pharos code of x.
@@ -92,14 +111,8 @@ class PgA(IterativeAttack):
     def objective(self, u: Tensor) -> Tensor:
         """Per-query ``L_a`` (to be maximised) of ``u = b* o f(x')``: eq. (13), or eq. (10) when not masked."""
         if not self.masked:
-            return -u.sum(1) / u.shape[1]
-        t = self.margin
-        active = u > t
-        omega = torch.where(active, u - 2 * self.omega_margin, torch.full_like(u, -t * t))
-        if self.omega == "constant":
-            omega = omega.detach()
-        pi = active.sum(1).clamp_min(1)
-        return -(active * omega * u).sum(1) / pi
+            return dagger_objective(u)
+        return pharos_objective(u, self.margin, self.omega_margin, self.omega == "constant")
 
     def perturb(self, x: Tensor, labels: Tensor, targets: Tensor | None, indices: Tensor) -> Tensor:
         b_star = self.pharos(labels).to(x.dtype)
