@@ -214,3 +214,12 @@ def test_attacks_see_the_bank_as_it_changes(toy_ckpt):
     bank.update(torch.arange(len(data.train)), -bank.values)
     assert (attack.pharos(y) == -first).float().mean() > 0.9  # (zero sums keep sign(0) = +1)
     assert isinstance(bank.view(), CodeBank)
+
+
+def test_an_option_a_defence_does_not_use_is_an_error():
+    """ATRDH reads neither lambda nor the center codes' similarity: setting them is refused, not ignored."""
+    DefenseConfig(method="atrdh").validate()
+    DefenseConfig(method="cgat", lam=2.0, similarity="dice").validate()
+    for bad, named in (({"lam": 2.0}, "lam=2.0"), ({"similarity": "dice"}, "similarity='dice'")):
+        with pytest.raises(UserError, match=f"defence atrdh does not use {named} \\(it reads no method-specific"):
+            DefenseConfig(method="atrdh", **bad).validate()

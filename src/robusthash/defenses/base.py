@@ -4,7 +4,7 @@ uses adversarial examples), run by the one training loop of :mod:`robusthash.tra
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -23,6 +23,9 @@ from robusthash.records import ModelRecord
 from robusthash.registry import Registry
 from robusthash.runtime import check_precision, check_seed, environment, model_fingerprint, seed_everything
 from robusthash.training import TrainingMethod, run_training
+
+# the fields of DefenseConfig that only some defences read (each defence's ``uses`` names its own)
+METHOD_FIELDS: tuple[str, ...] = ("lam", "similarity")
 
 
 @dataclass
@@ -53,7 +56,13 @@ class DefenseConfig:
     def validate(self) -> None:
         check_seed(self.seed)
         check_precision(self.precision)
-        DEFENSES.get(self.method)
+        cls = DEFENSES.get(self.method)
+        defaults = {f.name: f.default for f in fields(self)}
+        unused = [f"{name}={getattr(self, name)!r}" for name in METHOD_FIELDS
+                  if name not in cls.uses and getattr(self, name) != defaults[name]]  # fmt: skip
+        if unused:
+            raise UserError(f"defence {self.method} does not use {', '.join(unused)} (it reads "
+                            f"{', '.join(sorted(cls.uses)) or 'no method-specific option'}); leave it out")
         check_finite(lr=self.lr, lam=self.lam, eps=self.eps, step_size=self.step_size, momentum=self.momentum,
                      weight_decay=self.weight_decay)  # fmt: skip
         if self.epochs < 1:
@@ -89,6 +98,8 @@ class AdversarialTraining(TrainingMethod):
     default_optimizer: ClassVar[tuple[str, float]] = ("sgd", 0.01)
     paper: ClassVar[str] = ""
     test_options: ClassVar[dict[str, Any]] = {}
+    # the method-specific fields of DefenseConfig (METHOD_FIELDS) this method reads; setting another is an error
+    uses: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, model: HashModel, loss_fn: Any, data: DatasetSplits, device: torch.device,
                  generator: torch.Generator, *, config: DefenseConfig) -> None:  # fmt: skip

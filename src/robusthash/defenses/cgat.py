@@ -38,6 +38,7 @@ class CgAT(AdversarialTraining):
     default_optimizer: ClassVar[tuple[str, float]] = ("sgd", 0.01)
     paper: ClassVar[str] = "Wang, Lin and Li, CgAT: center-guided adversarial training for deep hashing"
     weighting: ClassVar[str] = "cgat"
+    uses: ClassVar[frozenset[str]] = frozenset({"lam", "similarity"})
     masked: ClassVar[bool] = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
