@@ -106,12 +106,16 @@ def test_cgat_loss_is_eq_11_with_center_codes_from_the_updated_bank(toy_ckpt, mo
     seen = {}
     real_attack = trainer.attack
 
-    def spy_attack(images, labels, indices):
-        seen["x_adv"] = real_attack(images, labels, indices=indices)
-        return seen["x_adv"]
+    class SpyAttack:
+        def reseed(self, seed):
+            real_attack.reseed(seed)
+            return self
 
-    spy_attack.seed = 0
-    monkeypatch.setattr(trainer, "attack", spy_attack)
+        def __call__(self, images, labels, indices):
+            seen["x_adv"] = real_attack(images, labels, indices=indices)
+            return seen["x_adv"]
+
+    monkeypatch.setattr(trainer, "attack", SpyAttack())
     terms = trainer.batch_loss(x, y, idx, step=0)
     assert (seen["x_adv"] - x).abs().max() <= cfg.eps + 1e-6
     centers = pharos_code(y, trainer.bank.codes, trainer.bank.labels, "cgat", "binary")

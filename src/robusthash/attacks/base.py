@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from robusthash.errors import UserError
 from robusthash.models.fixed_rows import DEFAULT_ROWS, FixedRows
 from robusthash.registry import Registry
-from robusthash.runtime import autocast, check_precision, eval_mode, safe_load
+from robusthash.runtime import autocast, check_precision, check_seed, eval_mode, safe_load
 
 PROTOCOLS: tuple[str, ...] = ("default", "pgd20", "robust")
 THREAT_MODELS: tuple[str, ...] = ("white-box", "transfer", "query")
@@ -218,6 +218,12 @@ class Attack:
         # the whole training time of the fitted state, where the attack keeps it with the state (ProS-GAN's
         # checkpoint adds it up across resumes and reuses): reported in place of the time one fit() call took
         self.recorded_fit_seconds: float | None = None
+
+    def reseed(self, seed: int) -> Attack:
+        """Draw from ``seed`` from now on (a training loop gives each step's attack its own seed); returns self."""
+        check_seed(seed)
+        self.seed = int(seed)
+        return self
 
     # ----------------------------------------------------------------- what an attack says of itself
     @classmethod

@@ -227,10 +227,8 @@ class RobustCascade(IterativeAttack):
             anchor = anchor.to(x.dtype)
             steps = self.stage_steps(stage)
             if stage.loss == "square":  # gradient-free: the continuous code through an oracle, no gradient
-                self._square._bar = self._bar
                 oracle = QueryOracle(self.model, len(rows), steps, "code", continuous=True)
-                adv = self._square.search(xs, anchor, indices[rows], oracle)
-                self._square._bar = None
+                adv = self._square.search(xs, anchor, indices[rows], oracle, progress=self.step_done)
                 ap = self.average_precision(adv, ys)
             else:
                 start = self.random_start(xs, indices[rows], stage.stream) if stage.start == "random" else best[on]

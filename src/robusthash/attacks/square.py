@@ -109,17 +109,20 @@ class Square(QueryAttack):
         anchor = pharos_code(labels, db.codes.to(x.device), db.labels.to(x.device)).to(x.dtype)
         return self.search(x, anchor, indices, self.oracle(len(x), "code", self.continuous), track=True)
 
-    def search(self, x: Tensor, anchor: Tensor, indices: Tensor, oracle: QueryOracle, track: bool = False) -> Tensor:
+    def search(self, x: Tensor, anchor: Tensor, indices: Tensor, oracle: QueryOracle, track: bool = False,
+               progress: Callable[[], None] | None = None) -> Tensor:  # fmt: skip
         """The best image found for each query within the oracle's budget (``track``: record the queries used
-        and the checkpoint codes, as this attack's own run does; the robust cascade's stage does not).
+        and the checkpoint codes, as this attack's own run does; the robust cascade's stage does not;
+        ``progress``: called once per iteration, the caller's progress bar; this attack's own by default).
 
         One random search for both norms: :meth:`_linf` or :meth:`_l2` give the start and, at each iteration,
         the candidates of the queries still active; a candidate is kept when its loss is lower.
         """
+        tick = progress or self.step_done
         start, propose = (self._l2 if self.norm == "l2" else self._linf)(x, indices, oracle.budget)
         best = start
         loss = pharos_agreement(oracle(best, torch.arange(len(x))), anchor)
-        self.step_done()
+        tick()
         for it in range(1, oracle.budget):
             active = torch.nonzero(loss > -1)[:, 0].cpu()
             if track:
@@ -132,7 +135,7 @@ class Square(QueryAttack):
             better = new_loss < loss[on] if self.continuous else new_loss <= loss[on]
             best[on[better]] = candidate[better]
             loss[on[better]] = new_loss[better]
-            self.step_done()
+            tick()
         if track:
             self.record(oracle.spent, best, indices, final=True)
         return best

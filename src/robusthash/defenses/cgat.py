@@ -56,8 +56,7 @@ class CgAT(AdversarialTraining):
 
     def batch_loss(self, x: Tensor, y: Tensor, idx: Tensor, step: int) -> dict[str, Tensor]:
         self.model.train()
-        self.attack.seed = self.attack_seed(step)
-        x_adv = self.attack(x, y, indices=idx.cpu())
+        x_adv = self.attack.reseed(self.attack_seed(step))(x, y, indices=idx.cpu())
         logits = self.logits(x)
         outputs = torch.tanh(logits)
         adv_outputs = torch.tanh(self.logits(x_adv))
