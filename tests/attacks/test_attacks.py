@@ -58,7 +58,9 @@ def test_attack_contract(name, setup):
     assert torch.equal(x, x_before) and torch.equal(y, y_before)  # inputs untouched
     assert adv.shape == x.shape and adv.min() >= 0 and adv.max() <= 1
     # inside the attack's ball: the suite's 32/255, or the whole range for an unbounded attack (ProS-GAN)
-    assert attack.eps in (32 / 255, 1.0) and (adv - x).abs().max() <= attack.eps + 1e-6
+    ball = attack.describe()["eps"]
+    assert ball in (32 / 255, 1.0) and (adv - x).abs().max() <= ball + 1e-6
+    assert torch.equal(attack.project(adv, x), adv)  # a fixed point of the attack's own projection
     again = _attack(name, model, reference, database, eps=32 / 255, seed=3, batch_size=7)(x, y)
     assert torch.equal(adv, again)  # same seed, same result
 

@@ -320,13 +320,18 @@ class Attack:
                     t = targets[sl].to(device, non_blocking=pinned) if targets is not None else None
                     with autocast(device, self.precision):
                         adv = self.perturb(x, y, t, indices[sl])
-                    out[sl].copy_(NORMS[self.norm](adv.detach().to(x.dtype), x, self.eps), non_blocking=pinned)
+                    out[sl].copy_(self.project(adv.detach().to(x.dtype), x), non_blocking=pinned)
                 if pinned:
                     torch.cuda.synchronize(device)
         finally:
             self._bar.close()
             self._bar = None
         return out
+
+    def project(self, x_adv: Tensor, x: Tensor) -> Tensor:
+        """The attack's projection of its output, applied by :meth:`__call__`: into the ``norm`` ball of radius
+        ``eps`` around ``x``, within [0, 1] (an unbounded attack states its own rule here)."""
+        return NORMS[self.norm](x_adv, x, self.eps)
 
     def perturb(self, x: Tensor, labels: Tensor, targets: Tensor | None, indices: Tensor) -> Tensor:
         """Adversarial images for one batch (projected by the caller); abstract."""

@@ -65,11 +65,14 @@ class ProSGAN(Attack):
         self.epochs, self.train_batch, self.lr = epochs, train_batch, float(lr)
         self.rec_weight, self.prototype_steps = float(rec_weight), prototype_steps
         self.bounded, self.checkpoint = bounded, checkpoint
-        self.budget = self.eps
-        if not bounded:
-            self.eps = 1.0  # the projection then only keeps [0, 1]: G's image is used as it is
+        self.budget = self.eps  # the suite's eps: the ball of a bounded run
         self.prototype: PrototypeNet | None = None
         self.generator_net: ProSGANGenerator | None = None
+
+    def project(self, x_adv: Tensor, x: Tensor) -> Tensor:
+        """Bounded: the eps-ball, as every attack. Unbounded (as published): only [0, 1]; G's image is used as
+        it is (its size is reported as measured L-inf and L2)."""
+        return super().project(x_adv, x) if self.bounded else x_adv.clamp(0.0, 1.0)
 
     # ----------------------------------------------------------------- training
     def _settings(self) -> dict[str, Any]:
@@ -213,4 +216,5 @@ class ProSGAN(Attack):
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "epochs": self.epochs, "train_batch": self.train_batch, "lr": self.lr,
                 "rec_weight": self.rec_weight, "prototype_steps": self.prototype_steps, "bounded": self.bounded,
-                "budget": self.budget, "checkpoint": self.checkpoint}  # fmt: skip
+                "budget": self.budget, "checkpoint": self.checkpoint,
+                "eps": self.eps if self.bounded else 1.0}  # fmt: skip
