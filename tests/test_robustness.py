@@ -84,3 +84,19 @@ def test_an_interrupted_run_resumes_from_its_shards_with_the_uninterrupted_per_q
     other = AttackSuite(**{**suite.__dict__, "eps": 8 / 255})
     evaluate_attacks(model, data, other, quiet=True, resume=tmp_path)
     assert calls.count("pga") == shards  # other settings: crafted again
+
+
+def test_prepare_craft_and_score_are_steps_callable_alone(toy):
+    """evaluate_attacks is prepare -> craft_attack -> score_run; the steps called by hand give the same run."""
+    from robusthash.robustness import craft_attack, prepare, score_run
+
+    data, model = toy
+    suite = AttackSuite(attacks=["pga", "p2p"], protocol="pgd20", eps=16 / 255, topk=None, steps=3)
+    whole = evaluate_attacks(model, data, suite, quiet=True)
+    prep = prepare(model, data, suite)
+    crafted = [c for name in suite.attacks for c in craft_attack(prep, data, name)]
+    assert [c.name for c in crafted] == ["pga", "p2p"] and len(prep.indices) == len(data.query)
+    run = score_run(prep, data, crafted)
+    assert [a.scores.ap for a in run.attacks] == [a.scores.ap for a in whole.attacks]
+    assert run.robust_ap == whole.robust_ap and run.clean.map == whole.clean.map
+    assert [g.query_index for g in run.gallery.items] == [g.query_index for g in whole.gallery.items]

@@ -401,24 +401,31 @@ def _victim_of(model: nn.Module) -> nn.Module:
     return model
 
 
-def evaluate_attacks(
-    model: nn.Module,
-    data: DatasetSplits,
-    suite: AttackSuite,
-    device: torch.device | str = "cpu",
-    quiet: bool = False,
-    surrogates: dict[str, nn.Module] | None = None,
-    config: dict[str, Any] | None = None,
-    model_meta: dict[str, Any] | None = None,
-    indices: Tensor | None = None,
-    resume: str | Path | None = None,
-) -> RobustnessRun:
-    """Run ``suite`` against ``model`` (the victim) on ``data.query`` (see module docstring).
+@dataclass
+class Prepared:
+    """What every attack of a suite shares (step 1 of :func:`evaluate_attacks`): the victim on its device, its
+    code banks and the surrogates' (label -> (model, banks)), the queries (all, and this rank's share), their
+    images, labels and the victim's clean codes, and the seconds the banks took."""
 
-    ``surrogates`` (label -> model) craft the transfer attacks; ``indices`` restricts the run to a shard of
-    the suite's queries (the rows of the result follow them); ``config`` and ``model_meta`` are recorded;
-    ``resume``: a folder where crafted shards are kept and reused (module docstring).
-    """
+    suite: AttackSuite
+    device: torch.device
+    victim: nn.Module
+    banks: Banks
+    surrogates: dict[str, tuple[nn.Module, Banks]]
+    indices: Tensor
+    mine: Tensor
+    images: Tensor
+    my_labels: Tensor
+    labels: Tensor
+    clean_codes: Tensor
+    setup_seconds: float
+
+
+def prepare(model: nn.Module, data: DatasetSplits, suite: AttackSuite, device: torch.device | str = "cpu",
+            quiet: bool = True, surrogates: dict[str, nn.Module] | None = None,
+            indices: Tensor | None = None) -> Prepared:  # fmt: skip
+    """Step 1: check the suite and the model (garbage is refused, not scored), encode the banks and the clean
+    queries; under torchrun each rank holds its strided share of the queries."""
     suite.validate()
     device = torch.device(device)
     victim = speed_up(_victim_of(model).to(device).eval(), suite.channels_last, suite.compile)
@@ -434,58 +441,102 @@ def evaluate_attacks(
     if indices is None:
         indices = query_subset(data, suite.queries, suite.seed)
     indices = check_indices(indices, len(data.query))
-    w = world()
-    mine = strided(indices, w)  # this rank's queries (all of them in one process)
+    mine = strided(indices, world())  # this rank's queries (all of them in one process)
     images, my_labels = query_images(data, mine)
     probe = torch.cat([images[:128], probe_images(data.database)])  # queries, and every class of the database
-    check_model(victim, probe, device, suite.allow_saturated)  # garbage is refused, not scored
-    labels = labels_of(data.query)[indices].clone()
+    check_model(victim, probe, device, suite.allow_saturated)
     clean_codes = gather_strided(encode_images(victim, images, device, precision=suite.precision), len(indices))
-    clean = Scores.from_report(metrics.retrieval_report(clean_codes, banks.database.codes, labels,
-                                                        banks.database.labels, suite.topk)) if w.is_main else None
-    gallery_name = _gallery_attack(suite)
-    picks = gallery_picks(len(indices), suite.gallery_queries, suite.seed)
+    return Prepared(suite, device, victim, banks, surrogate_banks, indices, mine, images, my_labels,
+                    labels_of(data.query)[indices].clone(), clean_codes, setup_seconds)  # fmt: skip
+
+
+def craft_attack(prep: Prepared, data: DatasetSplits, name: str, quiet: bool = True, resume: str | Path | None = None,
+                 run_config: dict[str, Any] | None = None) -> list[Crafted]:  # fmt: skip
+    """Step 2: attack ``name`` on the prepared queries, once per crafter (the victim, or each surrogate of a
+    transfer attack), fitted and timed; under torchrun the ranks' shards are gathered. The gallery's attack keeps
+    the adversarial images of the gallery's queries. ``resume``: a folder of crafted shards (module docstring),
+    keyed with ``run_config``."""
+    suite, device = prep.suite, prep.device
+    transfer = ATTACKS.get(name).threat_model == "transfer"
+    crafters = list(prep.surrogates.items()) if transfer else [(None, (prep.victim, prep.banks))]
+    fingerprint = model_fingerprint(prep.victim) if resume is not None else ""
+    results = []
+    for label, (crafter, own) in crafters:
+        attack = create_attack(name, crafter, reference=own.reference.to(device), database=own.database,
+                               quiet=quiet, **suite.options(name))  # fmt: skip
+        fit_began = time.perf_counter()
+        attack.fit(quiet=quiet, train=data.train)
+        fit_seconds = time.perf_counter() - fit_began
+        if attack.recorded_fit_seconds is not None:  # a reused or resumed fit: its whole training time
+            fit_seconds = attack.recorded_fit_seconds
+        first_of_gallery = name == _gallery_attack(suite) and not results
+        keep = prep.indices[gallery_picks(len(prep.indices), suite.gallery_queries, suite.seed)] \
+            if first_of_gallery else None
+        if resume is None:
+            crafted = craft(attack, prep.victim, prep.images, prep.my_labels, prep.mine, device, keep=keep,
+                            surrogate=label)  # fmt: skip
+        else:
+            weights = fingerprint if label is None else f"{fingerprint}/{model_fingerprint(crafter)}"
+            crafted = craft_resumable(attack, prep.victim, prep.images, prep.my_labels, prep.mine, device,
+                                      Path(resume), weights, run_config or {}, keep=keep, surrogate=label)  # fmt: skip
+        crafted.fit_seconds = fit_seconds
+        crafted.wall_seconds = crafted.seconds
+        if world().distributed:
+            crafted = merge(all_gather_objects(crafted))
+        results.append(crafted)
+    return results
+
+
+def score_run(prep: Prepared, data: DatasetSplits, crafted: list[Crafted], config: dict[str, Any] | None = None,
+              model_meta: dict[str, Any] | None = None) -> RobustnessRun:  # fmt: skip
+    """Step 3: score every crafted set against the clean run, draw the gallery, run the masking checks and
+    return the :class:`~robusthash.results.RobustnessRun` (the robust mAP is the per-query minimum)."""
+    suite, banks, w = prep.suite, prep.banks, world()
+    clean = Scores.from_report(metrics.retrieval_report(prep.clean_codes, banks.database.codes, prep.labels,
+                                                        banks.database.labels, suite.topk))  # fmt: skip
+    outcomes = [score(c, prep.clean_codes, prep.labels, banks.database, suite.topk) for c in crafted]
+    gallery = None
+    shown = next((c for c in crafted if c.kept), None)
+    if shown is not None:
+        order = prep.indices.tolist()
+        picks = torch.tensor([row for row, i in enumerate(order) if i in shown.kept])
+        keep = prep.indices[picks]
+        images, _ = query_images(data, keep)
+        adversarial = torch.stack([shown.kept[int(i)] for i in keep.tolist()])
+        gallery = build_gallery(shown.name, images, adversarial, prep.labels[picks], keep, prep.victim, data,
+                                banks.database, prep.device, precision=suite.precision)  # fmt: skip
+    flags = run_checks(prep.victim, prep.images, prep.my_labels, (banks.reference, banks.database), outcomes,
+                       suite.eps, suite.topk, suite.seed, sweep=suite.protocol == "robust")  # fmt: skip
+    return RobustnessRun(
+        config={"suite": asdict(suite), **(config or {})}, seed=suite.seed, environment=environment(prep.device),
+        created=now(), model=model_meta or {}, query_indices=prep.indices.tolist(), clean=clean, attacks=outcomes,
+        setup_seconds=prep.setup_seconds, gallery=gallery, world_size=w.world_size, flags=flags,
+    )  # fmt: skip
+
+
+def evaluate_attacks(
+    model: nn.Module,
+    data: DatasetSplits,
+    suite: AttackSuite,
+    device: torch.device | str = "cpu",
+    quiet: bool = False,
+    surrogates: dict[str, nn.Module] | None = None,
+    config: dict[str, Any] | None = None,
+    model_meta: dict[str, Any] | None = None,
+    indices: Tensor | None = None,
+    resume: str | Path | None = None,
+) -> RobustnessRun:
+    """Run ``suite`` against ``model`` (the victim) on ``data.query``: :func:`prepare`, :func:`craft_attack` for
+    each attack, :func:`score_run` (see module docstring).
+
+    ``surrogates`` (label -> model) craft the transfer attacks; ``indices`` restricts the run to a shard of
+    the suite's queries (the rows of the result follow them); ``config`` and ``model_meta`` are recorded;
+    ``resume``: a folder where crafted shards are kept and reused (module docstring).
+    """
+    prep = prepare(model, data, suite, device, quiet, surrogates, indices)
     run_config = {"suite": asdict(suite), **(config or {})}
-    fingerprint = model_fingerprint(model) if resume is not None else ""
-    outcomes, gallery = [], None
-    for name in suite.attacks:
-        crafting = surrogate_banks.items() if name in transfer else [(None, (victim, banks))]
-        for label, (crafter, own) in crafting:
-            attack = create_attack(name, crafter, reference=own.reference.to(device), database=own.database,
-                                   quiet=quiet, **suite.options(name))  # fmt: skip
-            fit_began = time.perf_counter()
-            attack.fit(quiet=quiet, train=data.train)
-            fit_seconds = time.perf_counter() - fit_began
-            if attack.recorded_fit_seconds is not None:  # a reused or resumed fit: its whole training time
-                fit_seconds = attack.recorded_fit_seconds
-            keep = indices[picks] if name == gallery_name and gallery is None else None
-            if resume is None:
-                crafted = craft(attack, victim, images, my_labels, mine, device, keep=keep, surrogate=label)
-            else:
-                weights = fingerprint if label is None else f"{fingerprint}/{model_fingerprint(crafter)}"
-                crafted = craft_resumable(attack, victim, images, my_labels, mine, device, Path(resume), weights,
-                                          run_config, keep=keep, surrogate=label)  # fmt: skip
-            crafted.fit_seconds = fit_seconds
-            crafted.wall_seconds = crafted.seconds
-            if w.distributed:
-                crafted = merge(all_gather_objects(crafted))
-            if not w.is_main:
-                continue  # scored once, on rank 0
-            outcomes.append(score(crafted, clean_codes, labels, banks.database, suite.topk))
-            if keep is not None and len(keep):
-                shown, _ = query_images(data, keep)
-                adversarial = torch.stack([crafted.kept[int(i)] for i in keep.tolist()])
-                gallery = build_gallery(name, shown, adversarial, labels[picks], keep, victim, data, banks.database,
-                                        device, precision=suite.precision)  # fmt: skip
-    run = None
-    if w.is_main:
-        flags = run_checks(victim, images, my_labels, (banks.reference, banks.database), outcomes, suite.eps,
-                           suite.topk, suite.seed, sweep=suite.protocol == "robust")  # fmt: skip
-        run = RobustnessRun(
-            config=run_config, seed=suite.seed, environment=environment(device),
-            created=now(), model=model_meta or {}, query_indices=indices.tolist(), clean=clean, attacks=outcomes,
-            setup_seconds=setup_seconds, gallery=gallery, world_size=w.world_size, flags=flags,
-        )  # fmt: skip
+    crafted = [c for name in suite.attacks for c in craft_attack(prep, data, name, quiet, resume, run_config)]
+    run = score_run(prep, data, crafted, config, model_meta) if world().is_main else None
     return broadcast_object(run)
 
 
