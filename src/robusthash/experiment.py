@@ -242,7 +242,9 @@ def _run(exp: Experiment, out: Path, device: torch.device, quiet: bool, from_scr
             defend(base, data, config, paths[method], device, quiet=quiet)
         print(f"[4/{stages}] attacking the defended models")
         for method in exp.methods:
+            print(f"      {DEFENSES.get(method).display_name}: {', '.join(suite.attacks)}", flush=True)
             runs[method] = _attack_stage(paths[method], data, exp, device, out / f"attacks-{method}.json", quiet)
+            print(f"      {DEFENSES.get(method).display_name}: robust mAP {runs[method].robust_map:.4f}", flush=True)
     table = experiment_table(runs)
     result = ExperimentRun(config=exp.resolved(), seed=exp.seed, environment=environment(device), created=now(),
                            name=exp.name, rows=[ExperimentRow(runs[k].model_label, f"attacks-{k}.json", str(paths[k]))

@@ -246,7 +246,8 @@ def _run_training(model: nn.Module, method: TrainingMethod, data: DatasetSplits,
             method.generator.set_state(ckpt.state["rng"])
             torch.set_rng_state(ckpt.state["torch_rng"])
     began = time.perf_counter()
-    bar = tqdm(total=total, initial=start_epoch * per_epoch, desc=desc, disable=quiet)
+    # no bar when a finished checkpoint (or the zoo's copy) leaves nothing to train
+    bar = tqdm(total=total, initial=start_epoch * per_epoch, desc=desc, disable=quiet or start_epoch >= epochs)
     for epoch in range(start_epoch, epochs):
         epoch_began = time.perf_counter()
         method.epoch_start(epoch, epochs)
