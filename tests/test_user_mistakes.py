@@ -51,7 +51,8 @@ def test_checkpoints_with_objects_or_missing_fields_are_refused_in_one_line(tmp_
     torch.save(torch.zeros(3), tmp_path / "tensor.pt")
     for name, message in (("evil.pt", "holds objects robusthash will not load"),
                           ("partial.pt", "damaged robusthash checkpoint (missing model)"),
-                          ("tensor.pt", "is not a robusthash checkpoint")):  # fmt: skip
+                          ("tensor.pt", "is not a robusthash checkpoint"),
+                          ("tensor.pt", "pass --model-def path/to/file.py:factory")):  # fmt: skip
         assert main(["evaluate", "--model", str(tmp_path / name), "--quiet"]) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1 and "weights_only=False" not in err, err

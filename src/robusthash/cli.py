@@ -236,7 +236,13 @@ def _load_model(args: argparse.Namespace, device: torch.device) -> tuple[Any, An
 
     path = Path(args.model)
     if args.model_def is None and args.backbone is None:
-        ckpt = read_checkpoint(path)
+        try:
+            ckpt = read_checkpoint(path)
+        except UserError as exc:
+            if "is not a robusthash checkpoint" not in str(exc):
+                raise
+            raise UserError(f"{exc}; for a state dict of your own module pass --model-def path/to/file.py:factory, "
+                            "or --backbone NAME --bits K for one of the field's public code") from None
         options = _dataset_options(args, ckpt.record.dataset)
         data = _load_data(options)
         check_matches_data(ckpt.record, data, path)
