@@ -176,44 +176,47 @@ def _differing(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
     return [k for k in sorted(set(stored) | set(current)) if stored.get(k) != current.get(k)]
 
 
-def run_training(
-    model: nn.Module,
-    method: TrainingMethod,
-    data: DatasetSplits,
-    *,
-    epochs: int,
-    batch_size: int,
-    meta: dict[str, Any],
-    recipe_of: Callable[[ModelRecord], dict[str, Any]],
-    out: str | Path | None,
-    device: torch.device,
-    resume: bool = True,
-    quiet: bool = False,
-    desc: str = "train",
-    precision: str = "fp32",
-) -> tuple[list[dict[str, float]], float]:
-    """Train ``model`` with ``method`` for ``epochs`` over ``data.train``; returns (history, seconds).
+@dataclass
+class TrainingPlan:
+    """How :func:`run_training` runs: ``epochs`` of ``batch_size`` (the global batch under torchrun), the
+    checkpoint's ``meta`` and ``recipe_of`` (what of a stored record must equal this run's to resume), the output
+    ``out`` (None: nothing saved), ``device``, ``precision``, ``resume``, and the progress bar (``desc``,
+    ``quiet``)."""
 
-    With ``out``, the model, the method's state, the optimiser, the schedule and the generators are saved
-    atomically after every epoch, and a later call resumes from there. ``recipe_of(record)`` picks from a run's
-    record everything that shapes the result (it also reads checkpoints written before a field existed); a
+    epochs: int
+    batch_size: int
+    meta: dict[str, Any]
+    recipe_of: Callable[[ModelRecord], dict[str, Any]]
+    out: Path | None = None
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    resume: bool = True
+    quiet: bool = False
+    desc: str = "train"
+    precision: str = "fp32"
+
+
+def run_training(model: nn.Module, method: TrainingMethod, data: DatasetSplits,
+                 plan: TrainingPlan) -> tuple[list[dict[str, float]], float]:  # fmt: skip
+    """Train ``model`` with ``method`` for ``plan.epochs`` over ``data.train``; returns (history, seconds).
+
+    With ``plan.out``, the model, the method's state, the optimiser, the schedule and the generators are saved
+    atomically after every epoch, and a later call resumes from there. ``plan.recipe_of(record)`` picks from a
+    run's record everything that shapes the result (it also reads checkpoints written before a field existed); a
     checkpoint whose recipe differs from this run's is refused, naming the settings that differ. A last batch of
     one item is dropped (batch norm cannot train on it). ``precision="bf16"`` computes each batch's loss (and
     any training attack inside it) under bf16 autocast; the weights and the optimiser stay fp32. ``out`` is
     locked for the run (:func:`~robusthash.runtime.exclusive_output`): a second run on the same output is refused.
     """
-    if out is None:
-        return _run_training(model, method, data, epochs, batch_size, meta, recipe_of, None, device, resume, quiet,
-                             desc, precision)  # fmt: skip
-    with exclusive_output(out):
-        return _run_training(model, method, data, epochs, batch_size, meta, recipe_of, Path(out), device, resume,
-                             quiet, desc, precision)  # fmt: skip
+    if plan.out is None:
+        return _run_training(model, method, data, plan)
+    with exclusive_output(plan.out):
+        return _run_training(model, method, data, plan)
 
 
-def _run_training(model: nn.Module, method: TrainingMethod, data: DatasetSplits, epochs: int, batch_size: int,
-                  meta: dict[str, Any], recipe_of: Callable[[ModelRecord], dict[str, Any]], path: Path | None,
-                  device: torch.device, resume: bool, quiet: bool, desc: str,
-                  precision: str) -> tuple[list[dict[str, float]], float]:  # fmt: skip
+def _run_training(model: nn.Module, method: TrainingMethod, data: DatasetSplits,
+                  plan: TrainingPlan) -> tuple[list[dict[str, float]], float]:  # fmt: skip
+    epochs, batch_size, meta, recipe_of, path = plan.epochs, plan.batch_size, plan.meta, plan.recipe_of, plan.out
+    device, resume, quiet, desc, precision = plan.device, plan.resume, plan.quiet, plan.desc, plan.precision
     optimizer = method.make_optimizer()
     w = world()
     local_batch = batch_size
@@ -349,13 +352,11 @@ def train(
     dataset = dataset_meta(data, dataset_options or {})
     meta = {"kind": "trained", "model": model.config, "train": asdict(config), "dataset": dataset,
             "seed": config.seed, "environment": environment(device)}  # fmt: skip
-    history, seconds = run_training(
-        model, method, data, epochs=config.epochs, batch_size=config.batch_size, meta=meta, recipe_of=_train_recipe,
-        out=out, device=device, resume=resume, quiet=quiet, desc=f"train {config.loss}-{config.bits}",
-        precision=config.precision,
-    )  # fmt: skip
+    plan = TrainingPlan(config.epochs, config.batch_size, meta, _train_recipe, Path(out) if out else None, device,
+                        resume, quiet, f"train {config.loss}-{config.bits}", config.precision)  # fmt: skip
+    history, seconds = run_training(model, method, data, plan)
     return TrainResult(model, loss_fn, history, Path(out) if out else None, seconds)
 
 
-__all__ = ["TrainConfig", "TrainResult", "TrainingMethod", "CleanTraining", "run_training", "train",
+__all__ = ["TrainConfig", "TrainResult", "TrainingMethod", "TrainingPlan", "CleanTraining", "run_training", "train",
            "build_model", "dataset_meta"]  # fmt: skip

@@ -22,7 +22,7 @@ from robusthash.models import HashModel
 from robusthash.records import ModelRecord
 from robusthash.registry import Registry
 from robusthash.runtime import check_precision, check_seed, environment, model_fingerprint, seed_everything
-from robusthash.training import TrainingMethod, run_training
+from robusthash.training import TrainingMethod, TrainingPlan, run_training
 
 # the fields of DefenseConfig that only some defences read (each defence's ``uses`` names its own)
 METHOD_FIELDS: tuple[str, ...] = ("lam", "similarity")
@@ -178,9 +178,7 @@ def defend(
                                 "base_seed": record.seed, "base_fingerprint": fingerprint},
                        seed=config.seed, environment=environment(device)).to_meta()  # fmt: skip
     method = cls(model, loss_fn, data, device, generator, config=config)
-    history, seconds = run_training(
-        model, method, data, epochs=config.epochs, batch_size=config.batch_size, meta=meta,
-        recipe_of=_defense_recipe, out=out, device=device, resume=resume, quiet=quiet, desc=cls.name,
-        precision=config.precision,
-    )  # fmt: skip
+    plan = TrainingPlan(config.epochs, config.batch_size, meta, _defense_recipe, Path(out) if out else None, device,
+                        resume, quiet, cls.name, config.precision)  # fmt: skip
+    history, seconds = run_training(model, method, data, plan)
     return DefenseResult(model, history, Path(out) if out else None, seconds, fingerprint)
