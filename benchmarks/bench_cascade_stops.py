@@ -112,10 +112,7 @@ def main() -> None:
         if model_name not in MODELS:
             raise SystemExit(f"unknown model {model_name!r}; valid: {', '.join(MODELS)}")
         measure(rows, model_name, args.queries, args.query_seed, args.rounds)
-    if args.markdown:
-        text = markdown(rows.rows)
-        Path(args.markdown).write_text(text, encoding="utf-8")
-        rows.set_markdown(text)
+    rows.publish(markdown(rows.rows), args.markdown)
     print(f"rows in {args.out}; command: {COMMAND}")
 
 

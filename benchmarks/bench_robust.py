@@ -256,10 +256,7 @@ def main() -> None:
         s = summary(rows.rows, tag, weights_of(ckpt), args.stages or CURRENT)
         if s is not None:
             print(f"{tag}: worst case {s['worst_case']:.4f}, cascade {s['robust']:.4f} ({s['cost']:.1f}x PgA)")
-    if args.markdown:
-        text = markdown(rows.rows)
-        Path(args.markdown).write_text(text, encoding="utf-8")
-        rows.set_markdown(text)
+    rows.publish(markdown(rows.rows), args.markdown)
     print(f"rows in {args.out}; command: {COMMAND}")
 
 

@@ -99,10 +99,7 @@ def main() -> None:
         finally:
             if load is not None:
                 load.kill()
-    if args.markdown:
-        text = markdown(rows.rows)
-        Path(args.markdown).write_text(text, encoding="utf-8")
-        rows.set_markdown(text)
+    rows.publish(markdown(rows.rows), args.markdown)
     print(f"rows in {args.out}; command: {COMMAND}")
 
 

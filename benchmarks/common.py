@@ -86,6 +86,12 @@ class Rows:
         self.doc["markdown"] = markdown
         atomic_write_json(self.doc, self.path)
 
+    def publish(self, markdown: str, path: str | Path | None) -> None:
+        """Write the benchmark's tables to the Markdown file ``path`` (when given) and store them with the rows."""
+        if path:
+            Path(path).write_text(markdown, encoding="utf-8")
+            self.set_markdown(markdown)
+
     def key(self, row: dict[str, Any]) -> tuple:
         return tuple(row.get(k) for k in self.key_fields)
 
