@@ -100,3 +100,10 @@ def test_prepare_craft_and_score_are_steps_callable_alone(toy):
     assert [a.scores.ap for a in run.attacks] == [a.scores.ap for a in whole.attacks]
     assert run.robust_ap == whole.robust_ap and run.clean.map == whole.clean.map
     assert [g.query_index for g in run.gallery.items] == [g.query_index for g in whole.gallery.items]
+
+
+def test_progress_bars_name_the_model(toy, capsys):
+    data, model = toy
+    evaluate_attacks(model, data, AttackSuite(attacks=["pga"], steps=2, gallery_queries=0), quiet=False,
+                     label="toy-model")  # fmt: skip
+    assert "toy-model: pga" in capsys.readouterr().err

@@ -359,7 +359,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
                       for p in (args.surrogate or "").split(",") if p.strip()}  # fmt: skip
         run = evaluate_attacks(model, data, suite, device, quiet=args.quiet, surrogates=surrogates,
                                config={"model": args.model, "dataset": options}, model_meta=ckpt.summary(),
-                               resume=out / CRAFTED)  # fmt: skip
+                               resume=out / CRAFTED, label=Path(args.model).stem)  # fmt: skip
         write_attack_outputs(run, out)
         discard_crafted(out / CRAFTED)
     return 0

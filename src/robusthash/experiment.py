@@ -167,7 +167,7 @@ def _attack_stage(model_path: Path, data: DatasetSplits, exp: Experiment, device
     ckpt = read_checkpoint(model_path)
     crafted = out.with_suffix(".crafted")  # the shards crafted so far: an interrupted stage resumes from them
     run = evaluate_attacks(ckpt.build_model(device), data, exp.attack, device, quiet=quiet, config=config,
-                           model_meta=ckpt.summary(), resume=crafted)  # fmt: skip
+                           model_meta=ckpt.summary(), resume=crafted, label=model_path.stem)  # fmt: skip
     run.write(out)
     if is_main_process():
         shutil.rmtree(crafted, ignore_errors=True)

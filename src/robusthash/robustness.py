@@ -419,11 +419,12 @@ class Prepared:
     labels: Tensor
     clean_codes: Tensor
     setup_seconds: float
+    label: str | None = None  # the model, as progress bars name it
 
 
 def prepare(model: nn.Module, data: DatasetSplits, suite: AttackSuite, device: torch.device | str = "cpu",
             quiet: bool = True, surrogates: dict[str, nn.Module] | None = None,
-            indices: Tensor | None = None) -> Prepared:  # fmt: skip
+            indices: Tensor | None = None, label: str | None = None) -> Prepared:  # fmt: skip
     """Step 1: check the suite and the model (garbage is refused, not scored), encode the banks and the clean
     queries; under torchrun each rank holds its strided share of the queries."""
     suite.validate()
@@ -447,7 +448,7 @@ def prepare(model: nn.Module, data: DatasetSplits, suite: AttackSuite, device: t
     check_model(victim, probe, device, suite.allow_saturated)
     clean_codes = gather_strided(encode_images(victim, images, device, precision=suite.precision), len(indices))
     return Prepared(suite, device, victim, banks, surrogate_banks, indices, mine, images, my_labels,
-                    labels_of(data.query)[indices].clone(), clean_codes, setup_seconds)  # fmt: skip
+                    labels_of(data.query)[indices].clone(), clean_codes, setup_seconds, label)  # fmt: skip
 
 
 def craft_attack(prep: Prepared, data: DatasetSplits, name: str, quiet: bool = True, resume: str | Path | None = None,
@@ -463,7 +464,7 @@ def craft_attack(prep: Prepared, data: DatasetSplits, name: str, quiet: bool = T
     results = []
     for label, (crafter, own) in crafters:
         attack = create_attack(name, crafter, reference=own.reference.to(device), database=own.database,
-                               quiet=quiet, **suite.options(name))  # fmt: skip
+                               quiet=quiet, label=prep.label, **suite.options(name))  # fmt: skip
         fit_began = time.perf_counter()
         attack.fit(quiet=quiet, train=data.train)
         fit_seconds = time.perf_counter() - fit_began
@@ -525,15 +526,16 @@ def evaluate_attacks(
     model_meta: dict[str, Any] | None = None,
     indices: Tensor | None = None,
     resume: str | Path | None = None,
+    label: str | None = None,
 ) -> RobustnessRun:
     """Run ``suite`` against ``model`` (the victim) on ``data.query``: :func:`prepare`, :func:`craft_attack` for
-    each attack, :func:`score_run` (see module docstring).
+    each attack, :func:`score_run` (see module docstring). ``label`` names the model in progress bars.
 
     ``surrogates`` (label -> model) craft the transfer attacks; ``indices`` restricts the run to a shard of
     the suite's queries (the rows of the result follow them); ``config`` and ``model_meta`` are recorded;
     ``resume``: a folder where crafted shards are kept and reused (module docstring).
     """
-    prep = prepare(model, data, suite, device, quiet, surrogates, indices)
+    prep = prepare(model, data, suite, device, quiet, surrogates, indices, label)
     run_config = {"suite": asdict(suite), **(config or {})}
     crafted = [c for name in suite.attacks for c in craft_attack(prep, data, name, quiet, resume, run_config)]
     run = score_run(prep, data, crafted, config, model_meta) if world().is_main else None

@@ -196,6 +196,7 @@ class Attack:
         precision: str = "fp32",
         quiet: bool = True,
         block_rows: int = DEFAULT_ROWS,
+        label: str | None = None,
     ) -> None:
         if not (isinstance(eps, (int, float)) and eps >= 0 and not math.isnan(eps)):
             raise UserError(f"eps must be a number >= 0 (image units, e.g. 8/255), got {eps!r}")
@@ -214,6 +215,7 @@ class Attack:
         self.seed = int(seed)
         self.batch_size = batch_size
         self.quiet = quiet
+        self.label = label  # what the progress bar names besides the attack (e.g. the model); not a setting
         self._bar: Any = None
         # the whole training time of the fitted state, where the attack keeps it with the state (ProS-GAN's
         # checkpoint adds it up across resumes and reuses): reported in place of the time one fit() call took
@@ -308,7 +310,8 @@ class Attack:
         pinned = device.type == "cuda" and images.device.type == "cpu"
         out = torch.empty_like(images, pin_memory=pinned)
         starts = range(0, images.shape[0], self.batch_size)
-        self._bar = tqdm(total=len(starts) * self.progress_units(), desc=self.name, disable=self.quiet,
+        desc = self.name if self.label is None else f"{self.label}: {self.name}"
+        self._bar = tqdm(total=len(starts) * self.progress_units(), desc=desc, disable=self.quiet,
                          leave=False)  # fmt: skip
         try:
             with frozen(self.model):
