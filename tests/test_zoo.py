@@ -88,3 +88,14 @@ def test_the_facade_loads_any_model_and_stays_light(tmp_path):
     assert rh.AttackSuite is __import__("robusthash.robustness", fromlist=["x"]).AttackSuite
     code = "import sys, robusthash\nprint('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+
+
+def test_the_command_line_takes_a_zoo_name_as_model(tmp_path, monkeypatch):
+    from robusthash.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["evaluate", "--model", "fashion-mnist-dph-32", "--quiet"]) == 0
+    from robusthash.results import load_results
+
+    run = load_results(tmp_path / "fashion-mnist-dph-32.eval.json")  # beside the name, not in the package
+    assert run.clean.map == pytest.approx(zoo.get("fashion-mnist-dph-32").clean_map, abs=1e-3)

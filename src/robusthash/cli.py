@@ -59,8 +59,8 @@ def _add_run_options(p: argparse.ArgumentParser, seed: bool = True) -> None:
 
 
 def _add_model_options(p: argparse.ArgumentParser, what: str) -> None:
-    p.add_argument("--model", required=True, help=f"{what}: a robusthash checkpoint, or a state dict with "
-                   "--model-def / --backbone")  # fmt: skip
+    p.add_argument("--model", required=True, help=f"{what}: a robusthash checkpoint, a zoo model's name (e.g. "
+                   "fashion-mnist-dph-32-cgat), or a state dict with --model-def / --backbone")  # fmt: skip
     p.add_argument("--model-def", default=None, help="path/to/file.py:factory building your nn.Module (images "
                    "in [0, 1] -> (N, K) codes); --model is then its state dict or a checkpoint robusthash wrote")
     p.add_argument("--backbone", default=None, help="with a state dict of the field's public code (DeepHash-pytorch, "
@@ -226,6 +226,18 @@ def _read_state(path: Path) -> dict[str, Any]:
     return safe_load(path, "checkpoint or state dict")
 
 
+def _model_file(spec: str) -> Path:
+    """``--model``: a file, or the name of a zoo model (its shipped file, checked against the manifest)."""
+    path = Path(spec)
+    if path.exists() or path.suffix:
+        return path
+    from robusthash import zoo
+
+    if spec in {m.name for m in zoo.list_models()}:
+        return zoo.checkpoint(spec).path
+    return path
+
+
 def _load_model(args: argparse.Namespace, device: torch.device) -> tuple[Any, Any, dict[str, Any]]:
     """(model, checkpoint, dataset options) of ``--model`` [+ ``--model-def``]; a brought model gets a
     checkpoint-like record of its own (its loss from ``--loss``)."""
@@ -234,7 +246,7 @@ def _load_model(args: argparse.Namespace, device: torch.device) -> tuple[Any, An
     from robusthash.records import ModelRecord
     from robusthash.training import TrainConfig, dataset_meta
 
-    path = Path(args.model)
+    path = _model_file(args.model)
     if args.model_def is None and args.backbone is None:
         try:
             ckpt = read_checkpoint(path)
