@@ -16,6 +16,7 @@ writes the table.
 from __future__ import annotations
 
 import argparse
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +62,7 @@ def checkpoint(name: str, bits: int, loss: str, defence: str | None) -> Path:
     return path
 
 
+@functools.cache
 def weights_of(ckpt: Path) -> str:
     """The content hash of a checkpoint's model: rows of one model build are never mixed with another's (a row
     without it, ``None``, was measured on an earlier build whose hash was not recorded)."""
