@@ -22,9 +22,9 @@ import time
 import torch
 from common import RESULTS, Rows, dataset
 
+from robusthash.app.zoo import load_model
 from robusthash.models import wrap_model
 from robusthash.robustness import AttackSuite, evaluate_attacks
-from robusthash.zoo import load_model
 
 COMMAND = "python benchmarks/bench_blackbox.py"
 KEY = ("model", "attack", "budget", "queries")

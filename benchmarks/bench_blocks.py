@@ -16,8 +16,8 @@ import time
 import torch
 from common import RESULTS, Rows
 
+from robusthash.app.zoo import load_model
 from robusthash.models.fixed_rows import FixedRows
-from robusthash.zoo import load_model
 
 COMMAND = "python benchmarks/bench_blocks.py"
 

@@ -26,10 +26,10 @@ import numpy as np
 import torch
 from common import RESULTS, Rows, dataset
 
+from robusthash.app.zoo import load_model
 from robusthash.attacks import create_attack
 from robusthash.attacks.cascade import RECIPE
 from robusthash.robustness import Banks, query_images, query_subset
-from robusthash.zoo import load_model
 
 COMMAND = "python benchmarks/bench_cascade_stops.py"
 KEY = ("model", "variant", "queries", "query_seed")

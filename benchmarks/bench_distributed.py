@@ -65,7 +65,7 @@ def main() -> None:
     args = parser.parse_args()
     runs = {"torchrun": args.nproc, "plain": None}  # torchrun --nproc-per-node 1 still joins a process group
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-    from robusthash import zoo
+    from robusthash.app import zoo
     from robusthash.results import load_results
 
     rows = Rows(Path(args.out), COMMAND, KEY, device=args.device)

@@ -17,10 +17,10 @@ from pathlib import Path
 import torch
 from common import RESULTS, Rows
 
+from robusthash.app.zoo import load_model
 from robusthash.data import load_dataset
 from robusthash.robustness import AttackSuite, evaluate_attacks
 from robusthash.runtime import resolve_device
-from robusthash.zoo import load_model
 
 COMMAND = "python benchmarks/bench_precision.py"
 KEY = ("device_name", "model", "attack", "variant")

@@ -29,7 +29,7 @@ from robusthash.attacks import create_attack
 from robusthash.data import load_dataset
 from robusthash.robustness import Banks, query_images, query_subset
 from robusthash.runtime import set_threads
-from robusthash.zoo import load_model
+from robusthash.app.zoo import load_model
 count = set_threads(sys.argv[1] if sys.argv[1] == "auto" else int(sys.argv[1]))
 data = load_dataset("fashion-mnist")
 model = load_model("fashion-mnist-dph-32")

@@ -15,9 +15,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from robusthash.app.report.tables import markdown_table  # noqa: E402
 from robusthash.attacks import ATTACKS  # noqa: E402
 from robusthash.defenses import DEFENSES  # noqa: E402
-from robusthash.report.tables import markdown_table  # noqa: E402
 
 NAMES = {"clean": "Clean", **{name: ATTACKS.get(name).display_name for name in ATTACKS}}
 ORDER = ["clean", "p2p", "dhta", "hag", "sdha", "saat", "prosgan", "pga-dagger", "pga", "cascade"]

@@ -1,4 +1,4 @@
-"""Rebuild the model zoo (src/robusthash/zoo) from a finished run of the demo trained from scratch.
+"""Rebuild the model zoo (src/robusthash/app/zoo) from a finished run of the demo trained from scratch.
 
     robusthash demo --from-scratch --out runs/zoo-build && python scripts/build_zoo.py runs/zoo-build
 
@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 
 from robusthash import metrics
+from robusthash.app.zoo import MANIFEST, ZOO_DIR, sha256_of
 from robusthash.checkpoint import read_checkpoint
 from robusthash.data import labels_of
 from robusthash.evaluation import encode
 from robusthash.runtime import atomic_torch_save, atomic_write_json
-from robusthash.zoo import MANIFEST, ZOO_DIR, sha256_of
 
 KEEP = ("format", "meta", "model", "epoch")
 MODELS = {"": "undefended", "-atrdh": "ATRDH", "-pga-at": "PgA-AT", "-cgat": "CgAT"}

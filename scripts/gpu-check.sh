@@ -28,7 +28,7 @@ timeout 240 python3 benchmarks/bench_gpu.py --device cuda --backbones alexnet --
   --precisions bf16,fp32 --variants plain --out "$out/gpu-baselines.json" --markdown "$out/gpu-baselines.md" \
   || echo "bench_gpu (baselines) stopped early (rows so far are in $out/gpu-baselines.json)"
 start=$(date +%s)
-timeout 120 python3 -m robusthash.cli demo --device cuda --out "$out/demo" --quiet > "$out/demo.log" 2>&1 \
+timeout 120 python3 -m robusthash.app.cli demo --device cuda --out "$out/demo" --quiet > "$out/demo.log" 2>&1 \
   || echo "demo stopped early"
 echo "demo wall seconds: $(( $(date +%s) - start ))" | tee -a "$out/demo.log"
 tail -12 "$out/demo.log"

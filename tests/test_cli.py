@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from robusthash.cli import build_parser, main
+from robusthash.app.cli import build_parser, main
 from tests.conftest import needs_fashion_mnist
 
 
@@ -112,7 +112,7 @@ def test_every_config_field_is_a_flag():
 def test_corrupt_checkpoint_from_the_console_script(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_text("garbage")
-    proc = subprocess.run([sys.executable, "-m", "robusthash.cli", "evaluate", "--model", str(bad)],
+    proc = subprocess.run([sys.executable, "-m", "robusthash.app.cli", "evaluate", "--model", str(bad)],
                           capture_output=True, text=True)  # fmt: skip
     assert proc.returncode == 2
     assert "not a readable robusthash checkpoint" in proc.stderr and "Traceback" not in proc.stderr
@@ -148,7 +148,7 @@ def test_help_does_not_import_torch():
     import subprocess
     import sys
 
-    code = ("import sys\nfrom robusthash.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-            "print('torch' in sys.modules)")  # fmt: skip
+    code = ("import sys\nfrom robusthash.app.cli import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\nprint('torch' in sys.modules)")  # fmt: skip
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().endswith("False") and "attack" in out and "demo" in out, out

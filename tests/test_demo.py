@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from robusthash import experiment
+from robusthash.app import experiment
 from robusthash.records import DatasetRef
 from robusthash.results import ExperimentRun, load_results
 from tests.test_training import toy_data

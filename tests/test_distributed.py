@@ -100,7 +100,7 @@ def test_every_attack_sharded_over_two_processes_equals_one_process(toy_checkpoi
         np.testing.assert_allclose(a.linf, b.linf, atol=1e-4)
         assert a.wall_seconds is not None and a.wall_seconds <= a.seconds + 1e-9
     assert sharded.gallery is not None
-    from robusthash.report.tables import attack_table
+    from robusthash.app.report.tables import attack_table
 
     assert "wall s (2 processes)" in attack_table(sharded) and "wall s" not in attack_table(single)
     assert [i.adversarial_top for i in sharded.gallery.items] == [i.adversarial_top for i in single.gallery.items]
@@ -227,7 +227,7 @@ def test_torchrun_attack_writes_once_and_equals_the_single_process_command(tmp_p
     import subprocess
     import sys
 
-    from robusthash import zoo
+    from robusthash.app import zoo
 
     model = zoo.get("fashion-mnist-dph-32").path
     common = ["attack", "--model", str(model), "--attack", "pga,dhta", "--queries", "6", "--steps", "3",

@@ -12,13 +12,14 @@ import pytest
 import torch
 from torch import nn
 
-from robusthash import cli
+from robusthash.app import cli
+from robusthash.app.report.build import build_report
 from robusthash.attacks import ATTACKS, Attack, list_attacks, register_attack
 from robusthash.checkpoint import read_checkpoint
 from robusthash.defenses import DefenseConfig, defend
 from robusthash.errors import UserError
 from robusthash.models import create_model, load_foreign_state_dict, wrap_model
-from robusthash.report.build import build_report
+from robusthash.records import DatasetRef
 from robusthash.results import load_results
 from robusthash.robustness import AttackSuite, evaluate_attacks
 from robusthash.training import TrainConfig, train
@@ -81,7 +82,7 @@ def test_wrap_model_names_a_wrong_output_shape():
 @pytest.fixture()
 def toy_cli(brought, monkeypatch):
     data, _, folder = brought
-    monkeypatch.setattr(cli, "_load_data", lambda options: data)
+    monkeypatch.setattr(DatasetRef, "load", lambda self: data)
     return folder
 
 

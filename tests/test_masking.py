@@ -134,7 +134,7 @@ def test_robust_protocol_flags_a_masked_model_and_its_gradient_free_stage_breaks
     cascade = masked.attack("cascade")
     assert cascade.stages is not None and set(cascade.stages) == set(cascade.settings["stages"])
     assert masked.robust_map < masked.attack("pga").map - 0.2  # the gradient-free stage got what PgA could not
-    from robusthash.report.tables import attack_table
+    from robusthash.app.report.tables import attack_table
 
     table = attack_table(masked)
     assert "gradient-free stage 200 queries" in table

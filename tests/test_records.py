@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from robusthash import zoo
+from robusthash.app import zoo
 from robusthash.errors import UserError
 from robusthash.records import DatasetRef, ModelRecord
 
@@ -36,3 +36,39 @@ def test_a_dataset_reference_ignores_what_it_does_not_name_and_reads_defaults():
     assert ref == DatasetRef("toy", None, "all", 0, None) and ref.options()["database"] == "all"
     with pytest.raises(UserError, match="database must be a positive integer or 'all'"):
         DatasetRef(database=0).validate()
+
+
+def test_given_dataset_fields_replace_the_recorded_ones_and_unknown_fields_are_named():
+    ref = DatasetRef(database=500, split_seed=3)
+    assert ref.with_given(database=None, split_seed=1) == DatasetRef(database=500, split_seed=1)
+    with pytest.raises(UserError, match="unknown dataset field.*databse; valid: data_dir, database"):
+        ref.with_given(databse=10)
+
+
+def test_any_model_loads_with_its_recorded_data_from_the_library(tmp_path, monkeypatch):
+    """The command line's loading is the library's: a checkpoint with its own split (a given field replacing the
+    recorded one), and a brought state dict with a record of its own."""
+    import torch
+
+    from robusthash.loading import ModelSource, load_with_data
+    from tests.test_training import toy_data
+
+    data = toy_data(n_per_class=4)
+    seen: list[DatasetRef] = []
+    monkeypatch.setattr(DatasetRef, "load", lambda self: seen.append(self) or data)
+    path = zoo.checkpoint("fashion-mnist-dph-32").path
+    with pytest.raises(UserError, match="classes"):  # the toy data has 3 classes, the zoo model 10
+        load_with_data(ModelSource(path), dataset={"database": 77})
+    assert seen[-1] == DatasetRef.of(zoo.checkpoint("fashion-mnist-dph-32").record.dataset).with_given(database=77)
+    module = tmp_path / "net.py"
+    shape = tuple(data.image_shape)
+    module.write_text("import torch\ndef make():\n    return torch.nn.Sequential(torch.nn.Flatten(), "
+                      f"torch.nn.Linear({shape[0] * shape[1] * shape[2]}, 6))\n")  # fmt: skip
+    weights = tmp_path / "w.pt"
+    torch.save({"1.weight": torch.zeros(6, shape[0] * shape[1] * shape[2]), "1.bias": torch.ones(6)}, weights)
+    loaded = load_with_data(ModelSource(weights, model_def=f"{module}:make", loss="dpsh"))
+    assert loaded.model.bits == 6 and not loaded.model.training and loaded.data is data
+    assert loaded.checkpoint.record.loss == "dpsh" and loaded.dataset == DatasetRef()
+    assert torch.equal(loaded.model(torch.zeros(1, *shape)).sign(), torch.ones(1, 6))
+    with pytest.raises(UserError, match="--backbone needs --bits"):
+        load_with_data(ModelSource(weights, backbone="small_cnn"))

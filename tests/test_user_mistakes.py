@@ -9,7 +9,8 @@ import stat
 import pytest
 import torch
 
-from robusthash.cli import main
+from robusthash.app.cli import main
+from robusthash.records import DatasetRef
 from robusthash.runtime import atomic_write_json
 
 
@@ -252,12 +253,11 @@ def test_a_failing_run_leaves_earlier_results_untouched(tmp_path, capsys):
 
 
 def test_a_defended_checkpoint_is_not_a_base_for_defence(tmp_path, capsys, monkeypatch):
-    from robusthash import cli
     from robusthash.training import TrainConfig, train
     from tests.test_training import toy_data
 
     data = toy_data(n_per_class=4)
-    monkeypatch.setattr(cli, "_load_data", lambda options: data)
+    monkeypatch.setattr(DatasetRef, "load", lambda self: data)
     train(data, TrainConfig(bits=4, epochs=1, batch_size=4), tmp_path / "m.pt", quiet=True)
     payload = torch.load(tmp_path / "m.pt", weights_only=True)
     payload["meta"]["kind"] = "defended"
@@ -354,7 +354,7 @@ def test_experiment_files_are_typed_before_any_work(text, message, tmp_path, cap
 
 
 def test_integer_values_are_accepted_where_numbers_are_meant(tmp_path):
-    from robusthash.experiment import load_experiment
+    from robusthash.app.experiment import load_experiment
 
     path = tmp_path / "exp.toml"
     path.write_text('[train]\nlr = 1\n[attack]\neps = 0\nattacks = ["pga"]\n')
@@ -445,7 +445,7 @@ def test_a_tampered_zoo_is_refused_in_one_line(tamper, message, tmp_path, monkey
     import json
     import shutil
 
-    from robusthash import zoo
+    from robusthash.app import zoo
     from robusthash.errors import UserError
 
     shutil.copytree(zoo.ZOO_DIR, tmp_path / "zoo", ignore=shutil.ignore_patterns("*.py", "__pycache__"))

@@ -6,13 +6,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from robusthash import metrics, zoo
+from robusthash import metrics
+from robusthash.app import zoo
+from robusthash.app.experiment import DEMO, _shipped, load_experiment
 from robusthash.checkpoint import read_checkpoint
 from robusthash.data import labels_of
 from robusthash.defenses import DefenseConfig
 from robusthash.errors import UserError
 from robusthash.evaluation import encode
-from robusthash.experiment import DEMO, _shipped, load_experiment
 from robusthash.models import HashModel
 from robusthash.training import TrainConfig, train
 from tests.conftest import needs_fashion_mnist
@@ -86,12 +87,13 @@ def test_the_facade_loads_any_model_and_stays_light(tmp_path):
     with pytest.raises(rh.UserError, match="no model 'nothing': give a zoo name"):
         rh.load_model("nothing")
     assert rh.AttackSuite is __import__("robusthash.robustness", fromlist=["x"]).AttackSuite
+    assert all(getattr(rh, name) is not None for name in rh.__all__)  # every façade name resolves
     code = "import sys, robusthash\nprint('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
 
 
 def test_the_command_line_takes_a_zoo_name_as_model(tmp_path, monkeypatch):
-    from robusthash.cli import main
+    from robusthash.app.cli import main
 
     monkeypatch.chdir(tmp_path)
     assert main(["evaluate", "--model", "fashion-mnist-dph-32", "--quiet"]) == 0

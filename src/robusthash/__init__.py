@@ -36,7 +36,10 @@ _FACADE = {
     "evaluate_attacks": "robusthash.robustness",
     "evaluate_retrieval": "robusthash.evaluation",
     "read_checkpoint": "robusthash.checkpoint",
+    "ModelSource": "robusthash.loading",
+    "load_with_data": "robusthash.loading",
     "load_results": "robusthash.results",
+    "list_models": "robusthash.app.zoo",
 }
 
 __all__ = ["UserError", "__version__", "load_model", *_FACADE]
@@ -49,12 +52,12 @@ def __getattr__(name: str) -> Any:
 
 
 def load_model(source: str, device: Any = "cpu", output: str = "tanh", image_shape: Any = None) -> Any:
-    """A model ready to attack, from any source: a zoo name (``robusthash.zoo.list_models()``), a robusthash
+    """A model ready to attack, from any source: a zoo name (:func:`list_models`), a robusthash
     checkpoint file, or ``path/to/file.py:factory`` (your module, wrapped by :func:`wrap_model` with ``output``
     and ``image_shape``). Unknown sources are a :class:`UserError` naming the three kinds."""
     from pathlib import Path
 
-    from robusthash import zoo
+    from robusthash.app import zoo
     from robusthash.checkpoint import read_checkpoint
     from robusthash.models import load_model_def, wrap_model
 

@@ -2,6 +2,6 @@
 
 import sys
 
-from robusthash.cli import main
+from robusthash.app.cli import main
 
 sys.exit(main())

@@ -8,7 +8,7 @@ one class. :class:`ModelRecord` is what a checkpoint says of its model; only thi
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from robusthash.data import DatasetSplits, load_dataset
@@ -34,6 +34,15 @@ class DatasetRef:
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in stored.items() if k in known and v is not None}
         return cls(**{**values, "data_dir": stored.get("data_dir"), "image_size": stored.get("image_size")})
+
+    def with_given(self, **given: Any) -> DatasetRef:
+        """This reference with each given (not ``None``) field replacing its own: what a user states first, then
+        what a checkpoint recorded."""
+        known = {f.name for f in fields(self)}
+        unknown = sorted(set(given) - known)
+        if unknown:
+            raise UserError(f"unknown dataset field(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+        return replace(self, **{k: v for k, v in given.items() if v is not None})
 
     def options(self) -> dict[str, Any]:
         """As a plain mapping, the form results and checkpoints store."""

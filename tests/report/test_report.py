@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 
+from robusthash.app.report.build import build_report, collect
+from robusthash.app.report.gallery import draw_gallery
 from robusthash.errors import UserError
-from robusthash.report.build import build_report, collect
-from robusthash.report.gallery import draw_gallery
 from robusthash.results import SCHEMA, BenchmarkRows, RobustnessRun, load_results
 from robusthash.robustness import AttackSuite, evaluate_attacks
 

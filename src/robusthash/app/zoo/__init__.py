@@ -2,7 +2,7 @@
 
 Like RobustBench's ``load_model``, a shipped model loads by name from Python::
 
-    from robusthash.zoo import load_model, list_models
+    from robusthash.app.zoo import load_model, list_models
     model = load_model("fashion-mnist-dph-32-cgat")          # a HashModel in eval mode
 
 The zoo holds the demo's models (``experiments/demo.toml``): DPH on ``small_cnn``, 32 bits, trained on the

@@ -190,40 +190,22 @@ def _command_of(argv: Sequence[str]) -> str:
     return next((a for a in argv if a in COMMANDS), "")
 
 
-def _dataset_options(args: argparse.Namespace, stored: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The options that reproduce a split: command line first, then what a checkpoint recorded."""
+def _dataset_given(args: argparse.Namespace) -> dict[str, Any]:
+    """The dataset fields given on the command line (``None``: not given, keep what a checkpoint recorded)."""
     from robusthash.runtime import check_seed
 
-    stored = stored or {}
     if args.split_seed is not None:
         check_seed(args.split_seed, "--split-seed")
     if args.image_size is not None and args.image_size < 1:
         raise UserError(f"--image-size must be a positive number of pixels, got {args.image_size}")
-    database: Any = args.database if args.database is not None else stored.get("database", 10_000)
-    if database != "all":
+    database: Any = args.database
+    if database is not None and database != "all":
         try:
             database = int(database)
         except ValueError:
             raise UserError(f"--database must be an integer or 'all', got {database!r}") from None
-    return {
-        "name": args.dataset or stored.get("name") or "fashion-mnist",
-        "data_dir": args.data_dir if args.data_dir is not None else stored.get("data_dir"),
-        "database": database,
-        "split_seed": args.split_seed if args.split_seed is not None else stored.get("split_seed", 0),
-        "image_size": args.image_size if args.image_size is not None else stored.get("image_size"),
-    }
-
-
-def _load_data(options: dict[str, Any]):  # noqa: ANN202 - DatasetSplits, imported lazily
-    from robusthash.records import DatasetRef
-
-    return DatasetRef.of(options).load()
-
-
-def _read_state(path: Path) -> dict[str, Any]:
-    from robusthash.runtime import safe_load
-
-    return safe_load(path, "checkpoint or state dict")
+    return {"name": args.dataset, "data_dir": args.data_dir, "database": database, "split_seed": args.split_seed,
+            "image_size": args.image_size}  # fmt: skip
 
 
 def _model_file(spec: str) -> Path:
@@ -231,56 +213,20 @@ def _model_file(spec: str) -> Path:
     path = Path(spec)
     if path.exists() or path.suffix:
         return path
-    from robusthash import zoo
+    from robusthash.app import zoo
 
     if spec in {m.name for m in zoo.list_models()}:
         return zoo.checkpoint(spec).path
     return path
 
 
-def _load_model(args: argparse.Namespace, device: torch.device) -> tuple[Any, Any, dict[str, Any]]:
-    """(model, checkpoint, dataset options) of ``--model`` [+ ``--model-def``]; a brought model gets a
-    checkpoint-like record of its own (its loss from ``--loss``)."""
-    from robusthash.checkpoint import FORMAT, Checkpoint, check_matches_data, read_checkpoint
-    from robusthash.models import create_model, load_foreign_state_dict, load_model_def, wrap_model
-    from robusthash.records import ModelRecord
-    from robusthash.training import TrainConfig, dataset_meta
+def _load_model(args: argparse.Namespace, device: torch.device) -> Any:  # LoadedModel, imported lazily
+    """``--model`` [+ ``--model-def`` / ``--backbone``] and its data."""
+    from robusthash.loading import ModelSource, load_with_data
 
-    path = _model_file(args.model)
-    if args.model_def is None and args.backbone is None:
-        try:
-            ckpt = read_checkpoint(path)
-        except UserError as exc:
-            if "is not a robusthash checkpoint" not in str(exc):
-                raise
-            raise UserError(f"{exc}; for a state dict of your own module pass --model-def path/to/file.py:factory, "
-                            "or --backbone NAME --bits K for one of the field's public code") from None
-        options = _dataset_options(args, ckpt.record.dataset)
-        data = _load_data(options)
-        check_matches_data(ckpt.record, data, path)
-        return ckpt.build_model(device), ckpt, options
-    state = _read_state(path)
-    stored = ModelRecord.from_meta(state.get("meta"), str(path)) if state.get("format") == FORMAT else None
-    weights = state["model"] if stored else state
-    options = _dataset_options(args, stored.dataset if stored else None)
-    data = _load_data(options)
-    if args.model_def is not None:
-        model = wrap_model(load_model_def(args.model_def), args.model_output, image_shape=data.image_shape,
-                           name=args.model_def)  # fmt: skip
-        if "mean" not in weights:  # the bare state dict of the user's module
-            weights = {**model.state_dict(), **{f"module.{k}": v for k, v in weights.items()}}
-        try:
-            model.load_state_dict(weights)
-        except RuntimeError as exc:
-            raise UserError(f"{path} does not fit the module of {args.model_def}: {str(exc).splitlines()[0]}") from None
-    else:
-        if args.bits is None:
-            raise UserError("--backbone needs --bits, the code length of the state dict")
-        model = create_model(args.backbone, args.bits, data.image_shape[0], data.mean, data.std, data.image_shape[-1])
-        load_foreign_state_dict(model, weights, args.backbone)
-    recipe = {**TrainConfig().__dict__, "loss": args.model_loss, "backbone": model.config["backbone"]}
-    record = stored or ModelRecord("trained", model.config, recipe, dataset_meta(data, options))
-    return model.to(device).eval(), Checkpoint(path, record, {"model": model.state_dict()}), options
+    source = ModelSource(_model_file(args.model), args.model_def, args.backbone, args.bits, args.model_output,
+                         args.model_loss)  # fmt: skip
+    return load_with_data(source, device, _dataset_given(args))
 
 
 def cmd_datasets(args: argparse.Namespace) -> int:
@@ -310,8 +256,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     config = TrainConfig(**given(args, TrainConfig))
     config.validate()
     check_writable(args.out)
-    options = _dataset_options(args)
-    data = _load_data(options)
+    from robusthash.records import DatasetRef
+
+    options = DatasetRef().with_given(**_dataset_given(args)).options()
+    data = DatasetRef.of(options).load()
     result = train(data, config, args.out, device, resume=not args.no_resume, dataset_options=options,
                    quiet=args.quiet)  # fmt: skip
     report = evaluate_retrieval(result.model, data, device, topk=1000)
@@ -331,8 +279,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise UserError(f"--topk must be >= 0 (0 = the whole database), got {args.topk}")
     out = Path(args.out) if args.out else Path(args.model).with_suffix(".eval.json")
     check_writable(out)
-    model, ckpt, options = _load_model(args, device)
-    data = _load_data(options)
+    loaded = _load_model(args, device)
+    model, ckpt, data, options = loaded.model, loaded.checkpoint, loaded.data, loaded.dataset.options()
     topk = args.topk or None
     if args.store:
         from robusthash.data import labels_of
@@ -365,8 +313,8 @@ def cmd_attack(args: argparse.Namespace) -> int:
     seed_everything(suite.seed)
     out = Path(args.out) if args.out else Path(args.model).with_name(Path(args.model).stem + "-attacks")
     with exclusive_output(out / "attack_results.json"):
-        model, ckpt, options = _load_model(args, device)
-        data = _load_data(options)
+        loaded = _load_model(args, device)
+        model, ckpt, data, options = loaded.model, loaded.checkpoint, loaded.data, loaded.dataset.options()
         surrogates = {Path(p).stem: read_checkpoint(p).build_model(device)
                       for p in (args.surrogate or "").split(",") if p.strip()}  # fmt: skip
         run = evaluate_attacks(model, data, suite, device, quiet=args.quiet, surrogates=surrogates,
@@ -393,8 +341,8 @@ def discard_crafted(folder: Path) -> None:
 def write_attack_outputs(run: Any, out: Path) -> None:
     """JSON, Markdown table and PR / P@N figures of an attack run, and the table on stdout (rank 0 of a
     distributed job alone)."""
-    from robusthash.report.plots import plot_pr_and_pn
-    from robusthash.report.tables import attack_table
+    from robusthash.app.report.plots import plot_pr_and_pn
+    from robusthash.app.report.tables import attack_table
     from robusthash.runtime import atomic_write_text, is_main_process
 
     if not is_main_process():
@@ -422,10 +370,10 @@ def cmd_defend(args: argparse.Namespace) -> int:
     config.validate()
     if args.out:
         check_writable(args.out)
-    model, base, options = _load_model(args, device)
+    loaded = _load_model(args, device)
+    model, base, data, options = loaded.model, loaded.checkpoint, loaded.data, loaded.dataset.options()
     if base.record.kind == "defended":
         raise UserError(f"{args.model} is already a defended model; start from the clean checkpoint it came from")
-    data = _load_data(options)
     out = Path(args.out) if args.out else Path(args.model).with_name(f"{Path(args.model).stem}-{config.method}.pt")
     result = defend(base, data, config, out, device, resume=not args.no_resume, quiet=args.quiet, model=model)
     report = evaluate_retrieval(result.model, data, device, topk=1000, per_query=True)
@@ -440,7 +388,7 @@ def cmd_defend(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from robusthash.report.build import build_report
+    from robusthash.app.report.build import build_report
     from robusthash.runtime import check_writable
 
     check_writable(args.out, folder=True)
@@ -450,7 +398,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from robusthash.experiment import load_experiment, run_experiment
+    from robusthash.app.experiment import load_experiment, run_experiment
 
     out = args.out or f"runs/{load_experiment(args.experiment, args.seed, args.data_dir).name}"
     run_experiment(args.experiment, out, args.seed, args.device, args.quiet, args.data_dir, args.from_scratch,
@@ -459,7 +407,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from robusthash.experiment import DEMO, run_experiment
+    from robusthash.app.experiment import DEMO, run_experiment
 
     if args.print:
         print(DEMO.read_text(encoding="utf-8"), end="")

@@ -6,7 +6,7 @@ Stages: train the model of ``[train]`` (or reuse ``[model] checkpoint``); attack
 reuses what an earlier run left in the output folder (checkpoints resume; a robustness file is reused when its
 config is this run's; an attack stage resumes from the shards it had crafted, ``attacks-*.crafted/``), so an
 interrupted experiment picks up where it stopped. A stage whose recipe is exactly
-that of a model in the zoo (:mod:`robusthash.zoo`, the demo's models) uses the shipped checkpoint instead of
+that of a model in the zoo (:mod:`robusthash.app.zoo`, the demo's models) uses the shipped checkpoint instead of
 training, unless ``from_scratch``. The resolved configuration (every
 default filled in) is written to ``config.json`` beside the results. ``robusthash demo`` runs the shipped
 ``experiments/demo.toml``.
@@ -23,7 +23,9 @@ from typing import Any
 
 import torch
 
-from robusthash import zoo
+from robusthash.app import zoo
+from robusthash.app.report.build import build_report
+from robusthash.app.report.tables import attack_table, markdown_table
 from robusthash.checkpoint import read_checkpoint
 from robusthash.config import from_mapping
 from robusthash.data import DatasetSplits
@@ -31,8 +33,6 @@ from robusthash.defenses import DEFENSES, DefenseConfig, defend
 from robusthash.distributed import barrier
 from robusthash.errors import UserError
 from robusthash.records import DatasetRef
-from robusthash.report.build import build_report
-from robusthash.report.tables import attack_table, markdown_table
 from robusthash.results import ExperimentRow, ExperimentRun, RobustnessRun, load_results, now
 from robusthash.robustness import AttackSuite, evaluate_attacks
 from robusthash.runtime import (

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from robusthash.app.report.gallery import draw_gallery
+from robusthash.app.report.plots import plot_budget_curve, plot_efficiency, plot_pr_and_pn
+from robusthash.app.report.tables import attack_rows, budget_rows, flag_rows, fmt, markdown_table
 from robusthash.errors import UserError
 from robusthash.records import DatasetRef
-from robusthash.report.gallery import draw_gallery
-from robusthash.report.plots import plot_budget_curve, plot_efficiency, plot_pr_and_pn
-from robusthash.report.tables import attack_rows, budget_rows, flag_rows, fmt, markdown_table
 from robusthash.results import BenchmarkRows, ExperimentRun, RobustnessRun, load_results, now
 
 
