@@ -13,14 +13,13 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
 from robusthash import metrics
 from robusthash.app.zoo import MANIFEST, ZOO_DIR, sha256_of
 from robusthash.checkpoint import read_checkpoint
 from robusthash.data import labels_of
 from robusthash.evaluation import encode
-from robusthash.runtime import atomic_torch_save, atomic_write_json
+from robusthash.records import ModelRecord
+from robusthash.runtime import atomic_torch_save, atomic_write_json, safe_load
 
 KEEP = ("format", "meta", "model", "epoch")
 MODELS = {"": "undefended", "-atrdh": "ATRDH", "-pga-at": "PgA-AT", "-cgat": "CgAT"}
@@ -46,17 +45,17 @@ def main() -> int:
         if not source.is_file():
             print(f"{source} not found: run `robusthash demo --from-scratch --out {run}` first", file=sys.stderr)
             return 2
-        payload = torch.load(source, map_location="cpu", weights_only=True)
-        meta = payload["meta"]
-        name = f"{meta['dataset']['name']}-{meta['train']['loss']}-{meta['train']['bits']}{suffix}"
+        payload = safe_load(source, "checkpoint")
+        record = ModelRecord.from_meta(payload.get("meta"), str(source))
+        data = record.data_ref.name
+        name = f"{data}-{record.loss}-{record.bits}{suffix}"
         target = ZOO_DIR / f"{name}.pt"
         atomic_torch_save({k: payload[k] for k in KEEP}, target)
         mean_ap = clean_map(target, args.topk)
-        train = meta["train"]
-        recipe = f"{train['loss'].upper()} / {train['backbone']} / {train['bits']} bits"
+        recipe = f"{record.loss.upper()} / {record.backbone} / {record.bits} bits"
         entries.append({"name": name, "file": target.name, "sha256": sha256_of(target), "clean_map": mean_ap,
-                        "topk": args.topk, "description": f"{label} {recipe} on the embedded "
-                        f"{meta['dataset']['name']} split (robusthash demo)"})  # fmt: skip
+                        "topk": args.topk, "description": f"{label} {recipe} on the embedded {data} split "
+                        "(robusthash demo)"})  # fmt: skip
         print(f"{name}: clean mAP@{args.topk} {mean_ap:.4f}, {target.stat().st_size / 1e3:.0f} kB")
     atomic_write_json({"models": entries}, MANIFEST)
     print(f"manifest: {MANIFEST}")

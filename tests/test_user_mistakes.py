@@ -156,7 +156,7 @@ def test_resume_refuses_another_split_seed_naming_it(tmp_path):
     data = toy_data(n_per_class=4)
     config = TrainConfig(bits=4, epochs=1, batch_size=4)
     train(data, config, tmp_path / "m.pt", dataset_options={"split_seed": 0}, quiet=True)
-    with pytest.raises(UserError, match=r"other settings \(dataset\)"):
+    with pytest.raises(UserError, match=r"other settings \(data.split_seed\)"):
         train(data, config, tmp_path / "m.pt", dataset_options={"split_seed": 7}, quiet=True)
 
 

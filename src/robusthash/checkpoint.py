@@ -8,7 +8,7 @@ A checkpoint is a plain dict of tensors and JSON-like values:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -84,14 +84,3 @@ def check_matches_data(record: ModelRecord, data: DatasetSplits, path: str | Pat
     if shape is not None and list(shape) != list(data.image_shape):
         raise UserError(f"{path} was trained on {name} images of shape {tuple(shape)}, "
                         f"but {data.name} has {tuple(data.image_shape)}; pass --image-size {shape[-1]} or retrain")
-
-
-def stored_config(config_class: type, stored: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A config a checkpoint recorded, rebuilt with ``config_class`` so that fields added to the class since then
-    read at their defaults (every later field defaults to the earlier behaviour); ``None`` when the stored
-    config has fields this version lacks. Resume checks compare this with ``asdict`` of the current config.
-    """
-    try:
-        return asdict(config_class(**(stored or {})))
-    except TypeError:
-        return None

@@ -19,7 +19,7 @@ import math
 import sys
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from pydantic import ConfigDict, TypeAdapter, ValidationError
@@ -27,6 +27,31 @@ from pydantic import ConfigDict, TypeAdapter, ValidationError
 from robusthash.errors import UserError
 
 C = TypeVar("C")
+
+
+RECORDED: dict[str, type] = {}  # part of a model record -> the config class it stores (see ``recorded_as``)
+
+
+def recorded_as(part: str) -> Callable[[type[C]], type[C]]:
+    """Register a config class as what a model record stores under ``part`` (``train``, ``defense``), so that
+    :func:`restore` can read a stored one back (see :meth:`robusthash.records.ModelRecord.recipe`)."""
+
+    def register(cls: type[C]) -> type[C]:
+        if RECORDED.setdefault(part, cls) is not cls:
+            raise ValueError(f"{part!r} is already recorded as {RECORDED[part].__name__}")
+        return cls
+
+    return register
+
+
+def restore(part: str, stored: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A config a record stored under ``part``, rebuilt with its class so that fields added to the class since
+    then read at their defaults (every later field defaults to the earlier behaviour); ``None`` when the stored
+    config has fields this version lacks."""
+    try:
+        return dataclasses.asdict(RECORDED[part](**(stored or {})))
+    except TypeError:
+        return None
 
 
 def option(default: Any, help: str, **metadata: Any) -> Any:  # noqa: A002 - argparse's word

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from robusthash.config import restore
 from robusthash.data import DatasetSplits, load_dataset
 from robusthash.errors import UserError
 
@@ -95,9 +96,30 @@ class ModelRecord:
         known = {k: meta[k] for k in RECORD_FIELDS if meta.get(k) is not None}
         return cls(**known, extra={k: v for k, v in meta.items() if k not in RECORD_FIELDS})
 
+    @classmethod
+    def of_summary(cls, summary: Mapping[str, Any] | None) -> ModelRecord:
+        """The record a results file kept of its model (:meth:`summary`); parts it lacks (a results file of an
+        earlier version, or of a model run without a checkpoint) read as empty."""
+        s = summary or {}
+        return cls(kind=str(s.get("kind") or "trained"), model=dict(s.get("model") or {}),
+                   train=dict(s.get("train") or {}), dataset=dict(s.get("dataset") or {}),
+                   defense=s.get("defense") or None, seed=s.get("seed"))  # fmt: skip
+
     def to_meta(self) -> dict[str, Any]:
         """The stored form (a plain mapping of JSON-like values)."""
         return {**{f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}, **self.extra}
+
+    def recipe(self) -> dict[str, Any]:
+        """Everything that shapes the model, for "is this the same run?" (resuming a training or a defence, and
+        reusing a zoo model): kind, training config, data split and classes, model description and, for a
+        defended model, the defence config and the base model's fingerprint. Stored configs are read back with
+        their classes (:func:`~robusthash.config.restore`), so a record written before a field existed matches a
+        run that leaves the field at its default."""
+        recipe = {"kind": self.kind, "train": restore("train", self.train), "data": self.data_ref.options(),
+                  "classes": self.num_classes, "model": self.model}  # fmt: skip
+        if self.defense is not None:
+            recipe |= {"defense": restore("defense", self.defense_config), "base": self.base_fingerprint}
+        return recipe
 
     def summary(self) -> dict[str, Any]:
         """What results files record of the model: kind, model, train, dataset, defense and seed."""
@@ -128,15 +150,24 @@ class ModelRecord:
 
     @property
     def backbone(self) -> str:
-        return str(self.model.get("backbone"))
+        return str(self.model.get("backbone", "?"))
+
+    @property
+    def bits(self) -> int | None:
+        return self.model.get("bits")
 
     @property
     def loss(self) -> str:
-        return str(self.train["loss"])
+        return str(self.train.get("loss", "?"))
 
     @property
     def loss_options(self) -> dict[str, Any]:
         return dict(self.train.get("loss_options") or {})
+
+    @property
+    def defense_method(self) -> str | None:
+        """The defence's registered name; ``None`` for an undefended model."""
+        return None if self.defense is None else self.defense.get("method")
 
     @property
     def defense_config(self) -> dict[str, Any] | None:

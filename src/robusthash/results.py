@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from robusthash.errors import UserError
+from robusthash.records import DatasetRef, ModelRecord
 from robusthash.runtime import atomic_write_json
 
 SCHEMA_VERSION = 2
@@ -239,9 +240,24 @@ class RobustnessRun(_Document):
         return _mean(self.robust_ap)
 
     @property
+    def record(self) -> ModelRecord:
+        """What the results recorded of the model, typed."""
+        return ModelRecord.of_summary(self.model)
+
+    @property
+    def dataset(self) -> DatasetRef:
+        """The split the attacks ran on: the run's own dataset options, else the model's recorded split."""
+        return DatasetRef.of(self.config.get("dataset")) if self.config.get("dataset") else self.record.data_ref
+
+    @property
+    def suite(self) -> dict[str, Any]:
+        """The attack suite's settings, as recorded."""
+        return dict(self.config.get("suite") or {})
+
+    @property
     def model_label(self) -> str:
         """``undefended`` or the defence's display name."""
-        defense = (self.model.get("defense") or {}).get("method")
+        defense = self.record.defense_method
         if not defense:
             return "undefended"
         from robusthash.defenses import DEFENSES
@@ -249,13 +265,10 @@ class RobustnessRun(_Document):
         return DEFENSES.get(defense).display_name if defense in DEFENSES else defense
 
     def describe(self) -> str:
-        m, t = self.model.get("model") or {}, self.model.get("train") or {}
-        suite = self.config.get("suite") or {}
-        data = (self.config.get("dataset") or {}).get("name") or (self.model.get("dataset") or {}).get("name", "?")
-        eps = suite.get("eps")
+        record, eps = self.record, self.suite.get("eps")
         eps_text = f"eps {eps * 255:.0f}/255" if isinstance(eps, (int, float)) else "eps ?"
-        return (f"{t.get('loss', '?')} / {m.get('backbone', '?')} / {m.get('bits', '?')} bits on {data}; "
-                f"protocol {suite.get('protocol', '?')}, {eps_text}, {len(self.query_indices)} queries, "
+        return (f"{record.loss} / {record.backbone} / {record.bits or '?'} bits on {self.dataset.name}; "
+                f"protocol {self.suite.get('protocol', '?')}, {eps_text}, {len(self.query_indices)} queries, "
                 f"seed {self.seed}")  # fmt: skip
 
 

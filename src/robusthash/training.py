@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -16,8 +15,8 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from robusthash.checkpoint import read_checkpoint, save_checkpoint, stored_config
-from robusthash.config import check_finite, option
+from robusthash.checkpoint import read_checkpoint, save_checkpoint
+from robusthash.config import check_finite, option, recorded_as
 from robusthash.data import DatasetSplits, augment, iterate_batches
 from robusthash.distributed import World, barrier, broadcast_buffers, data_parallel, epoch_indices, world
 from robusthash.errors import UserError
@@ -37,6 +36,7 @@ OPTIMIZERS = ("adamw", "sgd")
 MAX_BITS = 4096  # far above the papers' 12-128; bounds the hash layer and every (N, K) code matrix
 
 
+@recorded_as("train")
 @dataclass
 class TrainConfig:
     """A training recipe. The defaults are the embedded recipe: DPH on ``small_cnn``, 32 bits, Fashion-MNIST.
@@ -172,21 +172,27 @@ class CleanTraining(TrainingMethod):
         return {"loss": self.loss_fn(self.loss_fn.outputs(self.logits(x)), y, idx)}
 
 
-def _differing(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    return [k for k in sorted(set(stored) | set(current)) if stored.get(k) != current.get(k)]
+def _differing(stored: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
+    """The keys whose values differ, nested ones dotted (``train.lr``)."""
+    out = []
+    for k in sorted(set(stored) | set(current)):
+        a, b = stored.get(k), current.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differing(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}")
+    return out
 
 
 @dataclass
 class TrainingPlan:
     """How :func:`run_training` runs: ``epochs`` of ``batch_size`` (the global batch under torchrun), the
-    checkpoint's ``meta`` and ``recipe_of`` (what of a stored record must equal this run's to resume), the output
-    ``out`` (None: nothing saved), ``device``, ``precision``, ``resume``, and the progress bar (``desc``,
-    ``quiet``)."""
+    checkpoint's ``meta``, the output ``out`` (None: nothing saved), ``device``, ``precision``, ``resume``, and
+    the progress bar (``desc``, ``quiet``)."""
 
     epochs: int
     batch_size: int
     meta: dict[str, Any]
-    recipe_of: Callable[[ModelRecord], dict[str, Any]]
     out: Path | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     resume: bool = True
@@ -200,9 +206,9 @@ def run_training(model: nn.Module, method: TrainingMethod, data: DatasetSplits,
     """Train ``model`` with ``method`` for ``plan.epochs`` over ``data.train``; returns (history, seconds).
 
     With ``plan.out``, the model, the method's state, the optimiser, the schedule and the generators are saved
-    atomically after every epoch, and a later call resumes from there. ``plan.recipe_of(record)`` picks from a
-    run's record everything that shapes the result (it also reads checkpoints written before a field existed); a
-    checkpoint whose recipe differs from this run's is refused, naming the settings that differ. A last batch of
+    atomically after every epoch, and a later call resumes from there; a checkpoint whose
+    :meth:`~robusthash.records.ModelRecord.recipe` differs from this run's is refused, naming the settings that
+    differ. A last batch of
     one item is dropped (batch norm cannot train on it). ``precision="bf16"`` computes each batch's loss (and
     any training attack inside it) under bf16 autocast; the weights and the optimiser stay fp32. ``out`` is
     locked for the run (:func:`~robusthash.runtime.exclusive_output`): a second run on the same output is refused.
@@ -215,7 +221,7 @@ def run_training(model: nn.Module, method: TrainingMethod, data: DatasetSplits,
 
 def _run_training(model: nn.Module, method: TrainingMethod, data: DatasetSplits,
                   plan: TrainingPlan) -> tuple[list[dict[str, float]], float]:  # fmt: skip
-    epochs, batch_size, meta, recipe_of, path = plan.epochs, plan.batch_size, plan.meta, plan.recipe_of, plan.out
+    epochs, batch_size, meta, path = plan.epochs, plan.batch_size, plan.meta, plan.out
     device, resume, quiet, desc, precision = plan.device, plan.resume, plan.quiet, plan.desc, plan.precision
     optimizer = method.make_optimizer()
     w = world()
@@ -234,7 +240,7 @@ def _run_training(model: nn.Module, method: TrainingMethod, data: DatasetSplits,
     start_epoch = 0
     if path is not None and resume and path.exists():
         ckpt = read_checkpoint(path, map_location=device)
-        stored, recipe = recipe_of(ckpt.record), recipe_of(ModelRecord.from_meta(meta))
+        stored, recipe = ckpt.record.recipe(), ModelRecord.from_meta(meta).recipe()
         if stored != recipe:
             differ = ", ".join(_differing(stored, recipe)) or "the kind of run"
             raise UserError(f"{path} holds a run with other settings ({differ}); choose another --out or pass "
@@ -310,14 +316,6 @@ def _epoch_batches(dataset: Any, batch_size: int, generator: torch.Generator, ep
     return iterate_batches(dataset, batch_size, indices=epoch_indices(len(dataset), seed, epoch, w))
 
 
-def _train_recipe(record: ModelRecord) -> dict[str, Any]:
-    """What shapes a clean-training run: the recipe (fields added later read at their defaults), the data
-    (name, split seed, data folder, database size, classes) and the model description."""
-    dataset = {**record.data_ref.options(), "num_classes": record.num_classes}
-    return {"kind": record.kind, "train": stored_config(TrainConfig, record.train), "dataset": dataset,
-            "model": record.model}
-
-
 @dataclass
 class TrainResult:
     model: HashModel
@@ -352,7 +350,7 @@ def train(
     dataset = dataset_meta(data, dataset_options or {})
     meta = {"kind": "trained", "model": model.config, "train": asdict(config), "dataset": dataset,
             "seed": config.seed, "environment": environment(device)}  # fmt: skip
-    plan = TrainingPlan(config.epochs, config.batch_size, meta, _train_recipe, Path(out) if out else None, device,
+    plan = TrainingPlan(config.epochs, config.batch_size, meta, Path(out) if out else None, device,
                         resume, quiet, f"train {config.loss}-{config.bits}", config.precision)  # fmt: skip
     history, seconds = run_training(model, method, data, plan)
     return TrainResult(model, loss_fn, history, Path(out) if out else None, seconds)

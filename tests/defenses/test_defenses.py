@@ -181,7 +181,7 @@ def test_defend_resumes_exactly_and_records_its_settings(toy_ckpt, tmp_path, mon
     meta = read_checkpoint(tmp_path / "resumed.pt").meta
     assert meta["kind"] == "defended" and meta["defense"]["method"] == "cgat"
     assert meta["defense"]["config"]["lam"] == 1.0 and meta["model"]["bits"] == 16
-    with pytest.raises(UserError, match=r"other settings \(config\)"):
+    with pytest.raises(UserError, match=r"other settings \(defense.lam\)"):
         defend(ckpt, data, _config("cgat", lam=0.5), tmp_path / "resumed.pt", quiet=True)
     other_base = ckpt.build_model()
     with torch.no_grad():

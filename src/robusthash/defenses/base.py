@@ -3,7 +3,6 @@ uses adversarial examples), run by the one training loop of :mod:`robusthash.tra
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar
@@ -11,9 +10,9 @@ from typing import Any, ClassVar
 import torch
 
 from robusthash.attacks import derive_seed
-from robusthash.checkpoint import Checkpoint, stored_config
+from robusthash.checkpoint import Checkpoint
 from robusthash.codes import SIMILARITIES
-from robusthash.config import check_finite, option
+from robusthash.config import check_finite, option, recorded_as
 from robusthash.data import DatasetSplits
 from robusthash.defenses.codebank import TrainingCodeBank
 from robusthash.errors import UserError
@@ -28,6 +27,7 @@ from robusthash.training import TrainingMethod, TrainingPlan, run_training
 METHOD_FIELDS: tuple[str, ...] = ("lam", "similarity")
 
 
+@recorded_as("defense")
 @dataclass
 class DefenseConfig:
     """Settings of an adversarial-training run. ``None`` means the method's published default.
@@ -144,11 +144,6 @@ class DefenseResult:
     base_fingerprint: str = ""
 
 
-def _defense_recipe(record: ModelRecord) -> dict[str, Any]:
-    return {"kind": record.kind, "config": stored_config(DefenseConfig, record.defense_config),
-            "base": record.base_fingerprint, "dataset": json.dumps(record.dataset, sort_keys=True)}
-
-
 def defend(
     base: Checkpoint,
     data: DatasetSplits,
@@ -178,7 +173,7 @@ def defend(
                                 "base_seed": record.seed, "base_fingerprint": fingerprint},
                        seed=config.seed, environment=environment(device)).to_meta()  # fmt: skip
     method = cls(model, loss_fn, data, device, generator, config=config)
-    plan = TrainingPlan(config.epochs, config.batch_size, meta, _defense_recipe, Path(out) if out else None, device,
+    plan = TrainingPlan(config.epochs, config.batch_size, meta, Path(out) if out else None, device,
                         resume, quiet, cls.name, config.precision)  # fmt: skip
     history, seconds = run_training(model, method, data, plan)
     return DefenseResult(model, history, Path(out) if out else None, seconds, fingerprint)

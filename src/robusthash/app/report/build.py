@@ -23,7 +23,6 @@ from robusthash.app.report.gallery import draw_gallery
 from robusthash.app.report.plots import plot_budget_curve, plot_efficiency, plot_pr_and_pn
 from robusthash.app.report.tables import attack_rows, budget_rows, flag_rows, fmt, markdown_table
 from robusthash.errors import UserError
-from robusthash.records import DatasetRef
 from robusthash.results import BenchmarkRows, ExperimentRun, RobustnessRun, load_results, now
 
 
@@ -142,8 +141,8 @@ def attack_section(path: Path, run: RobustnessRun, figures: Path, index: int) ->
 
 
 def _group_key(run: RobustnessRun) -> str:
-    data = {**DatasetRef.of(run.config.get("dataset") or run.model.get("dataset")).options(), "data_dir": None}
-    return json.dumps([data, run.config.get("suite"), (run.model.get("model") or {}).get("bits")], sort_keys=True)
+    data = {**run.dataset.options(), "data_dir": None}
+    return json.dumps([data, run.suite, run.record.bits], sort_keys=True)
 
 
 def defense_table(runs: list[tuple[Path, RobustnessRun]]) -> Table | None:

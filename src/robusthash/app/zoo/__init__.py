@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from robusthash.checkpoint import Checkpoint, read_checkpoint, stored_config
+from robusthash.checkpoint import Checkpoint, read_checkpoint
 from robusthash.config import from_mapping
 from robusthash.defenses import DefenseConfig
 from robusthash.errors import UserError
@@ -99,20 +99,16 @@ def load_model(name: str, device: torch.device | str = "cpu") -> HashModel:
 
 
 def find(train: TrainConfig, dataset: dict[str, Any], defense: DefenseConfig | None = None) -> ZooModel | None:
-    """The zoo model trained with exactly this recipe: ``train`` config, ``dataset`` options (name, data_dir,
+    """The zoo model trained with exactly this recipe (:meth:`~robusthash.records.ModelRecord.recipe`'s kind,
+    training config, data split and defence config): ``train`` config, ``dataset`` options (name, data_dir,
     database, split_seed, image_size) and, for a defended model, ``defense`` config; ``None`` if there is none."""
+    wanted = ModelRecord("defended" if defense else "trained", {}, asdict(train), DatasetRef.of(dataset).options(),
+                         defense={"config": asdict(defense)} if defense else None).recipe()  # fmt: skip
+    parts = ("kind", "train", "data", "defense")
     for entry in list_models():
-        record = _record(entry.name)
-        if stored_config(TrainConfig, record.train) != asdict(train):
-            continue
-        if record.data_ref != DatasetRef.of(dataset):
-            continue
-        stored = record.defense_config
-        if (defense is None) != (stored is None):
-            continue
-        if defense is not None and stored_config(DefenseConfig, stored) != asdict(defense):
-            continue
-        return entry
+        recipe = _record(entry.name).recipe()
+        if all(recipe.get(k) == wanted.get(k) for k in parts):
+            return entry
     return None
 
 
