@@ -116,7 +116,8 @@ def generator_attack(rows: Rows, name: str, bits: int, defense: str, lam: float 
 
 def defended(base: Path, name: str, method: str, lam: float, device: str = "cpu") -> Path:
     out = CACHE / f"{base.stem}-{method}-lam{lam:g}.pt"
-    defend(read_checkpoint(base), dataset(name), DefenseConfig(method=method, lam=lam), out, device, quiet=True)
+    config = DefenseConfig(method=method, method_options={"lam": lam} if lam != 1.0 else {})  # lam: CgAT's sweep
+    defend(read_checkpoint(base), dataset(name), config, out, device, quiet=True)
     return out
 
 

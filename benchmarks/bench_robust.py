@@ -58,7 +58,7 @@ def checkpoint(name: str, bits: int, loss: str, defence: str | None) -> Path:
     if not path.exists():
         from robusthash.defenses import DefenseConfig, defend
 
-        defend(read_checkpoint(base), dataset(name), DefenseConfig(method=defence, lam=1.0), path, quiet=True)
+        defend(read_checkpoint(base), dataset(name), DefenseConfig(method=defence), path, quiet=True)
     return path
 
 

@@ -53,7 +53,7 @@ def test_find_matches_the_exact_recipe_only():
     assert zoo.find(exp.train, DEMO_DATASET, cgat).name == "fashion-mnist-dph-32-cgat"
     assert zoo.find(TrainConfig(**{**exp.train.__dict__, "bits": 16}), DEMO_DATASET) is None
     assert zoo.find(exp.train, {**DEMO_DATASET, "split_seed": 1}) is None
-    assert zoo.find(exp.train, DEMO_DATASET, DefenseConfig(**{**cgat.__dict__, "lam": 2.0})) is None
+    assert zoo.find(exp.train, DEMO_DATASET, DefenseConfig(**{**cgat.__dict__, "method_options": {"lam": 2.0}})) is None
 
 
 @needs_fashion_mnist

@@ -47,10 +47,14 @@ def recorded_as(part: str) -> Callable[[type[C]], type[C]]:
 def restore(part: str, stored: Mapping[str, Any] | None) -> dict[str, Any] | None:
     """A config a record stored under ``part``, rebuilt with its class so that fields added to the class since
     then read at their defaults (every later field defaults to the earlier behaviour); ``None`` when the stored
-    config has fields this version lacks."""
+    config has fields this version lacks. A class with a ``canonical(stored)`` classmethod gives the form itself
+    (a config whose parts moved since, such as a defence's own options)."""
+    cls = RECORDED[part]
     try:
-        return dataclasses.asdict(RECORDED[part](**(stored or {})))
-    except TypeError:
+        if hasattr(cls, "canonical"):
+            return cls.canonical(stored or {})
+        return dataclasses.asdict(cls(**(stored or {})))
+    except (TypeError, UserError):
         return None
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -100,7 +102,7 @@ def test_cgat_loss_is_eq_11_with_center_codes_from_the_updated_bank(toy_ckpt, mo
     from robusthash.losses import create_loss
 
     loss_fn = create_loss("dph", 16, data.num_classes, len(data.train))
-    cfg = _config("cgat", lam=0.7)
+    cfg = _config("cgat", method_options={"lam": 0.7})
     trainer = _trainer("cgat", model, loss_fn, data, cfg)
     x, y, idx = data.train.batch(torch.arange(8))
     seen = {}
@@ -180,9 +182,9 @@ def test_defend_resumes_exactly_and_records_its_settings(toy_ckpt, tmp_path, mon
         assert torch.equal(a, b)
     meta = read_checkpoint(tmp_path / "resumed.pt").meta
     assert meta["kind"] == "defended" and meta["defense"]["method"] == "cgat"
-    assert meta["defense"]["config"]["lam"] == 1.0 and meta["model"]["bits"] == 16
-    with pytest.raises(UserError, match=r"other settings \(defense.lam\)"):
-        defend(ckpt, data, _config("cgat", lam=0.5), tmp_path / "resumed.pt", quiet=True)
+    assert meta["defense"]["config"]["method_options"] == {} and meta["model"]["bits"] == 16
+    with pytest.raises(UserError, match=r"other settings \(defense.method_options.lam\)"):
+        defend(ckpt, data, _config("cgat", method_options={"lam": 0.5}), tmp_path / "resumed.pt", quiet=True)
     other_base = ckpt.build_model()
     with torch.no_grad():
         next(other_base.parameters()).add_(0.01)
@@ -190,7 +192,10 @@ def test_defend_resumes_exactly_and_records_its_settings(toy_ckpt, tmp_path, mon
         defend(ckpt, data, _config("cgat"), tmp_path / "resumed.pt", quiet=True, model=other_base)
     # a checkpoint from before a DefenseConfig field existed reads it at its default and is reused as it is
     payload = torch.load(tmp_path / "full.pt", weights_only=True)
-    del payload["meta"]["defense"]["config"]["similarity"]
+    del payload["meta"]["defense"]["config"]["precision"]
+    # and one from before each defence had its own options (lam and similarity were DefenseConfig fields)
+    del payload["meta"]["defense"]["config"]["method_options"]
+    payload["meta"]["defense"]["config"] |= {"lam": 1.0, "similarity": None}
     torch.save(payload, tmp_path / "full.pt")
     again = defend(ckpt, data, _config("cgat"), tmp_path / "full.pt", quiet=True)
     for a, b in zip(full.model.state_dict().values(), again.model.state_dict().values(), strict=True):
@@ -205,7 +210,7 @@ def test_unknown_method_and_bad_config():
     with pytest.raises(UserError, match="unknown defence 'madry'; valid: atrdh, cgat, pga-at"):
         defense_class("madry")
     with pytest.raises(UserError, match="lambda"):
-        DefenseConfig(lam=-1).validate()
+        DefenseConfig(method_options={"lam": -1}).validate()
 
 
 def test_attacks_see_the_bank_as_it_changes(toy_ckpt):
@@ -220,10 +225,28 @@ def test_attacks_see_the_bank_as_it_changes(toy_ckpt):
     assert isinstance(bank.view(), CodeBank)
 
 
-def test_an_option_a_defence_does_not_use_is_an_error():
-    """ATRDH reads neither lambda nor the center codes' similarity: setting them is refused, not ignored."""
+def test_each_defence_validates_its_own_options():
+    """ATRDH has no options of its own: lambda or a similarity given to it is refused, not ignored; CgAT's are
+    typed and checked by CgAT."""
     DefenseConfig(method="atrdh").validate()
-    DefenseConfig(method="cgat", lam=2.0, similarity="dice").validate()
-    for bad, named in (({"lam": 2.0}, "lam=2.0"), ({"similarity": "dice"}, "similarity='dice'")):
-        with pytest.raises(UserError, match=f"defence atrdh does not use {named} \\(it reads no method-specific"):
-            DefenseConfig(method="atrdh", **bad).validate()
+    DefenseConfig(method="cgat", method_options={"lam": 2, "similarity": "dice"}).validate()
+    for bad in ({"lam": 2.0}, {"similarity": "dice"}):
+        with pytest.raises(UserError, match=f"defence atrdh takes no method options, got {next(iter(bad))}"):
+            DefenseConfig(method="atrdh", method_options=bad).validate()
+    for bad, named in (({"lamda": 2.0}, "unknown setting.*lamda; valid: lam, similarity"),
+                       ({"lam": "2"}, "method_options lam: expected a number"),
+                       ({"similarity": "euclid"}, "unknown similarity 'euclid'")):  # fmt: skip
+        with pytest.raises(UserError, match=named):
+            DefenseConfig(method="pga-at", method_options=bad).validate()
+
+
+def test_records_of_earlier_versions_read_their_options_back():
+    """lam and similarity were DefenseConfig fields: a stored config keeps matching today's equal config."""
+    from robusthash.config import restore
+
+    today = restore("defense", asdict(DefenseConfig(method="cgat", method_options={"lam": 0.5})))
+    assert restore("defense", {"method": "cgat", "lam": 0.5, "similarity": None}) == today
+    assert restore("defense", {"method": "cgat", "lam": 1.0, "similarity": None}) != today
+    assert restore("defense", {"method": "atrdh", "lam": 1.0, "similarity": None}) == restore(
+        "defense", asdict(DefenseConfig(method="atrdh")))
+    assert restore("defense", {"method": "cgat", "field_from_the_future": 1}) is None

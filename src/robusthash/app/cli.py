@@ -229,6 +229,13 @@ def _load_model(args: argparse.Namespace, device: torch.device) -> Any:  # Loade
     return load_with_data(source, device, _dataset_given(args))
 
 
+def _with_options(name: str, options: type) -> str:
+    from dataclasses import fields
+
+    names = [f.name for f in fields(options)]
+    return f"{name} ({', '.join(names)})" if names else name
+
+
 def cmd_datasets(args: argparse.Namespace) -> int:
     from robusthash.attacks import ATTACKS
     from robusthash.data import dataset_spec, list_datasets
@@ -242,7 +249,8 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     print("\nbackbones: " + ", ".join(BACKBONES.names()))
     print("losses:    " + ", ".join(LOSSES.names()))
     print("attacks:   " + ", ".join(f"{n} ({ATTACKS.get(n).threat_model})" for n in ATTACKS.names()))
-    print("defences:  " + ", ".join(DEFENSES.names()))
+    print("defences:  " + ", ".join(_with_options(n, DEFENSES.get(n).Options) for n in DEFENSES.names())
+          + "  (--method-options JSON)")
     return 0
 
 

@@ -3,7 +3,8 @@ uses adversarial examples), run by the one training loop of :mod:`robusthash.tra
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -11,8 +12,7 @@ import torch
 
 from robusthash.attacks import derive_seed
 from robusthash.checkpoint import Checkpoint
-from robusthash.codes import SIMILARITIES
-from robusthash.config import check_finite, option, recorded_as
+from robusthash.config import check_finite, from_mapping, option, recorded_as
 from robusthash.data import DatasetSplits
 from robusthash.defenses.codebank import TrainingCodeBank
 from robusthash.errors import UserError
@@ -23,8 +23,8 @@ from robusthash.registry import Registry
 from robusthash.runtime import check_precision, check_seed, environment, model_fingerprint, seed_everything
 from robusthash.training import TrainingMethod, TrainingPlan, run_training
 
-# the fields of DefenseConfig that only some defences read (each defence's ``uses`` names its own)
-METHOD_FIELDS: tuple[str, ...] = ("lam", "similarity")
+# options that DefenseConfig held before each defence had its own (``method_options``): read from earlier records
+LEGACY_OPTIONS: tuple[str, ...] = ("lam", "similarity")
 
 
 @recorded_as("defense")
@@ -48,22 +48,17 @@ class DefenseConfig:
     eps: float = option(8 / 255, "L-inf budget of the training attack (pixel levels of 255)", cli_scale=255)
     steps: int = option(7, "PGD steps of the training attack")
     step_size: float = option(2 / 255, "PGD step of the training attack (pixel levels)", cli_scale=255)
-    lam: float = option(1.0, "weight lambda of the adversarial loss")
-    similarity: str | None = option(None, "label similarity of the center codes: binary, dice or jaccard")
+    method_options: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "the defence's own options, e.g. {\"lam\": 0.5, \"similarity\": \"dice\"} for cgat and pga-at; "
+                "robusthash datasets lists each defence's"})  # fmt: skip
     seed: int = option(0, "seed of the shuffling and the training attacks")
     precision: str = option("fp32", "fp32, or bf16: autocast of the forward and backward passes")
 
     def validate(self) -> None:
         check_seed(self.seed)
         check_precision(self.precision)
-        cls = DEFENSES.get(self.method)
-        defaults = {f.name: f.default for f in fields(self)}
-        unused = [f"{name}={getattr(self, name)!r}" for name in METHOD_FIELDS
-                  if name not in cls.uses and getattr(self, name) != defaults[name]]  # fmt: skip
-        if unused:
-            raise UserError(f"defence {self.method} does not use {', '.join(unused)} (it reads "
-                            f"{', '.join(sorted(cls.uses)) or 'no method-specific option'}); leave it out")
-        check_finite(lr=self.lr, lam=self.lam, eps=self.eps, step_size=self.step_size, momentum=self.momentum,
+        DEFENSES.get(self.method).parse_options(self.method_options)
+        check_finite(lr=self.lr, eps=self.eps, step_size=self.step_size, momentum=self.momentum,
                      weight_decay=self.weight_decay)  # fmt: skip
         if self.epochs < 1:
             raise UserError(f"epochs must be >= 1, got {self.epochs}")
@@ -71,16 +66,34 @@ class DefenseConfig:
             raise UserError(f"batch size must be >= 2 (batch norm needs two items), got {self.batch_size}")
         if self.lr is not None and self.lr <= 0:
             raise UserError(f"learning rate must be > 0, got {self.lr}")
-        if self.lam < 0:
-            raise UserError(f"lambda must be >= 0, got {self.lam}")
         if self.optimizer not in (None, "sgd", "adam"):
             raise UserError(f"unknown optimizer {self.optimizer!r}; valid: sgd, adam")
         if not 0 <= self.eps <= 1:
             raise UserError(f"eps must lie in [0, 1] (image units), got {self.eps}")
         if self.steps < 0 or self.step_size <= 0:
             raise UserError(f"steps must be >= 0 and step_size > 0, got {self.steps} and {self.step_size}")
-        if self.similarity is not None and self.similarity not in SIMILARITIES:
-            raise UserError(f"unknown similarity {self.similarity!r}; valid: {', '.join(SIMILARITIES)}")
+
+    @classmethod
+    def canonical(cls, stored: Mapping[str, Any]) -> dict[str, Any]:
+        """A stored config in today's form, its method's options filled in at their defaults (what "the same
+        defence" compares; see :func:`~robusthash.config.restore`). Records written before each defence had its
+        own options kept ``lam`` and ``similarity`` here: they become the options of the defences that read
+        them, and are dropped for those that never did."""
+        stored = dict(stored)
+        legacy = {k: stored.pop(k) for k in LEGACY_OPTIONS if k in stored}
+        config = cls(**stored)
+        method = DEFENSES.get(config.method)
+        known = {f.name for f in fields(method.Options)}
+        given = {**{k: v for k, v in legacy.items() if k in known}, **config.method_options}
+        return {**asdict(config), "method_options": asdict(method.parse_options(given))}
+
+
+@dataclass
+class NoOptions:
+    """The options of a defence that has none of its own."""
+
+    def validate(self) -> None:
+        """Nothing to check."""
 
 
 class AdversarialTraining(TrainingMethod):
@@ -98,13 +111,26 @@ class AdversarialTraining(TrainingMethod):
     default_optimizer: ClassVar[tuple[str, float]] = ("sgd", 0.01)
     paper: ClassVar[str] = ""
     test_options: ClassVar[dict[str, Any]] = {}
-    # the method-specific fields of DefenseConfig (METHOD_FIELDS) this method reads; setting another is an error
-    uses: ClassVar[frozenset[str]] = frozenset()
+    # the defence's own options (DefenseConfig.method_options): a dataclass of option() fields with validate()
+    Options: ClassVar[type] = NoOptions
+
+    @classmethod
+    def parse_options(cls, given: Mapping[str, Any]) -> Any:
+        """This defence's :attr:`Options` from ``given``, typed and validated: an option it does not have, or a
+        value of the wrong type, is a :class:`UserError` naming it and what is valid."""
+        names = sorted(f.name for f in fields(cls.Options))
+        if not names and given:
+            raise UserError(f"defence {cls.name} takes no method options, got {', '.join(sorted(given))}; leave "
+                            "them out")  # fmt: skip
+        options = from_mapping(cls.Options, given, f"defence {cls.name} method_options")
+        options.validate()
+        return options
 
     def __init__(self, model: HashModel, loss_fn: Any, data: DatasetSplits, device: torch.device,
                  generator: torch.Generator, *, config: DefenseConfig) -> None:  # fmt: skip
         super().__init__(model, loss_fn, data, device, generator)
         self.config = config
+        self.options = self.parse_options(config.method_options)
         self.bank = TrainingCodeBank.from_model(model, data.train, device)
         loss_fn.preinstall(self.bank.values, self.bank.labels)
 

@@ -2,19 +2,38 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from robusthash.attacks import PgA
-from robusthash.codes import pharos_code
+from robusthash.codes import SIMILARITIES, pharos_code
+from robusthash.config import check_finite, option
 from robusthash.defenses.base import AdversarialTraining, register_defense
+from robusthash.errors import UserError
 
 
 def center_loss(codes: Tensor, outputs: Tensor) -> Tensor:
     """``L_adv = -(1/K) mean_i b*_i^T f(x'_i)`` (CgAT eq. 10; PgA eq. 16's adversarial term), batch-averaged."""
     return -(codes * outputs).sum(1).mean() / outputs.shape[1]
+
+
+@dataclass
+class CenterOptions:
+    """The options of the center-code defences (CgAT, PgA-AT)."""
+
+    lam: float = option(1.0, "weight lambda of the adversarial loss (CgAT eq. 11)")
+    similarity: str | None = option(None, "label similarity of the center codes' weights (eq. 5): binary, dice, "
+                                    "jaccard or cosine (default: binary for CgAT, dice for PgA-AT)")  # fmt: skip
+
+    def validate(self) -> None:
+        check_finite(lam=self.lam)
+        if self.lam < 0:
+            raise UserError(f"lambda must be >= 0, got {self.lam}")
+        if self.similarity is not None and self.similarity not in SIMILARITIES:
+            raise UserError(f"unknown similarity {self.similarity!r}; valid: {', '.join(SIMILARITIES)}")
 
 
 @register_defense
@@ -38,13 +57,13 @@ class CgAT(AdversarialTraining):
     default_optimizer: ClassVar[tuple[str, float]] = ("sgd", 0.01)
     paper: ClassVar[str] = "Wang, Lin and Li, CgAT: center-guided adversarial training for deep hashing"
     weighting: ClassVar[str] = "cgat"
-    uses: ClassVar[frozenset[str]] = frozenset({"lam", "similarity"})
+    Options: ClassVar[type] = CenterOptions
     masked: ClassVar[bool] = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         cfg = self.config
-        self.similarity = cfg.similarity or ("binary" if self.weighting == "cgat" else "dice")
+        self.similarity = self.options.similarity or ("binary" if self.weighting == "cgat" else "dice")
         self.attack = PgA(
             self.model, masked=self.masked, weighting=self.weighting, similarity=self.similarity,
             reference=self.bank.view(), eps=cfg.eps, steps=cfg.steps, step_size=cfg.step_size,
@@ -63,4 +82,4 @@ class CgAT(AdversarialTraining):
         loss_ori = self.loss_fn(self.loss_fn.outputs(logits), y, idx)
         self.bank.update(idx, outputs)
         loss_adv = center_loss(self.center_codes(y).to(outputs.dtype), adv_outputs)
-        return {"loss": loss_ori + self.config.lam * loss_adv, "ori": loss_ori, "adv": loss_adv}
+        return {"loss": loss_ori + self.options.lam * loss_adv, "ori": loss_ori, "adv": loss_adv}
