@@ -72,3 +72,13 @@ def test_any_model_loads_with_its_recorded_data_from_the_library(tmp_path, monke
     assert torch.equal(loaded.model(torch.zeros(1, *shape)).sign(), torch.ones(1, 6))
     with pytest.raises(UserError, match="--backbone needs --bits"):
         load_with_data(ModelSource(weights, backbone="small_cnn"))
+
+
+def test_schema_1_row_files_are_named_by_their_script_without_the_library_knowing_the_scripts(tmp_path):
+    from robusthash.results import BenchmarkRows, from_json
+
+    doc = from_json({"command": "python benchmarks/bench_training.py --markdown docs/t.md", "rows": [{"a": 1}]})
+    assert isinstance(doc, BenchmarkRows) and doc.benchmark == "training" and doc.rows == [{"a": 1}]
+    assert from_json({"command": "bench_new_thing.py", "rows": []}).benchmark == "new_thing"
+    with pytest.raises(UserError, match="is not a robusthash results file"):
+        from_json({"command": "python mybench_x.py", "rows": []})

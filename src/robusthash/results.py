@@ -19,6 +19,7 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import json
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar
@@ -31,8 +32,8 @@ from robusthash.runtime import atomic_write_json
 
 SCHEMA_VERSION = 2
 SCHEMA = f"robusthash-results/{SCHEMA_VERSION}"
-LEGACY_BENCHMARKS = {"bench_attacks": "attacks", "bench_defenses": "defenses", "bench_universality": "universality",
-                     "bench_training": "training", "bench_metrics": "metrics"}  # fmt: skip
+# schema 1 named a table of rows by the script that wrote it: ``python benchmarks/bench_attacks.py ...``
+LEGACY_ROWS = re.compile(r"(?:^|[\s/])bench_(\w+)\.py\b")
 
 
 def _mean(values: list[float]) -> float:
@@ -374,12 +375,11 @@ def _from_legacy(doc: dict[str, Any], path: Path) -> Document:
     if command == "demo":
         rows = [ExperimentRow(label=name, results=f"attacks-{name}.json") for name in (results.get("table") or {})]
         return ExperimentRun(**common, name="demo", rows=rows)
-    for script, benchmark in LEGACY_BENCHMARKS.items():
-        if f"{script}.py" in command:
-            if not isinstance(doc.get("rows", []), list):
-                raise UserError(f"{path} is a damaged benchmark file: 'rows' must be a list")
-            return BenchmarkRows(**common, benchmark=benchmark, command=command, rows=doc.get("rows", []),
-                                 summary=doc.get("summary"))  # fmt: skip
+    if match := LEGACY_ROWS.search(command):
+        if not isinstance(doc.get("rows", []), list):
+            raise UserError(f"{path} is a damaged benchmark file: 'rows' must be a list")
+        return BenchmarkRows(**common, benchmark=match.group(1), command=command, rows=doc.get("rows", []),
+                             summary=doc.get("summary"))  # fmt: skip
     raise UserError(f"{path} is not a robusthash results file (no schema, and command {command!r} is none of "
                     "attack, evaluate, demo or a benchmark script)")  # fmt: skip
 
