@@ -98,8 +98,8 @@ class AttackSuite:
                                                       metadata={"help": "per-attack options, JSON"})  # fmt: skip
     gallery_queries: int = option(3, "queries drawn in the retrieval gallery (0: none)")
     precision: str = option("fp32", "fp32, or bf16: autocast of the attacks and the encoding (logits stay fp32)")
-    channels_last: bool = option(True, "channels-last (NHWC) weights for the convolutions (measured faster; "
-                                       "changes mAP by float reordering only)")
+    channels_last: bool = option(True, "channels-last (NHWC) weights for the convolutions (faster: docs/"
+                                       "choices.md; changes mAP by float reordering only)")
     compile: bool = option(False, "torch.compile the model's forward (compiles once; for long attacks)")
     allow_saturated: bool = option(False, "attack a model whose every logit saturates tanh (refused otherwise)")
 

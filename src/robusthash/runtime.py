@@ -87,8 +87,7 @@ def cudnn_autotuning(enabled: bool) -> Iterator[None]:
     the previous setting; it never turns autotuning off. No effect on the CPU.
 
     Opt-in because each new input shape is timed and the fastest kernel kept, so floats can differ between runs of
-    the same seed. Measured on an H200 (AlexNet, 224 px, batch 128, docs/speed.md): the bare forward-backward
-    passes 1.23x faster in fp32 and 2.5x in bf16, whose default kernels are slower than fp32's there.
+    the same seed. What it gains on a GPU: docs/choices.md, "cuDNN autotuning".
     """
     before = torch.backends.cudnn.benchmark
     torch.backends.cudnn.benchmark = before or enabled

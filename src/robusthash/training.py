@@ -41,10 +41,9 @@ MAX_BITS = 4096  # far above the papers' 12-128; bounds the hash layer and every
 class TrainConfig:
     """A training recipe. The defaults are the embedded recipe: DPH on ``small_cnn``, 32 bits, Fashion-MNIST.
 
-    The papers train with SGD (lr 0.01, momentum 0.9, weight decay 5e-4, batch 32) from ImageNet weights. From
-    scratch on two CPU cores, AdamW (lr 1e-3, cosine schedule, batch 32) for 20 epochs reaches a higher mAP
-    within about a minute, so it is the default; ``optimizer="sgd"`` with ``lr=0.01`` restores the papers'
-    recipe. Shift-and-flip augmentation did not help on Fashion-MNIST at this budget (measured), so it is off.
+    The papers train with SGD (lr 0.01, momentum 0.9, weight decay 5e-4, batch 32) from ImageNet weights; the
+    default is AdamW (lr 1e-3, cosine schedule, batch 32, 20 epochs, no augmentation), which trains better from
+    scratch on a CPU (docs/choices.md, "Training"); ``optimizer="sgd"`` with ``lr=0.01`` restores the papers'.
     DPH is the model the PgA paper attacks by default; pass ``loss="dpsh"`` for the CgAT paper's default.
     """
 

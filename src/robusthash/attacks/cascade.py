@@ -71,11 +71,8 @@ SCHEDULES: tuple[str, ...] = ("cosine", "constant")
 def cosine_step(step: int, steps: int, eta: float) -> float:
     """The cascade's step size at ``step`` of ``steps``: ``2 eta (1 + cos(pi step / steps)) + eta / 4``, annealed
     from 4.25 eta to 0.25 eta (mean 2.25 eta). Large early steps cross the eps-ball and leave the start's basin;
-    small late ones settle into a minimum that PgA's fixed eta = 1/255 steps around. Measured on the embedded
-    DPH model (32 bits, 100 queries, the recipe's four stages): mAP@1000 0.2211 with a constant 1/255, 0.2023
-    with peak 2.25 eta, 0.1964 with peak 4.25 eta; on another 100 queries peaks 2.25 and 4.25 tie and 8.25 is
-    worse on every stage. ``python benchmarks/bench_robust.py --stage-curve cosine`` (or ``constant``) prints
-    the per-stage curve; the peaks were compared by changing the amplitude here."""
+    small late ones settle into a minimum that PgA's fixed eta = 1/255 steps around (the peaks compared:
+    docs/choices.md, "The robust cascade's step size")."""
     return 2 * eta * (1 + math.cos(math.pi * step / max(steps, 1))) + eta / 4
 
 
@@ -104,7 +101,7 @@ def stage_spec(stage: Stage) -> str:
 class RobustCascade(IterativeAttack):
     """Non-targeted worst case: ``stages`` of ``steps`` signed steps each, per-query minimum AP@``topk``.
 
-    The default recipe (:data:`RECIPE`, chosen by measurement: ``benchmarks/bench_robust.py``) runs PgA-dagger
+    The default recipe (:data:`RECIPE`, chosen by measurement: docs/robust.md) runs PgA-dagger
     (eq. 10) from a random start, then a targeted stage toward the nearest other class, PgA's masked loss
     (eq. 13) from the best point, a targeted stage toward the second-nearest class, and a gradient-free stage:
     Square's random search (:class:`~robusthash.attacks.Square`, ``square_budget`` images per query through a

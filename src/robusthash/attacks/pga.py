@@ -46,11 +46,8 @@ class PgA(IterativeAttack):
        then drops the bit (``omega`` is differentiated through, which is what makes u_k "converge at t").
        ``omega="constant"`` reads omega as a fixed "weighting vector" instead (no gradient through it: an
        active bit weighs ``u_k - 2t >= -t > 0``, so the bit keeps pushing until the mask drops it).
-       The default stays the literal reading: on the embedded DPH models (benchmarks/bench_pga_variants.py,
-       Fashion-MNIST 16/32/64 bits and fashion-mosaic 16, all 1,000 queries, T = 100) no combination of omega
-       and derivative puts PgA below PgA-dagger in more than 1 of the 4 cells, so the paper's ordering appears
-       under none of them (constant omega with the surrogate comes closest: 0.2434 / 0.2235 / 0.2316 / 0.6675
-       against PgA-dagger's 0.2409 / 0.2216 / 0.2350 / 0.6674).
+       The default stays the literal reading; no variant gives the paper's PgA < PgA-dagger ordering on the
+       embedded models (docs/choices.md, "PgA's omega").
        ``masked=False`` is PgA-dagger, eq. (10): ``L_a = -(1/K) b*^T f(x')``.
     3. PGD from a random start (eq. 15): ``x'_0 = x + U(-eps, eps)``, T steps of size eta, projected to the
        eps-ball. Defaults: t = -0.8, T = 100, eta = 1/255, eps = 8/255.

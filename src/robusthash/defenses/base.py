@@ -34,8 +34,8 @@ class DefenseConfig:
 
     CgAT (CgAT sec. 4.1): SGD lr 0.01, momentum 0.9, weight decay 5e-4, batch 32, PGD T = 7 of 2/255 in an
     8/255 ball, lambda = 1, 30 epochs; the learning rate drops 10x at 1/2 and 3/4 of the steps (the authors'
-    code, for every method). The embedded default runs 3 epochs (each is ~20 s on two CPU cores for
-    the 5,000 Fashion-MNIST training images), which is what keeps ``robusthash demo`` within minutes.
+    code, for every method). The embedded default runs 3 epochs, which keeps ``robusthash demo`` within minutes
+    (docs/choices.md, "Adversarial training").
     """
 
     method: str = option("cgat", "adversarial-training method")

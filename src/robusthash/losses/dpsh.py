@@ -14,7 +14,7 @@ class DPSHLoss(BankLoss):
 
     ``U`` is the bank of the latest outputs of the whole training set (the DeepHash-pytorch formulation the
     CgAT code uses); ``s_ij = 1`` when items share a label. ``eta`` defaults to 0.001 as in the CgAT code
-    (0.1, the DeepHash-pytorch value, measured 5 points lower here: the quantisation pull then dominates early).
+    (not DeepHash-pytorch's 0.1: docs/choices.md, "DPSH's quantisation weight").
     """
 
     name = "dpsh"

@@ -22,8 +22,8 @@ class HashNetLoss(BankLoss):
     Continuation (HashNet sec. 3.3): ``beta = (1 + gamma t)^power`` with t the training step, gamma = 0.005,
     power = 0.5, refreshed every ``step_size`` = 200 steps as in the public code. alpha = 10 / K by default,
     so the logits stay within |theta| <= 10 at every K (the scaling of the HashNet authors' released script, as
-    we read it). DeepHash-pytorch's fixed 0.1 caps |theta| at 0.1 K: measured on Fashion-MNIST at 16 bits, it
-    reaches 0.55 mAP@1000, against 0.85 with 10 / K. The bank stores
+    we read it), where DeepHash-pytorch's fixed 0.1 caps |theta| at 0.1 K (docs/choices.md, "HashNet's scale").
+    The bank stores
     ``tanh(beta h)``; the model's own ``tanh(h)`` keeps the same sign, so codes and attacks are unaffected by beta.
     """
 

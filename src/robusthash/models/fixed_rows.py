@@ -1,8 +1,7 @@
 """Batch-invariant model calls: every call runs on blocks of exactly ``rows`` images.
 
 CPU and GPU kernels pick their blocking and their reduction order from the tensor shapes, batch size included
-(measured: the test suite's toy model gives logits that differ by ~1e-6 between batch sizes 1, 3, 7 and 9 on an
-AMD EPYC, and MKL's Intel paths differ more). Optimisers that amplify such noise (HAG's SGD at lr 100) then move
+(docs/choices.md, "Fixed-row model calls"). Optimisers that amplify such noise (HAG's SGD at lr 100) then move
 pixels across the whole eps-ball. A model call on a fixed shape, whose rows are computed independently of one
 another (convolutions, GEMMs and eval-mode normalisation all are), gives each image the same floats whichever
 images share its block and wherever it sits there: the property that makes a query's result independent of the
