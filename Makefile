@@ -27,7 +27,8 @@ test: setup browser
 	$(BIN)/python -m pytest -q
 
 lint: setup
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks scripts
+	$(BIN)/ruff format --check src tests benchmarks scripts
 
 bench: setup
 	$(BIN)/python -m pip install --quiet -e '.[faiss]'

@@ -28,8 +28,12 @@ from robusthash.robustness import AttackSuite, evaluate_attacks
 
 COMMAND = "python benchmarks/bench_blackbox.py"
 KEY = ("model", "attack", "budget", "queries")
-MODELS = ["fashion-mnist-dph-32", "fashion-mnist-dph-32-atrdh", "fashion-mnist-dph-32-pga-at",
-          "fashion-mnist-dph-32-cgat"]  # fmt: skip
+MODELS = [
+    "fashion-mnist-dph-32",
+    "fashion-mnist-dph-32-atrdh",
+    "fashion-mnist-dph-32-pga-at",
+    "fashion-mnist-dph-32-cgat",
+]
 # label -> (registered attack, options, access)
 VARIANTS = {
     "pga": ("pga", {}, "white-box"),
@@ -55,11 +59,22 @@ def measure(rows: Rows, model_name: str, label: str, budget: int, queries: int) 
     began = time.perf_counter()
     run = evaluate_attacks(load_model(model_name), dataset("fashion-mnist"), suite, quiet=True)
     outcome = run.attacks[0]
-    rows.add({**key, "access": access, "clean": run.clean.map, "map": outcome.map,
-              "budget_map": outcome.budget_map, "query_counts": outcome.query_counts(),
-              "seconds_per_image": outcome.seconds_per_image, "wall_seconds": time.perf_counter() - began,
-              "threads": torch.get_num_threads(), "settings": outcome.settings, "ap": outcome.scores.ap,
-              "flags": [f.line() for f in run.flags if f.fired]})  # fmt: skip
+    rows.add(
+        {
+            **key,
+            "access": access,
+            "clean": run.clean.map,
+            "map": outcome.map,
+            "budget_map": outcome.budget_map,
+            "query_counts": outcome.query_counts(),
+            "seconds_per_image": outcome.seconds_per_image,
+            "wall_seconds": time.perf_counter() - began,
+            "threads": torch.get_num_threads(),
+            "settings": outcome.settings,
+            "ap": outcome.scores.ap,
+            "flags": [f.line() for f in run.flags if f.fired],
+        }
+    )
     print(f"{model_name} {label} budget {budget}: mAP {outcome.map:.4f} ({outcome.budget_map})", flush=True)
 
 
@@ -83,17 +98,24 @@ def quantise(x: torch.Tensor) -> torch.Tensor:
 
 MASKED = {  # name -> the undefended zoo model behind a defence that hides or randomises its gradients
     "plain": lambda m: m,
-    "quantised": lambda m: wrap_model(_Logits(m), "preactivation", image_shape=(1, 28, 28), preprocess=quantise),
-    "quantised+bpda": lambda m: wrap_model(_Logits(m), "preactivation", image_shape=(1, 28, 28),
-                                           preprocess=quantise, bpda=True),  # fmt: skip
+    "quantised": lambda m: wrap_model(
+        _Logits(m), "preactivation", image_shape=(1, 28, 28), preprocess=quantise
+    ),
+    "quantised+bpda": lambda m: wrap_model(
+        _Logits(m), "preactivation", image_shape=(1, 28, 28), preprocess=quantise, bpda=True
+    ),
     "noisy": lambda m: wrap_model(_Logits(m, noise=0.1), "preactivation", image_shape=(1, 28, 28)),
 }
 
 
 def measure_masked(rows: Rows, variant: str, queries: int) -> None:
     """The robust protocol (with PgA beside it) on the undefended zoo model behind ``variant``."""
-    key = {"model": f"fashion-mnist-dph-32+{variant}", "attack": "robust-protocol", "budget": 1000,
-           "queries": queries}  # fmt: skip
+    key = {
+        "model": f"fashion-mnist-dph-32+{variant}",
+        "attack": "robust-protocol",
+        "budget": 1000,
+        "queries": queries,
+    }
     if rows.has(**key):
         return
     torch.manual_seed(0)  # the noisy model's draws
@@ -105,48 +127,80 @@ def measure_masked(rows: Rows, variant: str, queries: int) -> None:
     stages = {k: sum(v or 0.0 for v in aps) / len(aps) for k, aps in (cascade.stages or {}).items()}
     per_query = [[v or 0.0 for v in aps] for k, aps in (cascade.stages or {}).items() if k != "square"]
     white_box = sum(min(col) for col in zip(*per_query, strict=True)) / len(per_query[0])
-    rows.add({**key, "access": "white-box + code oracle", "clean": run.clean.map, "map": run.robust_map,
-              "pga": run.attack("pga").map, "stages": stages, "white_box": white_box, "budget_map": None,
-              "query_counts": None,
-              "seconds_per_image": cascade.seconds_per_image, "wall_seconds": time.perf_counter() - began,
-              "threads": torch.get_num_threads(), "flags": [f.line() for f in run.flags if f.fired]})  # fmt: skip
-    print(f"{variant}: robust {run.robust_map:.4f}, PgA {run.attack('pga').map:.4f}, stages {stages}", flush=True)
+    rows.add(
+        {
+            **key,
+            "access": "white-box + code oracle",
+            "clean": run.clean.map,
+            "map": run.robust_map,
+            "pga": run.attack("pga").map,
+            "stages": stages,
+            "white_box": white_box,
+            "budget_map": None,
+            "query_counts": None,
+            "seconds_per_image": cascade.seconds_per_image,
+            "wall_seconds": time.perf_counter() - began,
+            "threads": torch.get_num_threads(),
+            "flags": [f.line() for f in run.flags if f.fired],
+        }
+    )
+    print(
+        f"{variant}: robust {run.robust_map:.4f}, PgA {run.attack('pga').map:.4f}, stages {stages}",
+        flush=True,
+    )
 
 
 def masked_markdown(rows: Rows) -> str:
     found = [r for r in rows.rows if r["attack"] == "robust-protocol"]
     if not found:
         return ""
-    out = [f"\n### The robust protocol on a model that hides its gradients\n\nThe undefended zoo model behind an input "
-           "quantiser (round(7x) / 7: zero gradient), the same with the quantiser stated for BPDA, and with input "
-           f"noise 0.1; `{COMMAND} --masked`.\n",
-           "| model | queries | clean | PgA | cascade's white-box stages | gradient-free stage | robust | flags "
-           "fired |",
-           "|---|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
+    out = [
+        f"\n### The robust protocol on a model that hides its gradients\n\nThe undefended zoo model behind an input "
+        "quantiser (round(7x) / 7: zero gradient), the same with the quantiser stated for BPDA, and with input "
+        f"noise 0.1; `{COMMAND} --masked`.\n",
+        "| model | queries | clean | PgA | cascade's white-box stages | gradient-free stage | robust | flags "
+        "fired |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
     for r in found:
         stages = r.get("stages") or {}
         white = r.get("white_box", float("nan"))
         flags = "; ".join(f.split(":")[0].removeprefix("FLAG ") for f in r.get("flags") or []) or "none"
-        out.append(f"| {r['model'].split('+', 1)[1]} | {r['queries']} | {r['clean']:.4f} | {r['pga']:.4f} | "
-                   f"{white:.4f} | {stages.get('square', float('nan')):.4f} | {r['map']:.4f} | {flags} |")  # fmt: skip
-    note = ("(White-box stages: the mean over queries of the lowest AP of the four gradient stages; gradient-free "
-            "stage: the mean of its AP, 0 where a query was already broken and the stage skipped it.)")
+        out.append(
+            f"| {r['model'].split('+', 1)[1]} | {r['queries']} | {r['clean']:.4f} | {r['pga']:.4f} | "
+            f"{white:.4f} | {stages.get('square', float('nan')):.4f} | {r['map']:.4f} | {flags} |"
+        )
+    note = (
+        "(White-box stages: the mean over queries of the lowest AP of the four gradient stages; gradient-free "
+        "stage: the mean of its AP, 0 where a query was already broken and the stage skipped it.)"
+    )
     return "\n".join(out) + "\n\n" + note + "\n"
 
 
 def markdown(rows: Rows) -> str:
-    out = [f"Query attacks on the zoo models (Fashion-MNIST, DPH / small_cnn / 32 bits), eps 8/255, mAP@1000. "
-           f"`{COMMAND} --markdown docs/blackbox.md`\n"]  # fmt: skip
+    out = [
+        f"Query attacks on the zoo models (Fashion-MNIST, DPH / small_cnn / 32 bits), eps 8/255, mAP@1000. "
+        f"`{COMMAND} --markdown docs/blackbox.md`\n"
+    ]
     budgets = sorted({int(b) for r in rows.rows for b in (r.get("budget_map") or {})})
     plain = [r for r in rows.rows if r["attack"] != "robust-protocol"]
     for queries in sorted({r["queries"] for r in plain}):
         subset = [r for r in plain if r["queries"] == queries]
         out.append(f"\n### {queries} queries\n")
-        header = ["model", "attack", "access", "clean"] + [f"at {b:,}" for b in budgets] + [
-            "final mAP", "images sent: mean / median / max", "s / image", "threads"]
+        header = (
+            ["model", "attack", "access", "clean"]
+            + [f"at {b:,}" for b in budgets]
+            + ["final mAP", "images sent: mean / median / max", "s / image", "threads"]
+        )
         out.append("| " + " | ".join(header) + " |\n|" + "---|" * 3 + "---:|" * (len(header) - 3))
-        for r in sorted(subset, key=lambda r: (MODELS.index(r["model"]) if r["model"] in MODELS else 9,
-                                               list(VARIANTS).index(r["attack"]), r["budget"] or 0)):  # fmt: skip
+        for r in sorted(
+            subset,
+            key=lambda r: (
+                MODELS.index(r["model"]) if r["model"] in MODELS else 9,
+                list(VARIANTS).index(r["attack"]),
+                r["budget"] or 0,
+            ),
+        ):
             curve = r.get("budget_map") or {}
             counts = r.get("query_counts")
             sent = f"{counts['mean']:.0f} / {counts['median']:.0f} / {counts['max']:.0f}" if counts else ""
@@ -163,8 +217,11 @@ def main() -> None:
     parser.add_argument("--attacks", default=",".join(VARIANTS), help=f"of {', '.join(VARIANTS)}")
     parser.add_argument("--budget", type=int, default=1000)
     parser.add_argument("--queries", type=int, default=100)
-    parser.add_argument("--masked", action="store_true",
-                        help="only the robust protocol on the undefended model behind gradient-masking wrappers")
+    parser.add_argument(
+        "--masked",
+        action="store_true",
+        help="only the robust protocol on the undefended model behind gradient-masking wrappers",
+    )
     parser.add_argument("--markdown", default=None, help="write the tables to this Markdown file")
     args = parser.parse_args()
     rows = Rows(RESULTS / "blackbox.json", COMMAND, KEY)

@@ -43,14 +43,22 @@ def main() -> None:
     for _ in range(args.rounds):
         for threads, rows in settings:
             torch.set_num_threads(threads)
-            best[(threads, rows)] = min(best[(threads, rows)],
-                                        per_image_ms(model if rows is None else FixedRows(model, rows), x))
+            best[(threads, rows)] = min(
+                best[(threads, rows)], per_image_ms(model if rows is None else FixedRows(model, rows), x)
+            )
     table = Rows(RESULTS / "blocks.json", COMMAND, ("threads", "block_rows"))
     print(f"{COMMAND}\n\n| threads | calls | ms / image (fwd + bwd) | vs whole batch |\n|---:|---|---:|---:|")
     for threads, rows in settings:
         ms = best[(threads, rows)]
-        table.add({"threads": threads, "block_rows": rows, "ms_per_image": ms, "batch": len(x),
-                   "model": "fashion-mnist-dph-32"})  # fmt: skip
+        table.add(
+            {
+                "threads": threads,
+                "block_rows": rows,
+                "ms_per_image": ms,
+                "batch": len(x),
+                "model": "fashion-mnist-dph-32",
+            }
+        )
         label = "whole batch of 128" if rows is None else f"blocks of {rows}"
         print(f"| {threads} | {label} | {ms:.3f} | {ms / best[(threads, None)]:.2f}x |")
 

@@ -33,8 +33,12 @@ from robusthash.robustness import Banks, query_images, query_subset
 
 COMMAND = "python benchmarks/bench_cascade_stops.py"
 KEY = ("model", "variant", "queries", "query_seed")
-MODELS = ["fashion-mnist-dph-32", "fashion-mnist-dph-32-atrdh", "fashion-mnist-dph-32-pga-at",
-          "fashion-mnist-dph-32-cgat"]  # fmt: skip
+MODELS = [
+    "fashion-mnist-dph-32",
+    "fashion-mnist-dph-32-atrdh",
+    "fashion-mnist-dph-32-pga-at",
+    "fashion-mnist-dph-32-cgat",
+]
 WHITE_BOX = [s for s in RECIPE if s != "square"]
 # label -> cascade options (None: PgA, the cost unit)
 VARIANTS: dict[str, dict | None] = {
@@ -49,7 +53,11 @@ VARIANTS: dict[str, dict | None] = {
 
 def measure(rows: Rows, model_name: str, queries: int, query_seed: int, rounds: int) -> None:
     """Every variant on one model, interleaved ``rounds`` times; one row per variant."""
-    todo = [v for v in VARIANTS if not rows.has(model=model_name, variant=v, queries=queries, query_seed=query_seed)]
+    todo = [
+        v
+        for v in VARIANTS
+        if not rows.has(model=model_name, variant=v, queries=queries, query_seed=query_seed)
+    ]
     if not todo:
         return
     data = dataset("fashion-mnist")
@@ -70,23 +78,41 @@ def measure(rows: Rows, model_name: str, queries: int, query_seed: int, rounds: 
             seconds[variant].append(time.perf_counter() - began)
             ap[variant] = scorer.average_precision(adv, labels).numpy()
     for variant in todo:
-        row = {"model": model_name, "variant": variant, "queries": queries, "query_seed": query_seed,
-               "options": VARIANTS[variant], "map": float(ap[variant].mean()), "ap": ap[variant].tolist(),
-               "seconds": min(seconds[variant]), "rounds": rounds}  # fmt: skip
+        row = {
+            "model": model_name,
+            "variant": variant,
+            "queries": queries,
+            "query_seed": query_seed,
+            "options": VARIANTS[variant],
+            "map": float(ap[variant].mean()),
+            "ap": ap[variant].tolist(),
+            "seconds": min(seconds[variant]),
+            "rounds": rounds,
+        }
         rows.add(row)
         print(f"{model_name:30s} {variant:11s} mAP {row['map']:.4f}  {row['seconds']:.1f} s", flush=True)
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["# Best-iterate keeping and plateau stops in the cascade's white-box stages", "",
-             f"`{COMMAND}` (rows: `benchmarks/results/cascade_stops.json`). Zoo models, 100 seeded queries, eps 8/255, "
-             "mAP@1000, the recipe's four white-box stages (no gradient-free stage). Cost: seconds over one PgA "
-             "run's (T = 100) on the same queries, interleaved, fastest of the rounds, one thread.", "",
-             "| model | query seed | " + " | ".join(v for v in VARIANTS if v != "pga") + " |",
-             "|---|---|" + "---|" * (len(VARIANTS) - 1)]  # fmt: skip
-    keys = sorted({(r["model"], r["queries"], r["query_seed"]) for r in rows}, key=lambda k: (MODELS.index(k[0]), k[2]))
+    lines = [
+        "# Best-iterate keeping and plateau stops in the cascade's white-box stages",
+        "",
+        f"`{COMMAND}` (rows: `benchmarks/results/cascade_stops.json`). Zoo models, 100 seeded queries, eps 8/255, "
+        "mAP@1000, the recipe's four white-box stages (no gradient-free stage). Cost: seconds over one PgA "
+        "run's (T = 100) on the same queries, interleaved, fastest of the rounds, one thread.",
+        "",
+        "| model | query seed | " + " | ".join(v for v in VARIANTS if v != "pga") + " |",
+        "|---|---|" + "---|" * (len(VARIANTS) - 1),
+    ]
+    keys = sorted(
+        {(r["model"], r["queries"], r["query_seed"]) for r in rows}, key=lambda k: (MODELS.index(k[0]), k[2])
+    )
     for model, queries, seed in keys:
-        mine = {r["variant"]: r for r in rows if (r["model"], r["queries"], r["query_seed"]) == (model, queries, seed)}
+        mine = {
+            r["variant"]: r
+            for r in rows
+            if (r["model"], r["queries"], r["query_seed"]) == (model, queries, seed)
+        }
         if not all(v in mine for v in VARIANTS):
             continue
         unit = mine["pga"]["seconds"]
@@ -98,7 +124,9 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--models", default=",".join(MODELS), help="zoo models, comma-separated")
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--query-seed", type=int, default=0)

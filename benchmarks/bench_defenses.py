@@ -44,7 +44,14 @@ from robusthash.runtime import environment
 COMMAND = "python benchmarks/bench_defenses.py"
 ATTACKS = ["p2p", "dhta", "hag", "sdha", "pga"]
 DEFENSES = ["atrdh", "pga-at", "cgat"]
-KEY = ("dataset", "bits", "defense", "lam", "attack", "budget")  # budget: NAG's eps in pixel levels (else None)
+KEY = (
+    "dataset",
+    "bits",
+    "defense",
+    "lam",
+    "attack",
+    "budget",
+)  # budget: NAG's eps in pixel levels (else None)
 SURROGATES = ("resnet18", "resnet34", "efficientnet_lite0")
 NAG_VICTIMS = (("none", None), ("atrdh", 1.0), ("cgat", 1.0))
 NAG_BUDGETS = (8, 32)  # eps in levels of 255: the project's, and the official code's effective 32 x 1/255
@@ -56,12 +63,21 @@ def device_field(device: str | torch.device) -> dict[str, str]:
 
 
 def evaluate(
-    rows: Rows, name: str, bits: int, defense: str, lam: float | None, ckpt: Path, loss: str, device: str = "cpu"
+    rows: Rows,
+    name: str,
+    bits: int,
+    defense: str,
+    lam: float | None,
+    ckpt: Path,
+    loss: str,
+    device: str = "cpu",
 ) -> None:
     if rows.has(dataset=name, bits=bits, defense=defense, lam=lam, attack="robust"):
         return
     suite = AttackSuite(attacks=ATTACKS, protocol="pgd20", topk=1000, seed=0)
-    res = flat(evaluate_attacks(read_checkpoint(ckpt).build_model(device), dataset(name), suite, device, quiet=True))
+    res = flat(
+        evaluate_attacks(read_checkpoint(ckpt).build_model(device), dataset(name), suite, device, quiet=True)
+    )
     base = {
         "dataset": name,
         "bits": bits,
@@ -95,34 +111,68 @@ def evaluate(
     )
 
 
-def generator_attack(rows: Rows, name: str, bits: int, defense: str, lam: float | None, ckpt: Path,
-                     loss: str, device: str = "cpu") -> None:
+def generator_attack(
+    rows: Rows,
+    name: str,
+    bits: int,
+    defense: str,
+    lam: float | None,
+    ckpt: Path,
+    loss: str,
+    device: str = "cpu",
+) -> None:
     """ProS-GAN (CgAT Tables 1-3) on all queries: unbounded as published, the embedded-scale recipe, its generator
     checkpointed next to the model. Kept out of the robust column, which is the worst case within eps 8/255."""
     if rows.has(dataset=name, bits=bits, defense=defense, lam=lam, attack="prosgan"):
         return
-    suite = AttackSuite(attacks=["prosgan"], topk=1000, seed=0, attack_options={"prosgan": prosgan_options(ckpt)})
-    res = flat(evaluate_attacks(read_checkpoint(ckpt).build_model(device), dataset(name), suite, device, quiet=True))
+    suite = AttackSuite(
+        attacks=["prosgan"], topk=1000, seed=0, attack_options={"prosgan": prosgan_options(ckpt)}
+    )
+    res = flat(
+        evaluate_attacks(read_checkpoint(ckpt).build_model(device), dataset(name), suite, device, quiet=True)
+    )
     r = res["attacks"]["prosgan"]
-    rows.add({"dataset": name, "bits": bits, "defense": defense, "lam": lam, "loss": loss, "protocol": "default",
-              "queries": res["queries"], "attack": "prosgan", "map": r["map"], "tmap": r["tmap"],
-              "linf": r["linf"], "l2": r["l2"], "threat_model": r["threat_model"],
-              "seconds_per_image": r["seconds_per_image"], "fit_seconds": r["fit_seconds"],
-              "settings": r["settings"],
-              **device_field(device)})  # fmt: skip
-    print(f"{name:15s} {bits:3d} {defense:7s} lam={lam}: ProS-GAN mAP {r['map']:.4f} t-mAP {r['tmap']:.4f} "
-          f"L-inf {r['linf']:.3f}", flush=True)
+    rows.add(
+        {
+            "dataset": name,
+            "bits": bits,
+            "defense": defense,
+            "lam": lam,
+            "loss": loss,
+            "protocol": "default",
+            "queries": res["queries"],
+            "attack": "prosgan",
+            "map": r["map"],
+            "tmap": r["tmap"],
+            "linf": r["linf"],
+            "l2": r["l2"],
+            "threat_model": r["threat_model"],
+            "seconds_per_image": r["seconds_per_image"],
+            "fit_seconds": r["fit_seconds"],
+            "settings": r["settings"],
+            **device_field(device),
+        }
+    )
+    print(
+        f"{name:15s} {bits:3d} {defense:7s} lam={lam}: ProS-GAN mAP {r['map']:.4f} t-mAP {r['tmap']:.4f} "
+        f"L-inf {r['linf']:.3f}",
+        flush=True,
+    )
 
 
 def defended(base: Path, name: str, method: str, lam: float, device: str = "cpu") -> Path:
     out = CACHE / f"{base.stem}-{method}-lam{lam:g}.pt"
-    config = DefenseConfig(method=method, method_options={"lam": lam} if lam != 1.0 else {})  # lam: CgAT's sweep
+    config = DefenseConfig(
+        method=method, method_options={"lam": lam} if lam != 1.0 else {}
+    )  # lam: CgAT's sweep
     defend(read_checkpoint(base), dataset(name), config, out, device, quiet=True)
     return out
 
 
 def _mean_ap(codes: torch.Tensor, banks: Banks, labels: torch.Tensor) -> float:
-    return float(metrics.mean_average_precision(codes, banks.database.codes, labels, banks.database.labels, 1000))
+    return float(
+        metrics.mean_average_precision(codes, banks.database.codes, labels, banks.database.labels, 1000)
+    )
 
 
 def nag_table(rows: Rows, bits: int, loss: str, queries: int, device: torch.device) -> None:
@@ -154,9 +204,17 @@ def nag_table(rows: Rows, bits: int, loss: str, queries: int, device: torch.devi
             surrogate = read_checkpoint(ckpt).build_model(device)
             own = Banks.of(surrogate, data, device)
             suite = AttackSuite(attacks=["nag"], eps=budget / 255, queries=queries, seed=0)
-            attack = create_attack("nag", surrogate, reference=own.reference, database=own.database, quiet=True,
-                                   **suite.options("nag"))  # fmt: skip
-            crafted = craft(attack, surrogate, images, labels, indices, device, keep=indices, surrogate=backbone)
+            attack = create_attack(
+                "nag",
+                surrogate,
+                reference=own.reference,
+                database=own.database,
+                quiet=True,
+                **suite.options("nag"),
+            )
+            crafted = craft(
+                attack, surrogate, images, labels, indices, device, keep=indices, surrogate=backbone
+            )
             adversarial = torch.stack([crafted.kept[int(i)] for i in indices.tolist()])
             surrogate_clean = encode_images(surrogate, images, device)
             on_surrogate = score(crafted, surrogate_clean, labels, own.database, 1000)
@@ -165,16 +223,34 @@ def nag_table(rows: Rows, bits: int, loss: str, queries: int, device: torch.devi
                 model, banks, clean_codes = victim(defense, lam)
                 codes = encode_images(model, adversarial, device)
                 r = score(replace(crafted, codes=codes, kept={}), clean_codes, labels, banks.database, 1000)
-                rows.add({**key, "defense": defense, "lam": lam, "loss": loss, "protocol": "nag",
-                          "queries": len(indices), "surrogate": backbone, "threat_model": r.threat_model,
-                          "map": r.map, "tmap": r.tmap, "success": sum(r.success) / len(r.success),
-                          "clean_map": _mean_ap(clean_codes, banks, labels),
-                          "surrogate_clean_map": surrogate_clean_map,
-                          "surrogate_tmap": on_surrogate.tmap, "linf": max(r.linf),
-                          "seconds_per_image": r.seconds_per_image, "settings": r.settings,
-                          "surrogate_checkpoint": checkpoint_meta(ckpt), **device_field(device)})  # fmt: skip
-                print(f"NAG {bits} bits eps {budget}/255 from {backbone:18s} on {defense:6s}: mAP {r.map:.4f} "
-                      f"t-mAP {r.tmap:.4f} (white-box t-mAP on the surrogate {on_surrogate.tmap:.4f})", flush=True)
+                rows.add(
+                    {
+                        **key,
+                        "defense": defense,
+                        "lam": lam,
+                        "loss": loss,
+                        "protocol": "nag",
+                        "queries": len(indices),
+                        "surrogate": backbone,
+                        "threat_model": r.threat_model,
+                        "map": r.map,
+                        "tmap": r.tmap,
+                        "success": sum(r.success) / len(r.success),
+                        "clean_map": _mean_ap(clean_codes, banks, labels),
+                        "surrogate_clean_map": surrogate_clean_map,
+                        "surrogate_tmap": on_surrogate.tmap,
+                        "linf": max(r.linf),
+                        "seconds_per_image": r.seconds_per_image,
+                        "settings": r.settings,
+                        "surrogate_checkpoint": checkpoint_meta(ckpt),
+                        **device_field(device),
+                    }
+                )
+                print(
+                    f"NAG {bits} bits eps {budget}/255 from {backbone:18s} on {defense:6s}: mAP {r.map:.4f} "
+                    f"t-mAP {r.tmap:.4f} (white-box t-mAP on the surrogate {on_surrogate.tmap:.4f})",
+                    flush=True,
+                )
 
 
 def main() -> None:
@@ -190,9 +266,13 @@ def main() -> None:
     )
     parser.add_argument("--nag-bits", default="16,32,64", help="code lengths of the NAG table ('' skips it)")
     parser.add_argument("--nag-queries", type=int, default=1000)
-    parser.add_argument("--no-prosgan", action="store_true", help="skip ProS-GAN (a generator trained per model)")
+    parser.add_argument(
+        "--no-prosgan", action="store_true", help="skip ProS-GAN (a generator trained per model)"
+    )
     parser.add_argument("--skip-white-box", action="store_true", help="only the NAG table")
-    parser.add_argument("--device", default="cpu", help="where models train and attacks run (cpu, cuda, cuda:1)")
+    parser.add_argument(
+        "--device", default="cpu", help="where models train and attacks run (cpu, cuda, cuda:1)"
+    )
     parser.add_argument("--out", default=str(RESULTS / "defenses.json"))
     parser.add_argument("--markdown", default=None, help="write the tables to this Markdown file")
     args = parser.parse_args()
@@ -203,11 +283,15 @@ def main() -> None:
     for setting in [] if args.skip_white_box else args.settings.split(","):
         name, bits = setting.split(":")
         base = trained_model(name, int(bits), loss=args.loss, device=args.device)
-        models = [("none", None, base)] + [(m, 1.0, defended(base, name, m, 1.0, args.device)) for m in DEFENSES]
+        models = [("none", None, base)] + [
+            (m, 1.0, defended(base, name, m, 1.0, args.device)) for m in DEFENSES
+        ]
         for defense, lam, ckpt in models:
             evaluate(rows, name, int(bits), defense, lam, ckpt, args.loss, args.device)
         generators += [(name, int(bits), *model) for model in models]
-    for name, bits, defense, lam, ckpt in [] if args.no_prosgan else sorted(generators, key=lambda g: g[2] == "pga-at"):
+    for name, bits, defense, lam, ckpt in (
+        [] if args.no_prosgan else sorted(generators, key=lambda g: g[2] == "pga-at")
+    ):
         generator_attack(rows, name, bits, defense, lam, ckpt, args.loss, args.device)
     for lam in [] if args.skip_white_box else [float(x) for x in args.lambdas.split(",") if x]:
         base = trained_model("fashion-mnist", 32, loss=args.loss, device=args.device)

@@ -62,16 +62,30 @@ def timed(fn: Any, device: torch.device) -> float:
     return time.perf_counter() - began
 
 
-def run_setting(rows: Rows, backbone: str, precision: str, variant: str, args: argparse.Namespace,
-                device: torch.device, device_name: str) -> None:  # fmt: skip
+def run_setting(
+    rows: Rows,
+    backbone: str,
+    precision: str,
+    variant: str,
+    args: argparse.Namespace,
+    device: torch.device,
+    device_name: str,
+) -> None:
     """One backbone / precision / variant: its bare passes and attacks, timed in turn. A variant is "plain" or
     options joined by "+": channels_last, compile, autotune (cuDNN autotuning, ``--cudnn-benchmark``)."""
     with cudnn_autotuning("autotune" in variant):
         _time_setting(rows, backbone, precision, variant, args, device, device_name)
 
 
-def _time_setting(rows: Rows, backbone: str, precision: str, variant: str, args: argparse.Namespace,
-                  device: torch.device, device_name: str) -> None:  # fmt: skip
+def _time_setting(
+    rows: Rows,
+    backbone: str,
+    precision: str,
+    variant: str,
+    args: argparse.Namespace,
+    device: torch.device,
+    device_name: str,
+) -> None:
     generator = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
     model = create_model(backbone, BITS, 3, (0.5,) * 3, (0.25,) * 3, args.image_size).to(device).eval()
@@ -89,9 +103,16 @@ def _time_setting(rows: Rows, backbone: str, precision: str, variant: str, args:
 
     def attack_fn(name: str) -> Any:
         steps = args.quick_steps if args.quick else None
-        attack = create_attack(name, model, reference=reference, database=database, seed=0,
-                               batch_size=args.batch, precision=precision,
-                               **({"steps": steps} if steps else {}))  # fmt: skip
+        attack = create_attack(
+            name,
+            model,
+            reference=reference,
+            database=database,
+            seed=0,
+            batch_size=args.batch,
+            precision=precision,
+            **({"steps": steps} if steps else {}),
+        )
         return attack, lambda: attack(images, labels)
 
     built = {name: attack_fn(name) for name in attacks}
@@ -109,37 +130,64 @@ def _time_setting(rows: Rows, backbone: str, precision: str, variant: str, args:
     for name, (steps, _) in fns.items():
         per_image = statistics.median(times[name])
         # ratio to the bare passes at the same number of steps (an attack of T steps pays T passes at least)
-        ratio = (statistics.median(t / b for t, b in zip(times[name], times["bare"], strict=True))
-                 * t_bare / max(steps, 1))  # fmt: skip
-        row = {"device_name": device_name, "backbone": backbone, "precision": precision, "variant": variant,
-               "attack": name, "steps": steps, "batch": args.batch, "image_size": args.image_size,
-               "seconds_per_image": per_image, "ms_per_image": 1e3 * per_image,
-               "ratio_to_bare_same_steps": ratio, "bare_ms_per_image_100": 1e3 * bare * 100 / t_bare,
-               "repeats": args.repeats, "quick": args.quick}  # fmt: skip
+        ratio = (
+            statistics.median(t / b for t, b in zip(times[name], times["bare"], strict=True))
+            * t_bare
+            / max(steps, 1)
+        )
+        row = {
+            "device_name": device_name,
+            "backbone": backbone,
+            "precision": precision,
+            "variant": variant,
+            "attack": name,
+            "steps": steps,
+            "batch": args.batch,
+            "image_size": args.image_size,
+            "seconds_per_image": per_image,
+            "ms_per_image": 1e3 * per_image,
+            "ratio_to_bare_same_steps": ratio,
+            "bare_ms_per_image_100": 1e3 * bare * 100 / t_bare,
+            "repeats": args.repeats,
+            "quick": args.quick,
+        }
         rows.add(row)
-        print(f"{backbone:8s} {precision:5s} {variant:14s} {name:10s} T={steps:5d} {1e3 * per_image:9.2f} ms/image "
-              f"{ratio:5.2f}x the bare passes of the same T")  # fmt: skip
+        print(
+            f"{backbone:8s} {precision:5s} {variant:14s} {name:10s} T={steps:5d} {1e3 * per_image:9.2f} ms/image "
+            f"{ratio:5.2f}x the bare passes of the same T"
+        )
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
-    lines = ["| device | backbone | precision | variant | attack | T | ms / image | x bare passes (same T) |",
-             "|---|---|---|---|---|---:|---:|---:|"]  # fmt: skip
+    lines = [
+        "| device | backbone | precision | variant | attack | T | ms / image | x bare passes (same T) |",
+        "|---|---|---|---|---|---:|---:|---:|",
+    ]
     for r in rows:
-        lines.append(f"| {r['device_name']} | {r['backbone']} | {r['precision']} | {r['variant']} | {r['attack']} | "
-                     f"{r['steps']} | {r['ms_per_image']:.2f} | {r['ratio_to_bare_same_steps']:.2f} |")  # fmt: skip
+        lines.append(
+            f"| {r['device_name']} | {r['backbone']} | {r['precision']} | {r['variant']} | {r['attack']} | "
+            f"{r['steps']} | {r['ms_per_image']:.2f} | {r['ratio_to_bare_same_steps']:.2f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="a short check: few steps, small batch, one repeat")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="a short check: few steps, small batch, one repeat"
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--backbones", default="alexnet,vgg11")
     parser.add_argument("--pga-only", default="vgg11", help="backbones timed with PgA alone (the slow ones)")
     parser.add_argument("--precisions", default="fp32,bf16")
-    parser.add_argument("--variants", default="plain,channels_last,compile",
-                        help="plain: every attack; channels_last, compile, autotune (cuDNN), or several "
-                        "joined by +: PgA with those options")  # fmt: skip
+    parser.add_argument(
+        "--variants",
+        default="plain,channels_last,compile",
+        help="plain: every attack; channels_last, compile, autotune (cuDNN), or several "
+        "joined by +: PgA with those options",
+    )
     parser.add_argument("--attacks", default=",".join(ATTACKS))
     parser.add_argument("--batch", type=int, default=None, help="default 128 (--quick: 4)")
     parser.add_argument("--image-size", type=int, default=224)
@@ -159,8 +207,15 @@ def main() -> None:
     for backbone in args.backbones.split(","):
         for precision in args.precisions.split(","):
             for variant in args.variants.split(","):
-                key = {"device_name": device_name, "backbone": backbone, "precision": precision, "variant": variant,
-                       "attack": "bare", "batch": args.batch, "image_size": args.image_size}  # fmt: skip
+                key = {
+                    "device_name": device_name,
+                    "backbone": backbone,
+                    "precision": precision,
+                    "variant": variant,
+                    "attack": "bare",
+                    "batch": args.batch,
+                    "image_size": args.image_size,
+                }
                 if rows.has(**key):
                     continue
                 run_setting(rows, backbone, precision, variant, args, device, device_name)

@@ -65,7 +65,9 @@ def _reset_peak() -> None:
     Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
 
 
-def make_large(folder: Path, nq: int, nd: int, bits: int, classes: int, seed: int, block: int = 1_000_000) -> None:
+def make_large(
+    folder: Path, nq: int, nd: int, bits: int, classes: int, seed: int, block: int = 1_000_000
+) -> None:
     """Packed codes and labels (uint64 words) of the same structure as :func:`make_data`, vectorised and written
     block by block into ``.npy`` memory maps (labels drawn without replacement by the Gumbel top-k trick)."""
     from robusthash.metrics import pack_bits
@@ -91,8 +93,10 @@ def make_large(folder: Path, nq: int, nd: int, bits: int, classes: int, seed: in
 
 
 def _large_child(folder: str, who: str, conn) -> None:
-    q, d, ql, dl = (np.load(Path(folder) / f"{n}.npy", mmap_mode="r") for n in
-                    ("query_codes", "db_codes", "query_labels", "db_labels"))  # fmt: skip
+    q, d, ql, dl = (
+        np.load(Path(folder) / f"{n}.npy", mmap_mode="r")
+        for n in ("query_codes", "db_codes", "query_labels", "db_labels")
+    )
     q, ql = np.array(q), np.array(ql)
     from robusthash import metrics
 
@@ -103,19 +107,36 @@ def _large_child(folder: str, who: str, conn) -> None:
     start = time.perf_counter()
     if who == "streamed":
         out = metrics.streaming_statistics(q, ql, d, dl, 64, topk=5000, histograms=False).ap
-    elif who == "streamed-report":  # + PR curve by radius and P@N / R@N (relevance histograms: one more count)
+    elif (
+        who == "streamed-report"
+    ):  # + PR curve by radius and P@N / R@N (relevance histograms: one more count)
         out = metrics.streaming_report(q, ql, d, dl, 64, topk=5000)["ap"]
     elif who == "in-memory":
         stats = metrics.RankingStatistics  # the one-pass kernel on the packed arrays (no unpacking)
         ap, hits = np.zeros(len(q)), np.zeros((len(q), 0), np.int64)
-        metrics.retrieval._run(metrics.kernels.ranked_relevance, q, np.asarray(d), ql, np.asarray(dl), 5000,
-                               np.zeros(0, np.int64), ap, hits)  # fmt: skip
+        metrics.retrieval._run(
+            metrics.kernels.ranked_relevance,
+            q,
+            np.asarray(d),
+            ql,
+            np.asarray(dl),
+            5000,
+            np.zeros(0, np.int64),
+            ap,
+            hits,
+        )
         out = stats(ap, np.zeros(0, np.int64), hits, 5000).ap
     else:
         out = faiss_packed_map(q, d, ql, dl, 5000)
     seconds = time.perf_counter() - start
-    conn.send({"seconds": seconds, "peak_mb": _status_mb("VmHWM"), "peak_extra_mb": _status_mb("VmHWM") - base,
-               "value": np.asarray(out).tolist()})  # fmt: skip
+    conn.send(
+        {
+            "seconds": seconds,
+            "peak_mb": _status_mb("VmHWM"),
+            "peak_extra_mb": _status_mb("VmHWM") - base,
+            "value": np.asarray(out).tolist(),
+        }
+    )
 
 
 def faiss_packed_map(q, d, ql, dl, topk):
@@ -142,7 +163,10 @@ def large(args: argparse.Namespace) -> None:
         folder = Path(tmp)
         began = time.perf_counter()
         make_large(folder, args.queries, args.large_database, 64, 21, seed=0)
-        print(f"generated {args.large_database:,} packed codes in {time.perf_counter() - began:.0f} s", flush=True)
+        print(
+            f"generated {args.large_database:,} packed codes in {time.perf_counter() - began:.0f} s",
+            flush=True,
+        )
         rows = {}
         for who in ["streamed", "streamed-report", "in-memory"] + (["faiss"] if _has_faiss() else []):
             parent, child = ctx.Pipe()
@@ -150,22 +174,36 @@ def large(args: argparse.Namespace) -> None:
             proc.start()
             rows[who] = r = parent.recv()
             proc.join()
-            print(f"{who:10s} mAP@5000 {np.mean(r['value']):.6f}  {r['seconds']:8.2f} s   peak RSS "
-                  f"{r['peak_mb']:8.1f} MiB (+{r['peak_extra_mb']:.1f} MiB above the loaded inputs)", flush=True)
+            print(
+                f"{who:10s} mAP@5000 {np.mean(r['value']):.6f}  {r['seconds']:8.2f} s   peak RSS "
+                f"{r['peak_mb']:8.1f} MiB (+{r['peak_extra_mb']:.1f} MiB above the loaded inputs)",
+                flush=True,
+            )
     ap = {k: np.array(v.pop("value")) for k, v in rows.items()}
-    summary = {"map_at_5000": float(ap["streamed"].mean()),
-               "streamed_equals_in_memory": bool(np.array_equal(ap["streamed"], ap["in-memory"])),
-               "report_equals_streamed": bool(np.array_equal(ap["streamed"], ap["streamed-report"])),
-               "streamed_seconds": rows["streamed"]["seconds"], "streamed_peak_mib": rows["streamed"]["peak_mb"],
-               "goal": "exact mAP@5000 in <= 60 s and <= 2 GiB peak on 2 CPU cores"}  # fmt: skip
+    summary = {
+        "map_at_5000": float(ap["streamed"].mean()),
+        "streamed_equals_in_memory": bool(np.array_equal(ap["streamed"], ap["in-memory"])),
+        "report_equals_streamed": bool(np.array_equal(ap["streamed"], ap["streamed-report"])),
+        "streamed_seconds": rows["streamed"]["seconds"],
+        "streamed_peak_mib": rows["streamed"]["peak_mb"],
+        "goal": "exact mAP@5000 in <= 60 s and <= 2 GiB peak on 2 CPU cores",
+    }
     if "faiss" in ap:
         summary["faiss_queries_differing"] = int((np.abs(ap["faiss"] - ap["streamed"]) > 1e-12).sum())
         summary["faiss_max_abs_diff"] = float(np.abs(ap["faiss"] - ap["streamed"]).max())
         summary["speedup_vs_faiss"] = rows["faiss"]["seconds"] / rows["streamed"]["seconds"]
     else:
         print("faiss not installed (pip install '.[faiss]'): no faiss row", flush=True)
-    doc = {"command": COMMAND + " --large", "queries": args.queries, "database": args.large_database, "bits": 64,
-           "labels": 21, "environment": environment("cpu"), "timings": rows, "summary": summary}  # fmt: skip
+    doc = {
+        "command": COMMAND + " --large",
+        "queries": args.queries,
+        "database": args.large_database,
+        "bits": 64,
+        "labels": 21,
+        "environment": environment("cpu"),
+        "timings": rows,
+        "summary": summary,
+    }
     out = Path(args.out).with_name("metrics-10m.json") if args.out == str(RESULTS) else Path(args.out)
     out.write_text(json.dumps(doc, indent=2) + "\n")
     print(json.dumps(summary, indent=2))
@@ -320,7 +358,9 @@ def main() -> None:
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--large", action="store_true", help="the 10,000,000-code benchmark instead")
     parser.add_argument("--large-database", type=int, default=10_000_000)
-    parser.add_argument("--tmp", default=None, help="folder for the generated memory maps (default: the system's)")
+    parser.add_argument(
+        "--tmp", default=None, help="folder for the generated memory maps (default: the system's)"
+    )
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
     if args.large:
@@ -333,8 +373,15 @@ def main() -> None:
         make_data(folder, args.queries, args.database, 64, 21, seed=0)
         rows = {}
         with_faiss = _has_faiss()
-        runs = [("ours", "map"), ("loop-stable", "map"), ("loop", "map"), ("ours", "pr"), ("loop", "pr"),
-                ("ours", "pn"), ("loop", "pn")] + ([("faiss", "map")] if with_faiss else [])  # fmt: skip
+        runs = [
+            ("ours", "map"),
+            ("loop-stable", "map"),
+            ("loop", "map"),
+            ("ours", "pr"),
+            ("loop", "pr"),
+            ("ours", "pn"),
+            ("loop", "pn"),
+        ] + ([("faiss", "map")] if with_faiss else [])
         if not with_faiss:
             print("faiss not installed (pip install '.[faiss]'): skipping the faiss comparison", flush=True)
         for who, task in runs:
@@ -351,14 +398,18 @@ def main() -> None:
         "identical_to_stable_loop": bool(np.allclose(ap_ours, ap_stable, rtol=0, atol=1e-12)),
         "max_abs_diff_stable_loop": float(np.abs(ap_ours - ap_stable).max()),
         "map_quicksort_loop": float(ap_quick.mean()),
-        "pr_max_abs_diff": float(max(np.nanmax(np.abs(np.array(pr_ours[0]) - pr_loop[0])),
-                                     np.abs(np.array(pr_ours[1]) - pr_loop[1]).max())),
+        "pr_max_abs_diff": float(
+            max(
+                np.nanmax(np.abs(np.array(pr_ours[0]) - pr_loop[0])),
+                np.abs(np.array(pr_ours[1]) - pr_loop[1]).max(),
+            )
+        ),
         "pn_max_abs_diff": float(np.abs(np.array(rows["ours/pn"]["value"]) - rows["loop/pn"]["value"]).max()),
         "speedup_map_vs_loop": rows["loop/map"]["seconds"] / rows["ours/map"]["seconds"],
         "speedup_map_vs_stable_loop": rows["loop-stable/map"]["seconds"] / rows["ours/map"]["seconds"],
         "speedup_pr": rows["loop/pr"]["seconds"] / rows["ours/pr"]["seconds"],
         "speedup_pn": rows["loop/pn"]["seconds"] / rows["ours/pn"]["seconds"],
-    }  # fmt: skip
+    }
     if "faiss/map" in rows:
         ap_faiss = np.array(rows["faiss/map"]["value"])
         summary["faiss_map_at_5000"] = float(ap_faiss.mean())
@@ -367,8 +418,16 @@ def main() -> None:
         summary["speedup_map_vs_faiss"] = rows["faiss/map"]["seconds"] / rows["ours/map"]["seconds"]
     for key in rows:
         rows[key].pop("value")
-    doc = {"command": COMMAND, "queries": args.queries, "database": args.database, "bits": 64, "labels": 21,
-           "environment": environment("cpu"), "timings": rows, "summary": summary}  # fmt: skip
+    doc = {
+        "command": COMMAND,
+        "queries": args.queries,
+        "database": args.database,
+        "bits": 64,
+        "labels": 21,
+        "environment": environment("cpu"),
+        "timings": rows,
+        "summary": summary,
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")
     print(json.dumps(summary, indent=2))

@@ -31,7 +31,9 @@ VARIANTS = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--datasets", default="fashion-mnist")
     parser.add_argument("--bits", default="16,32,64")
     parser.add_argument("--out", default=str(RESULTS / "pga_variants.json"))
@@ -44,13 +46,29 @@ def main() -> None:
             for variant, (attack, options) in VARIANTS.items():
                 if rows.has(dataset=name, bits=bits, variant=variant):
                     continue
-                suite = AttackSuite(attacks=[attack], steps=100, gallery_queries=0, channels_last=False,
-                                    attack_options={attack: options})  # fmt: skip
+                suite = AttackSuite(
+                    attacks=[attack],
+                    steps=100,
+                    gallery_queries=0,
+                    channels_last=False,
+                    attack_options={attack: options},
+                )
                 run = evaluate_attacks(ckpt.build_model(), data, suite, quiet=True)
                 outcome = run.attacks[0]
-                rows.add({"dataset": name, "bits": bits, "variant": variant, "attack": attack, "options": options,
-                          "map": outcome.map, "clean_map": run.clean.map, "queries": outcome.queries,
-                          "steps": outcome.steps, "seconds_per_image": outcome.seconds_per_image})  # fmt: skip
+                rows.add(
+                    {
+                        "dataset": name,
+                        "bits": bits,
+                        "variant": variant,
+                        "attack": attack,
+                        "options": options,
+                        "map": outcome.map,
+                        "clean_map": run.clean.map,
+                        "queries": outcome.queries,
+                        "steps": outcome.steps,
+                        "seconds_per_image": outcome.seconds_per_image,
+                    }
+                )
                 print(f"{name} {bits:3d} {variant:40s} mAP@1000 {outcome.map:.4f}")
     print(f"rows in {args.out}; command: {COMMAND}")
 

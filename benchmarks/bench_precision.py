@@ -24,13 +24,18 @@ from robusthash.runtime import resolve_device
 
 COMMAND = "python benchmarks/bench_precision.py"
 KEY = ("device_name", "model", "attack", "variant")
-VARIANTS = {"fp32": {"channels_last": False}, "bf16": {"precision": "bf16", "channels_last": False},
-            "fp32+channels_last": {"channels_last": True},
-            "bf16+channels_last": {"precision": "bf16", "channels_last": True}}  # fmt: skip
+VARIANTS = {
+    "fp32": {"channels_last": False},
+    "bf16": {"precision": "bf16", "channels_last": False},
+    "fp32+channels_last": {"channels_last": True},
+    "bf16+channels_last": {"precision": "bf16", "channels_last": True},
+}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--model", default="fashion-mnist-dph-32", help="a zoo model")
     parser.add_argument("--attacks", default="p2p,dhta,hag,sdha,pga")
@@ -40,7 +45,11 @@ def main() -> None:
     parser.add_argument("--out", default=str(RESULTS / "precision.json"))
     args = parser.parse_args()
     device = resolve_device(args.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"cpu ({torch.get_num_threads()} threads)"
+    )
     rows = Rows(Path(args.out), COMMAND, KEY, device)
     data = load_dataset("fashion-mnist")
     variants = args.variants.split(",")
@@ -50,24 +59,40 @@ def main() -> None:
         runs: dict[str, list] = {v: [] for v in variants}
         for _ in range(args.repeats):
             for variant in variants:
-                suite = AttackSuite(attacks=[attack], protocol="pgd20", queries=args.queries, gallery_queries=0,
-                                    **VARIANTS[variant])  # fmt: skip
+                suite = AttackSuite(
+                    attacks=[attack],
+                    protocol="pgd20",
+                    queries=args.queries,
+                    gallery_queries=0,
+                    **VARIANTS[variant],
+                )
                 model = load_model(args.model, device)  # fresh: channels-last changes the model in place
                 runs[variant].append(evaluate_attacks(model, data, suite, device, quiet=True))
         base = runs[variants[0]]
         for variant in variants:
             outcome = runs[variant][0].attacks[0]
             seconds = [r.attacks[0].seconds_per_image for r in runs[variant]]
-            ratio = statistics.median(b.attacks[0].seconds / r.attacks[0].seconds
-                                      for b, r in zip(base, runs[variant], strict=True))  # fmt: skip
-            row = {"device_name": name, "model": args.model, "attack": attack, "variant": variant,
-                   "map": outcome.map, "clean_map": runs[variant][0].clean.map,
-                   "map_change_vs_first": outcome.map - base[0].attacks[0].map,
-                   "seconds_per_image": statistics.median(seconds), f"speedup_vs_{variants[0]}": ratio,
-                   "repeats": args.repeats, "queries": outcome.queries}  # fmt: skip
+            ratio = statistics.median(
+                b.attacks[0].seconds / r.attacks[0].seconds for b, r in zip(base, runs[variant], strict=True)
+            )
+            row = {
+                "device_name": name,
+                "model": args.model,
+                "attack": attack,
+                "variant": variant,
+                "map": outcome.map,
+                "clean_map": runs[variant][0].clean.map,
+                "map_change_vs_first": outcome.map - base[0].attacks[0].map,
+                "seconds_per_image": statistics.median(seconds),
+                f"speedup_vs_{variants[0]}": ratio,
+                "repeats": args.repeats,
+                "queries": outcome.queries,
+            }
             rows.add(row)
-            print(f"{attack:5s} {variant:20s} mAP {outcome.map:.4f} ({row['map_change_vs_first']:+.4f}) "
-                  f"{1e3 * row['seconds_per_image']:.2f} ms/image, {ratio:.2f}x {variants[0]}'s speed")  # fmt: skip
+            print(
+                f"{attack:5s} {variant:20s} mAP {outcome.map:.4f} ({row['map_change_vs_first']:+.4f}) "
+                f"{1e3 * row['seconds_per_image']:.2f} ms/image, {ratio:.2f}x {variants[0]}'s speed"
+            )
     print(f"rows in {args.out}; command: {COMMAND}")
 
 

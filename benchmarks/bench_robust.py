@@ -71,8 +71,9 @@ def weights_of(ckpt: Path) -> str:
     return model_fingerprint(read_checkpoint(ckpt).build_model())
 
 
-def run_attack(rows: Rows, tag: str, name: str, ckpt: Path, attack: str, queries: int,
-               stages: list[str] | None = None) -> dict:  # fmt: skip
+def run_attack(
+    rows: Rows, tag: str, name: str, ckpt: Path, attack: str, queries: int, stages: list[str] | None = None
+) -> dict:
     """One attack on the model's query subset (a cached row, or a new one)."""
     named = ",".join(stages or RECIPE) if attack == "cascade" else None
     key = {"model": tag, "weights": weights_of(ckpt), "attack": attack, "queries": queries, "stages": named}
@@ -85,14 +86,31 @@ def run_attack(rows: Rows, tag: str, name: str, ckpt: Path, attack: str, queries
     if stages:
         options = {"stages": stages}
     protocol = "robust" if attack == "cascade" else "default"
-    suite = AttackSuite(attacks=[attack], protocol=protocol, queries=queries, topk=1000, seed=0,
-                        attack_options={attack: options} if options else {}, gallery_queries=0)  # fmt: skip
+    suite = AttackSuite(
+        attacks=[attack],
+        protocol=protocol,
+        queries=queries,
+        topk=1000,
+        seed=0,
+        attack_options={attack: options} if options else {},
+        gallery_queries=0,
+    )
     run = evaluate_attacks(read_checkpoint(ckpt).build_model(), dataset(name), suite, quiet=True)
     outcome = run.attacks[0]
-    row = {**key, "dataset": name, "map": outcome.map, "ap": outcome.scores.ap, "clean_map": run.clean.map,
-           "seconds_per_image": outcome.seconds_per_image, "fit_seconds": outcome.fit_seconds,
-           "linf": outcome.mean_linf, "tmap": outcome.tmap, "threat_model": outcome.threat_model,
-           "settings": outcome.settings, "checkpoint": checkpoint_meta(ckpt)}  # fmt: skip
+    row = {
+        **key,
+        "dataset": name,
+        "map": outcome.map,
+        "ap": outcome.scores.ap,
+        "clean_map": run.clean.map,
+        "seconds_per_image": outcome.seconds_per_image,
+        "fit_seconds": outcome.fit_seconds,
+        "linf": outcome.mean_linf,
+        "tmap": outcome.tmap,
+        "threat_model": outcome.threat_model,
+        "settings": outcome.settings,
+        "checkpoint": checkpoint_meta(ckpt),
+    }
     rows.add(row)
     print(f"{tag:30s} {attack:10s} mAP {outcome.map:.4f}  {outcome.seconds_per_image:.4f} s/img", flush=True)
     return row
@@ -115,7 +133,13 @@ def time_cost(rows: Rows, tag: str, name: str, ckpt: Path, queries: int, rounds:
     """The cascade's cost in PgA runs, timed side by side: PgA, the cascade and its white-box stages alone on the
     same queries, interleaved ``rounds`` times, the fastest of each (the per-attack rows' seconds come from
     different moments of a shared machine and do not compare)."""
-    key = {"model": tag, "weights": weights_of(ckpt), "attack": "timing", "queries": queries, "stages": CURRENT}
+    key = {
+        "model": tag,
+        "weights": weights_of(ckpt),
+        "attack": "timing",
+        "queries": queries,
+        "stages": CURRENT,
+    }
     row = rows.get(**key)
     if row is not None:
         return row
@@ -125,8 +149,12 @@ def time_cost(rows: Rows, tag: str, name: str, ckpt: Path, queries: int, rounds:
 
     model, banks, indices, images, labels = loaded(name, ckpt, queries, 0)
     made = {"pga": ("pga", {}), "cascade": ("cascade", {}), "white_box": ("cascade", {"stages": WHITE_BOX})}
-    attacks = {label: create_attack(a, model, reference=banks.reference, database=banks.database, batch_size=128,
-                                    **options) for label, (a, options) in made.items()}  # fmt: skip
+    attacks = {
+        label: create_attack(
+            a, model, reference=banks.reference, database=banks.database, batch_size=128, **options
+        )
+        for label, (a, options) in made.items()
+    }
     seconds: dict[str, list[float]] = {a: [] for a in attacks}
     for _ in range(rounds):
         for a, attack in attacks.items():
@@ -134,32 +162,52 @@ def time_cost(rows: Rows, tag: str, name: str, ckpt: Path, queries: int, rounds:
             attack(images, labels, indices=indices)
             seconds[a].append(time.perf_counter() - began)
     unit = min(seconds["pga"])
-    row = {**key, "pga_seconds": unit, "cascade_seconds": min(seconds["cascade"]),
-           "white_box_seconds": min(seconds["white_box"]), "ratio": min(seconds["cascade"]) / unit,
-           "white_box_ratio": min(seconds["white_box"]) / unit, "rounds": rounds}  # fmt: skip
+    row = {
+        **key,
+        "pga_seconds": unit,
+        "cascade_seconds": min(seconds["cascade"]),
+        "white_box_seconds": min(seconds["white_box"]),
+        "ratio": min(seconds["cascade"]) / unit,
+        "white_box_ratio": min(seconds["white_box"]) / unit,
+        "rounds": rounds,
+    }
     rows.add(row)
-    print(f"{tag:30s} cascade {row['cascade_seconds']:.1f} s (white-box stages {row['white_box_seconds']:.1f} s), "
-          f"PgA {unit:.1f} s: {row['ratio']:.2f}x ({row['white_box_ratio']:.2f}x)")
+    print(
+        f"{tag:30s} cascade {row['cascade_seconds']:.1f} s (white-box stages {row['white_box_seconds']:.1f} s), "
+        f"PgA {unit:.1f} s: {row['ratio']:.2f}x ({row['white_box_ratio']:.2f}x)"
+    )
     return row
 
 
 def summary(rows: list[dict], tag: str, weights: str | None, stages: str = CURRENT) -> dict | None:
     """Worst case over the published attacks against the cascade of ``stages``, for one build of one model (None
     until all ran)."""
-    mine = {r["attack"]: r for r in rows if r["model"] == tag and r.get("weights") == weights
-            and (r["attack"] not in ("cascade", "timing") or r["stages"] == stages)}
+    mine = {
+        r["attack"]: r
+        for r in rows
+        if r["model"] == tag
+        and r.get("weights") == weights
+        and (r["attack"] not in ("cascade", "timing") or r["stages"] == stages)
+    }
     if not all(a in mine for a in [*PUBLISHED, "cascade", "timing"]):
         return None
     worst = np.min([mine[a]["ap"] for a in PUBLISHED], axis=0)
     robust = np.asarray(mine["cascade"]["ap"])
     strongest = min(PUBLISHED, key=lambda a: mine[a]["map"])
-    return {"model": tag, "clean": mine["pga"]["clean_map"], "strongest": strongest,
-            "strongest_map": mine[strongest]["map"], "worst_case": float(worst.mean()),
-            "robust": float(robust.mean()), "ensemble": float(np.minimum(worst, robust).mean()),
-            "below_or_equal": float((robust <= worst + 1e-12).mean()),
-            "cost": mine["timing"]["ratio"], "white_box_cost": mine["timing"].get("white_box_ratio"),
-            "published_cost": sum(mine[a]["seconds_per_image"] for a in PUBLISHED)
-            / mine["pga"]["seconds_per_image"]}  # fmt: skip
+    return {
+        "model": tag,
+        "clean": mine["pga"]["clean_map"],
+        "strongest": strongest,
+        "strongest_map": mine[strongest]["map"],
+        "worst_case": float(worst.mean()),
+        "robust": float(robust.mean()),
+        "ensemble": float(np.minimum(worst, robust).mean()),
+        "below_or_equal": float((robust <= worst + 1e-12).mean()),
+        "cost": mine["timing"]["ratio"],
+        "white_box_cost": mine["timing"].get("white_box_ratio"),
+        "published_cost": sum(mine[a]["seconds_per_image"] for a in PUBLISHED)
+        / mine["pga"]["seconds_per_image"],
+    }
 
 
 def stage_curve(name: str, ckpt: Path, stages: list[str], schedule: str, queries: int, seed: int) -> str:
@@ -168,8 +216,15 @@ def stage_curve(name: str, ckpt: Path, stages: list[str], schedule: str, queries
     from robusthash.attacks import create_attack
 
     model, banks, indices, images, labels = loaded(name, ckpt, queries, seed)
-    attack = create_attack("cascade", model, reference=banks.reference, database=banks.database, stages=stages,
-                           schedule=schedule, topk=1000)  # fmt: skip
+    attack = create_attack(
+        "cascade",
+        model,
+        reference=banks.reference,
+        database=banks.database,
+        stages=stages,
+        schedule=schedule,
+        topk=1000,
+    )
     attack(images, labels, indices=indices)
     history = np.array([attack.stage_ap[int(i)] for i in indices])
     best = np.asarray(attack.average_precision(images, labels))
@@ -182,25 +237,32 @@ def stage_curve(name: str, ckpt: Path, stages: list[str], schedule: str, queries
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["# The robust protocol against the worst case over every published attack", "",
-             f"`{COMMAND}` (rows: `benchmarks/results/robust.json`). 100 queries per model, eps 8/255, mAP@1000.",
-             "Worst case: each query's lowest AP over P2P, DHTA, THA, ProS-GAN (in the eps-ball), HAG, SDHA, PgA, "
-             "PgA-dagger and SAAT at their published settings. Robust cascade: the recipe "
-             f"({', '.join(RECIPE)}; best iterate kept every 10 steps) on the current build of each model; on an "
-             "earlier build, the four white-box stages, last iterates, the recipe when those rows were measured. "
-             "Cascade cost: its time over one PgA run's (T = 100) on the same queries, timed side by side "
-             "(interleaved, fastest of 2): its white-box stages alone / all five. The nine attacks' cost: the sum "
-             "of their seconds per image (crafting; THA's and ProS-GAN's training excluded) over PgA's, from their "
-             "own rows (timed at different moments: indicative).", "",
-             "| model (build) | clean | strongest single | worst case (9 attacks) | robust cascade | both | "
-             "cascade <= worst case | cascade cost | 9 attacks' cost |",
-             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "# The robust protocol against the worst case over every published attack",
+        "",
+        f"`{COMMAND}` (rows: `benchmarks/results/robust.json`). 100 queries per model, eps 8/255, mAP@1000.",
+        "Worst case: each query's lowest AP over P2P, DHTA, THA, ProS-GAN (in the eps-ball), HAG, SDHA, PgA, "
+        "PgA-dagger and SAAT at their published settings. Robust cascade: the recipe "
+        f"({', '.join(RECIPE)}; best iterate kept every 10 steps) on the current build of each model; on an "
+        "earlier build, the four white-box stages, last iterates, the recipe when those rows were measured. "
+        "Cascade cost: its time over one PgA run's (T = 100) on the same queries, timed side by side "
+        "(interleaved, fastest of 2): its white-box stages alone / all five. The nine attacks' cost: the sum "
+        "of their seconds per image (crafting; THA's and ProS-GAN's training excluded) over PgA's, from their "
+        "own rows (timed at different moments: indicative).",
+        "",
+        "| model (build) | clean | strongest single | worst case (9 attacks) | robust cascade | both | "
+        "cascade <= worst case | cascade cost | 9 attacks' cost |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     builds = list(dict.fromkeys((r["model"], r.get("weights")) for r in rows))
     for tag, *_ in MODELS:
         for weights in sorted({w for t, w in builds if t == tag}, key=lambda w: w is not None):
             lines += _row(rows, tag, weights)
-    lines += ["", "Build: the first 8 hex digits of the content hash of the model's weights; `earlier`: a build of "
-              "the same recipe by an earlier version of robusthash, whose hash was not recorded."]  # fmt: skip
+    lines += [
+        "",
+        "Build: the first 8 hex digits of the content hash of the model's weights; `earlier`: a build of "
+        "the same recipe by an earlier version of robusthash, whose hash was not recorded.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -211,23 +273,38 @@ def _row(rows: list[dict], tag: str, weights: str | None) -> list[str]:
         s, stages = summary(rows, tag, weights, ",".join(WHITE_BOX)), "4 stages"
     if s is None:
         return []
-    cost = f"{s['cost']:.1f}x PgA" if s["white_box_cost"] is None else \
-        f"{s['white_box_cost']:.1f}x / {s['cost']:.1f}x PgA"
-    return [f"| {tag} ({weights[:8] if weights else 'earlier'}) | {s['clean']:.4f} | {s['strongest']} "
-            f"{s['strongest_map']:.4f} | {s['worst_case']:.4f} | **{s['robust']:.4f}** ({stages}) | "
-            f"{s['ensemble']:.4f} | {100 * s['below_or_equal']:.0f}% of queries | {cost} | "
-            f"{s['published_cost']:.0f}x PgA |"]
+    cost = (
+        f"{s['cost']:.1f}x PgA"
+        if s["white_box_cost"] is None
+        else f"{s['white_box_cost']:.1f}x / {s['cost']:.1f}x PgA"
+    )
+    return [
+        f"| {tag} ({weights[:8] if weights else 'earlier'}) | {s['clean']:.4f} | {s['strongest']} "
+        f"{s['strongest_map']:.4f} | {s['worst_case']:.4f} | **{s['robust']:.4f}** ({stages}) | "
+        f"{s['ensemble']:.4f} | {100 * s['below_or_equal']:.0f}% of queries | {cost} | "
+        f"{s['published_cost']:.0f}x PgA |"
+    ]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default=",".join(m[0] for m in MODELS), help="model tags, comma-separated")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--models", default=",".join(m[0] for m in MODELS), help="model tags, comma-separated"
+    )
     parser.add_argument("--queries", type=int, default=100)
-    parser.add_argument("--stages", default=None, help="cascade stages to try instead of the recipe (research)")
+    parser.add_argument(
+        "--stages", default=None, help="cascade stages to try instead of the recipe (research)"
+    )
     parser.add_argument("--attacks-only", default=None, help="run only these attacks (comma-separated)")
-    parser.add_argument("--stage-curve", default=None, metavar="SCHEDULE",
-                        help="print the per-stage curve of --stages (or the recipe) under this step schedule on "
-                             "the query subset of --curve-seed, and stop")  # fmt: skip
+    parser.add_argument(
+        "--stage-curve",
+        default=None,
+        metavar="SCHEDULE",
+        help="print the per-stage curve of --stages (or the recipe) under this step schedule on "
+        "the query subset of --curve-seed, and stop",
+    )
     parser.add_argument("--curve-seed", type=int, default=1)
     parser.add_argument("--out", default=str(RESULTS / "robust.json"))
     parser.add_argument("--markdown", default=None, help="write the table to this Markdown file")
@@ -239,8 +316,14 @@ def main() -> None:
         for tag in args.models.split(","):
             _, name, bits, loss, defence = known[tag]
             stages = args.stages.split(",") if args.stages else list(RECIPE)
-            curve = stage_curve(name, checkpoint(name, bits, loss, defence), stages, args.stage_curve, args.queries,
-                                args.curve_seed)  # fmt: skip
+            curve = stage_curve(
+                name,
+                checkpoint(name, bits, loss, defence),
+                stages,
+                args.stage_curve,
+                args.queries,
+                args.curve_seed,
+            )
             print(f"{tag} ({args.stage_curve}, query seed {args.curve_seed}): {curve}", flush=True)
         return
     rows = Rows(Path(args.out), COMMAND, KEY)
@@ -257,7 +340,9 @@ def main() -> None:
             time_cost(rows, tag, name, ckpt, args.queries)
         s = summary(rows.rows, tag, weights_of(ckpt), args.stages or CURRENT)
         if s is not None:
-            print(f"{tag}: worst case {s['worst_case']:.4f}, cascade {s['robust']:.4f} ({s['cost']:.1f}x PgA)")
+            print(
+                f"{tag}: worst case {s['worst_case']:.4f}, cascade {s['robust']:.4f} ({s['cost']:.1f}x PgA)"
+            )
     rows.publish(markdown(rows.rows), args.markdown)
     print(f"rows in {args.out}; command: {COMMAND}")
 

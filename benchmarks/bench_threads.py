@@ -41,7 +41,9 @@ began = time.perf_counter()
 attack(images, labels, indices=indices)
 print(count, time.perf_counter() - began)
 """
-LOAD = "import torch\ntorch.set_num_threads(1)\na = torch.randn(512, 512)\nwhile True:\n    a = (a @ a).tanh()\n"
+LOAD = (
+    "import torch\ntorch.set_num_threads(1)\na = torch.randn(512, 512)\nwhile True:\n    a = (a @ a).tanh()\n"
+)
 
 
 def timed(threads: str) -> tuple[int, float]:
@@ -60,29 +62,46 @@ def measure(rows: Rows, condition: str, rounds: int) -> None:
             chosen[s], t = timed(s)
             seconds[s].append(t)
     for s in settings:
-        row = {"condition": condition, "threads": s, "threads_set": chosen[s], "seconds": min(seconds[s]),
-               "all_seconds": seconds[s], "rounds": rounds, "load_average": os.getloadavg()[0]}  # fmt: skip
+        row = {
+            "condition": condition,
+            "threads": s,
+            "threads_set": chosen[s],
+            "seconds": min(seconds[s]),
+            "all_seconds": seconds[s],
+            "rounds": rounds,
+            "load_average": os.getloadavg()[0],
+        }
         rows.add(row)
         print(f"{condition:5s} threads {s:4s} (set {chosen[s]}): {row['seconds']:.2f} s", flush=True)
 
 
 def markdown(rows: list[dict]) -> str:
-    lines = ["# Torch CPU threads, idle and busy", "", f"`{COMMAND}` (rows: `benchmarks/results/threads.json`). "
-             "PgA, 20 steps, 64 queries, zoo model; fastest of the rounds, each setting in a fresh process, "
-             "interleaved. Busy: beside one single-threaded process multiplying matrices.", "",
-             "| condition | threads | threads set | seconds | vs 1 thread |", "|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "# Torch CPU threads, idle and busy",
+        "",
+        f"`{COMMAND}` (rows: `benchmarks/results/threads.json`). "
+        "PgA, 20 steps, 64 queries, zoo model; fastest of the rounds, each setting in a fresh process, "
+        "interleaved. Busy: beside one single-threaded process multiplying matrices.",
+        "",
+        "| condition | threads | threads set | seconds | vs 1 thread |",
+        "|---|---|---|---|---|",
+    ]
     for condition in ("idle", "busy"):
         mine = {r["threads"]: r for r in rows if r["condition"] == condition}
         if "1" not in mine:
             continue
         for s, r in mine.items():
-            lines.append(f"| {condition} | {s} | {r['threads_set']} | {r['seconds']:.2f} | "
-                         f"{r['seconds'] / mine['1']['seconds']:.2f}x |")  # fmt: skip
+            lines.append(
+                f"| {condition} | {s} | {r['threads_set']} | {r['seconds']:.2f} | "
+                f"{r['seconds'] / mine['1']['seconds']:.2f}x |"
+            )
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--warm", type=float, default=10.0, help="seconds the busy load runs before timing")
     parser.add_argument("--conditions", default="idle,busy")

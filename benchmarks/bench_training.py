@@ -42,11 +42,20 @@ def main() -> None:
             ckpt = read_checkpoint(trained_model(name, int(bits), loss=loss))
             report = evaluate_retrieval(ckpt.build_model(), dataset(name), topk=1000)
             history = ckpt.record.history
-            rows.add({"dataset": name, "bits": int(bits), "loss": loss, "map": report["map"],
-                      "p_at_100": report["p_at_n"]["precision"][0], "epochs": len(history),
-                      "final_loss": history[-1]["loss"] if history else None,
-                      "train_seconds": sum(h.get("seconds", 0.0) for h in history), "train": ckpt.record.train,
-                      "train_environment": ckpt.record.environment})  # fmt: skip
+            rows.add(
+                {
+                    "dataset": name,
+                    "bits": int(bits),
+                    "loss": loss,
+                    "map": report["map"],
+                    "p_at_100": report["p_at_n"]["precision"][0],
+                    "epochs": len(history),
+                    "final_loss": history[-1]["loss"] if history else None,
+                    "train_seconds": sum(h.get("seconds", 0.0) for h in history),
+                    "train": ckpt.record.train,
+                    "train_environment": ckpt.record.environment,
+                }
+            )
             print(f"{name:15s} {bits:>3s} {loss:8s} mAP@1000 {report['map']:.4f}", flush=True)
     if args.markdown:
         from views import training_markdown

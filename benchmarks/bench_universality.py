@@ -28,7 +28,9 @@ def evaluate(rows: Rows, method: str, backbone: str, defense: str, ckpt: Path, a
     if rows.has(method=method, backbone=backbone, defense=defense, attack="robust"):
         return
     suite = AttackSuite(attacks=attacks, protocol="pgd20", topk=1000, seed=0)
-    res = flat(evaluate_attacks(read_checkpoint(ckpt).build_model(), dataset("fashion-mnist"), suite, quiet=True))
+    res = flat(
+        evaluate_attacks(read_checkpoint(ckpt).build_model(), dataset("fashion-mnist"), suite, quiet=True)
+    )
     base = {
         "dataset": "fashion-mnist",
         "bits": 32,

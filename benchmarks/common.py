@@ -30,8 +30,9 @@ def dataset(name: str) -> DatasetSplits:
     return _DATA[name]
 
 
-def trained_model(name: str, bits: int, loss: str = "dph", seed: int = 0, device: str = "cpu",
-                  **overrides: Any) -> Path:
+def trained_model(
+    name: str, bits: int, loss: str = "dph", seed: int = 0, device: str = "cpu", **overrides: Any
+) -> Path:
     """Train (or reuse) the embedded recipe for ``loss`` / ``bits`` on dataset ``name`` (on ``device``); return its
     checkpoint.
 
@@ -54,17 +55,36 @@ PROSGAN_RECIPE = {"epochs": 4, "prototype_steps": 1500}
 def prosgan_options(checkpoint: Path, bounded: bool = False) -> dict[str, Any]:
     """ProS-GAN's benchmark options for the model of ``checkpoint`` (unbounded, as published, unless ``bounded``)."""
     suffix = "-bounded" if bounded else ""
-    return {**PROSGAN_RECIPE, "bounded": bounded, "checkpoint": str(CACHE / f"{checkpoint.stem}-prosgan{suffix}.pt")}
+    return {
+        **PROSGAN_RECIPE,
+        "bounded": bounded,
+        "checkpoint": str(CACHE / f"{checkpoint.stem}-prosgan{suffix}.pt"),
+    }
 
 
 def flat(run: RobustnessRun) -> dict[str, Any]:
     """A robustness run as the flat per-attack numbers the benchmark rows store (means over queries)."""
-    return {"queries": len(run.query_indices), "clean": {"map": run.clean.map}, "robust_map": run.robust_map,
-            "attacks": {a.name: {"map": a.map, "tmap": a.tmap, "seconds_per_image": a.seconds_per_image,
-                                 "fit_seconds": a.fit_seconds, "bits_flipped": a.mean_bits_flipped,
-                                 "linf": a.mean_linf, "l2": a.mean_l2, "settings": a.settings,
-                                 "threat_model": a.threat_model, "pr_curve": a.scores.pr_curve,
-                                 "p_at_n": a.scores.p_at_n} for a in run.attacks}}  # fmt: skip
+    return {
+        "queries": len(run.query_indices),
+        "clean": {"map": run.clean.map},
+        "robust_map": run.robust_map,
+        "attacks": {
+            a.name: {
+                "map": a.map,
+                "tmap": a.tmap,
+                "seconds_per_image": a.seconds_per_image,
+                "fit_seconds": a.fit_seconds,
+                "bits_flipped": a.mean_bits_flipped,
+                "linf": a.mean_linf,
+                "l2": a.mean_l2,
+                "settings": a.settings,
+                "threat_model": a.threat_model,
+                "pr_curve": a.scores.pr_curve,
+                "p_at_n": a.scores.p_at_n,
+            }
+            for a in run.attacks
+        },
+    }
 
 
 class Rows:
@@ -77,9 +97,19 @@ class Rows:
         self.key_fields = key_fields
         doc = json.loads(path.read_text()) if path.exists() else {}
         self.rows: list[dict[str, Any]] = doc.get("rows", [])
-        self.doc = {"schema": SCHEMA, "kind": "benchmark", "benchmark": path.stem, "command": command,
-                    "config": {}, "seed": 0, "created": "", "environment": environment(device), "rows": self.rows,
-                    "summary": doc.get("summary"), "markdown": doc.get("markdown")}  # fmt: skip
+        self.doc = {
+            "schema": SCHEMA,
+            "kind": "benchmark",
+            "benchmark": path.stem,
+            "command": command,
+            "config": {},
+            "seed": 0,
+            "created": "",
+            "environment": environment(device),
+            "rows": self.rows,
+            "summary": doc.get("summary"),
+            "markdown": doc.get("markdown"),
+        }
 
     def set_markdown(self, markdown: str) -> None:
         """Store the benchmark's own tables with its rows (what ``robusthash report`` shows)."""

@@ -32,8 +32,15 @@ def _pick(rows: list[dict[str, Any]], **key: Any) -> dict[str, Any] | None:
 
 def _subset(rows: list[dict[str, Any]], dataset: str, protocol: str) -> int | None:
     """The query count of a protocol's main runs on a dataset (the smallest, i.e. the all-attacks subset)."""
-    counts = [r.get("queries") for r in rows if r.get("dataset") == dataset and r.get("protocol") == protocol
-              and r.get("steps") is None and r.get("margin") is None and r.get("attack") == "hag"]  # fmt: skip
+    counts = [
+        r.get("queries")
+        for r in rows
+        if r.get("dataset") == dataset
+        and r.get("protocol") == protocol
+        and r.get("steps") is None
+        and r.get("margin") is None
+        and r.get("attack") == "hag"
+    ]
     return min((c for c in counts if c is not None), default=None)
 
 
@@ -43,8 +50,17 @@ def _map_table(rows: list[dict[str, Any]], protocol: str, columns: list[tuple[st
     for attack in ORDER:
         line: list[Any] = [NAMES[attack]]
         for d, b, m in columns:
-            r = _pick(rows, dataset=d, bits=b, model=m, protocol=protocol, attack=attack, steps=None, margin=None,
-                      queries=_subset(rows, d, protocol))  # fmt: skip
+            r = _pick(
+                rows,
+                dataset=d,
+                bits=b,
+                model=m,
+                protocol=protocol,
+                attack=attack,
+                steps=None,
+                margin=None,
+                queries=_subset(rows, d, protocol),
+            )
             line.append(r["map"] if r else "")
         if any(v != "" for v in line[1:]):  # attacks not run yet get no row
             body.append(line)
@@ -57,18 +73,30 @@ EPS = 8 / 255  # the benchmarks' threat model
 def _lowest_note(rows: list[dict[str, Any]], protocol: str, columns: list[tuple[str, int, str]]) -> str:
     notes = []
     for d, b, m in columns:
-        found = [r for r in rows if r.get("dataset") == d and r.get("bits") == b and r.get("model") == m
-                 and r.get("protocol") == protocol and r.get("steps") is None and r.get("margin") is None
-                 and r["attack"] != "clean" and r.get("queries") == _subset(rows, d, protocol)]  # fmt: skip
+        found = [
+            r
+            for r in rows
+            if r.get("dataset") == d
+            and r.get("bits") == b
+            and r.get("model") == m
+            and r.get("protocol") == protocol
+            and r.get("steps") is None
+            and r.get("margin") is None
+            and r["attack"] != "clean"
+            and r.get("queries") == _subset(rows, d, protocol)
+        ]
         # the lowest published attack within eps (rows without a measured L-inf are the older, all within it);
         # the cascade (ours) and unbounded attacks (ProS-GAN as published) are named apart
         within = [r for r in found if r["attack"] != "cascade" and r.get("linf", 0) <= EPS + 1e-6]
         if within:
             best = min(within, key=lambda r: r["map"])
             note = f"{d} {b} bits ({m}): lowest is {NAMES[best['attack']]} ({best['map']:.4f})"
-            apart = [f"{NAMES[r['attack']]} {r['map']:.4f}" + (f" (unbounded: L-inf {255 * r['linf']:.0f}/255)"
-                                                               if r.get("linf", 0) > EPS + 1e-6 else "")
-                     for r in found if r not in within]  # fmt: skip
+            apart = [
+                f"{NAMES[r['attack']]} {r['map']:.4f}"
+                + (f" (unbounded: L-inf {255 * r['linf']:.0f}/255)" if r.get("linf", 0) > EPS + 1e-6 else "")
+                for r in found
+                if r not in within
+            ]
             notes.append(note + (f", beside {', '.join(apart)}" if apart else ""))
     return "; ".join(notes)
 
@@ -79,8 +107,13 @@ def attack_benchmark_markdown(
     """The Markdown of Tables 1, 5, 3 and Fig. 5 from ``bench_attacks.py`` rows; figures go to ``figures``."""
     figures.mkdir(parents=True, exist_ok=True)
     datasets = sorted({r["dataset"] for r in rows if r.get("protocol") in ("default", "pgd20")})
-    cols = sorted({(r["dataset"], r["bits"], "dph") for r in rows if r.get("protocol") in ("default", "pgd20")
-                   and r.get("model") == "dph"})  # fmt: skip
+    cols = sorted(
+        {
+            (r["dataset"], r["bits"], "dph")
+            for r in rows
+            if r.get("protocol") in ("default", "pgd20") and r.get("model") == "dph"
+        }
+    )
     parts = [
         "# Attacks at embedded scale (PgA paper, Tables 1, 3, 5 and Fig. 5)\n",
         "Produced by `python benchmarks/bench_attacks.py --markdown docs/attacks.md` (raw rows: "
@@ -110,8 +143,14 @@ def attack_benchmark_markdown(
 
 def _full_pga_table(rows: list[dict[str, Any]]) -> str:
     """PgA against PgA-dagger at T = 100 on all queries (the subsets of Table 1 are too small to rank them)."""
-    full = [r for r in rows if r.get("protocol") == "default" and r.get("queries", 0) >= 1000
-            and r.get("attack") in ("pga", "pga-dagger") and r.get("margin") is None]  # fmt: skip
+    full = [
+        r
+        for r in rows
+        if r.get("protocol") == "default"
+        and r.get("queries", 0) >= 1000
+        and r.get("attack") in ("pga", "pga-dagger")
+        and r.get("margin") is None
+    ]
     if not full:
         return ""
     settings = sorted({(r["dataset"], r["bits"]) for r in full})
@@ -125,14 +164,21 @@ def _full_pga_table(rows: list[dict[str, Any]]) -> str:
 
 
 def _default_queries_note(rows: list[dict[str, Any]]) -> str:
-    counts = sorted({(r["dataset"], r["queries"]) for r in rows if r.get("protocol") == "default"
-                     and r.get("margin") is None})  # fmt: skip
+    counts = sorted(
+        {
+            (r["dataset"], r["queries"])
+            for r in rows
+            if r.get("protocol") == "default" and r.get("margin") is None
+        }
+    )
     return "Queries attacked: " + ", ".join(f"{d} {q}" for d, q in counts) + " (seeded subsets).\n"
 
 
-TIMING_NOTE = ("\nThe fashion-mosaic seconds were measured while other benchmark processes shared the two cores "
-               "(P2P, DHTA, HAG and SDHA with two others, PgA-dagger and PgA with none), so that column does not "
-               "compare attacks; its mAP does.\n")
+TIMING_NOTE = (
+    "\nThe fashion-mosaic seconds were measured while other benchmark processes shared the two cores "
+    "(P2P, DHTA, HAG and SDHA with two others, PgA-dagger and PgA with none), so that column does not "
+    "compare attacks; its mAP does.\n"
+)
 
 
 def _time_bits(rows: list[dict[str, Any]], dataset: str) -> int:
@@ -147,11 +193,26 @@ def _time_table(rows: list[dict[str, Any]], datasets: list[str]) -> str:
     header = ["attack"] + [f"{t} mAP" for t in tags] + [f"{t} s/image" for t in tags]
     body = []
     for attack in ORDER[1:]:
-        found = [_pick(rows, dataset=d, bits=_time_bits(rows, d), model="dph", protocol="default", attack=attack,
-                       steps=None, margin=None, queries=_subset(rows, d, "default")) for d in datasets]  # fmt: skip
+        found = [
+            _pick(
+                rows,
+                dataset=d,
+                bits=_time_bits(rows, d),
+                model="dph",
+                protocol="default",
+                attack=attack,
+                steps=None,
+                margin=None,
+                queries=_subset(rows, d, "default"),
+            )
+            for d in datasets
+        ]
         if any(found):
-            body.append([NAMES[attack]] + [r["map"] if r else "" for r in found]
-                        + [f"{r['seconds_per_image']:.4f}" if r else "" for r in found])  # fmt: skip
+            body.append(
+                [NAMES[attack]]
+                + [r["map"] if r else "" for r in found]
+                + [f"{r['seconds_per_image']:.4f}" if r else "" for r in found]
+            )
     return markdown_table(header, body)
 
 
@@ -161,15 +222,27 @@ def _threads_note(rows: list[dict[str, Any]], datasets: list[str]) -> str:
     single = []
     for d in datasets:
         for attack in ORDER[1:]:
-            r = _pick(rows, dataset=d, bits=_time_bits(rows, d), model="dph", protocol="default", attack=attack,
-                      steps=None, margin=None, queries=_subset(rows, d, "default"))  # fmt: skip
+            r = _pick(
+                rows,
+                dataset=d,
+                bits=_time_bits(rows, d),
+                model="dph",
+                protocol="default",
+                attack=attack,
+                steps=None,
+                margin=None,
+                queries=_subset(rows, d, "default"),
+            )
             if r and r.get("cpu_threads") == 1:
                 single.append(f"{NAMES[attack]} ({d})")
     if not single:
         return ""
-    return ("\nTimed on one thread, beside another benchmark on the other core (the rest on two): "
-            + ", ".join(single) + ". Their seconds compare with each other, not with the other rows; the robust "
-            "benchmark times the cascade side by side with PgA ([robust.md](robust.md)).\n")
+    return (
+        "\nTimed on one thread, beside another benchmark on the other core (the rest on two): "
+        + ", ".join(single)
+        + ". Their seconds compare with each other, not with the other rows; the robust "
+        "benchmark times the cascade side by side with PgA ([robust.md](robust.md)).\n"
+    )
 
 
 def _prosgan_note(rows: list[dict[str, Any]], datasets: list[str]) -> str:
@@ -177,26 +250,42 @@ def _prosgan_note(rows: list[dict[str, Any]], datasets: list[str]) -> str:
     Table 3 convention), its t-mAP and its measured perturbation (unbounded, as published)."""
     notes = []
     for d in datasets:
-        r = _pick(rows, dataset=d, bits=_time_bits(rows, d), model="dph", protocol="default", attack="prosgan",
-                  steps=None, margin=None, queries=_subset(rows, d, "default"))  # fmt: skip
+        r = _pick(
+            rows,
+            dataset=d,
+            bits=_time_bits(rows, d),
+            model="dph",
+            protocol="default",
+            attack="prosgan",
+            steps=None,
+            margin=None,
+            queries=_subset(rows, d, "default"),
+        )
         if r and r.get("fit_seconds") is not None:
             amortised = r["seconds_per_image"] + r["fit_seconds"] / r["queries"]
-            notes.append(f"{d}: {r['seconds_per_image']:.4f} s/image crafting, {amortised:.2f} with its "
-                         f"{r['fit_seconds']:.0f} s of training amortised over {r['queries']} queries; t-mAP "
-                         f"{r['tmap']:.4f}; L-inf {r['linf'] * 255:.1f}/255, L2 {r['l2']:.2f}")  # fmt: skip
+            notes.append(
+                f"{d}: {r['seconds_per_image']:.4f} s/image crafting, {amortised:.2f} with its "
+                f"{r['fit_seconds']:.0f} s of training amortised over {r['queries']} queries; t-mAP "
+                f"{r['tmap']:.4f}; L-inf {r['linf'] * 255:.1f}/255, L2 {r['l2']:.2f}"
+            )
     if not notes:
         return ""
-    return ("\nProS-GAN (embedded recipe: 4 epochs, 1,500 prototype steps; unbounded, as published): "
-            + "; ".join(notes) + ".\n")
+    return (
+        "\nProS-GAN (embedded recipe: 4 epochs, 1,500 prototype steps; unbounded, as published): "
+        + "; ".join(notes)
+        + ".\n"
+    )
 
 
 def _floor_note(rows: list[dict[str, Any]]) -> str:
     r = _pick(rows, protocol="floor", attack="pga")
     if not r:
         return ""
-    return (f"\nPgA at T = {r['steps']} on a batch of {r['batch']}: {r['pga_seconds']:.2f} s; {r['steps']} bare "
-            f"forward-backward passes of the same batch: {r['floor_seconds']:.2f} s; ratio **{r['ratio']:.3f}** "
-            "(bar: at most 1.15).\n")  # fmt: skip
+    return (
+        f"\nPgA at T = {r['steps']} on a batch of {r['batch']}: {r['pga_seconds']:.2f} s; {r['steps']} bare "
+        f"forward-backward passes of the same batch: {r['floor_seconds']:.2f} s; ratio **{r['ratio']:.3f}** "
+        "(bar: at most 1.15).\n"
+    )
 
 
 def _sweep_tables(rows: list[dict[str, Any]], figures: Path, link_prefix: str) -> str:
@@ -209,16 +298,26 @@ def _sweep_tables(rows: list[dict[str, Any]], figures: Path, link_prefix: str) -
         for attack in ("dhta", "hag", "sdha", "pga-dagger", "pga"):
             values = []
             for t in steps:
-                r = _pick(rows, dataset="fashion-mnist", bits=32, model=model, protocol="pgd20", attack=attack,
-                          steps=t, margin=None)  # fmt: skip
+                r = _pick(
+                    rows,
+                    dataset="fashion-mnist",
+                    bits=32,
+                    model=model,
+                    protocol="pgd20",
+                    attack=attack,
+                    steps=t,
+                    margin=None,
+                )
                 values.append(r["map"] if r else None)
             if any(v is not None for v in values):
                 body.append([NAMES[attack]] + [v if v is not None else "" for v in values])
                 done = [(t, v) for t, v in zip(steps, values, strict=True) if v is not None]
                 ax.plot([t for t, _ in done], [v for _, v in done], marker="o", label=NAMES[attack])
         if body:
-            out += [f"mAP against T, {model.upper()} model (Fashion-MNIST, 32 bits, PGD, seeded query subset):\n",
-                    markdown_table(header, body)]  # fmt: skip
+            out += [
+                f"mAP against T, {model.upper()} model (Fashion-MNIST, 32 bits, PGD, seeded query subset):\n",
+                markdown_table(header, body),
+            ]
         ax.set(xscale="log", xlabel="T (PGD steps)", ylabel="mAP@1000", title=f"(a/b) mAP-T, {model.upper()}")
         ax.grid(alpha=0.3)
         if ax.get_lines():
@@ -227,8 +326,18 @@ def _sweep_tables(rows: list[dict[str, Any]], figures: Path, link_prefix: str) -
     header = ["model"] + [f"t={m}" for m in margins]
     body = []
     for model in ("dph", "atrdh"):
-        values = [_pick(rows, dataset="fashion-mnist", bits=32, model=model, protocol="default", attack="pga",
-                        margin=m) for m in margins]  # fmt: skip
+        values = [
+            _pick(
+                rows,
+                dataset="fashion-mnist",
+                bits=32,
+                model=model,
+                protocol="default",
+                attack="pga",
+                margin=m,
+            )
+            for m in margins
+        ]
         if any(values):
             body.append([model.upper()] + [v["map"] if v else "" for v in values])
             axes[2].plot(
@@ -253,14 +362,32 @@ def _efficiency_figure(rows: list[dict[str, Any]], figures: Path) -> bool:
         return False
     fig, ax = plt.subplots(figsize=(5.5, 4), dpi=100)
     for attack in ORDER[1:]:
-        r = _pick(rows, dataset="fashion-mnist", bits=32, model="dph", protocol="default", attack=attack,
-                  steps=None, margin=None, queries=_subset(rows, "fashion-mnist", "default"))  # fmt: skip
+        r = _pick(
+            rows,
+            dataset="fashion-mnist",
+            bits=32,
+            model="dph",
+            protocol="default",
+            attack=attack,
+            steps=None,
+            margin=None,
+            queries=_subset(rows, "fashion-mnist", "default"),
+        )
         if r:
             ax.scatter(r["seconds_per_image"], r["map"], s=50)
-            ax.annotate(NAMES[attack], (r["seconds_per_image"], r["map"]), fontsize=8, xytext=(4, 4),
-                        textcoords="offset points")  # fmt: skip
-    ax.set(xscale="log", xlabel="seconds per adversarial image (log)", ylabel="mAP@1000 under attack",
-           title="Efficiency (Fashion-MNIST, 32 bits)")  # fmt: skip
+            ax.annotate(
+                NAMES[attack],
+                (r["seconds_per_image"], r["map"]),
+                fontsize=8,
+                xytext=(4, 4),
+                textcoords="offset points",
+            )
+    ax.set(
+        xscale="log",
+        xlabel="seconds per adversarial image (log)",
+        ylabel="mAP@1000 under attack",
+        title="Efficiency (Fashion-MNIST, 32 bits)",
+    )
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(figures / "attacks-efficiency.png")
@@ -268,8 +395,10 @@ def _efficiency_figure(rows: list[dict[str, Any]], figures: Path) -> bool:
     return True
 
 
-DEFENSE_NAMES = {"none": "undefended",
-                 **{name: DEFENSES.get(name).display_name for name in ("atrdh", "pga-at", "cgat")}}
+DEFENSE_NAMES = {
+    "none": "undefended",
+    **{name: DEFENSES.get(name).display_name for name in ("atrdh", "pga-at", "cgat")},
+}
 DEFENSE_ATTACKS = ["clean", "p2p", "dhta", "hag", "sdha", "prosgan", "pga", "robust"]
 
 
@@ -279,19 +408,30 @@ def defense_benchmark_markdown(
     """CgAT Tables 1 / 5 (mAP of each defence under each attack), Fig. 4 (lambda) and Figs. 2-3 (PR and P@N
     under SDHA) from ``bench_defenses.py`` rows."""
     figures.mkdir(parents=True, exist_ok=True)
-    parts = ["# Defences at embedded scale (CgAT paper, Tables 1 and 5, Figs. 2-4)\n",
-             "Produced by `python benchmarks/bench_defenses.py --markdown docs/defenses.md` (raw rows: "
-             "`benchmarks/results/defenses.json`). mAP@1000; every attack run as PGD-20 (20 signed steps of "
-             "1/255, eps 8/255) on all 1,000 queries; robust = mean over queries of the lowest AP any of these "
-             "attacks reached. ProS-GAN (a generator trained per model, embedded recipe) is unbounded as published, "
-             "so it stays out of the robust column; its t-mAP and mean L-inf are in the line under each table.\n"]
+    parts = [
+        "# Defences at embedded scale (CgAT paper, Tables 1 and 5, Figs. 2-4)\n",
+        "Produced by `python benchmarks/bench_defenses.py --markdown docs/defenses.md` (raw rows: "
+        "`benchmarks/results/defenses.json`). mAP@1000; every attack run as PGD-20 (20 signed steps of "
+        "1/255, eps 8/255) on all 1,000 queries; robust = mean over queries of the lowest AP any of these "
+        "attacks reached. ProS-GAN (a generator trained per model, embedded recipe) is unbounded as published, "
+        "so it stays out of the robust column; its t-mAP and mean L-inf are in the line under each table.\n",
+    ]
     configs = sorted({(r["dataset"], r["bits"], r.get("loss", "")) for r in rows if r.get("lam") == 1.0})
     for name, bits, loss in configs:
         header = ["defence"] + [NAMES.get(a, a.capitalize()) for a in DEFENSE_ATTACKS]
         body = []
         for defense in DEFENSE_NAMES:
-            values = [_pick(rows, dataset=name, bits=bits, defense=defense, attack=a, lam=1.0 if defense != "none"
-                            else None) for a in DEFENSE_ATTACKS]  # fmt: skip
+            values = [
+                _pick(
+                    rows,
+                    dataset=name,
+                    bits=bits,
+                    defense=defense,
+                    attack=a,
+                    lam=1.0 if defense != "none" else None,
+                )
+                for a in DEFENSE_ATTACKS
+            ]
             if any(values):
                 body.append([DEFENSE_NAMES[defense]] + [v["map"] if v else "" for v in values])
         parts += [f"## {name}, {bits} bits ({loss.upper()} models)\n", markdown_table(header, body)]
@@ -310,8 +450,10 @@ def defense_benchmark_markdown(
         parts.append(f"\n![lambda sweep]({link_prefix}defenses-lambda.png)\n")
     parts.append(_nag_tables(rows))
     if _sdha_curves(rows, figures / "defenses-sdha-curves.png"):
-        parts += ["## Figs. 2-3: PR and P@N curves under SDHA (Fashion-MNIST, 32 bits)\n",
-                  f"![PR and P@N under SDHA]({link_prefix}defenses-sdha-curves.png)\n"]  # fmt: skip
+        parts += [
+            "## Figs. 2-3: PR and P@N curves under SDHA (Fashion-MNIST, 32 bits)\n",
+            f"![PR and P@N under SDHA]({link_prefix}defenses-sdha-curves.png)\n",
+        ]
     return "\n".join(parts)
 
 
@@ -320,13 +462,15 @@ def _nag_tables(rows: list[dict[str, Any]]) -> str:
     nag = [r for r in rows if r.get("protocol") == "nag"]
     if not nag:
         return ""
-    parts = ["## Table 4: black-box transfer (NAG), Fashion-MNIST\n",
-             "NAG (32 signed steps of 1/255, noise radius 32/255, lambda 1, no momentum or input diversity) "
-             "crafted on DPSH surrogates of other architectures and scored on the small_cnn victims; each cell is "
-             "mAP@1000 against the true labels (lower: stronger attack), then t-mAP against the target label. "
-             "Surrogate line: the surrogate's own clean mAP and its white-box t-mAP (how well NAG hits the target on "
-             "the model it was crafted on). The paper reports the ATRDH and CgAT rows (its Table 4: CgAT above ATRDH "
-             "in every cell).\n"]  # fmt: skip
+    parts = [
+        "## Table 4: black-box transfer (NAG), Fashion-MNIST\n",
+        "NAG (32 signed steps of 1/255, noise radius 32/255, lambda 1, no momentum or input diversity) "
+        "crafted on DPSH surrogates of other architectures and scored on the small_cnn victims; each cell is "
+        "mAP@1000 against the true labels (lower: stronger attack), then t-mAP against the target label. "
+        "Surrogate line: the surrogate's own clean mAP and its white-box t-mAP (how well NAG hits the target on "
+        "the model it was crafted on). The paper reports the ATRDH and CgAT rows (its Table 4: CgAT above ATRDH "
+        "in every cell).\n",
+    ]
     for bits in sorted({r["bits"] for r in nag}):
         for budget in sorted({r["budget"] for r in nag if r["bits"] == bits}):
             cells = [r for r in nag if r["bits"] == bits and r["budget"] == budget]
@@ -338,16 +482,23 @@ def _nag_tables(rows: list[dict[str, Any]]) -> str:
                 if not any(found):
                     continue
                 clean = next(r["clean_map"] for r in found if r)
-                body.append([DEFENSE_NAMES[defense], clean]
-                            + [f"{r['map']:.4f} ({r['tmap']:.4f})" if r else "" for r in found])  # fmt: skip
+                body.append(
+                    [DEFENSE_NAMES[defense], clean]
+                    + [f"{r['map']:.4f} ({r['tmap']:.4f})" if r else "" for r in found]
+                )
             first = [next((r for r in cells if r["surrogate"] == s), None) for s in surrogates]
-            body.append(["surrogate (clean / white-box t-mAP)", ""]
-                        + [f"{r['surrogate_clean_map']:.4f} / {r['surrogate_tmap']:.4f}" for r in first])  # fmt: skip
+            body.append(
+                ["surrogate (clean / white-box t-mAP)", ""]
+                + [f"{r['surrogate_clean_map']:.4f} / {r['surrogate_tmap']:.4f}" for r in first]
+            )
             what = "Surrogates trained and NAG crafted"
             where = _where_note(what, [(s, r) for s, r in zip(surrogates, first, strict=True) if r])
             where = where or [f"{what} on this machine's CPU"]
-            parts += [f"### {bits} bits, eps {budget}/255\n", markdown_table(header, body),
-                      f"{where[0]}; the victims trained on this machine's CPU.\n"]
+            parts += [
+                f"### {bits} bits, eps {budget}/255\n",
+                markdown_table(header, body),
+                f"{where[0]}; the victims trained on this machine's CPU.\n",
+            ]
             cg = [_pick(cells, defense="cgat", surrogate=s) for s in surrogates]
             at = [_pick(cells, defense="atrdh", surrogate=s) for s in surrogates]
             pairs = [(c, a) for c, a in zip(cg, at, strict=True) if c and a]
@@ -367,8 +518,14 @@ def _nag_tables(rows: list[dict[str, Any]]) -> str:
 
 def _defense_checks(rows: list[dict[str, Any]], name: str, bits: int) -> str:
     def get(defense: str, attack: str) -> float | None:
-        r = _pick(rows, dataset=name, bits=bits, defense=defense, attack=attack,
-                  lam=None if defense == "none" else 1.0)  # fmt: skip
+        r = _pick(
+            rows,
+            dataset=name,
+            bits=bits,
+            defense=defense,
+            attack=attack,
+            lam=None if defense == "none" else 1.0,
+        )
         return r["map"] if r else None
 
     attacks = [a for a in DEFENSE_ATTACKS if a not in ("clean", "prosgan")]
@@ -376,8 +533,10 @@ def _defense_checks(rows: list[dict[str, Any]], name: str, bits: int) -> str:
     lines = []
     if all(v is not None for v in cg + at):
         above = [NAMES.get(a, a) for a, c, t in zip(attacks, cg, at, strict=True) if c > t]
-        lines.append(f"CgAT above ATRDH under {len(above)} of {len(attacks)} attack columns"
-                     + (f" ({', '.join(above)})" if above else ""))  # fmt: skip
+        lines.append(
+            f"CgAT above ATRDH under {len(above)} of {len(attacks)} attack columns"
+            + (f" ({', '.join(above)})" if above else "")
+        )
     c_clean, a_clean = get("cgat", "clean"), get("atrdh", "clean")
     if c_clean is not None and a_clean is not None:
         lines.append(
@@ -388,11 +547,22 @@ def _defense_checks(rows: list[dict[str, Any]], name: str, bits: int) -> str:
         lines.append(
             f"under PgA, CgAT lifts mAP by {100 * (c_pga - n_pga):+.1f} points over the undefended model"
         )
-    gan = [(d, _pick(rows, dataset=name, bits=bits, defense=d, attack="prosgan", lam=None if d == "none" else 1.0))
-           for d in DEFENSE_NAMES]  # fmt: skip
+    gan = [
+        (
+            d,
+            _pick(
+                rows, dataset=name, bits=bits, defense=d, attack="prosgan", lam=None if d == "none" else 1.0
+            ),
+        )
+        for d in DEFENSE_NAMES
+    ]
     if any(r for _, r in gan):
-        lines.append("ProS-GAN t-mAP (mean L-inf) " + ", ".join(
-            f"{DEFENSE_NAMES[d]} {r['tmap']:.4f} ({255 * r['linf']:.0f}/255)" for d, r in gan if r))  # fmt: skip
+        lines.append(
+            "ProS-GAN t-mAP (mean L-inf) "
+            + ", ".join(
+                f"{DEFENSE_NAMES[d]} {r['tmap']:.4f} ({255 * r['linf']:.0f}/255)" for d, r in gan if r
+            )
+        )
         lines += _where_note("ProS-GAN generators trained", [(DEFENSE_NAMES[d], r) for d, r in gan if r])
     return ("Checks: " + "; ".join(lines) + ".\n") if lines else ""
 
@@ -429,15 +599,32 @@ def _lambda_figure(rows: list[dict[str, Any]], lams: list[float], out: Path) -> 
 
 
 def _sdha_curves(rows: list[dict[str, Any]], out: Path) -> bool:
-    found = [(d, _pick(rows, dataset="fashion-mnist", bits=32, defense=d, attack="sdha",
-                       lam=None if d == "none" else 1.0)) for d in DEFENSE_NAMES]  # fmt: skip
+    found = [
+        (
+            d,
+            _pick(
+                rows,
+                dataset="fashion-mnist",
+                bits=32,
+                defense=d,
+                attack="sdha",
+                lam=None if d == "none" else 1.0,
+            ),
+        )
+        for d in DEFENSE_NAMES
+    ]
     found = [(d, r) for d, r in found if r and r.get("pr_curve")]
     if not found:
         return False
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4), dpi=100)
     for d, r in found:
-        a1.plot(r["pr_curve"]["recall"], r["pr_curve"]["precision"], marker="o", markersize=2.5,
-                label=DEFENSE_NAMES[d])  # fmt: skip
+        a1.plot(
+            r["pr_curve"]["recall"],
+            r["pr_curve"]["precision"],
+            marker="o",
+            markersize=2.5,
+            label=DEFENSE_NAMES[d],
+        )
         a2.plot(r["p_at_n"]["n"], r["p_at_n"]["precision"], marker="o", markersize=3, label=DEFENSE_NAMES[d])
     a1.set(
         xlabel="recall", ylabel="precision", title="PR under SDHA (Hamming radius)", xlim=(0, 1), ylim=(0, 1)
@@ -466,28 +653,40 @@ def universality_markdown(rows: list[dict[str, Any]]) -> str:
             ]
             if any(values):
                 label = DEFENSE_NAMES[defense]
-                body.append([method.upper() if defense == "none" else "", label]
-                            + [v["map"] if v else "" for v in values])  # fmt: skip
-    parts = ["# Universality across hashing methods (PgA Table 6, CgAT Table 6)\n",
-             "Produced by `python benchmarks/bench_universality.py --markdown docs/universality.md` "
-             "(rows: `benchmarks/results/universality.json`). "
-             "Fashion-MNIST, 32 bits, small_cnn, each method's embedded recipe; ATRDH and CgAT with their defaults "
-             "(3 epochs); attacks as PGD-20 on the 1,000 queries; mAP@1000.\n",
-             markdown_table(header, body)]  # fmt: skip
+                body.append(
+                    [method.upper() if defense == "none" else "", label]
+                    + [v["map"] if v else "" for v in values]
+                )
+    parts = [
+        "# Universality across hashing methods (PgA Table 6, CgAT Table 6)\n",
+        "Produced by `python benchmarks/bench_universality.py --markdown docs/universality.md` "
+        "(rows: `benchmarks/results/universality.json`). "
+        "Fashion-MNIST, 32 bits, small_cnn, each method's embedded recipe; ATRDH and CgAT with their defaults "
+        "(3 epochs); attacks as PGD-20 on the 1,000 queries; mAP@1000.\n",
+        markdown_table(header, body),
+    ]
     checks = []
     for method in methods:
-        worse = [a for a in ("p2p", "dhta", "hag", "sdha", "pga")
-                 if (c := _pick(rows, method=method, backbone="small_cnn", defense="cgat", attack=a))
-                 and (t := _pick(rows, method=method, backbone="small_cnn", defense="atrdh", attack=a))
-                 and c["map"] <= t["map"]]  # fmt: skip
-        lowest = [a for a in ("p2p", "dhta", "hag", "sdha")
-                  if (p := _pick(rows, method=method, backbone="small_cnn", defense="none", attack="pga"))
-                  and (o := _pick(rows, method=method, backbone="small_cnn", defense="none", attack=a))
-                  and o["map"] < p["map"]]  # fmt: skip
-        checks.append(f"{method.upper()}: PgA lowest on the undefended model"
-                      + (f" except {', '.join(NAMES[a] for a in lowest)}" if lowest else "")
-                      + "; CgAT above ATRDH under " + (f"all attacks but {', '.join(NAMES[a] for a in worse)}"
-                                                       if worse else "every attack"))  # fmt: skip
+        worse = [
+            a
+            for a in ("p2p", "dhta", "hag", "sdha", "pga")
+            if (c := _pick(rows, method=method, backbone="small_cnn", defense="cgat", attack=a))
+            and (t := _pick(rows, method=method, backbone="small_cnn", defense="atrdh", attack=a))
+            and c["map"] <= t["map"]
+        ]
+        lowest = [
+            a
+            for a in ("p2p", "dhta", "hag", "sdha")
+            if (p := _pick(rows, method=method, backbone="small_cnn", defense="none", attack="pga"))
+            and (o := _pick(rows, method=method, backbone="small_cnn", defense="none", attack=a))
+            and o["map"] < p["map"]
+        ]
+        checks.append(
+            f"{method.upper()}: PgA lowest on the undefended model"
+            + (f" except {', '.join(NAMES[a] for a in lowest)}" if lowest else "")
+            + "; CgAT above ATRDH under "
+            + (f"all attacks but {', '.join(NAMES[a] for a in worse)}" if worse else "every attack")
+        )
     parts.append("\n" + "\n".join(f"- {c}" for c in checks) + "\n")
     eff = [r for r in rows if r.get("backbone") == "efficientnet_lite0"]
     if eff:
@@ -495,8 +694,10 @@ def universality_markdown(rows: list[dict[str, Any]]) -> str:
             a: _pick(rows, method="dph", backbone="small_cnn", defense="none", attack=a)
             for a in ("clean", "pga")
         }
-        big = {a: _pick(rows, method="dph", backbone="efficientnet_lite0", defense="none", attack=a)
-               for a in ("clean", "pga")}  # fmt: skip
+        big = {
+            a: _pick(rows, method="dph", backbone="efficientnet_lite0", defense="none", attack=a)
+            for a in ("clean", "pga")
+        }
         body = [
             [name] + [d[a]["map"] if d[a] else "" for a in ("clean", "pga")]
             for name, d in (
@@ -504,8 +705,10 @@ def universality_markdown(rows: list[dict[str, Any]]) -> str:
                 ("efficientnet_lite0 (ImageNet, 64 px)", big),
             )
         ]
-        parts += ["\n## Pretrained backbone against small_cnn (DPH, 32 bits, Fashion-MNIST)\n",
-                  markdown_table(["backbone", "Clean", "PgA (PGD-20)"], body)]  # fmt: skip
+        parts += [
+            "\n## Pretrained backbone against small_cnn (DPH, 32 bits, Fashion-MNIST)\n",
+            markdown_table(["backbone", "Clean", "PgA (PGD-20)"], body),
+        ]
     return "\n".join(parts)
 
 
@@ -514,10 +717,21 @@ def training_markdown(rows: list[dict[str, Any]]) -> str:
     settings = sorted({(r["dataset"], r["bits"]) for r in rows})
     losses = sorted({r["loss"] for r in rows})
     header = ["method"] + [f"{d} {b} bits" for d, b in settings]
-    body = [[loss.upper()] + [r["map"] if (r := _pick(rows, dataset=d, bits=b, loss=loss)) else ""
-                              for d, b in settings] for loss in losses]  # fmt: skip
-    times = [[loss.upper()] + [f"{r['train_seconds']:.0f}" if (r := _pick(rows, dataset=d, bits=b, loss=loss))
-                               and r.get("train_seconds") else "" for d, b in settings] for loss in losses]  # fmt: skip
+    body = [
+        [loss.upper()]
+        + [r["map"] if (r := _pick(rows, dataset=d, bits=b, loss=loss)) else "" for d, b in settings]
+        for loss in losses
+    ]
+    times = [
+        [loss.upper()]
+        + [
+            f"{r['train_seconds']:.0f}"
+            if (r := _pick(rows, dataset=d, bits=b, loss=loss)) and r.get("train_seconds")
+            else ""
+            for d, b in settings
+        ]
+        for loss in losses
+    ]
     return (
         "# Clean retrieval of the embedded recipe\n\nProduced by `python benchmarks/bench_training.py --markdown "
         "docs/training.md` (rows: "

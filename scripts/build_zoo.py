@@ -34,7 +34,9 @@ def clean_map(path: Path, topk: int) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("run", help="folder of a finished `robusthash demo --from-scratch` run")
     parser.add_argument("--topk", type=int, default=1000)
     args = parser.parse_args()
@@ -43,7 +45,9 @@ def main() -> int:
     for suffix, label in MODELS.items():
         source = run / f"model{suffix}.pt"
         if not source.is_file():
-            print(f"{source} not found: run `robusthash demo --from-scratch --out {run}` first", file=sys.stderr)
+            print(
+                f"{source} not found: run `robusthash demo --from-scratch --out {run}` first", file=sys.stderr
+            )
             return 2
         payload = safe_load(source, "checkpoint")
         record = ModelRecord.from_meta(payload.get("meta"), str(source))
@@ -53,9 +57,16 @@ def main() -> int:
         atomic_torch_save({k: payload[k] for k in KEEP}, target)
         mean_ap = clean_map(target, args.topk)
         recipe = f"{record.loss.upper()} / {record.backbone} / {record.bits} bits"
-        entries.append({"name": name, "file": target.name, "sha256": sha256_of(target), "clean_map": mean_ap,
-                        "topk": args.topk, "description": f"{label} {recipe} on the embedded {data} split "
-                        "(robusthash demo)"})  # fmt: skip
+        entries.append(
+            {
+                "name": name,
+                "file": target.name,
+                "sha256": sha256_of(target),
+                "clean_map": mean_ap,
+                "topk": args.topk,
+                "description": f"{label} {recipe} on the embedded {data} split (robusthash demo)",
+            }
+        )
         print(f"{name}: clean mAP@{args.topk} {mean_ap:.4f}, {target.stat().st_size / 1e3:.0f} kB")
     atomic_write_json({"models": entries}, MANIFEST)
     print(f"manifest: {MANIFEST}")

@@ -15,8 +15,10 @@ torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
 
 def _have_fashion_mnist() -> bool:
     directory = fashion_mnist.default_data_dir()
-    return all((directory / f"{stem}.gz").is_file() or (directory / stem).is_file()
-               for stem in fashion_mnist.FILES.values())  # fmt: skip
+    return all(
+        (directory / f"{stem}.gz").is_file() or (directory / stem).is_file()
+        for stem in fashion_mnist.FILES.values()
+    )
 
 
 needs_fashion_mnist = pytest.mark.skipif(

@@ -112,8 +112,11 @@ def test_every_config_field_is_a_flag():
 def test_corrupt_checkpoint_from_the_console_script(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_text("garbage")
-    proc = subprocess.run([sys.executable, "-m", "robusthash.app.cli", "evaluate", "--model", str(bad)],
-                          capture_output=True, text=True)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "robusthash.app.cli", "evaluate", "--model", str(bad)],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
     assert "not a readable robusthash checkpoint" in proc.stderr and "Traceback" not in proc.stderr
 
@@ -135,8 +138,20 @@ def test_train_then_evaluate_writes_results(tmp_path, capsys):
     assert 0.3 < doc["clean"]["map"] <= 1 and doc["clean"]["topk"] == 500 and len(doc["clean"]["ap"]) == 1000
     assert doc["model"]["model"]["bits"] == 16
     streamed = tmp_path / "streamed.json"
-    argv = ["evaluate", "--model", str(ckpt), "--out", str(streamed), "--quiet", "--topk", "500",
-            "--store", str(tmp_path / "store"), "--chunk", "3000"]  # fmt: skip
+    argv = [
+        "evaluate",
+        "--model",
+        str(ckpt),
+        "--out",
+        str(streamed),
+        "--quiet",
+        "--topk",
+        "500",
+        "--store",
+        str(tmp_path / "store"),
+        "--chunk",
+        "3000",
+    ]
     assert main(argv) == 0
     assert json.loads(streamed.read_text())["clean"]["ap"] == doc["clean"]["ap"]  # the same numbers, streamed
     assert (tmp_path / "store" / "codes.npy").stat().st_size < 10_000 * 8 + 1024  # one uint64 per 16-bit code
@@ -148,7 +163,9 @@ def test_help_does_not_import_torch():
     import subprocess
     import sys
 
-    code = ("import sys\nfrom robusthash.app.cli import main\n"
-            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\nprint('torch' in sys.modules)")  # fmt: skip
+    code = (
+        "import sys\nfrom robusthash.app.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\nprint('torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().endswith("False") and "attack" in out and "demo" in out, out

@@ -30,7 +30,12 @@ def _cosine(a, b):
     return 0.0 if n == 0 else (a * b).sum() / n
 
 
-SIMS = {"binary": lambda a, b: float((a * b).sum() > 0), "dice": _dice, "jaccard": _jaccard, "cosine": _cosine}
+SIMS = {
+    "binary": lambda a, b: float((a * b).sum() > 0),
+    "dice": _dice,
+    "jaccard": _jaccard,
+    "cosine": _cosine,
+}
 
 
 def _psi(b, y, bank, bank_labels, weighting, similarity):
@@ -106,7 +111,9 @@ def test_saat_mainstay_equals_the_pharos_code_on_single_label_data():
     bank = torch.tensor(rng.choice([-1.0, 1.0], (300, 32)))
     bank_labels = torch.eye(10, dtype=torch.float64)[torch.tensor(rng.integers(0, 10, 300))]
     labels = torch.eye(10, dtype=torch.float64)[torch.tensor(rng.integers(0, 10, 40))]
-    assert torch.equal(pharos_code(labels, bank, bank_labels, "saat"), pharos_code(labels, bank, bank_labels, "pga"))
+    assert torch.equal(
+        pharos_code(labels, bank, bank_labels, "saat"), pharos_code(labels, bank, bank_labels, "pga")
+    )
 
 
 def test_dice_weights_change_the_code_for_multilabel_queries():

@@ -46,8 +46,12 @@ def test_experiment_trains_attacks_defends_and_writes_the_report(tmp_path, monke
     assert "Defences" in html and "Retrieval gallery" in html
     assert (out / "report" / "figures" / "gallery.png").stat().st_size > 0
     result = load_results(out / "results.json")
-    assert isinstance(result, ExperimentRun) and [r.label for r in result.rows] == ["undefended", "ATRDH", "PgA-AT",
-                                                                                    "CgAT"]  # fmt: skip
+    assert isinstance(result, ExperimentRun) and [r.label for r in result.rows] == [
+        "undefended",
+        "ATRDH",
+        "PgA-AT",
+        "CgAT",
+    ]
     resolved = json.loads((out / "config.json").read_text())
     assert resolved["train"]["bits"] == 8 and resolved["train"]["loss"] == "dph"  # defaults filled in
     for row in result.rows:
@@ -74,8 +78,11 @@ def test_an_interrupted_attack_stage_resumes_from_its_crafted_shards(tmp_path, m
     toy = toy_data(n_per_class=20)
     monkeypatch.setattr(DatasetRef, "load", lambda self: toy)
     path = tmp_path / "toy.toml"
-    path.write_text(TOY_EXPERIMENT.split("[defend]")[0].replace('protocol = "pgd20"', 'protocol = "pgd20"\n'
-                                                                'batch_size = 8'))  # fmt: skip
+    path.write_text(
+        TOY_EXPERIMENT.split("[defend]")[0].replace(
+            'protocol = "pgd20"', 'protocol = "pgd20"\nbatch_size = 8'
+        )
+    )
     experiment.run_experiment(path, tmp_path / "whole", device_name="cpu", quiet=True)
     real_craft, calls = robustness.craft, []
 

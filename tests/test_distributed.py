@@ -36,8 +36,14 @@ def _spawn(job, port: int, *args) -> None:
 
 
 def _rank_main(rank: int, job, port: int, args) -> None:
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port), OMP_NUM_THREADS="1")  # fmt: skip
+    os.environ.update(
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(WORLD),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        OMP_NUM_THREADS="1",
+    )
     torch.set_num_threads(1)
     from robusthash.distributed import process_group
 
@@ -58,8 +64,16 @@ def _quick(options: dict) -> dict:
 def _suite() -> AttackSuite:
     # the library's attacks (another test registers a throw-away attack in this process only)
     names = [n for n in list_attacks() if ATTACKS.get(n).__module__.startswith("robusthash.")]
-    return AttackSuite(attacks=names, protocol="default", eps=16 / 255, topk=None, batch_size=4, seed=3,
-                       gallery_queries=2, attack_options={n: _quick(ATTACKS.get(n).test_options) for n in names})
+    return AttackSuite(
+        attacks=names,
+        protocol="default",
+        eps=16 / 255,
+        topk=None,
+        batch_size=4,
+        seed=3,
+        gallery_queries=2,
+        attack_options={n: _quick(ATTACKS.get(n).test_options) for n in names},
+    )
 
 
 def _attack_job(rank: int, checkpoint: str, out: str) -> None:
@@ -72,8 +86,12 @@ def _attack_job(rank: int, checkpoint: str, out: str) -> None:
 @pytest.fixture(scope="module")
 def toy_checkpoint(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("dist") / "toy.pt"
-    train(toy_data(n_per_class=20), TrainConfig(bits=16, loss="dph", epochs=3, batch_size=16, lr=3e-3, seed=1),
-          out, quiet=True)  # fmt: skip
+    train(
+        toy_data(n_per_class=20),
+        TrainConfig(bits=16, loss="dph", epochs=3, batch_size=16, lr=3e-3, seed=1),
+        out,
+        quiet=True,
+    )
     return out
 
 
@@ -86,7 +104,9 @@ def test_every_attack_sharded_over_two_processes_equals_one_process(toy_checkpoi
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as each rank: trained attacks (ProS-GAN, THA) then fit the same floats
     try:
-        single = evaluate_attacks(model, toy_data(n_per_class=20), _suite(), quiet=True, surrogates={"self": model})
+        single = evaluate_attacks(
+            model, toy_data(n_per_class=20), _suite(), quiet=True, surrogates={"self": model}
+        )
     finally:
         torch.set_num_threads(threads)
     assert sharded.world_size == 2 and single.world_size == 1
@@ -103,7 +123,9 @@ def test_every_attack_sharded_over_two_processes_equals_one_process(toy_checkpoi
     from robusthash.app.report.tables import attack_table
 
     assert "wall s (2 processes)" in attack_table(sharded) and "wall s" not in attack_table(single)
-    assert [i.adversarial_top for i in sharded.gallery.items] == [i.adversarial_top for i in single.gallery.items]
+    assert [i.adversarial_top for i in sharded.gallery.items] == [
+        i.adversarial_top for i in single.gallery.items
+    ]
 
 
 def _metrics_job(rank: int, folder: str) -> None:
@@ -112,8 +134,9 @@ def _metrics_job(rank: int, folder: str) -> None:
     q, ql, d, dl = (np.load(Path(folder) / f"{n}.npy") for n in ("q", "ql", "d", "dl"))
     bounds = [0, 130, len(d)]  # unequal contiguous shards
     part = slice(bounds[rank], bounds[rank + 1])
-    report = metrics.streaming_report(q, ql, d[part], dl[part], bits=8, topk=60, ns=(10, 50, 400), chunk=17,
-                                      collective=TorchCollective())  # fmt: skip
+    report = metrics.streaming_report(
+        q, ql, d[part], dl[part], bits=8, topk=60, ns=(10, 50, 400), chunk=17, collective=TorchCollective()
+    )
     np.save(Path(folder) / f"ap{rank}.npy", report["ap"])
     np.save(Path(folder) / f"pn{rank}.npy", report["p_at_n"]["precision"])
 
@@ -128,7 +151,9 @@ def test_streamed_metrics_over_two_database_shards(tmp_path):
     expected = metrics.retrieval_report(q, d, ql, dl, topk=60, ns=(10, 50, 400))
     for rank in range(WORLD):
         np.testing.assert_allclose(np.load(tmp_path / f"ap{rank}.npy"), expected["ap"], rtol=0, atol=1e-12)
-        np.testing.assert_allclose(np.load(tmp_path / f"pn{rank}.npy"), expected["p_at_n"]["precision"], atol=1e-12)
+        np.testing.assert_allclose(
+            np.load(tmp_path / f"pn{rank}.npy"), expected["p_at_n"]["precision"], atol=1e-12
+        )
 
 
 def test_strided_shards_gather_back_in_order_in_one_process():
@@ -190,8 +215,13 @@ def _train_job(rank: int, out: str, die_after_epoch: int | None, defend_out: str
     for name, tensor in [*result.model.named_parameters(), *result.model.named_buffers()]:
         _check_equal_on_every_rank(tensor.detach(), name)  # batch-norm statistics included
     if defend_out:
-        defend(read_checkpoint(out), toy_data(n_per_class=20),
-               DefenseConfig(method="cgat", epochs=1, batch_size=16, steps=3), defend_out, quiet=True)  # fmt: skip
+        defend(
+            read_checkpoint(out),
+            toy_data(n_per_class=20),
+            DefenseConfig(method="cgat", epochs=1, batch_size=16, steps=3),
+            defend_out,
+            quiet=True,
+        )
 
 
 def _clean_map(path) -> float:
@@ -230,17 +260,52 @@ def test_torchrun_attack_writes_once_and_equals_the_single_process_command(tmp_p
     from robusthash.app import zoo
 
     model = zoo.get("fashion-mnist-dph-32").path
-    common = ["attack", "--model", str(model), "--attack", "pga,dhta", "--queries", "6", "--steps", "3",
-              "--database", "500", "--device", "cpu", "--quiet", "--gallery-queries", "1"]  # fmt: skip
+    common = [
+        "attack",
+        "--model",
+        str(model),
+        "--attack",
+        "pga,dhta",
+        "--queries",
+        "6",
+        "--steps",
+        "3",
+        "--database",
+        "500",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--gallery-queries",
+        "1",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port",
-                str(_free_port()), "-m", "robusthash"]  # fmt: skip
-    two = subprocess.run([*launcher, *common, "--out", str(tmp_path / "two")], env=env, capture_output=True,
-                         text=True, timeout=300)  # fmt: skip
+    launcher = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        str(_free_port()),
+        "-m",
+        "robusthash",
+    ]
+    two = subprocess.run(
+        [*launcher, *common, "--out", str(tmp_path / "two")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert two.returncode == 0, two.stderr[-3000:]
     assert two.stdout.count("results: ") == 1  # rank 0 alone prints
-    one = subprocess.run([sys.executable, "-m", "robusthash", *common, "--out", str(tmp_path / "one")], env=env,
-                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    one = subprocess.run(
+        [sys.executable, "-m", "robusthash", *common, "--out", str(tmp_path / "one")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert one.returncode == 0, one.stderr[-3000:]
     a, b = (json.loads((tmp_path / f / "attack_results.json").read_text()) for f in ("two", "one"))
     assert a["world_size"] == 2 and b["world_size"] == 1

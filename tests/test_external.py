@@ -25,7 +25,7 @@ from robusthash.robustness import AttackSuite, evaluate_attacks
 from robusthash.training import TrainConfig, train
 from tests.test_training import toy_data
 
-MODEL_FILE = '''
+MODEL_FILE = """
 import torch
 from torch import nn
 
@@ -33,7 +33,7 @@ def make():
     torch.manual_seed(0)
     return nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(2),
                          nn.Flatten(), nn.Linear(32, 12))
-'''
+"""
 
 
 def _plain_module() -> nn.Module:
@@ -56,18 +56,30 @@ def brought(tmp_path_factory):
 
 def test_plain_module_is_attacked_by_every_attack_defended_and_reported(brought, tmp_path):
     data, model, folder = brought
-    suite = AttackSuite(attacks=list_attacks(), protocol="pgd20", steps=5, queries=12, eps=16 / 255,
-                        attack_options={"tha": {"prototype_steps": 50},
-                                        "prosgan": {"epochs": 1, "prototype_steps": 20}})  # fmt: skip
+    suite = AttackSuite(
+        attacks=list_attacks(),
+        protocol="pgd20",
+        steps=5,
+        queries=12,
+        eps=16 / 255,
+        attack_options={"tha": {"prototype_steps": 50}, "prosgan": {"epochs": 1, "prototype_steps": 20}},
+    )
     run = evaluate_attacks(model, data, suite, quiet=True, surrogates={"self": model})
     names = [n + "@self" if ATTACKS.get(n).threat_model == "transfer" else n for n in list_attacks()]
     assert run.attack_names == names and run.robust_map <= run.clean.map
     ckpt = read_checkpoint(folder / "plain.pt")
     assert ckpt.meta["model"]["external"]
-    defended = defend(ckpt, data, DefenseConfig(method="cgat", epochs=1, batch_size=16), tmp_path / "d.pt",
-                      model=model, quiet=True)  # fmt: skip
-    run = evaluate_attacks(defended.model, data, AttackSuite(attacks=["pga"], protocol="pgd20", queries=12),
-                           quiet=True)  # fmt: skip
+    defended = defend(
+        ckpt,
+        data,
+        DefenseConfig(method="cgat", epochs=1, batch_size=16),
+        tmp_path / "d.pt",
+        model=model,
+        quiet=True,
+    )
+    run = evaluate_attacks(
+        defended.model, data, AttackSuite(attacks=["pga"], protocol="pgd20", queries=12), quiet=True
+    )
     page = build_report([run.write(tmp_path / "r.json")], tmp_path / "rep").read_text()
     assert "PgA" in page and "Retrieval gallery" in page
 
@@ -94,24 +106,80 @@ def _cli(*argv: str) -> None:
 def test_model_def_through_the_command_line(toy_cli, tmp_path):
     model_def = f"{toy_cli / 'plain_model.py'}:make"
     ckpt = str(toy_cli / "plain.pt")
-    _cli("attack", "--model", ckpt, "--model-def", model_def, "--attack", "pga,p2p", "--steps", "3",
-         "--queries", "8", "--out", str(tmp_path / "a"))  # fmt: skip
-    _cli("defend", "--model", ckpt, "--model-def", model_def, "--method", "cgat", "--epochs", "1",
-         "--batch-size", "16", "--out", str(tmp_path / "d.pt"))  # fmt: skip
+    _cli(
+        "attack",
+        "--model",
+        ckpt,
+        "--model-def",
+        model_def,
+        "--attack",
+        "pga,p2p",
+        "--steps",
+        "3",
+        "--queries",
+        "8",
+        "--out",
+        str(tmp_path / "a"),
+    )
+    _cli(
+        "defend",
+        "--model",
+        ckpt,
+        "--model-def",
+        model_def,
+        "--method",
+        "cgat",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--out",
+        str(tmp_path / "d.pt"),
+    )
     record = load_results(tmp_path / "d.json")  # the typed record of the defence run
     assert record.kind == "defense" and record.method == "cgat" and len(record.base_fingerprint) == 16
     assert len(record.history) == 1 and len(record.clean.ap) == 30  # the toy query split: 10 per class
-    _cli("attack", "--model", str(tmp_path / "d.pt"), "--model-def", model_def, "--attack", "pga", "--steps", "3",
-         "--queries", "8", "--out", str(tmp_path / "b"))  # fmt: skip
-    _cli("report", str(tmp_path / "a" / "attack_results.json"), str(tmp_path / "b" / "attack_results.json"),
-         "--out", str(tmp_path / "rep"))  # fmt: skip
+    _cli(
+        "attack",
+        "--model",
+        str(tmp_path / "d.pt"),
+        "--model-def",
+        model_def,
+        "--attack",
+        "pga",
+        "--steps",
+        "3",
+        "--queries",
+        "8",
+        "--out",
+        str(tmp_path / "b"),
+    )
+    _cli(
+        "report",
+        str(tmp_path / "a" / "attack_results.json"),
+        str(tmp_path / "b" / "attack_results.json"),
+        "--out",
+        str(tmp_path / "rep"),
+    )
     assert "CgAT" in (tmp_path / "rep" / "index.html").read_text()
-    state = {k.removeprefix("module."): v for k, v in read_checkpoint(ckpt).state["model"].items()
-             if k.startswith("module.")}  # a bare state dict of the user's module  # fmt: skip
+    state = {
+        k.removeprefix("module."): v
+        for k, v in read_checkpoint(ckpt).state["model"].items()
+        if k.startswith("module.")
+    }  # a bare state dict of the user's module
     torch.save(state, tmp_path / "bare.pt")
-    _cli("evaluate", "--model", str(tmp_path / "bare.pt"), "--model-def", model_def, "--out", str(tmp_path / "e.json"))
+    _cli(
+        "evaluate",
+        "--model",
+        str(tmp_path / "bare.pt"),
+        "--model-def",
+        model_def,
+        "--out",
+        str(tmp_path / "e.json"),
+    )
     assert load_results(tmp_path / "e.json").clean.map == pytest.approx(
-        load_results(tmp_path / "a" / "attack_results.json").clean.map, abs=0.2)  # 8 queries against all
+        load_results(tmp_path / "a" / "attack_results.json").clean.map, abs=0.2
+    )  # 8 queries against all
 
 
 @register_attack
@@ -123,7 +191,9 @@ class _NoiseAttack(Attack):
     test_options: ClassVar[dict] = {}
 
     def perturb(self, x, labels, targets, indices):
-        noise = torch.stack([torch.rand(x.shape[1:], generator=self.generator(int(i), "noise")) for i in indices])
+        noise = torch.stack(
+            [torch.rand(x.shape[1:], generator=self.generator(int(i), "noise")) for i in indices]
+        )
         return x + self.eps * (noise * 2 - 1).sign().to(x.device)
 
 
@@ -137,8 +207,21 @@ def noise_registered():
 def test_a_throwaway_attack_runs_through_the_cli_and_the_report(toy_cli, tmp_path, noise_registered):
     ckpt = str(toy_cli / "plain.pt")
     model_def = f"{toy_cli / 'plain_model.py'}:make"
-    _cli("attack", "--model", ckpt, "--model-def", model_def, "--attack", "test-noise,pga", "--steps", "2",
-         "--queries", "6", "--out", str(tmp_path / "a"))  # fmt: skip
+    _cli(
+        "attack",
+        "--model",
+        ckpt,
+        "--model-def",
+        model_def,
+        "--attack",
+        "test-noise,pga",
+        "--steps",
+        "2",
+        "--queries",
+        "6",
+        "--out",
+        str(tmp_path / "a"),
+    )
     _cli("report", str(tmp_path / "a" / "attack_results.json"), "--out", str(tmp_path / "rep"))
     assert "Noise (test)" in (tmp_path / "rep" / "index.html").read_text()
 
@@ -150,10 +233,25 @@ def test_cli_per_query_ap_does_not_depend_on_batch_size(toy_cli, tmp_path):
     aps = {}
     for batch in (1, 50):
         out = tmp_path / f"b{batch}"
-        _cli("attack", "--model", ckpt, "--model-def", model_def, "--attack", ",".join(names), "--queries", "20",
-             "--steps", "5", "--batch-size", str(batch), "--attack-options",
-             '{"tha": {"prototype_steps": 30}, "prosgan": {"epochs": 1, "prototype_steps": 20}}',
-             "--out", str(out))  # fmt: skip
+        _cli(
+            "attack",
+            "--model",
+            ckpt,
+            "--model-def",
+            model_def,
+            "--attack",
+            ",".join(names),
+            "--queries",
+            "20",
+            "--steps",
+            "5",
+            "--batch-size",
+            str(batch),
+            "--attack-options",
+            '{"tha": {"prototype_steps": 30}, "prosgan": {"epochs": 1, "prototype_steps": 20}}',
+            "--out",
+            str(out),
+        )
         doc = json.loads((out / "attack_results.json").read_text())
         aps[batch] = {a["name"]: a["scores"]["ap"] for a in doc["attacks"]}
     assert set(aps[1]) == set(names) and aps[1] == aps[50]
@@ -192,32 +290,54 @@ def test_transfer_attacks_craft_on_surrogates_and_never_touch_the_victim(brought
         ATTACKS.unregister("test-transfer")
 
 
-
-
 def _rename(state, rename):
     out = {}
     for key, value in state.items():
         for old, new in rename.items():
             if key.startswith(old):
-                out[new + key[len(old):]] = value
+                out[new + key[len(old) :]] = value
                 break
     return out
 
 
 NAMED_RESNET = {"backbone.": "", "hash_layer.": "hash_layer."}
-RESNET_FEATURE_LAYERS = {"backbone.conv1.": "feature_layers.0.", "backbone.bn1.": "feature_layers.1.",
-                         **{f"backbone.layer{i}.": f"feature_layers.{i + 3}." for i in range(1, 5)},
-                         "hash_layer.": "hash_layer."}  # fmt: skip
+RESNET_FEATURE_LAYERS = {
+    "backbone.conv1.": "feature_layers.0.",
+    "backbone.bn1.": "feature_layers.1.",
+    **{f"backbone.layer{i}.": f"feature_layers.{i + 3}." for i in range(1, 5)},
+    "hash_layer.": "hash_layer.",
+}
 LAYOUTS = {  # robusthash key prefix -> the public code's (see robusthash.models.external for the sources)
-    ("alexnet", "deephash"): [{"backbone.0.": "features.", "backbone.4.": "hash_layer.1.",
-                               "backbone.7.": "hash_layer.4.", "hash_layer.": "hash_layer.6."}],
-    ("alexnet", "cgat"): [{"backbone.0.": "features.", "backbone.4.": "classifier.1.", "backbone.7.": "classifier.4.",
-                           "hash_layer.": "classifier.6."}],
-    ("alexnet", "hashnet-fc"): [{"backbone.0.": "features.", "backbone.4.": "classifier.classifier1.",
-                                 "backbone.7.": "classifier.classifier4.", "hash_layer.": "hash_layer."}],
-    ("resnet18", "resnet-named"): [NAMED_RESNET, RESNET_FEATURE_LAYERS],  # both key sets, as the repos save them
+    ("alexnet", "deephash"): [
+        {
+            "backbone.0.": "features.",
+            "backbone.4.": "hash_layer.1.",
+            "backbone.7.": "hash_layer.4.",
+            "hash_layer.": "hash_layer.6.",
+        }
+    ],
+    ("alexnet", "cgat"): [
+        {
+            "backbone.0.": "features.",
+            "backbone.4.": "classifier.1.",
+            "backbone.7.": "classifier.4.",
+            "hash_layer.": "classifier.6.",
+        }
+    ],
+    ("alexnet", "hashnet-fc"): [
+        {
+            "backbone.0.": "features.",
+            "backbone.4.": "classifier.classifier1.",
+            "backbone.7.": "classifier.classifier4.",
+            "hash_layer.": "hash_layer.",
+        }
+    ],
+    ("resnet18", "resnet-named"): [
+        NAMED_RESNET,
+        RESNET_FEATURE_LAYERS,
+    ],  # both key sets, as the repos save them
     ("resnet18", "resnet-feature-layers"): [RESNET_FEATURE_LAYERS],
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize(("backbone", "layout"), list(LAYOUTS))
@@ -238,10 +358,28 @@ def test_a_bare_state_dict_of_a_known_backbone_through_the_command_line(toy_cli,
     data, _, _ = brought
     model = train(data, TrainConfig(bits=8, epochs=1, batch_size=16), quiet=True).model
     torch.save(model.state_dict(), tmp_path / "weights.pt")  # a plain state dict, no robusthash metadata
-    _cli("attack", "--model", str(tmp_path / "weights.pt"), "--backbone", "small_cnn", "--bits", "8", "--attack",
-         "pga", "--steps", "2", "--queries", "5", "--out", str(tmp_path / "a"))  # fmt: skip
+    _cli(
+        "attack",
+        "--model",
+        str(tmp_path / "weights.pt"),
+        "--backbone",
+        "small_cnn",
+        "--bits",
+        "8",
+        "--attack",
+        "pga",
+        "--steps",
+        "2",
+        "--queries",
+        "5",
+        "--out",
+        str(tmp_path / "a"),
+    )
     assert load_results(tmp_path / "a" / "attack_results.json").model["model"]["bits"] == 8
-    assert cli.main(["attack", "--model", str(tmp_path / "weights.pt"), "--backbone", "small_cnn", "--quiet"]) == 2
+    assert (
+        cli.main(["attack", "--model", str(tmp_path / "weights.pt"), "--backbone", "small_cnn", "--quiet"])
+        == 2
+    )
 
 
 def test_an_interrupted_attack_command_resumes(toy_cli, tmp_path, monkeypatch, capsys):
@@ -249,8 +387,21 @@ def test_an_interrupted_attack_command_resumes(toy_cli, tmp_path, monkeypatch, c
     writes the uninterrupted run's per-query AP."""
     from robusthash import robustness
 
-    args = ["attack", "--model", str(toy_cli / "plain.pt"), "--model-def", f"{toy_cli / 'plain_model.py'}:make",
-            "--attack", "pga", "--steps", "3", "--queries", "12", "--batch-size", "4"]  # fmt: skip
+    args = [
+        "attack",
+        "--model",
+        str(toy_cli / "plain.pt"),
+        "--model-def",
+        f"{toy_cli / 'plain_model.py'}:make",
+        "--attack",
+        "pga",
+        "--steps",
+        "3",
+        "--queries",
+        "12",
+        "--batch-size",
+        "4",
+    ]
     _cli(*args, "--out", str(tmp_path / "whole"))
     real_craft, calls = robustness.craft, []
 

@@ -81,12 +81,18 @@ def test_imports_only_go_down_and_never_in_a_circle():
             if target == here or target not in LAYER:
                 continue
             if LAYER[target] >= LAYER[here]:
-                bad.append(f"{path.relative_to(SRC)} imports {target} (layer {LAYER[target]} >= {LAYER[here]})")
+                bad.append(
+                    f"{path.relative_to(SRC)} imports {target} (layer {LAYER[target]} >= {LAYER[here]})"
+                )
     assert not bad, "\n".join(bad)
 
 
 def test_the_core_never_imports_the_application():
-    bad = [f"{p.relative_to(SRC)} imports {t}" for p in sorted(SRC.rglob("*.py"))
-           if not _component(p).startswith("app") and _component(p) not in ("__init__", "__main__")
-           for t in _imports(p) if t.startswith("app")]  # fmt: skip
+    bad = [
+        f"{p.relative_to(SRC)} imports {t}"
+        for p in sorted(SRC.rglob("*.py"))
+        if not _component(p).startswith("app") and _component(p) not in ("__init__", "__main__")
+        for t in _imports(p)
+        if t.startswith("app")
+    ]
     assert not bad, "\n".join(bad)

@@ -55,8 +55,9 @@ def _queries(data, n=12):
 
 
 def _banks(data, model):
-    return CodeBank(encode(model, data.train), data.train.labels), CodeBank(encode(model, data.database),
-                                                                            data.database.labels)  # fmt: skip
+    return CodeBank(encode(model, data.train), data.train.labels), CodeBank(
+        encode(model, data.database), data.database.labels
+    )
 
 
 def test_zero_gradient_check(models):
@@ -115,8 +116,9 @@ def test_eot_lowers_the_map_of_a_random_model(models):
 
     def attacked_map(eot):
         torch.manual_seed(0)  # the model's noise
-        attack = create_attack("pga", m["noisy"], reference=reference, database=database, eps=32 / 255, steps=20,
-                               eot=eot)  # fmt: skip
+        attack = create_attack(
+            "pga", m["noisy"], reference=reference, database=database, eps=32 / 255, steps=20, eot=eot
+        )
         adv = attack(x, y)
         codes = encode_images(m["plain"], adv)  # scored on the model without its noise
         return metrics.mean_average_precision(codes, database.codes, y, database.labels)
@@ -126,14 +128,23 @@ def test_eot_lowers_the_map_of_a_random_model(models):
 
 def test_robust_protocol_flags_a_masked_model_and_its_gradient_free_stage_breaks_it(models):
     data, m = models
-    suite = AttackSuite(protocol="robust", attacks=["pga"], eps=32 / 255, steps=10, topk=None, queries=12,
-                        attack_options={"cascade": {"square_budget": 200}})  # fmt: skip
+    suite = AttackSuite(
+        protocol="robust",
+        attacks=["pga"],
+        eps=32 / 255,
+        steps=10,
+        topk=None,
+        queries=12,
+        attack_options={"cascade": {"square_budget": 200}},
+    )
     masked = evaluate_attacks(m["masked"], data, suite, quiet=True)
     fired = {f.name for f in masked.flags if f.fired}
     assert {"zero-gradient", "query-beats-white-box", "flat-sweep"} <= fired
     cascade = masked.attack("cascade")
     assert cascade.stages is not None and set(cascade.stages) == set(cascade.settings["stages"])
-    assert masked.robust_map < masked.attack("pga").map - 0.2  # the gradient-free stage got what PgA could not
+    assert (
+        masked.robust_map < masked.attack("pga").map - 0.2
+    )  # the gradient-free stage got what PgA could not
     from robusthash.app.report.tables import attack_table
 
     table = attack_table(masked)
@@ -160,8 +171,10 @@ class _Garbage(nn.Module):
         return h * 1e4  # saturated: every |h| far beyond 9
 
 
-@pytest.mark.parametrize(("kind", "message"), [("nan", "NaN or infinite logits"), ("constant", "the same code"),
-                                               ("saturated", "beyond |h| = 9")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [("nan", "NaN or infinite logits"), ("constant", "the same code"), ("saturated", "beyond |h| = 9")],
+)
 def test_garbage_models_are_refused_not_scored(models, kind, message):
     from robusthash.errors import UserError
     from robusthash.evaluation import evaluate_retrieval
@@ -191,8 +204,11 @@ def test_encoders_restore_every_modules_own_mode(toy):
     wrapper.train()
     model.eval()  # after the wrapper's train(), which sets its children too
     inner_modes = [m.training for m in model.modules()]
-    for run in (lambda: encode_images(wrapper, images), lambda: encode(wrapper, data.query),
-                lambda: check_model(wrapper, images)):  # fmt: skip
+    for run in (
+        lambda: encode_images(wrapper, images),
+        lambda: encode(wrapper, data.query),
+        lambda: check_model(wrapper, images),
+    ):
         run()
         assert wrapper.training and [m.training for m in model.modules()] == inner_modes
     wrapper.eval()

@@ -15,18 +15,33 @@ def test_every_shipped_checkpoint_reads_as_a_record_and_writes_back_unchanged():
         ckpt = zoo.checkpoint(entry.name)
         raw = ckpt.state["meta"]
         written = ckpt.record.to_meta()
-        assert {k: v for k, v in written.items() if v is not None} == {k: v for k, v in raw.items() if v is not None}
-        assert ckpt.record.data_ref == DatasetRef.of(raw["dataset"]) and ckpt.record.loss == raw["train"]["loss"]
+        assert {k: v for k, v in written.items() if v is not None} == {
+            k: v for k, v in raw.items() if v is not None
+        }
+        assert (
+            ckpt.record.data_ref == DatasetRef.of(raw["dataset"]) and ckpt.record.loss == raw["train"]["loss"]
+        )
         assert (ckpt.record.kind == "defended") == (ckpt.record.base_fingerprint is not None)
 
 
 def test_unknown_keys_survive_and_damage_is_named():
-    meta = {"kind": "trained", "model": {"in_channels": 1}, "train": {"loss": "dph"}, "dataset": {"name": "x"},
-            "later": {"a": 1}}  # fmt: skip
+    meta = {
+        "kind": "trained",
+        "model": {"in_channels": 1},
+        "train": {"loss": "dph"},
+        "dataset": {"name": "x"},
+        "later": {"a": 1},
+    }
     record = ModelRecord.from_meta(meta)
-    assert record.extra == {"later": {"a": 1}} and record.to_meta()["later"] == {"a": 1} and record.history == []
-    for broken, missing in (({**meta, "kind": "odd"}, "meta.kind"), ({**meta, "train": {}}, "meta.train.loss"),
-                            ({k: v for k, v in meta.items() if k != "model"}, "meta.model"), (3, "meta")):  # fmt: skip
+    assert (
+        record.extra == {"later": {"a": 1}} and record.to_meta()["later"] == {"a": 1} and record.history == []
+    )
+    for broken, missing in (
+        ({**meta, "kind": "odd"}, "meta.kind"),
+        ({**meta, "train": {}}, "meta.train.loss"),
+        ({k: v for k, v in meta.items() if k != "model"}, "meta.model"),
+        (3, "meta"),
+    ):
         with pytest.raises(UserError, match=f"damaged robusthash checkpoint \\(missing {missing}"):
             ModelRecord.from_meta(broken, "m.pt")
 
@@ -59,11 +74,15 @@ def test_any_model_loads_with_its_recorded_data_from_the_library(tmp_path, monke
     path = zoo.checkpoint("fashion-mnist-dph-32").path
     with pytest.raises(UserError, match="classes"):  # the toy data has 3 classes, the zoo model 10
         load_with_data(ModelSource(path), dataset={"database": 77})
-    assert seen[-1] == DatasetRef.of(zoo.checkpoint("fashion-mnist-dph-32").record.dataset).with_given(database=77)
+    assert seen[-1] == DatasetRef.of(zoo.checkpoint("fashion-mnist-dph-32").record.dataset).with_given(
+        database=77
+    )
     module = tmp_path / "net.py"
     shape = tuple(data.image_shape)
-    module.write_text("import torch\ndef make():\n    return torch.nn.Sequential(torch.nn.Flatten(), "
-                      f"torch.nn.Linear({shape[0] * shape[1] * shape[2]}, 6))\n")  # fmt: skip
+    module.write_text(
+        "import torch\ndef make():\n    return torch.nn.Sequential(torch.nn.Flatten(), "
+        f"torch.nn.Linear({shape[0] * shape[1] * shape[2]}, 6))\n"
+    )
     weights = tmp_path / "w.pt"
     torch.save({"1.weight": torch.zeros(6, shape[0] * shape[1] * shape[2]), "1.bias": torch.ones(6)}, weights)
     loaded = load_with_data(ModelSource(weights, model_def=f"{module}:make", loss="dpsh"))
@@ -77,7 +96,9 @@ def test_any_model_loads_with_its_recorded_data_from_the_library(tmp_path, monke
 def test_schema_1_row_files_are_named_by_their_script_without_the_library_knowing_the_scripts(tmp_path):
     from robusthash.results import BenchmarkRows, from_json
 
-    doc = from_json({"command": "python benchmarks/bench_training.py --markdown docs/t.md", "rows": [{"a": 1}]})
+    doc = from_json(
+        {"command": "python benchmarks/bench_training.py --markdown docs/t.md", "rows": [{"a": 1}]}
+    )
     assert isinstance(doc, BenchmarkRows) and doc.benchmark == "training" and doc.rows == [{"a": 1}]
     assert from_json({"command": "bench_new_thing.py", "rows": []}).benchmark == "new_thing"
     with pytest.raises(UserError, match="is not a robusthash results file"):

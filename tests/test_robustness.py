@@ -19,8 +19,15 @@ def test_two_disjoint_shards_merge_into_the_whole(name, toy):
     images, labels = query_images(data, indices)
 
     def run(sel):
-        attack = create_attack(name, model, reference=banks.reference, database=banks.database, eps=32 / 255,
-                               seed=2, **ATTACKS.get(name).test_options).fit()  # fmt: skip
+        attack = create_attack(
+            name,
+            model,
+            reference=banks.reference,
+            database=banks.database,
+            eps=32 / 255,
+            seed=2,
+            **ATTACKS.get(name).test_options,
+        ).fit()
         return craft(attack, model, images[sel], labels[sel], indices[sel], torch.device("cpu"))
 
     whole = run(indices)
@@ -49,14 +56,23 @@ def test_robust_map_is_the_per_query_minimum_and_never_above_any_attack(toy):
     assert shard.attack("pga").scores.ap == run.attack("pga").scores.ap[5:12]
 
 
-def test_an_interrupted_run_resumes_from_its_shards_with_the_uninterrupted_per_query_ap(toy, tmp_path, monkeypatch):
+def test_an_interrupted_run_resumes_from_its_shards_with_the_uninterrupted_per_query_ap(
+    toy, tmp_path, monkeypatch
+):
     """Shards crafted before an interrupt are loaded, not crafted again, and the result equals an uninterrupted
     run's per query (AP, codes, norms, cascade stages); a shard of other settings is never reused."""
     import robusthash.robustness as robustness
 
     data, model = toy
-    suite = AttackSuite(attacks=["cascade", "pga"], protocol="pgd20", eps=16 / 255, topk=None, batch_size=8,
-                        attack_options={"cascade": {"steps": 4, "square_budget": 10}}, gallery_queries=2)
+    suite = AttackSuite(
+        attacks=["cascade", "pga"],
+        protocol="pgd20",
+        eps=16 / 255,
+        topk=None,
+        batch_size=8,
+        attack_options={"cascade": {"steps": 4, "square_budget": 10}},
+        gallery_queries=2,
+    )
     whole = evaluate_attacks(model, data, suite, quiet=True)
     real_craft, calls = robustness.craft, []
     shards = -(-len(data.query) // 8)
@@ -72,7 +88,9 @@ def test_an_interrupted_run_resumes_from_its_shards_with_the_uninterrupted_per_q
         evaluate_attacks(model, data, suite, quiet=True, resume=tmp_path)
     assert calls == ["cascade"] * shards and len(list(tmp_path.glob("cascade-*.pt"))) == shards > 1
     calls.clear()
-    monkeypatch.setattr(robustness, "craft", lambda *a, **k: (calls.append(a[0].name), real_craft(*a, **k))[1])
+    monkeypatch.setattr(
+        robustness, "craft", lambda *a, **k: (calls.append(a[0].name), real_craft(*a, **k))[1]
+    )
     resumed = evaluate_attacks(model, data, suite, quiet=True, resume=tmp_path)
     assert calls == ["pga"] * shards  # only PgA's shards are crafted
     for a, b in zip(whole.attacks, resumed.attacks, strict=True):
@@ -104,6 +122,7 @@ def test_prepare_craft_and_score_are_steps_callable_alone(toy):
 
 def test_progress_bars_name_the_model(toy, capsys):
     data, model = toy
-    evaluate_attacks(model, data, AttackSuite(attacks=["pga"], steps=2, gallery_queries=0), quiet=False,
-                     label="toy-model")  # fmt: skip
+    evaluate_attacks(
+        model, data, AttackSuite(attacks=["pga"], steps=2, gallery_queries=0), quiet=False, label="toy-model"
+    )
     assert "toy-model: pga" in capsys.readouterr().err

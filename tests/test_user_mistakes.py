@@ -29,11 +29,16 @@ from robusthash.runtime import atomic_write_json
         (["attack", "--model", "x.pt", "--topk", "-5"], "topk must be >= 1"),
         (["attack", "--model", "x.pt", "--eps", "nan"], "eps must lie in [0, 1]"),
         (["attack", "--model", "x.pt", "--attack", "fgsm"], "unknown attack 'fgsm'; valid: "),
-        (["attack", "--model", "x.pt", "--protocol", "pgd7"], "unknown protocol 'pgd7'; valid: default, pgd20"),
+        (
+            ["attack", "--model", "x.pt", "--protocol", "pgd7"],
+            "unknown protocol 'pgd7'; valid: default, pgd20",
+        ),
         (["defend", "--model", "x.pt", "--lr", "-1"], "learning rate must be > 0"),
         (["defend", "--model", "x.pt", "--method-options", '{"lam": NaN}'], "lam must be a finite number"),
-        (["defend", "--model", "x.pt", "--method", "atrdh", "--method-options", '{"lam": 2}'],
-         "defence atrdh takes no method options, got lam"),
+        (
+            ["defend", "--model", "x.pt", "--method", "atrdh", "--method-options", '{"lam": 2}'],
+            "defence atrdh takes no method options, got lam",
+        ),
         (["defend", "--model", "x.pt", "--method", "madry"], "unknown defence 'madry'; valid: "),
         (["evaluate", "--model", "x.pt", "--topk", "-5"], "--topk must be >= 0"),
     ],
@@ -52,10 +57,12 @@ def test_checkpoints_with_objects_or_missing_fields_are_refused_in_one_line(tmp_
     torch.save({"format": "robusthash-checkpoint/1", "meta": Fraction(1, 3)}, tmp_path / "evil.pt")
     torch.save({"format": "robusthash-checkpoint/1", "meta": {"kind": "trained"}}, tmp_path / "partial.pt")
     torch.save(torch.zeros(3), tmp_path / "tensor.pt")
-    for name, message in (("evil.pt", "holds objects robusthash will not load"),
-                          ("partial.pt", "damaged robusthash checkpoint (missing model)"),
-                          ("tensor.pt", "is not a robusthash checkpoint"),
-                          ("tensor.pt", "pass --model-def path/to/file.py:factory")):  # fmt: skip
+    for name, message in (
+        ("evil.pt", "holds objects robusthash will not load"),
+        ("partial.pt", "damaged robusthash checkpoint (missing model)"),
+        ("tensor.pt", "is not a robusthash checkpoint"),
+        ("tensor.pt", "pass --model-def path/to/file.py:factory"),
+    ):
         assert main(["evaluate", "--model", str(tmp_path / name), "--quiet"]) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1 and "weights_only=False" not in err, err
@@ -74,8 +81,11 @@ def test_report_refuses_a_checkpoint_and_rows_that_are_not_a_list(tmp_path, caps
     torch.save({"a": torch.zeros(1)}, tmp_path / "m.pt")
     (tmp_path / "rows.json").write_text('{"schema": "robusthash-results/2", "kind": "benchmark", "rows": 3}')
     (tmp_path / "old.json").write_text('{"command": "python benchmarks/bench_attacks.py", "rows": {"a": 1}}')
-    for name, message in (("m.pt", "not UTF-8 text"), ("rows.json", "'rows' must be a list"),
-                          ("old.json", "'rows' must be a list")):  # fmt: skip
+    for name, message in (
+        ("m.pt", "not UTF-8 text"),
+        ("rows.json", "'rows' must be a list"),
+        ("old.json", "'rows' must be a list"),
+    ):
         assert main(["report", str(tmp_path / name), "--out", str(tmp_path / "rep")]) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err
@@ -107,8 +117,12 @@ def test_a_checkpoint_of_other_sized_images_is_refused():
     data = toy_data(n_per_class=2)  # 1 x 12 x 12
     from robusthash.records import ModelRecord
 
-    record = ModelRecord("trained", {"in_channels": 1}, {"loss": "dph"},
-                         {"name": "toy", "num_classes": 3, "image_shape": [1, 28, 28]})  # fmt: skip
+    record = ModelRecord(
+        "trained",
+        {"in_channels": 1},
+        {"loss": "dph"},
+        {"name": "toy", "num_classes": 3, "image_shape": [1, 28, 28]},
+    )
     with pytest.raises(UserError, match=r"images of shape \(1, 28, 28\), but toy has \(1, 12, 12\)"):
         check_matches_data(record, data, "m.pt")
 
@@ -126,7 +140,9 @@ def test_a_second_writer_of_one_output_is_refused_and_stale_temporaries_are_remo
         assert not stale.exists()
         with pytest.raises(UserError, match="another robusthash run is writing"):
             train(toy_data(n_per_class=4), TrainConfig(bits=4, epochs=1, batch_size=4), out, quiet=True)
-    train(toy_data(n_per_class=4), TrainConfig(bits=4, epochs=1, batch_size=4), out, quiet=True)  # lock released
+    train(
+        toy_data(n_per_class=4), TrainConfig(bits=4, epochs=1, batch_size=4), out, quiet=True
+    )  # lock released
 
 
 def _parent_is_a_file(folder):
@@ -195,7 +211,9 @@ def test_a_failed_write_is_one_line_and_keeps_what_was_there(tmp_path, monkeypat
     monkeypatch.setattr("pathlib.Path.write_text", lambda *a, **k: disk_full(None, None))
     with pytest.raises(UserError, match="No space left on device"):
         atomic_write_json({"v": 2}, tmp_path / "r.json")
-    assert (tmp_path / "r.json").read_text().strip().endswith("}") and '"v": 1' in (tmp_path / "r.json").read_text()
+    assert (tmp_path / "r.json").read_text().strip().endswith("}") and '"v": 1' in (
+        tmp_path / "r.json"
+    ).read_text()
     assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind
 
 
@@ -211,7 +229,9 @@ def test_checkpoint_kinds_and_newer_formats_are_refused(tmp_path):
     data = toy_data(n_per_class=4)
     train(data, TrainConfig(bits=4, epochs=1, batch_size=4), tmp_path / "m.pt", quiet=True)
     payload = torch.load(tmp_path / "m.pt", weights_only=True)
-    payload["meta"]["kind"] = "defended"  # a defended checkpoint of the same recipe as a clean-training target
+    payload["meta"]["kind"] = (
+        "defended"  # a defended checkpoint of the same recipe as a clean-training target
+    )
     torch.save(payload, tmp_path / "d.pt")
     with pytest.raises(UserError, match=r"other settings \(kind\)"):
         train(data, TrainConfig(bits=4, epochs=1, batch_size=4), tmp_path / "d.pt", quiet=True)
@@ -284,7 +304,9 @@ def test_a_loss_that_becomes_nan_stops_the_run_and_keeps_the_last_good_checkpoin
 
     monkeypatch.setattr(training.CleanTraining, "batch_loss", nan_in_epoch_two)
     with pytest.raises(UserError, match="the training loss became nan in epoch 2"):
-        training.train(data, training.TrainConfig(bits=4, epochs=2, batch_size=4), tmp_path / "m.pt", quiet=True)
+        training.train(
+            data, training.TrainConfig(bits=4, epochs=2, batch_size=4), tmp_path / "m.pt", quiet=True
+        )
     assert read_checkpoint(tmp_path / "m.pt").state["epoch"] == 1
 
 
@@ -298,7 +320,15 @@ def test_data_and_lock_mistakes_through_the_command_line(tmp_path, capsys):
     (tmp_path / "train.txt").write_bytes(b"img/a.png 1 0\n")
     (tmp_path / "test.txt").write_bytes(b"img/\xff.png 1 0\n")
     (tmp_path / "database.txt").write_text("img/a.png 0 1\n")
-    argv = ["train", "--dataset", "deephash-list", "--data-dir", str(tmp_path), "--out", str(tmp_path / "m.pt")]
+    argv = [
+        "train",
+        "--dataset",
+        "deephash-list",
+        "--data-dir",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "m.pt"),
+    ]
     assert main([*argv, "--quiet"]) == 2
     assert "test.txt:1: not UTF-8 text" in capsys.readouterr().err
     (tmp_path / "test.txt").write_text("img/my photo.png 1 0\n")
@@ -309,8 +339,14 @@ def test_data_and_lock_mistakes_through_the_command_line(tmp_path, capsys):
         assert main([*argv, "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "another robusthash run is writing" in err and err.count("\n") == 1
-    torch.save({"format": "robusthash-checkpoint/1", "model": {}, "meta": {"kind": "trained", "model": {},
-                "train": {}, "dataset": {}}}, tmp_path / "noloss.pt")  # fmt: skip
+    torch.save(
+        {
+            "format": "robusthash-checkpoint/1",
+            "model": {},
+            "meta": {"kind": "trained", "model": {}, "train": {}, "dataset": {}},
+        },
+        tmp_path / "noloss.pt",
+    )
     assert main(["defend", "--model", str(tmp_path / "noloss.pt"), "--quiet"]) == 2
     assert "missing meta.train.loss" in capsys.readouterr().err
 
@@ -367,7 +403,10 @@ def test_integer_values_are_accepted_where_numbers_are_meant(tmp_path):
 @pytest.mark.parametrize(
     ("source", "message"),
     [
-        ("def make():\n    raise ValueError('no weights\\nsecond line')\n", "make() failed: ValueError: no weights"),
+        (
+            "def make():\n    raise ValueError('no weights\\nsecond line')\n",
+            "make() failed: ValueError: no weights",
+        ),
         ("def make():\n    raise SystemExit(0)\n", "make() failed: it called exit(0)"),
         ("import sys\nsys.exit(3)\n", "failed to import: it called exit(3)"),
         ("raise ImportError('needs timm')\n", "failed to import: ImportError: needs timm"),
@@ -413,7 +452,9 @@ def test_bad_query_indices_are_named(indices, message, toy):
 
     data, model = toy
     with pytest.raises(UserError, match=re.escape(message)):
-        evaluate_attacks(model, data, AttackSuite(attacks=["pga"], steps=1), quiet=True, indices=torch.tensor(indices))
+        evaluate_attacks(
+            model, data, AttackSuite(attacks=["pga"], steps=1), quiet=True, indices=torch.tensor(indices)
+        )
 
 
 def test_a_good_model_on_a_few_queries_of_one_class_is_not_called_constant(toy):
@@ -424,10 +465,13 @@ def test_a_good_model_on_a_few_queries_of_one_class_is_not_called_constant(toy):
 
     data, model = toy
     codes = encode_images(model, data.query.batch(torch.arange(len(data.query)))[0])
-    same = [(i, j) for i in range(len(codes)) for j in range(i + 1, len(codes)) if torch.equal(codes[i], codes[j])]
+    same = [
+        (i, j) for i in range(len(codes)) for j in range(i + 1, len(codes)) if torch.equal(codes[i], codes[j])
+    ]
     assert same, "the toy model gives no two queries one code: the case is not built"
-    run = evaluate_attacks(model, data, AttackSuite(attacks=["pga"], steps=1), quiet=True,
-                           indices=torch.tensor(same[0]))  # fmt: skip
+    run = evaluate_attacks(
+        model, data, AttackSuite(attacks=["pga"], steps=1), quiet=True, indices=torch.tensor(same[0])
+    )
     assert len(run.query_indices) == 2
 
 
@@ -461,8 +505,13 @@ def test_a_tampered_zoo_is_refused_in_one_line(tamper, message, tmp_path, monkey
     elif tamper == "manifest-json":
         manifest.write_text("{not json")
     else:
-        entry.update({"manifest-entry": {"owner": "x"}, "manifest-escape": {"file": "../escape.pt"},
-                      "manifest-type": {"clean_map": "high"}}[tamper])  # fmt: skip
+        entry.update(
+            {
+                "manifest-entry": {"owner": "x"},
+                "manifest-escape": {"file": "../escape.pt"},
+                "manifest-type": {"clean_map": "high"},
+            }[tamper]
+        )
         manifest.write_text(json.dumps(doc))
     monkeypatch.setattr(zoo, "ZOO_DIR", tmp_path / "zoo")
     monkeypatch.setattr(zoo, "MANIFEST", manifest)

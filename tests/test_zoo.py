@@ -19,12 +19,22 @@ from robusthash.training import TrainConfig, train
 from tests.conftest import needs_fashion_mnist
 
 NAMES = [m.name for m in zoo.list_models()]
-DEMO_DATASET = {"name": "fashion-mnist", "data_dir": None, "database": 10_000, "split_seed": 0, "image_size": None}
+DEMO_DATASET = {
+    "name": "fashion-mnist",
+    "data_dir": None,
+    "database": 10_000,
+    "split_seed": 0,
+    "image_size": None,
+}
 
 
 def test_the_zoo_ships_the_demo_models():
-    assert NAMES == ["fashion-mnist-dph-32", "fashion-mnist-dph-32-atrdh", "fashion-mnist-dph-32-pga-at",
-                     "fashion-mnist-dph-32-cgat"]  # fmt: skip
+    assert NAMES == [
+        "fashion-mnist-dph-32",
+        "fashion-mnist-dph-32-atrdh",
+        "fashion-mnist-dph-32-pga-at",
+        "fashion-mnist-dph-32-cgat",
+    ]
     for entry in zoo.list_models():
         assert entry.path.stat().st_size < 1_000_000
         assert zoo.sha256_of(entry.path) == entry.sha256
@@ -37,7 +47,9 @@ def test_shipped_checkpoint_reproduces_its_recorded_map(name, fmnist):
     model = zoo.load_model(name)
     assert isinstance(model, HashModel) and not model.training
     q, db = encode(model, fmnist.query), encode(model, fmnist.database)
-    got = metrics.mean_average_precision(q, db, labels_of(fmnist.query), labels_of(fmnist.database), entry.topk)
+    got = metrics.mean_average_precision(
+        q, db, labels_of(fmnist.query), labels_of(fmnist.database), entry.topk
+    )
     assert float(got) == pytest.approx(entry.clean_map, abs=1e-6)
 
 
@@ -53,7 +65,10 @@ def test_find_matches_the_exact_recipe_only():
     assert zoo.find(exp.train, DEMO_DATASET, cgat).name == "fashion-mnist-dph-32-cgat"
     assert zoo.find(TrainConfig(**{**exp.train.__dict__, "bits": 16}), DEMO_DATASET) is None
     assert zoo.find(exp.train, {**DEMO_DATASET, "split_seed": 1}) is None
-    assert zoo.find(exp.train, DEMO_DATASET, DefenseConfig(**{**cgat.__dict__, "method_options": {"lam": 2.0}})) is None
+    assert (
+        zoo.find(exp.train, DEMO_DATASET, DefenseConfig(**{**cgat.__dict__, "method_options": {"lam": 2.0}}))
+        is None
+    )
 
 
 @needs_fashion_mnist
@@ -81,15 +96,19 @@ def test_the_facade_loads_any_model_and_stays_light(tmp_path):
     from_file = rh.load_model(str(zoo.get("fashion-mnist-dph-32").path))  # a checkpoint file
     assert torch.equal(from_file.hash_layer.weight, model.hash_layer.weight)
     path = tmp_path / "m.py"
-    path.write_text("import torch\ndef make():\n    return torch.nn.Sequential(torch.nn.Flatten(), "
-                    "torch.nn.Linear(784, 12))\n")  # fmt: skip
+    path.write_text(
+        "import torch\ndef make():\n    return torch.nn.Sequential(torch.nn.Flatten(), "
+        "torch.nn.Linear(784, 12))\n"
+    )
     assert rh.load_model(f"{path}:make", image_shape=(1, 28, 28)).bits == 12
     with pytest.raises(rh.UserError, match="no model 'nothing': give a zoo name"):
         rh.load_model("nothing")
     assert rh.AttackSuite is __import__("robusthash.robustness", fromlist=["x"]).AttackSuite
     assert all(getattr(rh, name) is not None for name in rh.__all__)  # every façade name resolves
     code = "import sys, robusthash\nprint('torch' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+    assert (
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"
+    )
 
 
 def test_the_command_line_takes_a_zoo_name_as_model(tmp_path, monkeypatch):

@@ -69,5 +69,7 @@ def load_model(source: str, device: Any = "cpu", output: str = "tanh", image_sha
         return wrap_model(module, output, image_shape=shape, name=source).to(device).eval()
     if Path(source).is_file():
         return read_checkpoint(source).build_model(device)
-    raise UserError(f"no model {source!r}: give a zoo name ({', '.join(m.name for m in zoo.list_models())}), a "
-                    "checkpoint file, or path/to/file.py:factory")
+    raise UserError(
+        f"no model {source!r}: give a zoo name ({', '.join(m.name for m in zoo.list_models())}), a "
+        "checkpoint file, or path/to/file.py:factory"
+    )

@@ -37,8 +37,10 @@ class Checkpoint:
     def build_model(self, device: torch.device | str = "cpu") -> HashModel:
         """The trained model in eval mode on ``device``."""
         if self.record.external:
-            raise UserError(f"{self.path} holds a model you brought ({self.record.backbone}); pass "
-                            "--model-def path/to/file.py:factory to rebuild it")  # fmt: skip
+            raise UserError(
+                f"{self.path} holds a model you brought ({self.record.backbone}); pass "
+                "--model-def path/to/file.py:factory to rebuild it"
+            )
         model = model_from_config(self.record.model)
         try:
             model.load_state_dict(self.state["model"])
@@ -63,7 +65,9 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     payload = safe_load(path, "robusthash checkpoint", map_location, kind=None)
     fmt = payload.get("format") if isinstance(payload, dict) else None
     if isinstance(fmt, str) and fmt.startswith("robusthash-checkpoint/") and fmt != FORMAT:
-        raise UserError(f"{path} was written by another robusthash version (format {fmt}); this version reads {FORMAT}")
+        raise UserError(
+            f"{path} was written by another robusthash version (format {fmt}); this version reads {FORMAT}"
+        )
     if fmt != FORMAT:
         raise UserError(f"{path} is not a robusthash checkpoint (expected format {FORMAT})")
     if "model" not in payload:
@@ -75,12 +79,17 @@ def check_matches_data(record: ModelRecord, data: DatasetSplits, path: str | Pat
     """Raise :class:`UserError` when a checkpoint's model cannot be used on ``data``."""
     name = record.data_ref.name
     if record.num_classes not in (None, data.num_classes):
-        raise UserError(f"{path} was trained on {name} with {record.num_classes} classes, but {data.name} has "
-                        f"{data.num_classes}")  # fmt: skip
+        raise UserError(
+            f"{path} was trained on {name} with {record.num_classes} classes, but {data.name} has "
+            f"{data.num_classes}"
+        )
     if record.in_channels != data.image_shape[0]:
-        raise UserError(f"{path} expects {record.in_channels}-channel images, but {data.name} has "
-                        f"{data.image_shape[0]}")  # fmt: skip
+        raise UserError(
+            f"{path} expects {record.in_channels}-channel images, but {data.name} has {data.image_shape[0]}"
+        )
     shape = record.image_shape
     if shape is not None and list(shape) != list(data.image_shape):
-        raise UserError(f"{path} was trained on {name} images of shape {tuple(shape)}, "
-                        f"but {data.name} has {tuple(data.image_shape)}; pass --image-size {shape[-1]} or retrain")
+        raise UserError(
+            f"{path} was trained on {name} images of shape {tuple(shape)}, "
+            f"but {data.name} has {tuple(data.image_shape)}; pass --image-size {shape[-1]} or retrain"
+        )

@@ -122,8 +122,12 @@ def _parser_for(kind: Any, name: str, scale: float = 1.0) -> Any:
     return str
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls: type, skip: Iterable[str] = (),
-                  defaults: Mapping[str, Any] | None = None) -> None:  # fmt: skip
+def add_arguments(
+    parser: argparse.ArgumentParser,
+    cls: type,
+    skip: Iterable[str] = (),
+    defaults: Mapping[str, Any] | None = None,
+) -> None:
     """One ``--flag`` per field of dataclass ``cls`` (underscores become dashes), help from the field.
 
     Every flag defaults to ``None`` on the parser, meaning "the config's own default" (so a value stored in a
@@ -148,17 +152,27 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, skip: Iterable[str
         shown = json.dumps(default) if isinstance(default, (dict, list)) else default
         help_text = f"{help_text} (default: {shown})" if default is not None else help_text
         if kind is bool:
-            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None,
-                                help=help_text)  # fmt: skip
+            parser.add_argument(
+                flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
         else:
-            parser.add_argument(flag, dest=f.name, type=_parser_for(kind, f.name, scale), default=None,
-                                metavar=f.name.upper(), help=help_text)  # fmt: skip
+            parser.add_argument(
+                flag,
+                dest=f.name,
+                type=_parser_for(kind, f.name, scale),
+                default=None,
+                metavar=f.name.upper(),
+                help=help_text,
+            )
 
 
 def given(namespace: argparse.Namespace, cls: type) -> dict[str, Any]:
     """The fields of ``cls`` that the command line set (not ``None``)."""
-    return {f.name: getattr(namespace, f.name) for f in dataclasses.fields(cls)
-            if getattr(namespace, f.name, None) is not None}  # fmt: skip
+    return {
+        f.name: getattr(namespace, f.name)
+        for f in dataclasses.fields(cls)
+        if getattr(namespace, f.name, None) is not None
+    }
 
 
 @functools.cache
@@ -170,8 +184,14 @@ def _kind(hint: Any) -> str:
     """A field type in a user's words: ``an integer``, ``a list of strings``, ``a number or nothing``."""
     base, optional = _base_type(hint)
     origin = typing.get_origin(base) or base
-    words = {bool: "true or false", int: "an integer", float: "a number", str: "a string",
-             list: "a list of strings", dict: "a table"}.get(origin, str(base))  # fmt: skip
+    words = {
+        bool: "true or false",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list of strings",
+        dict: "a table",
+    }.get(origin, str(base))
     return f"{words} (or left out)" if optional else words
 
 
@@ -181,7 +201,9 @@ def typed_values(cls: type, values: Mapping[str, Any], where: str) -> dict[str, 
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - names)
     if unknown:
-        raise UserError(f"{where}: unknown setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
+        raise UserError(
+            f"{where}: unknown setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}"
+        )
     hints = typing.get_type_hints(cls, vars(sys.modules[cls.__module__]))
     typed = {}
     for key, value in values.items():

@@ -59,7 +59,9 @@ def launched_by_torchrun() -> bool:
 
 
 @contextlib.contextmanager
-def process_group(device: str | torch.device | None = "auto", timeout_s: float = 1800) -> Iterator[torch.device]:
+def process_group(
+    device: str | torch.device | None = "auto", timeout_s: float = 1800
+) -> Iterator[torch.device]:
     """Join the torchrun job (if launched by torchrun) and yield this rank's device; leave the group after.
 
     On CUDA each rank takes ``cuda:LOCAL_RANK`` and the backend is NCCL; on the CPU it is gloo.
@@ -71,8 +73,10 @@ def process_group(device: str | torch.device | None = "auto", timeout_s: float =
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if wanted.type == "cuda":
         if local_rank >= torch.cuda.device_count():
-            raise UserError(f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} CUDA device(s): use "
-                            "--nproc-per-node <= the GPUs of a node")  # fmt: skip
+            raise UserError(
+                f"LOCAL_RANK {local_rank} but only {torch.cuda.device_count()} CUDA device(s): use "
+                "--nproc-per-node <= the GPUs of a node"
+            )
         wanted = torch.device("cuda", local_rank)
         torch.cuda.set_device(wanted)
     backend = "nccl" if wanted.type == "cuda" else "gloo"
@@ -132,7 +136,9 @@ def all_gather_tensor(tensor: Tensor) -> Tensor:
     dist.all_gather(all_sizes, sizes)
     longest = int(max(s.item() for s in all_sizes))
     if any(int(s.item()) != longest for s in all_sizes):
-        raise ValueError("all_gather_tensor stacks equal shapes; use gather_strided for shards of unequal length")
+        raise ValueError(
+            "all_gather_tensor stacks equal shapes; use gather_strided for shards of unequal length"
+        )
     parts = [torch.empty_like(tensor, device=comm) for _ in range(w.world_size)]
     dist.all_gather(parts, tensor.to(comm).contiguous())
     return torch.stack([p.cpu() for p in parts])
@@ -217,7 +223,9 @@ def epoch_indices(length: int, seed: int, epoch: int, w: World | None = None) ->
     from torch.utils.data import DistributedSampler
 
     w = w or world()
-    sampler = DistributedSampler(range(length), num_replicas=w.world_size, rank=w.rank, shuffle=True, seed=seed)
+    sampler = DistributedSampler(
+        range(length), num_replicas=w.world_size, rank=w.rank, shuffle=True, seed=seed
+    )
     sampler.set_epoch(epoch)
     return torch.tensor(list(sampler), dtype=torch.long)
 

@@ -28,8 +28,9 @@ def probe_images(split: Dataset, count: int = 128) -> Tensor:
 
 
 @torch.no_grad()
-def check_model(model: torch.nn.Module, images: Tensor, device: torch.device | str = "cpu",
-                allow_saturated: bool = False) -> None:  # fmt: skip
+def check_model(
+    model: torch.nn.Module, images: Tensor, device: torch.device | str = "cpu", allow_saturated: bool = False
+) -> None:
     """Refuse a model whose outputs cannot be scored, before any attack or metric runs on it.
 
     On ``images`` (a probe, e.g. the queries): logits that are NaN or infinite, one code for every image (a
@@ -44,22 +45,34 @@ def check_model(model: torch.nn.Module, images: Tensor, device: torch.device | s
         h = model.preactivation(images.to(device)).float().cpu()
     bad = ~torch.isfinite(h).all(1)
     if bad.any():
-        raise UserError(f"the model returned NaN or infinite logits for {int(bad.sum())} of {len(h)} probe images: "
-                        "it is refused, not scored")  # fmt: skip
+        raise UserError(
+            f"the model returned NaN or infinite logits for {int(bad.sum())} of {len(h)} probe images: "
+            "it is refused, not scored"
+        )
     if len(h) > 1 and (torch.sign(h) == torch.sign(h[:1])).all():
-        raise UserError(f"the model gives all {len(h)} probe images the same code: a constant model cannot be "
-                        "scored (check its weights and its input normalisation)")  # fmt: skip
+        raise UserError(
+            f"the model gives all {len(h)} probe images the same code: a constant model cannot be "
+            "scored (check its weights and its input normalisation)"
+        )
     if not allow_saturated and (h.abs() > SATURATED).all():
-        raise UserError(f"every logit of the model is beyond |h| = {SATURATED:g} on all {len(h)} probe images "
-                        "(tanh saturates: no gradient reaches the input); pass --allow-saturated "
-                        "(allow_saturated=True) to attack it with surrogate gradients anyway")  # fmt: skip
+        raise UserError(
+            f"every logit of the model is beyond |h| = {SATURATED:g} on all {len(h)} probe images "
+            "(tanh saturates: no gradient reaches the input); pass --allow-saturated "
+            "(allow_saturated=True) to attack it with surrogate gradients anyway"
+        )
 
 
 @torch.no_grad()
 def encode(
-    model: torch.nn.Module, dataset: Dataset, device: torch.device | str = "cpu", batch_size: int = 500,
-    quiet: bool = True, desc: str = "encode", precision: str = "fp32", indices: Tensor | None = None,
-) -> Tensor:  # fmt: skip
+    model: torch.nn.Module,
+    dataset: Dataset,
+    device: torch.device | str = "cpu",
+    batch_size: int = 500,
+    quiet: bool = True,
+    desc: str = "encode",
+    precision: str = "fp32",
+    indices: Tensor | None = None,
+) -> Tensor:
     """Binary codes {-1, +1} (N, K) of a whole split (or of its items ``indices``, in that order), computed in
     eval mode (the model's mode is restored); ``precision="bf16"`` runs the model under bf16 autocast
     (:func:`~robusthash.runtime.autocast`)."""
@@ -74,19 +87,29 @@ def encode(
 
 @torch.no_grad()
 def encode_images(
-    model: torch.nn.Module, images: Tensor, device: torch.device | str = "cpu", batch_size: int = 500,
+    model: torch.nn.Module,
+    images: Tensor,
+    device: torch.device | str = "cpu",
+    batch_size: int = 500,
     precision: str = "fp32",
 ) -> Tensor:
     """Binary codes of an image tensor (N, C, H, W), computed in batches on ``device``, returned on the CPU."""
     with eval_mode(model), autocast(device, precision):
-        chunks = [model.encode(images[i : i + batch_size].to(device)).cpu() for i in range(0, len(images), batch_size)]
+        chunks = [
+            model.encode(images[i : i + batch_size].to(device)).cpu()
+            for i in range(0, len(images), batch_size)
+        ]
     return torch.cat(chunks) if chunks else torch.zeros(0, model.bits)
 
 
 def encode_split(
-    model: torch.nn.Module, dataset: Dataset, device: torch.device | str = "cpu", quiet: bool = True,
-    desc: str = "encode", precision: str = "fp32",
-) -> Tensor:  # fmt: skip
+    model: torch.nn.Module,
+    dataset: Dataset,
+    device: torch.device | str = "cpu",
+    quiet: bool = True,
+    desc: str = "encode",
+    precision: str = "fp32",
+) -> Tensor:
     """:func:`encode` of a whole split; under torchrun each rank encodes a strided share and every rank gets
     all the codes (:func:`~robusthash.distributed.gather_strided`)."""
     mine = strided(torch.arange(len(dataset)))
@@ -95,13 +118,21 @@ def encode_split(
 
 
 def evaluate_retrieval(
-    model: torch.nn.Module, data: DatasetSplits, device: torch.device | str = "cpu", topk: int | None = 1000,
-    quiet: bool = True, per_query: bool = False,
-) -> dict[str, Any]:  # fmt: skip
+    model: torch.nn.Module,
+    data: DatasetSplits,
+    device: torch.device | str = "cpu",
+    topk: int | None = 1000,
+    quiet: bool = True,
+    per_query: bool = False,
+) -> dict[str, Any]:
     """Clean mAP@topk, PR and P@N of the query split against the database split (and per-query AP); a model
     with non-finite or constant outputs is refused (:func:`check_model`; saturation is no problem here)."""
-    check_model(model, torch.cat([probe_images(data.query), probe_images(data.database)]), device,
-                allow_saturated=True)  # fmt: skip
+    check_model(
+        model,
+        torch.cat([probe_images(data.query), probe_images(data.database)]),
+        device,
+        allow_saturated=True,
+    )
     db_codes = encode_split(model, data.database, device, quiet=quiet, desc="encode database")
     q_codes = encode_split(model, data.query, device, quiet=quiet, desc="encode queries")
     report = metrics.retrieval_report(

@@ -52,8 +52,9 @@ class LoadedModel:
     dataset: DatasetRef
 
 
-def load_with_data(source: ModelSource, device: torch.device | str = "cpu",
-                   dataset: dict[str, object] | None = None) -> LoadedModel:  # fmt: skip
+def load_with_data(
+    source: ModelSource, device: torch.device | str = "cpu", dataset: dict[str, object] | None = None
+) -> LoadedModel:
     """The model of ``source`` and its data: the split the checkpoint recorded, each non-``None`` field of
     ``dataset`` (a :class:`DatasetRef`'s fields) replacing the stored one. A checkpoint whose classes, channels
     or image shape do not fit the data is a :class:`UserError`."""
@@ -63,39 +64,50 @@ def load_with_data(source: ModelSource, device: torch.device | str = "cpu",
         except UserError as exc:
             if "is not a robusthash checkpoint" not in str(exc):
                 raise
-            raise UserError(f"{exc}; for a state dict of your own module pass --model-def path/to/file.py:factory, "
-                            "or --backbone NAME --bits K for one of the field's public code") from None
+            raise UserError(
+                f"{exc}; for a state dict of your own module pass --model-def path/to/file.py:factory, "
+                "or --backbone NAME --bits K for one of the field's public code"
+            ) from None
         ref = ckpt.record.data_ref.with_given(**(dataset or {}))
         data = ref.load()
         check_matches_data(ckpt.record, data, source.path)
         return LoadedModel(ckpt.build_model(device), ckpt, data, ref)
     state = safe_load(source.path, "checkpoint or state dict")
-    stored = ModelRecord.from_meta(state.get("meta"), str(source.path)) if state.get("format") == FORMAT else None
+    stored = (
+        ModelRecord.from_meta(state.get("meta"), str(source.path)) if state.get("format") == FORMAT else None
+    )
     weights = state["model"] if stored else state
     ref = (stored.data_ref if stored else DatasetRef()).with_given(**(dataset or {}))
     data = ref.load()
     model = _brought_model(source, weights, data)
     recipe = {**TrainConfig().__dict__, "loss": source.loss, "backbone": model.config["backbone"]}
     record = stored or ModelRecord("trained", model.config, recipe, dataset_meta(data, ref.options()))
-    return LoadedModel(model.to(device).eval(), Checkpoint(source.path, record, {"model": model.state_dict()}),
-                       data, ref)  # fmt: skip
+    return LoadedModel(
+        model.to(device).eval(), Checkpoint(source.path, record, {"model": model.state_dict()}), data, ref
+    )
 
 
 def _brought_model(source: ModelSource, weights: dict, data: DatasetSplits) -> HashModel:
     if source.model_def is not None:
-        model = wrap_model(load_model_def(source.model_def), source.output, image_shape=data.image_shape,
-                           name=source.model_def)  # fmt: skip
+        model = wrap_model(
+            load_model_def(source.model_def),
+            source.output,
+            image_shape=data.image_shape,
+            name=source.model_def,
+        )
         if "mean" not in weights:  # the bare state dict of the user's module
             weights = {**model.state_dict(), **{f"module.{k}": v for k, v in weights.items()}}
         try:
             model.load_state_dict(weights)
         except RuntimeError as exc:
-            raise UserError(f"{source.path} does not fit the module of {source.model_def}: "
-                            f"{str(exc).splitlines()[0]}") from None  # fmt: skip
+            raise UserError(
+                f"{source.path} does not fit the module of {source.model_def}: {str(exc).splitlines()[0]}"
+            ) from None
         return model
     if source.bits is None:
         raise UserError("--backbone needs --bits, the code length of the state dict")
-    model = create_model(source.backbone, source.bits, data.image_shape[0], data.mean, data.std,
-                         data.image_shape[-1])  # fmt: skip
+    model = create_model(
+        source.backbone, source.bits, data.image_shape[0], data.mean, data.std, data.image_shape[-1]
+    )
     load_foreign_state_dict(model, weights, source.backbone)
     return model

@@ -45,8 +45,16 @@ class QueryOracle:
     number of images sent on behalf of query i so far.
     """
 
-    def __init__(self, model: Any, count: int, budget: int, access: str = "code", database: Tensor | None = None,
-                 topk: int = 100, continuous: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model: Any,
+        count: int,
+        budget: int,
+        access: str = "code",
+        database: Tensor | None = None,
+        topk: int = 100,
+        continuous: bool = False,
+    ) -> None:
         if access not in ACCESS_LEVELS:
             raise UserError(f"unknown access level {access!r}; valid: {', '.join(ACCESS_LEVELS)}")
         if not isinstance(budget, int) or budget < 1:

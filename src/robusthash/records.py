@@ -42,7 +42,9 @@ class DatasetRef:
         known = {f.name for f in fields(self)}
         unknown = sorted(set(given) - known)
         if unknown:
-            raise UserError(f"unknown dataset field(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}")
+            raise UserError(
+                f"unknown dataset field(s) {', '.join(unknown)}; valid: {', '.join(sorted(known))}"
+            )
         return replace(self, **{k: v for k, v in given.items() if v is not None})
 
     def options(self) -> dict[str, Any]:
@@ -101,9 +103,14 @@ class ModelRecord:
         """The record a results file kept of its model (:meth:`summary`); parts it lacks (a results file of an
         earlier version, or of a model run without a checkpoint) read as empty."""
         s = summary or {}
-        return cls(kind=str(s.get("kind") or "trained"), model=dict(s.get("model") or {}),
-                   train=dict(s.get("train") or {}), dataset=dict(s.get("dataset") or {}),
-                   defense=s.get("defense") or None, seed=s.get("seed"))  # fmt: skip
+        return cls(
+            kind=str(s.get("kind") or "trained"),
+            model=dict(s.get("model") or {}),
+            train=dict(s.get("train") or {}),
+            dataset=dict(s.get("dataset") or {}),
+            defense=s.get("defense") or None,
+            seed=s.get("seed"),
+        )
 
     def to_meta(self) -> dict[str, Any]:
         """The stored form (a plain mapping of JSON-like values)."""
@@ -115,16 +122,27 @@ class ModelRecord:
         defended model, the defence config and the base model's fingerprint. Stored configs are read back with
         their classes (:func:`~robusthash.config.restore`), so a record written before a field existed matches a
         run that leaves the field at its default."""
-        recipe = {"kind": self.kind, "train": restore("train", self.train), "data": self.data_ref.options(),
-                  "classes": self.num_classes, "model": self.model}  # fmt: skip
+        recipe = {
+            "kind": self.kind,
+            "train": restore("train", self.train),
+            "data": self.data_ref.options(),
+            "classes": self.num_classes,
+            "model": self.model,
+        }
         if self.defense is not None:
             recipe |= {"defense": restore("defense", self.defense_config), "base": self.base_fingerprint}
         return recipe
 
     def summary(self) -> dict[str, Any]:
         """What results files record of the model: kind, model, train, dataset, defense and seed."""
-        return {"kind": self.kind, "model": self.model, "train": self.train, "dataset": self.dataset,
-                "defense": self.defense, "seed": self.seed}  # fmt: skip
+        return {
+            "kind": self.kind,
+            "model": self.model,
+            "train": self.train,
+            "dataset": self.dataset,
+            "defense": self.defense,
+            "seed": self.seed,
+        }
 
     @property
     def data_ref(self) -> DatasetRef:

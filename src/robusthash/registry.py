@@ -42,8 +42,10 @@ class Registry(Generic[T]):
                 raise ValueError(f"a registered {self.kind} needs a non-empty string name, got {key!r}")
             taken = self._items.get(key)
             if taken is not None and taken is not obj:
-                raise ValueError(f"{self.kind} name {key!r} is already registered by {_qualname(taken)}; "
-                                 f"choose another name for {_qualname(obj)} or unregister the first")  # fmt: skip
+                raise ValueError(
+                    f"{self.kind} name {key!r} is already registered by {_qualname(taken)}; "
+                    f"choose another name for {_qualname(obj)} or unregister the first"
+                )
             self._items[key] = obj
             return obj
 

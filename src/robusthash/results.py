@@ -56,8 +56,13 @@ class Scores:
 
     @classmethod
     def from_report(cls, report: dict[str, Any]) -> Scores:
-        return cls(float(report["map"]), report["topk"], [float(v) for v in np.asarray(report["ap"]).tolist()],
-                   report.get("pr_curve", {}), report.get("p_at_n", {}))  # fmt: skip
+        return cls(
+            float(report["map"]),
+            report["topk"],
+            [float(v) for v in np.asarray(report["ap"]).tolist()],
+            report.get("pr_curve", {}),
+            report.get("p_at_n", {}),
+        )
 
 
 @dataclass
@@ -88,8 +93,12 @@ class AttackOutcome:
     success: list[bool] | None = None
     wall_seconds: float | None = None
     queries_used: list[int] | None = None  # query attacks: oracle images sent per query
-    budget_map: dict[str, float] | None = None  # query attacks: budget (images per query) -> mAP reached by then
-    stages: dict[str, list[float | None]] | None = None  # the robust cascade: stage -> per-query AP (None: skipped)
+    budget_map: dict[str, float] | None = (
+        None  # query attacks: budget (images per query) -> mAP reached by then
+    )
+    stages: dict[str, list[float | None]] | None = (
+        None  # the robust cascade: stage -> per-query AP (None: skipped)
+    )
 
     @property
     def map(self) -> float:
@@ -248,7 +257,9 @@ class RobustnessRun(_Document):
     @property
     def dataset(self) -> DatasetRef:
         """The split the attacks ran on: the run's own dataset options, else the model's recorded split."""
-        return DatasetRef.of(self.config.get("dataset")) if self.config.get("dataset") else self.record.data_ref
+        return (
+            DatasetRef.of(self.config.get("dataset")) if self.config.get("dataset") else self.record.data_ref
+        )
 
     @property
     def suite(self) -> dict[str, Any]:
@@ -268,9 +279,11 @@ class RobustnessRun(_Document):
     def describe(self) -> str:
         record, eps = self.record, self.suite.get("eps")
         eps_text = f"eps {eps * 255:.0f}/255" if isinstance(eps, (int, float)) else "eps ?"
-        return (f"{record.loss} / {record.backbone} / {record.bits or '?'} bits on {self.dataset.name}; "
-                f"protocol {self.suite.get('protocol', '?')}, {eps_text}, {len(self.query_indices)} queries, "
-                f"seed {self.seed}")  # fmt: skip
+        return (
+            f"{record.loss} / {record.backbone} / {record.bits or '?'} bits on {self.dataset.name}; "
+            f"protocol {self.suite.get('protocol', '?')}, {eps_text}, {len(self.query_indices)} queries, "
+            f"seed {self.seed}"
+        )
 
 
 @dataclass
@@ -324,7 +337,9 @@ class BenchmarkRows(_Document):
 
 
 Document = RobustnessRun | EvaluationRun | DefenseRun | ExperimentRun | BenchmarkRows
-KINDS: dict[str, type] = {c.kind: c for c in (RobustnessRun, EvaluationRun, DefenseRun, ExperimentRun, BenchmarkRows)}
+KINDS: dict[str, type] = {
+    c.kind: c for c in (RobustnessRun, EvaluationRun, DefenseRun, ExperimentRun, BenchmarkRows)
+}
 
 
 def _build(cls: type, data: dict[str, Any]) -> Any:
@@ -352,36 +367,65 @@ def _build(cls: type, data: dict[str, Any]) -> Any:
 def _from_legacy(doc: dict[str, Any], path: Path) -> Document:
     """Schema 1: ``command`` said the kind; attack results were a dict by attack name."""
     command = str(doc.get("command", ""))
-    common = {"config": doc.get("config") or {}, "seed": doc.get("seed"), "environment": doc.get("environment") or {},
-              "created": doc.get("created", "")}  # fmt: skip
+    common = {
+        "config": doc.get("config") or {},
+        "seed": doc.get("seed"),
+        "environment": doc.get("environment") or {},
+        "created": doc.get("created", ""),
+    }
     results = doc.get("results") or {}
     if command == "attack":
         outcomes = []
         for name, r in results["attacks"].items():
             settings = r.get("settings", {})
-            outcomes.append(AttackOutcome(
-                name=name, display_name=_display_name(name), settings=settings,
-                threat_model=settings.get("threat_model", "white-box"), targeted=bool(r.get("targeted")),
-                scores=Scores.from_report(r), seconds=float(r["seconds"]),
-                bits_flipped=[float(r["bits_flipped"])] * len(r["ap"]), linf=[float(r["linf"])] * len(r["ap"]),
-                l2=[float(r["l2"])] * len(r["ap"]), tmap=r.get("tmap"),
-            ))  # fmt: skip
-        return RobustnessRun(**common, model=doc.get("model") or {}, query_indices=results.get("query_indices", []),
-                             clean=Scores.from_report(results["clean"]), attacks=outcomes,
-                             setup_seconds=results.get("setup_seconds", 0.0))  # fmt: skip
+            outcomes.append(
+                AttackOutcome(
+                    name=name,
+                    display_name=_display_name(name),
+                    settings=settings,
+                    threat_model=settings.get("threat_model", "white-box"),
+                    targeted=bool(r.get("targeted")),
+                    scores=Scores.from_report(r),
+                    seconds=float(r["seconds"]),
+                    bits_flipped=[float(r["bits_flipped"])] * len(r["ap"]),
+                    linf=[float(r["linf"])] * len(r["ap"]),
+                    l2=[float(r["l2"])] * len(r["ap"]),
+                    tmap=r.get("tmap"),
+                )
+            )
+        return RobustnessRun(
+            **common,
+            model=doc.get("model") or {},
+            query_indices=results.get("query_indices", []),
+            clean=Scores.from_report(results["clean"]),
+            attacks=outcomes,
+            setup_seconds=results.get("setup_seconds", 0.0),
+        )
     if command == "evaluate":
-        return EvaluationRun(**common, model=doc.get("model") or {}, clean=Scores.from_report(
-            {**results["clean"], "ap": results["clean"].get("ap", [])}))  # fmt: skip
+        return EvaluationRun(
+            **common,
+            model=doc.get("model") or {},
+            clean=Scores.from_report({**results["clean"], "ap": results["clean"].get("ap", [])}),
+        )
     if command == "demo":
-        rows = [ExperimentRow(label=name, results=f"attacks-{name}.json") for name in (results.get("table") or {})]
+        rows = [
+            ExperimentRow(label=name, results=f"attacks-{name}.json") for name in (results.get("table") or {})
+        ]
         return ExperimentRun(**common, name="demo", rows=rows)
     if match := LEGACY_ROWS.search(command):
         if not isinstance(doc.get("rows", []), list):
             raise UserError(f"{path} is a damaged benchmark file: 'rows' must be a list")
-        return BenchmarkRows(**common, benchmark=match.group(1), command=command, rows=doc.get("rows", []),
-                             summary=doc.get("summary"))  # fmt: skip
-    raise UserError(f"{path} is not a robusthash results file (no schema, and command {command!r} is none of "
-                    "attack, evaluate, demo or a benchmark script)")  # fmt: skip
+        return BenchmarkRows(
+            **common,
+            benchmark=match.group(1),
+            command=command,
+            rows=doc.get("rows", []),
+            summary=doc.get("summary"),
+        )
+    raise UserError(
+        f"{path} is not a robusthash results file (no schema, and command {command!r} is none of "
+        "attack, evaluate, demo or a benchmark script)"
+    )
 
 
 def _display_name(attack: str) -> str:
@@ -403,13 +447,16 @@ def from_json(doc: Any, path: str | Path = "results") -> Document:
             raise UserError(f"{path} is not a robusthash results file (schema {schema!r})")
         version = schema.rsplit("/", 1)[1]
         if not version.isdigit() or int(version) > SCHEMA_VERSION:
-            raise UserError(f"{path} was written by a newer robusthash (schema {schema}); this version reads up to "
-                            f"{SCHEMA}: upgrade robusthash")  # fmt: skip
+            raise UserError(
+                f"{path} was written by a newer robusthash (schema {schema}); this version reads up to "
+                f"{SCHEMA}: upgrade robusthash"
+            )
         kind = doc.get("kind")
         if kind not in KINDS:
             raise UserError(f"{path} has an unknown kind {kind!r}; valid: {', '.join(KINDS)}")
-        if kind == "benchmark" and not (isinstance(doc.get("rows"), list)
-                                        and all(isinstance(r, dict) for r in doc["rows"])):  # fmt: skip
+        if kind == "benchmark" and not (
+            isinstance(doc.get("rows"), list) and all(isinstance(r, dict) for r in doc["rows"])
+        ):
             raise UserError(f"{path} is a damaged benchmark file: 'rows' must be a list of objects")
         return _build(KINDS[kind], doc)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:

@@ -86,22 +86,33 @@ class AttackSuite:
     """What to run: attacks, protocol and the shared settings."""
 
     attacks: list[str] = option(None, "attacks to run, comma-separated")  # replaced in __post_init__
-    protocol: str = option("default", "default: each attack's published settings; pgd20: all PGD, 20 steps; "
-                                      "robust: the worst-case cascade (attack cascade) first, then the attacks given")
+    protocol: str = option(
+        "default",
+        "default: each attack's published settings; pgd20: all PGD, 20 steps; "
+        "robust: the worst-case cascade (attack cascade) first, then the attacks given",
+    )
     steps: int | None = option(None, "override every attack's iteration count")
     eps: float = option(8 / 255, "L-inf budget, in pixel levels of 255 on the command line", cli_scale=255)
     topk: int | None = option(1000, "mAP cut-off; none = the whole database")
     queries: int | None = option(None, "attack this many queries (a seeded subset)")
     batch_size: int = option(128, "images per attack batch (results do not depend on it)")
     seed: int = option(0, "seed of every random draw (per query)")
-    attack_options: dict[str, dict[str, Any]] = field(default_factory=dict,
-                                                      metadata={"help": "per-attack options, JSON"})  # fmt: skip
+    attack_options: dict[str, dict[str, Any]] = field(
+        default_factory=dict, metadata={"help": "per-attack options, JSON"}
+    )
     gallery_queries: int = option(3, "queries drawn in the retrieval gallery (0: none)")
-    precision: str = option("fp32", "fp32, or bf16: autocast of the attacks and the encoding (logits stay fp32)")
-    channels_last: bool = option(True, "channels-last (NHWC) weights for the convolutions (faster: docs/"
-                                       "choices.md; changes mAP by float reordering only)")
+    precision: str = option(
+        "fp32", "fp32, or bf16: autocast of the attacks and the encoding (logits stay fp32)"
+    )
+    channels_last: bool = option(
+        True,
+        "channels-last (NHWC) weights for the convolutions (faster: docs/"
+        "choices.md; changes mAP by float reordering only)",
+    )
     compile: bool = option(False, "torch.compile the model's forward (compiles once; for long attacks)")
-    allow_saturated: bool = option(False, "attack a model whose every logit saturates tanh (refused otherwise)")
+    allow_saturated: bool = option(
+        False, "attack a model whose every logit saturates tanh (refused otherwise)"
+    )
 
     def __post_init__(self) -> None:
         if self.protocol == "robust":  # the cascade always runs under it, first; other attacks are optional
@@ -137,9 +148,15 @@ class AttackSuite:
     def options(self, name: str) -> dict[str, Any]:
         """The constructor options of attack ``name`` in this suite."""
         scored = {"topk": self.topk} if ATTACKS.get(name).scores_itself else {}
-        return {**protocol_options(name, self.protocol, self.steps), **scored, **self.attack_options.get(name, {}),
-                "eps": self.eps, "seed": self.seed, "batch_size": self.batch_size,
-                "precision": self.precision}  # fmt: skip
+        return {
+            **protocol_options(name, self.protocol, self.steps),
+            **scored,
+            **self.attack_options.get(name, {}),
+            "eps": self.eps,
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+            "precision": self.precision,
+        }
 
 
 def query_subset(data: DatasetSplits, count: int | None, seed: int) -> Tensor:
@@ -155,11 +172,15 @@ def check_indices(indices: Tensor | Sequence[int], count: int) -> Tensor:
     """Query indices as a 1-D long tensor; :class:`UserError` unless they are distinct integers in [0, count)."""
     indices = torch.as_tensor(indices)
     if indices.ndim != 1 or (len(indices) and (indices.is_floating_point() or indices.dtype == torch.bool)):
-        raise UserError(f"query indices must be a 1-D list of integers, got {indices.dtype} {tuple(indices.shape)}")
+        raise UserError(
+            f"query indices must be a 1-D list of integers, got {indices.dtype} {tuple(indices.shape)}"
+        )
     indices = indices.long()
     if len(indices) and (indices.min() < 0 or indices.max() >= count):
-        raise UserError(f"query indices must lie in [0, {count}) (the query split), got {int(indices.min())} to "
-                        f"{int(indices.max())}")  # fmt: skip
+        raise UserError(
+            f"query indices must lie in [0, {count}) (the query split), got {int(indices.min())} to "
+            f"{int(indices.max())}"
+        )
     if len(torch.unique(indices)) != len(indices):
         raise UserError("query indices must be distinct: each query is attacked once")
     return indices
@@ -184,12 +205,20 @@ class Banks:
     database: CodeBank
 
     @classmethod
-    def of(cls, model: nn.Module, data: DatasetSplits, device: torch.device, quiet: bool = True,
-           precision: str = "fp32") -> Banks:  # fmt: skip
+    def of(
+        cls,
+        model: nn.Module,
+        data: DatasetSplits,
+        device: torch.device,
+        quiet: bool = True,
+        precision: str = "fp32",
+    ) -> Banks:
         """Encode both splits; under torchrun each rank encodes a strided share and the codes are gathered."""
 
         def bank(split: Any, desc: str) -> CodeBank:
-            return CodeBank(encode_split(model, split, device, quiet, desc, precision), labels_of(split).clone())
+            return CodeBank(
+                encode_split(model, split, device, quiet, desc, precision), labels_of(split).clone()
+            )
 
         return cls(bank(data.train, "encode reference"), bank(data.database, "encode database"))
 
@@ -224,8 +253,16 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def craft(attack: Attack, victim: nn.Module, images: Tensor, labels: Tensor, indices: Tensor,
-          device: torch.device, keep: Tensor | None = None, surrogate: str | None = None) -> Crafted:  # fmt: skip
+def craft(
+    attack: Attack,
+    victim: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    indices: Tensor,
+    device: torch.device,
+    keep: Tensor | None = None,
+    surrogate: str | None = None,
+) -> Crafted:
     """Run ``attack`` on the queries ``indices`` and encode the result with ``victim`` (timed: target choice and
     crafting); the adversarial images of the queries in ``keep`` are kept. ``attack`` must be fitted already
     (its :meth:`fit` time is the caller's to record)."""
@@ -237,24 +274,40 @@ def craft(attack: Attack, victim: nn.Module, images: Tensor, labels: Tensor, ind
     seconds = time.perf_counter() - began
     delta = (adversarial - images).flatten(1)
     linf = delta.abs().amax(1) if delta.shape[1] else torch.zeros(len(indices))
-    crafted = Crafted(attack.name, attack.describe(), attack.threat_model, attack.targeted, indices.clone(),
-                      encode_images(victim, adversarial, device, precision=attack.precision), linf,
-                      delta.norm(dim=1), targets, seconds, surrogate=surrogate,
-                      kept=_kept(adversarial, indices, keep))  # fmt: skip
+    crafted = Crafted(
+        attack.name,
+        attack.describe(),
+        attack.threat_model,
+        attack.targeted,
+        indices.clone(),
+        encode_images(victim, adversarial, device, precision=attack.precision),
+        linf,
+        delta.norm(dim=1),
+        targets,
+        seconds,
+        surrogate=surrogate,
+        kept=_kept(adversarial, indices, keep),
+    )
     order = indices.tolist()
     if isinstance(attack, RobustCascade):
-        crafted.stages = torch.tensor([attack.stage_ap[i] for i in order], dtype=torch.float64).view(len(order), -1)
+        crafted.stages = torch.tensor([attack.stage_ap[i] for i in order], dtype=torch.float64).view(
+            len(order), -1
+        )
     if isinstance(attack, QueryAttack):
         crafted.queries_used = torch.tensor([attack.queries_used[i] for i in order], dtype=torch.long)
-        crafted.budget_codes = {b: torch.stack([codes[i] for i in order]) if order else torch.zeros(0)
-                                for b, codes in sorted(attack.budget_codes.items())}  # fmt: skip
+        crafted.budget_codes = {
+            b: torch.stack([codes[i] for i in order]) if order else torch.zeros(0)
+            for b, codes in sorted(attack.budget_codes.items())
+        }
     return crafted
 
 
 def shard_key(attack: Attack, model: str, config: dict[str, Any], indices: Tensor, label: str | None) -> str:
     """What a crafted shard depends on, hashed: the victim's weights (``model``, a fingerprint), the attack's
     settings and surrogate, the run's config and the shard's queries."""
-    text = json.dumps([model, attack.describe(), label, config, indices.tolist()], sort_keys=True, default=str)
+    text = json.dumps(
+        [model, attack.describe(), label, config, indices.tolist()], sort_keys=True, default=str
+    )
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
@@ -269,9 +322,19 @@ def _load_shard(path: Path, key: str) -> Crafted | None:
         return None
 
 
-def craft_resumable(attack: Attack, victim: nn.Module, images: Tensor, labels: Tensor, indices: Tensor,
-                    device: torch.device, folder: Path, fingerprint: str, config: dict[str, Any],
-                    keep: Tensor | None = None, surrogate: str | None = None) -> Crafted:  # fmt: skip
+def craft_resumable(
+    attack: Attack,
+    victim: nn.Module,
+    images: Tensor,
+    labels: Tensor,
+    indices: Tensor,
+    device: torch.device,
+    folder: Path,
+    fingerprint: str,
+    config: dict[str, Any],
+    keep: Tensor | None = None,
+    surrogate: str | None = None,
+) -> Crafted:
     """:func:`craft` in shards of ``attack.batch_size`` queries, each saved in ``folder`` as it finishes and
     loaded instead of crafted when a rerun finds it (see module docstring); the shards :func:`merge`."""
     if not len(indices):
@@ -285,8 +348,9 @@ def craft_resumable(attack: Attack, victim: nn.Module, images: Tensor, labels: T
         crafted = _load_shard(path, key)
         if crafted is None:
             crafted = craft(attack, victim, images[sl], labels[sl], indices[sl], device, keep, surrogate)
-            atomic_torch_save({"key": key, "crafted": {f.name: getattr(crafted, f.name) for f in fields(crafted)}},
-                              path)  # fmt: skip
+            atomic_torch_save(
+                {"key": key, "crafted": {f.name: getattr(crafted, f.name) for f in fields(crafted)}}, path
+            )
         shards.append(crafted)
     merged = merge(shards)
     merged.wall_seconds = merged.seconds  # one process crafted the shards one after another
@@ -319,22 +383,44 @@ def merge(shards: list[Crafted]) -> Crafted:
     kept = {k: v for s in shards for k, v in s.kept.items()}
     budget_codes = None
     if first.budget_codes is not None:
-        budget_codes = {b: torch.cat([s.budget_codes[b] for s in shards if s.budget_codes and len(s.indices)]
-                                     or [torch.zeros(0)])[order] for b in first.budget_codes}  # fmt: skip
-    return Crafted(first.name, first.settings, first.threat_model, first.targeted, indices[order], cat("codes"),
-                   cat("linf"), cat("l2"), cat("targets"), sum(s.seconds for s in shards),
-                   max(s.fit_seconds for s in shards), first.surrogate, kept, max(walls), cat("queries_used"),
-                   budget_codes, cat("stages"))  # fmt: skip
+        budget_codes = {
+            b: torch.cat(
+                [s.budget_codes[b] for s in shards if s.budget_codes and len(s.indices)] or [torch.zeros(0)]
+            )[order]
+            for b in first.budget_codes
+        }
+    return Crafted(
+        first.name,
+        first.settings,
+        first.threat_model,
+        first.targeted,
+        indices[order],
+        cat("codes"),
+        cat("linf"),
+        cat("l2"),
+        cat("targets"),
+        sum(s.seconds for s in shards),
+        max(s.fit_seconds for s in shards),
+        first.surrogate,
+        kept,
+        max(walls),
+        cat("queries_used"),
+        budget_codes,
+        cat("stages"),
+    )
 
 
-def score(crafted: Crafted, clean_codes: Tensor, labels: Tensor, database: CodeBank,
-          topk: int | None) -> AttackOutcome:
+def score(
+    crafted: Crafted, clean_codes: Tensor, labels: Tensor, database: CodeBank, topk: int | None
+) -> AttackOutcome:
     """Per-query AP (and t-AP for targeted attacks), bits flipped and norms of a crafted set.
 
     ``clean_codes`` and ``labels`` are the victim's clean codes and the true labels of the same queries, in the
     same order as ``crafted.indices``.
     """
-    scores = Scores.from_report(metrics.retrieval_report(crafted.codes, database.codes, labels, database.labels, topk))
+    scores = Scores.from_report(
+        metrics.retrieval_report(crafted.codes, database.codes, labels, database.labels, topk)
+    )
     tap = None
     tmap = None
     success = None
@@ -342,30 +428,63 @@ def score(crafted: Crafted, clean_codes: Tensor, labels: Tensor, database: CodeB
         tap = metrics.average_precision(crafted.codes, database.codes, crafted.targets, database.labels, topk)
         tap = [float(v) for v in np.asarray(tap)]
         tmap = float(np.mean(tap)) if tap else 0.0
-        success = metrics.targeted_success(crafted.codes, database.codes, crafted.targets, database.labels).tolist()
+        success = metrics.targeted_success(
+            crafted.codes, database.codes, crafted.targets, database.labels
+        ).tolist()
     budget_map = None
     if crafted.budget_codes is not None:
-        budget_map = {str(b): float(metrics.mean_average_precision(codes, database.codes, labels, database.labels,
-                                                                   topk)) if len(codes) else 0.0
-                      for b, codes in crafted.budget_codes.items()}  # fmt: skip
+        budget_map = {
+            str(b): float(
+                metrics.mean_average_precision(codes, database.codes, labels, database.labels, topk)
+            )
+            if len(codes)
+            else 0.0
+            for b, codes in crafted.budget_codes.items()
+        }
     display = ATTACKS.get(crafted.name).display_name if crafted.name in ATTACKS else crafted.name
     name = crafted.name if crafted.surrogate is None else f"{crafted.name}@{crafted.surrogate}"
     return AttackOutcome(
-        name=name, display_name=display if crafted.surrogate is None else f"{display} ({crafted.surrogate})",
-        settings=crafted.settings, threat_model=crafted.threat_model, targeted=crafted.targeted, scores=scores,
-        seconds=crafted.seconds, fit_seconds=crafted.fit_seconds, wall_seconds=crafted.wall_seconds,
-        bits_flipped=(crafted.codes != clean_codes).float().sum(1).tolist(), linf=crafted.linf.tolist(),
-        l2=crafted.l2.tolist(), tmap=tmap, tap=tap, surrogate=crafted.surrogate, success=success,
-        queries_used=None if crafted.queries_used is None else crafted.queries_used.tolist(), budget_map=budget_map,
-        stages=None if crafted.stages is None else {
+        name=name,
+        display_name=display if crafted.surrogate is None else f"{display} ({crafted.surrogate})",
+        settings=crafted.settings,
+        threat_model=crafted.threat_model,
+        targeted=crafted.targeted,
+        scores=scores,
+        seconds=crafted.seconds,
+        fit_seconds=crafted.fit_seconds,
+        wall_seconds=crafted.wall_seconds,
+        bits_flipped=(crafted.codes != clean_codes).float().sum(1).tolist(),
+        linf=crafted.linf.tolist(),
+        l2=crafted.l2.tolist(),
+        tmap=tmap,
+        tap=tap,
+        surrogate=crafted.surrogate,
+        success=success,
+        queries_used=None if crafted.queries_used is None else crafted.queries_used.tolist(),
+        budget_map=budget_map,
+        stages=None
+        if crafted.stages is None
+        else {
             spec: [None if math.isnan(v) else v for v in crafted.stages[:, k].tolist()]
-            for k, spec in enumerate(crafted.settings["stages"])},
-    )  # fmt: skip
+            for k, spec in enumerate(crafted.settings["stages"])
+        },
+    )
 
 
-def build_gallery(name: str, images: Tensor, adversarial: Tensor, labels: Tensor, indices: Tensor,
-                  victim: nn.Module, data: DatasetSplits, database: CodeBank, device: torch.device,
-                  top: int = 10, thumb: int = 64, precision: str = "fp32") -> Gallery:  # fmt: skip
+def build_gallery(
+    name: str,
+    images: Tensor,
+    adversarial: Tensor,
+    labels: Tensor,
+    indices: Tensor,
+    victim: nn.Module,
+    data: DatasetSplits,
+    database: CodeBank,
+    device: torch.device,
+    top: int = 10,
+    thumb: int = 64,
+    precision: str = "fp32",
+) -> Gallery:
     """The retrieval gallery of a few queries: images and top-``top`` retrievals before and after the attack,
     with thumbnails (at most ``thumb`` pixels a side) so that the report needs neither the model nor the data."""
 
@@ -376,17 +495,28 @@ def build_gallery(name: str, images: Tensor, adversarial: Tensor, labels: Tensor
 
     items, db_thumbs = [], {}
     db_labels = database.labels.cpu()
-    clean_top = metrics.hamming_ranking(encode_images(victim, images, device, precision=precision), database.codes, top)
-    adv_top = metrics.hamming_ranking(encode_images(victim, adversarial, device, precision=precision),
-                                      database.codes, top)  # fmt: skip
+    clean_top = metrics.hamming_ranking(
+        encode_images(victim, images, device, precision=precision), database.codes, top
+    )
+    adv_top = metrics.hamming_ranking(
+        encode_images(victim, adversarial, device, precision=precision), database.codes, top
+    )
     for row, index in enumerate(indices.tolist()):
         y = labels[row].cpu()
         ranked = [[int(j) for j in clean_top[row]], [int(j) for j in adv_top[row]]]
         relevant = [[bool((db_labels[j] * y).sum() > 0) for j in r] for r in ranked]
-        items.append(GalleryItem(int(index), torch.nonzero(y)[:, 0].tolist(),
-                                 Gallery.encode_image(small(images[row : row + 1])[0]),
-                                 Gallery.encode_image(small(adversarial[row : row + 1])[0]),
-                                 ranked[0], ranked[1], relevant[0], relevant[1]))  # fmt: skip
+        items.append(
+            GalleryItem(
+                int(index),
+                torch.nonzero(y)[:, 0].tolist(),
+                Gallery.encode_image(small(images[row : row + 1])[0]),
+                Gallery.encode_image(small(adversarial[row : row + 1])[0]),
+                ranked[0],
+                ranked[1],
+                relevant[0],
+                relevant[1],
+            )
+        )
         for j in ranked[0] + ranked[1]:
             if str(j) not in db_thumbs:
                 db_thumbs[str(j)] = Gallery.encode_image(small(data.database[j][0][None])[0])
@@ -397,7 +527,9 @@ def build_gallery(name: str, images: Tensor, adversarial: Tensor, labels: Tensor
 def _victim_of(model: nn.Module) -> nn.Module:
     for attr in ("preactivation", "encode", "bits"):
         if not hasattr(model, attr):
-            raise UserError(f"the model has no {attr!r}: wrap a plain nn.Module with robusthash.models.wrap_model")
+            raise UserError(
+                f"the model has no {attr!r}: wrap a plain nn.Module with robusthash.models.wrap_model"
+            )
     return model
 
 
@@ -422,9 +554,16 @@ class Prepared:
     label: str | None = None  # the model, as progress bars name it
 
 
-def prepare(model: nn.Module, data: DatasetSplits, suite: AttackSuite, device: torch.device | str = "cpu",
-            quiet: bool = True, surrogates: dict[str, nn.Module] | None = None,
-            indices: Tensor | None = None, label: str | None = None) -> Prepared:  # fmt: skip
+def prepare(
+    model: nn.Module,
+    data: DatasetSplits,
+    suite: AttackSuite,
+    device: torch.device | str = "cpu",
+    quiet: bool = True,
+    surrogates: dict[str, nn.Module] | None = None,
+    indices: Tensor | None = None,
+    label: str | None = None,
+) -> Prepared:
     """Step 1: check the suite and the model (garbage is refused, not scored), encode the banks and the clean
     queries; under torchrun each rank holds its strided share of the queries."""
     suite.validate()
@@ -435,9 +574,17 @@ def prepare(model: nn.Module, data: DatasetSplits, suite: AttackSuite, device: t
         raise UserError(f"transfer attack(s) {', '.join(transfer)} need surrogate models (--surrogate)")
     began = time.perf_counter()
     banks = Banks.of(victim, data, device, quiet, suite.precision)
-    surrogate_banks = {k: (speed_up(_victim_of(m).to(device).eval(), suite.channels_last, suite.compile),
-                           Banks.of(m, data, device, quiet, suite.precision))
-                       for k, m in (surrogates or {}).items()} if transfer else {}  # fmt: skip
+    surrogate_banks = (
+        {
+            k: (
+                speed_up(_victim_of(m).to(device).eval(), suite.channels_last, suite.compile),
+                Banks.of(m, data, device, quiet, suite.precision),
+            )
+            for k, m in (surrogates or {}).items()
+        }
+        if transfer
+        else {}
+    )
     setup_seconds = time.perf_counter() - began
     if indices is None:
         indices = query_subset(data, suite.queries, suite.seed)
@@ -446,13 +593,34 @@ def prepare(model: nn.Module, data: DatasetSplits, suite: AttackSuite, device: t
     images, my_labels = query_images(data, mine)
     probe = torch.cat([images[:128], probe_images(data.database)])  # queries, and every class of the database
     check_model(victim, probe, device, suite.allow_saturated)
-    clean_codes = gather_strided(encode_images(victim, images, device, precision=suite.precision), len(indices))
-    return Prepared(suite, device, victim, banks, surrogate_banks, indices, mine, images, my_labels,
-                    labels_of(data.query)[indices].clone(), clean_codes, setup_seconds, label)  # fmt: skip
+    clean_codes = gather_strided(
+        encode_images(victim, images, device, precision=suite.precision), len(indices)
+    )
+    return Prepared(
+        suite,
+        device,
+        victim,
+        banks,
+        surrogate_banks,
+        indices,
+        mine,
+        images,
+        my_labels,
+        labels_of(data.query)[indices].clone(),
+        clean_codes,
+        setup_seconds,
+        label,
+    )
 
 
-def craft_attack(prep: Prepared, data: DatasetSplits, name: str, quiet: bool = True, resume: str | Path | None = None,
-                 run_config: dict[str, Any] | None = None) -> list[Crafted]:  # fmt: skip
+def craft_attack(
+    prep: Prepared,
+    data: DatasetSplits,
+    name: str,
+    quiet: bool = True,
+    resume: str | Path | None = None,
+    run_config: dict[str, Any] | None = None,
+) -> list[Crafted]:
     """Step 2: attack ``name`` on the prepared queries, once per crafter (the victim, or each surrogate of a
     transfer attack), fitted and timed; under torchrun the ranks' shards are gathered. The gallery's attack keeps
     the adversarial images of the gallery's queries. ``resume``: a folder of crafted shards (module docstring),
@@ -463,23 +631,52 @@ def craft_attack(prep: Prepared, data: DatasetSplits, name: str, quiet: bool = T
     fingerprint = model_fingerprint(prep.victim) if resume is not None else ""
     results = []
     for label, (crafter, own) in crafters:
-        attack = create_attack(name, crafter, reference=own.reference.to(device), database=own.database,
-                               quiet=quiet, label=prep.label, **suite.options(name))  # fmt: skip
+        attack = create_attack(
+            name,
+            crafter,
+            reference=own.reference.to(device),
+            database=own.database,
+            quiet=quiet,
+            label=prep.label,
+            **suite.options(name),
+        )
         fit_began = time.perf_counter()
         attack.fit(quiet=quiet, train=data.train)
         fit_seconds = time.perf_counter() - fit_began
         if attack.recorded_fit_seconds is not None:  # a reused or resumed fit: its whole training time
             fit_seconds = attack.recorded_fit_seconds
         first_of_gallery = name == _gallery_attack(suite) and not results
-        keep = prep.indices[gallery_picks(len(prep.indices), suite.gallery_queries, suite.seed)] \
-            if first_of_gallery else None
+        keep = (
+            prep.indices[gallery_picks(len(prep.indices), suite.gallery_queries, suite.seed)]
+            if first_of_gallery
+            else None
+        )
         if resume is None:
-            crafted = craft(attack, prep.victim, prep.images, prep.my_labels, prep.mine, device, keep=keep,
-                            surrogate=label)  # fmt: skip
+            crafted = craft(
+                attack,
+                prep.victim,
+                prep.images,
+                prep.my_labels,
+                prep.mine,
+                device,
+                keep=keep,
+                surrogate=label,
+            )
         else:
             weights = fingerprint if label is None else f"{fingerprint}/{model_fingerprint(crafter)}"
-            crafted = craft_resumable(attack, prep.victim, prep.images, prep.my_labels, prep.mine, device,
-                                      Path(resume), weights, run_config or {}, keep=keep, surrogate=label)  # fmt: skip
+            crafted = craft_resumable(
+                attack,
+                prep.victim,
+                prep.images,
+                prep.my_labels,
+                prep.mine,
+                device,
+                Path(resume),
+                weights,
+                run_config or {},
+                keep=keep,
+                surrogate=label,
+            )
         crafted.fit_seconds = fit_seconds
         crafted.wall_seconds = crafted.seconds
         if world().distributed:
@@ -488,13 +685,21 @@ def craft_attack(prep: Prepared, data: DatasetSplits, name: str, quiet: bool = T
     return results
 
 
-def score_run(prep: Prepared, data: DatasetSplits, crafted: list[Crafted], config: dict[str, Any] | None = None,
-              model_meta: dict[str, Any] | None = None) -> RobustnessRun:  # fmt: skip
+def score_run(
+    prep: Prepared,
+    data: DatasetSplits,
+    crafted: list[Crafted],
+    config: dict[str, Any] | None = None,
+    model_meta: dict[str, Any] | None = None,
+) -> RobustnessRun:
     """Step 3: score every crafted set against the clean run, draw the gallery, run the masking checks and
     return the :class:`~robusthash.results.RobustnessRun` (the robust mAP is the per-query minimum)."""
     suite, banks, w = prep.suite, prep.banks, world()
-    clean = Scores.from_report(metrics.retrieval_report(prep.clean_codes, banks.database.codes, prep.labels,
-                                                        banks.database.labels, suite.topk))  # fmt: skip
+    clean = Scores.from_report(
+        metrics.retrieval_report(
+            prep.clean_codes, banks.database.codes, prep.labels, banks.database.labels, suite.topk
+        )
+    )
     outcomes = [score(c, prep.clean_codes, prep.labels, banks.database, suite.topk) for c in crafted]
     gallery = None
     shown = next((c for c in crafted if c.kept), None)
@@ -504,15 +709,43 @@ def score_run(prep: Prepared, data: DatasetSplits, crafted: list[Crafted], confi
         keep = prep.indices[picks]
         images, _ = query_images(data, keep)
         adversarial = torch.stack([shown.kept[int(i)] for i in keep.tolist()])
-        gallery = build_gallery(shown.name, images, adversarial, prep.labels[picks], keep, prep.victim, data,
-                                banks.database, prep.device, precision=suite.precision)  # fmt: skip
-    flags = run_checks(prep.victim, prep.images, prep.my_labels, (banks.reference, banks.database), outcomes,
-                       suite.eps, suite.topk, suite.seed, sweep=suite.protocol == "robust")  # fmt: skip
+        gallery = build_gallery(
+            shown.name,
+            images,
+            adversarial,
+            prep.labels[picks],
+            keep,
+            prep.victim,
+            data,
+            banks.database,
+            prep.device,
+            precision=suite.precision,
+        )
+    flags = run_checks(
+        prep.victim,
+        prep.images,
+        prep.my_labels,
+        (banks.reference, banks.database),
+        outcomes,
+        suite.eps,
+        suite.topk,
+        suite.seed,
+        sweep=suite.protocol == "robust",
+    )
     return RobustnessRun(
-        config={"suite": asdict(suite), **(config or {})}, seed=suite.seed, environment=environment(prep.device),
-        created=now(), model=model_meta or {}, query_indices=prep.indices.tolist(), clean=clean, attacks=outcomes,
-        setup_seconds=prep.setup_seconds, gallery=gallery, world_size=w.world_size, flags=flags,
-    )  # fmt: skip
+        config={"suite": asdict(suite), **(config or {})},
+        seed=suite.seed,
+        environment=environment(prep.device),
+        created=now(),
+        model=model_meta or {},
+        query_indices=prep.indices.tolist(),
+        clean=clean,
+        attacks=outcomes,
+        setup_seconds=prep.setup_seconds,
+        gallery=gallery,
+        world_size=w.world_size,
+        flags=flags,
+    )
 
 
 def evaluate_attacks(

@@ -250,8 +250,9 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
             tmp.unlink()
 
 
-def safe_load(path: str | Path, what: str, map_location: str | torch.device = "cpu",
-              kind: type | None = dict) -> Any:  # fmt: skip
+def safe_load(
+    path: str | Path, what: str, map_location: str | torch.device = "cpu", kind: type | None = dict
+) -> Any:
     """``torch.load`` with ``weights_only=True`` (tensors and plain values; never code): the one way robusthash
     reads a ``.pt`` file. A missing file, an unreadable one or one holding objects outside torch's allow-list, or
     (with ``kind``) a payload of another type is a :class:`UserError` naming the file as ``what``."""
@@ -261,7 +262,11 @@ def safe_load(path: str | Path, what: str, map_location: str | torch.device = "c
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure to unpickle means the file is unusable
-        why = "it holds objects robusthash will not load" if "weights_only" in str(exc) else "corrupt or another format"
+        why = (
+            "it holds objects robusthash will not load"
+            if "weights_only" in str(exc)
+            else "corrupt or another format"
+        )
         raise UserError(f"{path} is not a readable {what} ({why})") from None
     if kind is not None and not isinstance(payload, kind):
         raise UserError(f"{path} holds a {type(payload).__name__}, not a {what}")
@@ -316,8 +321,9 @@ def exclusive_output(path: str | Path) -> Iterator[Path]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise UserError(f"another robusthash run is writing {path}; wait for it to finish or choose another "
-                            "--out") from None  # fmt: skip
+            raise UserError(
+                f"another robusthash run is writing {path}; wait for it to finish or choose another --out"
+            ) from None
         for stale in path.parent.glob(f".{path.name}.*.tmp"):
             stale.unlink(missing_ok=True)
         yield path

@@ -59,25 +59,37 @@ class CodeStore:
         path = Path(path)
         meta_path = path / "store.json"
         if not meta_path.is_file():
-            raise UserError(f"{path} is not a code store (no store.json); 'robusthash evaluate --store' makes one")
+            raise UserError(
+                f"{path} is not a code store (no store.json); 'robusthash evaluate --store' makes one"
+            )
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
             if meta.get("format") != FORMAT:
                 raise ValueError(f"format {meta.get('format')!r}")
-            store = cls(path, int(meta["bits"]), int(meta["classes"]), int(meta["count"]), int(meta["chunk"]),
-                        str(meta["fingerprint"]))  # fmt: skip
+            store = cls(
+                path,
+                int(meta["bits"]),
+                int(meta["classes"]),
+                int(meta["count"]),
+                int(meta["chunk"]),
+                str(meta["fingerprint"]),
+            )
             if min(store.bits, store.classes, store.chunk) < 1 or store.count < 0:
                 raise ValueError(f"bits, classes and chunk must be >= 1 and count >= 0, got {meta}")
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise UserError(f"{meta_path} is not a {FORMAT} description ({exc})") from None
-        expected = {"codes": (np.uint64, (store.count, -(-store.bits // 64))),
-                    "labels": (np.uint64, (store.count, -(-store.classes // 64))),
-                    "done": (np.uint8, (store.chunks,))}  # fmt: skip
+        expected = {
+            "codes": (np.uint64, (store.count, -(-store.bits // 64))),
+            "labels": (np.uint64, (store.count, -(-store.classes // 64))),
+            "done": (np.uint8, (store.chunks,)),
+        }
         for name, (dtype, shape) in expected.items():
             array = store._array(name)
             if array.dtype != dtype or array.shape != shape:
-                raise UserError(f"{path / (name + '.npy')} holds {array.dtype} {array.shape}, expected "
-                                f"{np.dtype(dtype)} {shape}; the store is damaged: delete the folder and re-encode")
+                raise UserError(
+                    f"{path / (name + '.npy')} holds {array.dtype} {array.shape}, expected "
+                    f"{np.dtype(dtype)} {shape}; the store is damaged: delete the folder and re-encode"
+                )
         return store
 
     def _array(self, name: str, mode: str = "r") -> np.ndarray:
@@ -104,43 +116,82 @@ class CodeStore:
         w = world()
         return slice(w.rank * self.count // w.world_size, (w.rank + 1) * self.count // w.world_size)
 
-    def report(self, query_codes: torch.Tensor, query_labels: torch.Tensor, topk: int | None,
-               ns: Sequence[int] = metrics.DEFAULT_NS, chunk: int = DEFAULT_CHUNK,
-               quiet: bool = True) -> dict[str, Any]:  # fmt: skip
+    def report(
+        self,
+        query_codes: torch.Tensor,
+        query_labels: torch.Tensor,
+        topk: int | None,
+        ns: Sequence[int] = metrics.DEFAULT_NS,
+        chunk: int = DEFAULT_CHUNK,
+        quiet: bool = True,
+    ) -> dict[str, Any]:
         """mAP@topk, per-query AP, PR and P@N of {-1, +1} query codes against the stored database, streamed;
         under torchrun every rank scans its shard and every rank gets the whole result."""
         if not self.complete:
-            raise UserError(f"the code store {self.path} is incomplete ({int(self.done().sum())} of {self.chunks} "
-                            "chunks): rerun the encoding, which resumes")  # fmt: skip
+            raise UserError(
+                f"the code store {self.path} is incomplete ({int(self.done().sum())} of {self.chunks} "
+                "chunks): rerun the encoding, which resumes"
+            )
         if query_codes.shape[1] != self.bits:
             raise UserError(f"queries have {query_codes.shape[1]} bits, the store {self.bits}")
         part = self.shard()
-        bar = tqdm(total=2 * (part.stop - part.start), desc="stream metrics", unit="item", unit_scale=True,
-                   disable=quiet, leave=False)  # fmt: skip
+        bar = tqdm(
+            total=2 * (part.stop - part.start),
+            desc="stream metrics",
+            unit="item",
+            unit_scale=True,
+            disable=quiet,
+            leave=False,
+        )
         q = metrics.pack_bits(query_codes.cpu().numpy() == 1)
         ql = metrics.pack_bits(query_labels.cpu().numpy() == 1)
-        report = metrics.streaming_report(q, ql, self.codes()[part], self.labels()[part], self.bits, topk, ns,
-                                          chunk=chunk, collective=TorchCollective(), progress=bar)  # fmt: skip
+        report = metrics.streaming_report(
+            q,
+            ql,
+            self.codes()[part],
+            self.labels()[part],
+            self.bits,
+            topk,
+            ns,
+            chunk=chunk,
+            collective=TorchCollective(),
+            progress=bar,
+        )
         bar.close()
         return report
 
 
 def _create(path: Path, bits: int, classes: int, count: int, chunk: int, fingerprint: str) -> None:
     path.mkdir(parents=True, exist_ok=True)
-    for name, shape, dtype in (("codes", (count, -(-bits // 64)), np.uint64),
-                               ("labels", (count, -(-classes // 64)), np.uint64),
-                               ("done", (-(-count // chunk),), np.uint8)):  # fmt: skip
+    for name, shape, dtype in (
+        ("codes", (count, -(-bits // 64)), np.uint64),
+        ("labels", (count, -(-classes // 64)), np.uint64),
+        ("done", (-(-count // chunk),), np.uint8),
+    ):
         tmp = path / f".{name}.npy.tmp"
         np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape).flush()  # zero-filled, sparse
         tmp.replace(path / f"{name}.npy")
-    meta = {"format": FORMAT, "bits": bits, "classes": classes, "count": count, "chunk": chunk,
-            "fingerprint": fingerprint}  # fmt: skip
+    meta = {
+        "format": FORMAT,
+        "bits": bits,
+        "classes": classes,
+        "count": count,
+        "chunk": chunk,
+        "fingerprint": fingerprint,
+    }
     atomic_write_json(meta, path / "store.json")
 
 
-def encode_to_store(model: torch.nn.Module, dataset: Dataset, path: str | Path, device: torch.device | str = "cpu",
-                    chunk: int = DEFAULT_CHUNK, batch_size: int = 500, quiet: bool = True,
-                    precision: str = "fp32") -> CodeStore:  # fmt: skip
+def encode_to_store(
+    model: torch.nn.Module,
+    dataset: Dataset,
+    path: str | Path,
+    device: torch.device | str = "cpu",
+    chunk: int = DEFAULT_CHUNK,
+    batch_size: int = 500,
+    quiet: bool = True,
+    precision: str = "fp32",
+) -> CodeStore:
     """Encode ``dataset`` with ``model`` into the store at ``path`` (see module docstring) and return it.
 
     An existing store of the same model (fingerprint), size and chunking resumes: chunks already done are
@@ -150,8 +201,13 @@ def encode_to_store(model: torch.nn.Module, dataset: Dataset, path: str | Path, 
         raise UserError(f"chunk must be >= 1, got {chunk}")
     path = Path(path)
     labels = labels_of(dataset)
-    wanted = {"bits": int(model.bits), "classes": int(labels.shape[1]), "count": len(dataset), "chunk": chunk,
-              "fingerprint": model_fingerprint(model)}  # fmt: skip
+    wanted = {
+        "bits": int(model.bits),
+        "classes": int(labels.shape[1]),
+        "count": len(dataset),
+        "chunk": chunk,
+        "fingerprint": model_fingerprint(model),
+    }
     if is_main_process() and not (path / "store.json").is_file():
         _create(path, **wanted)
     barrier()
@@ -159,10 +215,16 @@ def encode_to_store(model: torch.nn.Module, dataset: Dataset, path: str | Path, 
     stored = {k: v for k, v in asdict(store).items() if k != "path"}
     if stored != wanted:
         differ = ", ".join(k for k in wanted if wanted[k] != stored[k])
-        raise UserError(f"{path} holds a code store of another model or database ({differ}); choose another "
-                        "--store folder or delete it")  # fmt: skip
+        raise UserError(
+            f"{path} holds a code store of another model or database ({differ}); choose another "
+            "--store folder or delete it"
+        )
     w = world()
-    codes, packed_labels, done = store._array("codes", "r+"), store._array("labels", "r+"), store._array("done", "r+")
+    codes, packed_labels, done = (
+        store._array("codes", "r+"),
+        store._array("labels", "r+"),
+        store._array("done", "r+"),
+    )
     todo = [c for c in range(w.rank, store.chunks, w.world_size) if not done[c]]
     for c in tqdm(todo, desc=f"encode into {path.name}", unit="chunk", disable=quiet):
         rows = torch.arange(c * chunk, min((c + 1) * chunk, store.count))

@@ -99,9 +99,15 @@ def dataset_meta(data: DatasetSplits, options: dict[str, Any]) -> dict[str, Any]
 
 def build_model(config: TrainConfig, data: DatasetSplits) -> HashModel:
     return create_model(
-        config.backbone, config.bits, data.image_shape[0], data.mean, data.std, data.image_shape[-1],
-        config.pretrained, config.input_size,
-    )  # fmt: skip
+        config.backbone,
+        config.bits,
+        data.image_shape[0],
+        data.mean,
+        data.std,
+        data.image_shape[-1],
+        config.pretrained,
+        config.input_size,
+    )
 
 
 class TrainingMethod:
@@ -116,8 +122,14 @@ class TrainingMethod:
     name: ClassVar[str] = "clean"
     parallel: nn.Module | None = None  # set by run_training under torchrun
 
-    def __init__(self, model: nn.Module, loss_fn: HashLoss, data: DatasetSplits, device: torch.device,
-                 generator: torch.Generator) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: HashLoss,
+        data: DatasetSplits,
+        device: torch.device,
+        generator: torch.Generator,
+    ) -> None:
         self.model = model
         self.loss_fn = loss_fn
         self.data = data
@@ -135,7 +147,9 @@ class TrainingMethod:
         """The learning-rate multiplier at ``step`` (0-based, counted in batches)."""
         return 1.0
 
-    def batch_loss(self, x: Tensor, y: Tensor, idx: Tensor, step: int) -> dict[str, Tensor]:  # pragma: no cover
+    def batch_loss(
+        self, x: Tensor, y: Tensor, idx: Tensor, step: int
+    ) -> dict[str, Tensor]:  # pragma: no cover
         raise NotImplementedError  # abstract: the loss terms; "loss" is minimised
 
     def epoch_start(self, epoch: int, epochs: int) -> None:
@@ -158,7 +172,9 @@ class CleanTraining(TrainingMethod):
     def make_optimizer(self) -> torch.optim.Optimizer:
         c = self.config
         if c.optimizer == "sgd":
-            return torch.optim.SGD(self.model.parameters(), lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+            return torch.optim.SGD(
+                self.model.parameters(), lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay
+            )
         return torch.optim.AdamW(self.model.parameters(), lr=c.lr, weight_decay=c.weight_decay)
 
     def lr_factor(self, step: int, steps_per_epoch: int, total_steps: int) -> float:
@@ -200,8 +216,9 @@ class TrainingPlan:
     precision: str = "fp32"
 
 
-def run_training(model: nn.Module, method: TrainingMethod, data: DatasetSplits,
-                 plan: TrainingPlan) -> tuple[list[dict[str, float]], float]:  # fmt: skip
+def run_training(
+    model: nn.Module, method: TrainingMethod, data: DatasetSplits, plan: TrainingPlan
+) -> tuple[list[dict[str, float]], float]:
     """Train ``model`` with ``method`` for ``plan.epochs`` over ``data.train``; returns (history, seconds).
 
     With ``plan.out``, the model, the method's state, the optimiser, the schedule and the generators are saved
@@ -218,8 +235,9 @@ def run_training(model: nn.Module, method: TrainingMethod, data: DatasetSplits,
         return _run_training(model, method, data, plan)
 
 
-def _run_training(model: nn.Module, method: TrainingMethod, data: DatasetSplits,
-                  plan: TrainingPlan) -> tuple[list[dict[str, float]], float]:  # fmt: skip
+def _run_training(
+    model: nn.Module, method: TrainingMethod, data: DatasetSplits, plan: TrainingPlan
+) -> tuple[list[dict[str, float]], float]:
     epochs, batch_size, meta, path = plan.epochs, plan.batch_size, plan.meta, plan.out
     device, resume, quiet, desc, precision = plan.device, plan.resume, plan.quiet, plan.desc, plan.precision
     optimizer = method.make_optimizer()
@@ -227,8 +245,10 @@ def _run_training(model: nn.Module, method: TrainingMethod, data: DatasetSplits,
     local_batch = batch_size
     if w.distributed:  # the global batch stays batch_size: each rank takes its share of it
         if batch_size % w.world_size or batch_size // w.world_size < 2:
-            raise UserError(f"batch size {batch_size} must be a multiple of the world size {w.world_size} with at "
-                            "least 2 items per rank (batch norm)")  # fmt: skip
+            raise UserError(
+                f"batch size {batch_size} must be a multiple of the world size {w.world_size} with at "
+                "least 2 items per rank (batch norm)"
+            )
         local_batch = batch_size // w.world_size
         method.parallel = data_parallel(_Logits(model), device)
     per_rank = -(-len(data.train) // w.world_size)
@@ -242,8 +262,10 @@ def _run_training(model: nn.Module, method: TrainingMethod, data: DatasetSplits,
         stored, recipe = ckpt.record.recipe(), ModelRecord.from_meta(meta).recipe()
         if stored != recipe:
             differ = ", ".join(_differing(stored, recipe)) or "the kind of run"
-            raise UserError(f"{path} holds a run with other settings ({differ}); choose another --out or pass "
-                            "--no-resume to start over")  # fmt: skip
+            raise UserError(
+                f"{path} holds a run with other settings ({differ}); choose another --out or pass "
+                "--no-resume to start over"
+            )
         model.load_state_dict(ckpt.state["model"])
         history = list(ckpt.record.history)
         start_epoch = int(ckpt.state["epoch"])
@@ -255,7 +277,9 @@ def _run_training(model: nn.Module, method: TrainingMethod, data: DatasetSplits,
             torch.set_rng_state(ckpt.state["torch_rng"])
     began = time.perf_counter()
     # no bar when a finished checkpoint (or the zoo's copy) leaves nothing to train
-    bar = tqdm(total=total, initial=start_epoch * per_epoch, desc=desc, disable=quiet or start_epoch >= epochs)
+    bar = tqdm(
+        total=total, initial=start_epoch * per_epoch, desc=desc, disable=quiet or start_epoch >= epochs
+    )
     for epoch in range(start_epoch, epochs):
         epoch_began = time.perf_counter()
         method.epoch_start(epoch, epochs)
@@ -268,8 +292,10 @@ def _run_training(model: nn.Module, method: TrainingMethod, data: DatasetSplits,
                 terms = method.batch_loss(x.to(device), y.to(device), idx.to(device), epoch * per_epoch + n)
             loss = terms["loss"]
             if not torch.isfinite(loss):
-                raise UserError(f"the training loss became {float(loss.detach())} in epoch {epoch + 1}; lower the "
-                                "learning rate (the last good checkpoint is kept)")  # fmt: skip
+                raise UserError(
+                    f"the training loss became {float(loss.detach())} in epoch {epoch + 1}; lower the "
+                    "learning rate (the last good checkpoint is kept)"
+                )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -279,14 +305,26 @@ def _run_training(model: nn.Module, method: TrainingMethod, data: DatasetSplits,
                 sums[k] = sums.get(k, 0.0) + float(v.detach())
             bar.update(1)
             bar.set_postfix({k: f"{v / n:.4f}" for k, v in sums.items()}, refresh=False)
-        history.append({"epoch": epoch + 1, **{k: v / max(n, 1) for k, v in sums.items()},
-                        "seconds": time.perf_counter() - epoch_began})  # fmt: skip
+        history.append(
+            {
+                "epoch": epoch + 1,
+                **{k: v / max(n, 1) for k, v in sums.items()},
+                "seconds": time.perf_counter() - epoch_began,
+            }
+        )
         broadcast_buffers(model)  # every rank ends the epoch with the model rank 0 saves
         if path is not None:
-            save_checkpoint(path, {**meta, "history": history}, model,
-                            method=method.state_dict(), optimizer=optimizer.state_dict(),
-                            scheduler=scheduler.state_dict(), rng=method.generator.get_state(),
-                            torch_rng=torch.get_rng_state(), epoch=epoch + 1)  # fmt: skip
+            save_checkpoint(
+                path,
+                {**meta, "history": history},
+                model,
+                method=method.state_dict(),
+                optimizer=optimizer.state_dict(),
+                scheduler=scheduler.state_dict(),
+                rng=method.generator.get_state(),
+                torch_rng=torch.get_rng_state(),
+                epoch=epoch + 1,
+            )
             barrier()  # rank 0 wrote it: every rank may read it from here on
     bar.close()
     method.parallel = None
@@ -347,13 +385,37 @@ def train(
     loss_fn = loss_fn.to(device)
     method = CleanTraining(model, loss_fn, data, device, generator, config=config)
     dataset = dataset_meta(data, dataset_options or {})
-    meta = {"kind": "trained", "model": model.config, "train": asdict(config), "dataset": dataset,
-            "seed": config.seed, "environment": environment(device)}  # fmt: skip
-    plan = TrainingPlan(config.epochs, config.batch_size, meta, Path(out) if out else None, device,
-                        resume, quiet, f"train {config.loss}-{config.bits}", config.precision)  # fmt: skip
+    meta = {
+        "kind": "trained",
+        "model": model.config,
+        "train": asdict(config),
+        "dataset": dataset,
+        "seed": config.seed,
+        "environment": environment(device),
+    }
+    plan = TrainingPlan(
+        config.epochs,
+        config.batch_size,
+        meta,
+        Path(out) if out else None,
+        device,
+        resume,
+        quiet,
+        f"train {config.loss}-{config.bits}",
+        config.precision,
+    )
     history, seconds = run_training(model, method, data, plan)
     return TrainResult(model, loss_fn, history, Path(out) if out else None, seconds)
 
 
-__all__ = ["TrainConfig", "TrainResult", "TrainingMethod", "TrainingPlan", "CleanTraining", "run_training", "train",
-           "build_model", "dataset_meta"]  # fmt: skip
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "TrainingMethod",
+    "TrainingPlan",
+    "CleanTraining",
+    "run_training",
+    "train",
+    "build_model",
+    "dataset_meta",
+]

@@ -38,8 +38,9 @@ def setup(toy):
 
 
 def _attack(name, model, reference, database, **kw):
-    attack = create_attack(name, model, reference=reference, database=database,
-                           **{**ATTACKS.get(name).test_options, **kw})  # fmt: skip
+    attack = create_attack(
+        name, model, reference=reference, database=database, **{**ATTACKS.get(name).test_options, **kw}
+    )
     return attack.fit(train=TRAIN["split"])
 
 
@@ -207,8 +208,18 @@ def test_anchor_codes_vote_over_items_with_the_exact_target_label():
 
 def test_alpha_schedule_matches_dhta_switch_points():
     got = {s: alpha_schedule(s, 2000) for s in (0, 999, 1000, 1199, 1200, 1400, 1600, 1799, 1800, 1999)}
-    assert got == {0: 0.1, 999: 0.1, 1000: 0.2, 1199: 0.2, 1200: 0.3, 1400: 0.5, 1600: 0.7, 1799: 0.7,
-                   1800: 1.0, 1999: 1.0}  # fmt: skip
+    assert got == {
+        0: 0.1,
+        999: 0.1,
+        1000: 0.2,
+        1199: 0.2,
+        1200: 0.3,
+        1400: 0.5,
+        1600: 0.7,
+        1799: 0.7,
+        1800: 1.0,
+        1999: 1.0,
+    }
 
 
 def test_projection():
@@ -239,8 +250,10 @@ def test_a_query_does_not_depend_on_batch_size_or_company(name, setup):
     model, reference, database, x, y = setup
     x, y = x[:9], y[:9]
     index = torch.arange(100, 109)  # the queries' positions in some larger query set
-    runs = [_attack(name, model, reference, database, eps=32 / 255, seed=4, batch_size=b)(x, y, indices=index)
-            for b in (1, 7, 128)]  # fmt: skip
+    runs = [
+        _attack(name, model, reference, database, eps=32 / 255, seed=4, batch_size=b)(x, y, indices=index)
+        for b in (1, 7, 128)
+    ]
     for r in runs[1:]:
         assert torch.equal(r, runs[0]), (r - runs[0]).abs().max()
     for first, second in [(slice(0, 4), slice(4, 9)), (slice(4, 9), slice(0, 4))]:
@@ -257,7 +270,9 @@ def test_fitted_attack_saves_and_reloads(setup, tmp_path):
     model, reference, database, x, y = setup
     tha = _attack("tha", model, reference, database)
     tha.save(tmp_path / "tha.pt")
-    fresh = create_attack("tha", model, reference=reference, database=database, **ATTACKS.get("tha").test_options)
+    fresh = create_attack(
+        "tha", model, reference=reference, database=database, **ATTACKS.get("tha").test_options
+    )
     fresh.load(tmp_path / "tha.pt")
     index = torch.arange(len(y))
     assert torch.equal(tha(x, y, indices=index), fresh(x, y, indices=index))
@@ -281,7 +296,9 @@ def test_random_start_on_the_cpu_is_the_per_query_reference(setup):
     indices = torch.tensor([4, 1])
     got = attack.random_start(x[:2], indices)
     for row, index in enumerate(indices.tolist()):
-        noise = torch.rand(x.shape[1:], generator=torch.Generator().manual_seed(derive_seed(5, index, "start")))
+        noise = torch.rand(
+            x.shape[1:], generator=torch.Generator().manual_seed(derive_seed(5, index, "start"))
+        )
         assert torch.equal(got[row], (x[row] + (noise * 2 - 1) * (8 / 255)).clamp(0, 1))
 
 
@@ -353,11 +370,18 @@ def test_prosgan_training_step_lowers_the_generator_loss(setup):
     attack = create_attack("prosgan", model, reference=reference, database=database, lr=1e-3)
     torch.manual_seed(0)
     prototype = PrototypeNet(y.shape[1], model.bits, label_head=True)
-    gen, disc = ProSGANGenerator(x.shape[1], x.shape[-1]), ProSGANDiscriminator(x.shape[1], x.shape[-1], y.shape[1])
+    gen, disc = (
+        ProSGANGenerator(x.shape[1], x.shape[-1]),
+        ProSGANDiscriminator(x.shape[1], x.shape[-1], y.shape[1]),
+    )
     opt_g, opt_d = torch.optim.Adam(gen.parameters(), 1e-3), torch.optim.Adam(disc.parameters(), 1e-3)
     target = attack.choose_targets(y[:8], torch.arange(8))
-    losses = [attack.train_step(gen, disc, opt_g, opt_d, prototype, x[:8], y[:8], target, update_discriminator=False)
-              ["generator"] for _ in range(5)]  # fmt: skip
+    losses = [
+        attack.train_step(
+            gen, disc, opt_g, opt_d, prototype, x[:8], y[:8], target, update_discriminator=False
+        )["generator"]
+        for _ in range(5)
+    ]
     assert losses[-1] < losses[0]
 
 
@@ -367,7 +391,9 @@ def test_prosgan_saves_reloads_and_resumes_from_its_checkpoint(setup, tmp_path):
     attack = _attack("prosgan", model, reference, database, **opts)
     adv = attack(x, y)
     attack.save(tmp_path / "fitted.pt")
-    again = create_attack("prosgan", model, reference=reference, database=database, seed=1).load(tmp_path / "fitted.pt")
+    again = create_attack("prosgan", model, reference=reference, database=database, seed=1).load(
+        tmp_path / "fitted.pt"
+    )
     assert torch.equal(again(x, y), adv)  # same generator, same images
     reused = _attack("prosgan", model, reference, database, **opts)  # finished checkpoint: nothing retrained
     assert torch.equal(reused(x, y), adv)
@@ -388,8 +414,11 @@ def test_api_misuse_is_a_user_error_naming_the_shape(name, setup):
     zero queries give zero images."""
     model, reference, database, x, y = setup
     attack = _attack(name, model, reference, database, eps=16 / 255)
-    cases = [(x[:3], y[:3, :2], "labels have 2 classes, the model's code banks 3"), (x[:3], y[:3, 0], "labels (3,)"),
-             (x[:3].repeat(1, 3, 1, 1), y[:3], "takes 1-channel images, got 3 channels")]  # fmt: skip
+    cases = [
+        (x[:3], y[:3, :2], "labels have 2 classes, the model's code banks 3"),
+        (x[:3], y[:3, 0], "labels (3,)"),
+        (x[:3].repeat(1, 3, 1, 1), y[:3], "takes 1-channel images, got 3 channels"),
+    ]
     for images, labels, message in cases:
         with pytest.raises(UserError, match=re.escape(message)):
             attack(images, labels)

@@ -28,14 +28,25 @@ def setup(toy):
 
 def _ap(model, images, y, database, topk=None):
     codes = encode_images(model, images)
-    return torch.as_tensor(metrics.average_precision(codes, database.codes, y, database.labels, topk)).double()
+    return torch.as_tensor(
+        metrics.average_precision(codes, database.codes, y, database.labels, topk)
+    ).double()
 
 
 def test_cascade_keeps_the_per_query_minimum_of_its_stages(setup):
     model, reference, database, x, y = setup
     index = torch.arange(20, 32)
-    cascade = create_attack("cascade", model, reference=reference, database=database, eps=16 / 255, steps=8,
-                            topk=None, seed=2, schedule="constant")  # fmt: skip
+    cascade = create_attack(
+        "cascade",
+        model,
+        reference=reference,
+        database=database,
+        eps=16 / 255,
+        steps=8,
+        topk=None,
+        seed=2,
+        schedule="constant",
+    )
     ap = _ap(model, cascade(x, y, indices=index), y, database)
     clean = _ap(model, x, y, database)
     for row, i in enumerate(index.tolist()):
@@ -56,10 +67,21 @@ def test_cosine_schedule_against_a_loop(setup):
     x, y = x[:3], y[:3]
     eta, eps, steps = 1 / 255, 6 / 255, 7
     sizes = [cosine_step(t, steps, eta) for t in range(steps)]
-    assert sizes[0] == pytest.approx(4.25 * eta) and cosine_step(steps, steps, eta) == pytest.approx(0.25 * eta)
+    assert sizes[0] == pytest.approx(4.25 * eta) and cosine_step(steps, steps, eta) == pytest.approx(
+        0.25 * eta
+    )
     assert sum(cosine_step(t, 1000, eta) for t in range(1000)) / 1000 == pytest.approx(2.25 * eta, rel=1e-2)
-    cascade = create_attack("cascade", model, reference=reference, database=database, eps=eps, steps=steps,
-                            stages=("dagger",), topk=None, seed=1)  # fmt: skip
+    cascade = create_attack(
+        "cascade",
+        model,
+        reference=reference,
+        database=database,
+        eps=eps,
+        steps=steps,
+        stages=("dagger",),
+        topk=None,
+        seed=1,
+    )
     adv = cascade(x, y)
     dagger = create_attack("pga-dagger", model, reference=reference, eps=eps, seed=1)
     b_star = dagger.pharos(y)
@@ -88,8 +110,14 @@ def test_queries_at_zero_ap_are_not_attacked_further(setup):
             self._stages_run = True
             return super().pgd(*args, **kwargs)
 
-    attack = Scripted(model, reference=reference, database=database, steps=2, topk=None,
-                      stages=("dagger", "pga", "dagger-restart"))  # fmt: skip
+    attack = Scripted(
+        model,
+        reference=reference,
+        database=database,
+        steps=2,
+        topk=None,
+        stages=("dagger", "pga", "dagger-restart"),
+    )
     attack._stages_run = False
     attack(x, y)
     for i in range(len(x)):
@@ -118,7 +146,9 @@ def test_stage_table_and_options():
     for bad in ("target:0", "target:x", "target:-1"):
         with pytest.raises(UserError, match="stage length"):
             create_attack("cascade", torch.nn.Linear(2, 2), stages=("dagger", bad))
-    attack = create_attack("cascade", torch.nn.Linear(2, 2), steps=10, stages=("dagger", "target:0.5", "pga:1"))
+    attack = create_attack(
+        "cascade", torch.nn.Linear(2, 2), steps=10, stages=("dagger", "target:0.5", "pga:1")
+    )
     assert [attack.stage_steps(s) for s in attack.stages] == [10, 5, 10] and attack.progress_units() == 25
     assert attack.describe()["stages"] == ["dagger", "target:0.5", "pga"]
     assert [parse_stage(stage_spec(s)) for s in attack.stages] == list(attack.stages)
@@ -146,9 +176,21 @@ def test_chunked_descent_against_a_per_query_loop(setup, check_every, patience):
     at AP 0 and, with ``patience``, after that many scorings without a lower AP (the rule written out per query)."""
     model, reference, database, x, y = setup
     eps, steps, eta = 24 / 255, 11, 12 / 255  # steps of half the ball: AP goes up and down between scorings
-    cascade = create_attack("cascade", model, reference=reference, database=database, eps=eps, steps=steps,
-                            stages=("dagger",), topk=None, seed=4, schedule="constant", check_every=check_every,
-                            patience=patience, step_size=eta)  # fmt: skip
+    cascade = create_attack(
+        "cascade",
+        model,
+        reference=reference,
+        database=database,
+        eps=eps,
+        steps=steps,
+        stages=("dagger",),
+        topk=None,
+        seed=4,
+        schedule="constant",
+        check_every=check_every,
+        patience=patience,
+        step_size=eta,
+    )
     adv = cascade(x, y)
     dagger = create_attack("pga-dagger", model, reference=reference, eps=eps, seed=4)
     b_star = dagger.pharos(y)
@@ -163,7 +205,13 @@ def test_chunked_descent_against_a_per_query_loop(setup, check_every, patience):
             loss = -(b_star[i : i + 1] * surrogate_tanh(model.preactivation(xa))).sum() / b_star.shape[1]
             (grad,) = torch.autograd.grad(loss, xa)
             xa = torch.min(torch.max(xa.detach() + grad.sign() * eta, xi - eps), xi + eps).clamp(0, 1)
-            if check_every is None and t + 1 < steps or check_every and (t + 1) % check_every and t + 1 < steps:
+            if (
+                check_every is None
+                and t + 1 < steps
+                or check_every
+                and (t + 1) % check_every
+                and t + 1 < steps
+            ):
                 continue
             ap = _ap(model, xa, y[i : i + 1], database).item()
             if ap < best_ap:
@@ -179,4 +227,6 @@ def test_chunked_descent_against_a_per_query_loop(setup, check_every, patience):
         if best_ap < clean[i]:
             torch.testing.assert_close(adv[i : i + 1], best, atol=1e-5, rtol=0)
         not_last += last_ap > best_ap
-    assert check_every is None or not_last, "no query's best iterate came before its last: the case is not built"
+    assert check_every is None or not_last, (
+        "no query's best iterate came before its last: the case is not built"
+    )

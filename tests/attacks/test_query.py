@@ -39,8 +39,11 @@ def test_oracle_counts_every_image_and_enforces_the_budget(setup):
 def test_oracle_answers_without_gradients(setup):
     model, database, x, _ = setup
     images = x[:2].clone().requires_grad_(True)
-    for oracle in (QueryOracle(model, 2, 9), QueryOracle(model, 2, 9, continuous=True),
-                   QueryOracle(model, 2, 9, "rank", database.codes, topk=5)):  # fmt: skip
+    for oracle in (
+        QueryOracle(model, 2, 9),
+        QueryOracle(model, 2, 9, continuous=True),
+        QueryOracle(model, 2, 9, "rank", database.codes, topk=5),
+    ):
         assert not oracle(images, torch.arange(2)).requires_grad
     codes = QueryOracle(model, 2, 9)(x[:2], torch.arange(2))
     assert torch.equal(codes, binarize(model.preactivation(x[:2])))
@@ -128,7 +131,8 @@ def _square_reference(model, x, anchor, eps, budget, seed, index, p_init=0.05):
         for c in range(channels):
             sign = -1.0 if uniforms[it, 2 + c] < 0.5 else 1.0
             candidate[c, top : top + side, left : left + side] = (
-                x[c, top : top + side, left : left + side] + eps * sign).clamp(0, 1)  # fmt: skip
+                x[c, top : top + side, left : left + side] + eps * sign
+            ).clamp(0, 1)
         value = loss(candidate)
         if value < best_loss:
             best, best_loss = candidate, value
@@ -184,7 +188,9 @@ def _qair_reference(model, database, x, eps, budget, topk):
 
 def test_qair_equals_a_per_query_loop(setup):
     model, database, x, y = setup
-    attack = create_attack("qair", model, database=database, budget=50, oracle_topk=15, eps=16 / 255, batch_size=4)
+    attack = create_attack(
+        "qair", model, database=database, budget=50, oracle_topk=15, eps=16 / 255, batch_size=4
+    )
     adv = attack(x, y, indices=torch.arange(len(x)))
     fixed = FixedRows(model)
     for row in range(len(x)):
@@ -242,8 +248,9 @@ def _square_l2_reference(model, x, anchor, eps, budget, seed, index, p_init=0.05
         pattern = pattern.T if init[k, 0] > 0.5 else pattern
         for ch in range(channels):
             sign = -1.0 if init[k, 1 + ch] < 0.5 else 1.0
-            delta[ch, start + r * side0 : start + (r + 1) * side0, start + c * side0 : start + (c + 1) * side0] += (
-                sign * pattern)  # fmt: skip
+            delta[
+                ch, start + r * side0 : start + (r + 1) * side0, start + c * side0 : start + (c + 1) * side0
+            ] += sign * pattern
     best = (x + delta / delta.norm() * eps).clamp(0, 1)
     best_loss = loss(best)
     for it in range(1, budget):
@@ -266,7 +273,9 @@ def _square_l2_reference(model, x, anchor, eps, budget, seed, index, p_init=0.05
             both[t2 : t2 + side, l2 : l2 + side] = True
             sign = -1.0 if u[5 + ch] < 0.5 else 1.0
             proposal = sign * pattern + w1 / (1e-10 + w1.norm())
-            scale = math.sqrt(max(eps**2 - float(image_norm) ** 2, 0) / channels + float(current[ch][both].norm()) ** 2)
+            scale = math.sqrt(
+                max(eps**2 - float(image_norm) ** 2, 0) / channels + float(current[ch][both].norm()) ** 2
+            )
             new[ch, t2 : t2 + side, l2 : l2 + side] = 0
             new[ch, t1 : t1 + side, l1 : l1 + side] = proposal / proposal.norm() * scale
         candidate = (x + new / new.norm() * eps).clamp(0, 1)
@@ -278,8 +287,9 @@ def _square_l2_reference(model, x, anchor, eps, budget, seed, index, p_init=0.05
 
 def test_square_l2_equals_a_per_query_loop(setup):
     model, database, x, y = setup
-    attack = create_attack("square", model, database=database, budget=40, norm="l2", l2_eps=1.5, seed=3,
-                           batch_size=4)  # fmt: skip
+    attack = create_attack(
+        "square", model, database=database, budget=40, norm="l2", l2_eps=1.5, seed=3, batch_size=4
+    )
     index = torch.arange(len(x))
     adv = attack(x, y, indices=index)
     assert ((adv - x).flatten(1).norm(dim=1) <= 1.5 + 1e-5).all()

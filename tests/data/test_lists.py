@@ -67,7 +67,9 @@ def test_list_dataset_needs_a_folder(tmp_path):
 def test_list_mistakes_name_the_file_and_what_to_do(tmp_path):
     _deephash(tmp_path, [(0, [1, 0]), (1, [0, 1])])
     (tmp_path / "database.txt").write_text("")
-    with pytest.raises(UserError, match=r"database\.txt lists no images"):  # not only the first split is checked
+    with pytest.raises(
+        UserError, match=r"database\.txt lists no images"
+    ):  # not only the first split is checked
         load_dataset("deephash-list", tmp_path)
     (tmp_path / "database.txt").write_bytes(b"img/0.png 1 0\nimg/\xff.png 0 1\n")
     with pytest.raises(UserError, match=r"database\.txt:2: not UTF-8"):

@@ -30,8 +30,9 @@ def toy_ckpt(tmp_path_factory):
 
 
 def _config(method, **kw):
-    return DefenseConfig(**{"method": method, "epochs": 2, "batch_size": 16, "eps": 32 / 255,
-                            "step_size": 8 / 255, **kw})  # fmt: skip
+    return DefenseConfig(
+        **{"method": method, "epochs": 2, "batch_size": 16, "eps": 32 / 255, "step_size": 8 / 255, **kw}
+    )
 
 
 def test_code_bank_starts_from_eval_codes_and_updates_rows(toy_ckpt):
@@ -70,8 +71,9 @@ def test_code_bank_updates_are_all_gathered_across_processes(tmp_path):
 
 
 def _trainer(method, model, loss_fn, data, config):
-    return defense_class(method)(model, loss_fn, data, torch.device("cpu"), torch.Generator().manual_seed(0),
-                                 config=config)  # fmt: skip
+    return defense_class(method)(
+        model, loss_fn, data, torch.device("cpu"), torch.Generator().manual_seed(0), config=config
+    )
 
 
 @pytest.mark.parametrize("method", list_defenses())
@@ -233,9 +235,11 @@ def test_each_defence_validates_its_own_options():
     for bad in ({"lam": 2.0}, {"similarity": "dice"}):
         with pytest.raises(UserError, match=f"defence atrdh takes no method options, got {next(iter(bad))}"):
             DefenseConfig(method="atrdh", method_options=bad).validate()
-    for bad, named in (({"lamda": 2.0}, "unknown setting.*lamda; valid: lam, similarity"),
-                       ({"lam": "2"}, "method_options lam: expected a number"),
-                       ({"similarity": "euclid"}, "unknown similarity 'euclid'")):  # fmt: skip
+    for bad, named in (
+        ({"lamda": 2.0}, "unknown setting.*lamda; valid: lam, similarity"),
+        ({"lam": "2"}, "method_options lam: expected a number"),
+        ({"similarity": "euclid"}, "unknown similarity 'euclid'"),
+    ):
         with pytest.raises(UserError, match=named):
             DefenseConfig(method="pga-at", method_options=bad).validate()
 
@@ -248,5 +252,6 @@ def test_records_of_earlier_versions_read_their_options_back():
     assert restore("defense", {"method": "cgat", "lam": 0.5, "similarity": None}) == today
     assert restore("defense", {"method": "cgat", "lam": 1.0, "similarity": None}) != today
     assert restore("defense", {"method": "atrdh", "lam": 1.0, "similarity": None}) == restore(
-        "defense", asdict(DefenseConfig(method="atrdh")))
+        "defense", asdict(DefenseConfig(method="atrdh"))
+    )
     assert restore("defense", {"method": "cgat", "field_from_the_future": 1}) is None

@@ -63,8 +63,9 @@ def test_dph_matches_pairwise_formula():
     labels[idx] = y
     ref = sum(
         (u[i] @ bank[j] / 8 - (1.0 if (y[i] * labels[j]).sum() > 0 else -1.0)) ** 2
-        for i in range(len(u)) for j in range(len(bank))
-    ) / (len(u) * len(bank))  # fmt: skip
+        for i in range(len(u))
+        for j in range(len(bank))
+    ) / (len(u) * len(bank))
     assert value.item() == pytest.approx(float(ref), rel=1e-6)
 
 
@@ -181,8 +182,12 @@ def test_dch_matches_its_formula():
     sims = torch.tensor(sims)
     w = sims * 25 / sims.sum() + (1 - sims) * 25 / (1 - sims).sum()
     cauchy = (w * torch.tensor(want_terms)).mean()
-    quant = torch.stack([torch.log1p((1 - (u[i].abs().sum() / (u[i].norm() * 6**0.5)).clamp(max=0.99)) * 3 / 20)
-                         for i in range(5)]).mean()  # fmt: skip
+    quant = torch.stack(
+        [
+            torch.log1p((1 - (u[i].abs().sum() / (u[i].norm() * 6**0.5)).clamp(max=0.99)) * 3 / 20)
+            for i in range(5)
+        ]
+    ).mean()
     assert loss(u, y, torch.arange(5)).item() == pytest.approx((cauchy + 0.1 * quant).item(), rel=1e-5)
 
 

@@ -220,6 +220,8 @@ def test_targeted_success_matches_a_per_query_count(seed):
     targets = (np.random.default_rng(seed + 10).random((30, 5)) < 0.3).astype(np.int64)
     for radius, more_than in [(5, 10), (3, 2), (0, 0)]:
         got = metrics.targeted_success(q, d, targets, dl, radius, more_than)
-        want = [int(((((d.shape[1] - d @ q[i]) / 2) <= radius) & (dl @ targets[i] > 0)).sum()) > more_than
-                for i in range(len(q))]  # fmt: skip
+        want = [
+            int(((((d.shape[1] - d @ q[i]) / 2) <= radius) & (dl @ targets[i] > 0)).sum()) > more_than
+            for i in range(len(q))
+        ]
         assert got.tolist() == want

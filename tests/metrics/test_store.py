@@ -19,7 +19,9 @@ def test_store_holds_the_packed_codes_and_streams_the_in_memory_report(toy, tmp_
     data, model = toy
     store = encode_to_store(model, data.database, tmp_path / "s", chunk=7)
     codes = encode(model, data.database)
-    assert store.complete and store.count == len(data.database) and store.chunks == -(-len(data.database) // 7)
+    assert (
+        store.complete and store.count == len(data.database) and store.chunks == -(-len(data.database) // 7)
+    )
     np.testing.assert_array_equal(store.codes(), metrics.pack_bits(codes.numpy() == 1))
     queries = encode(model, data.query)
     expected = metrics.retrieval_report(queries, codes, data.query.labels, data.database.labels, topk=25)
@@ -82,13 +84,23 @@ def test_a_damaged_store_is_named(tmp_path):
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
-        (lambda p: np.save(p / "done.npy", np.ones(5, dtype=np.uint8)), "done.npy holds uint8 (5,), expected uint8"),
+        (
+            lambda p: np.save(p / "done.npy", np.ones(5, dtype=np.uint8)),
+            "done.npy holds uint8 (5,), expected uint8",
+        ),
         (lambda p: np.save(p / "done.npy", np.ones(2, dtype=np.int64)), "done.npy holds int64"),
         (lambda p: (p / "done.npy").write_bytes(b"\x00" * 10), "cannot read"),
         (lambda p: (p / "done.npy").unlink(), "cannot read"),
-        (lambda p: np.save(p / "codes.npy", np.zeros((3, 1), dtype=np.uint64)), "codes.npy holds uint64 (3, 1)"),
-        (lambda p: (p / "store.json").write_text(json.dumps({**json.loads((p / "store.json").read_text()),
-                                                              "chunk": 0})), "chunk must be >= 1"),
+        (
+            lambda p: np.save(p / "codes.npy", np.zeros((3, 1), dtype=np.uint64)),
+            "codes.npy holds uint64 (3, 1)",
+        ),
+        (
+            lambda p: (p / "store.json").write_text(
+                json.dumps({**json.loads((p / "store.json").read_text()), "chunk": 0})
+            ),
+            "chunk must be >= 1",
+        ),
         (lambda p: (p / "store.json").write_text("[1, 2]"), "is not a robusthash-code-store/1 description"),
     ],
 )

@@ -12,8 +12,12 @@ from .test_retrieval import _random_case, reference_ap
 
 
 def _packed(q, d, ql, dl):
-    return (metrics.pack_bits(q == 1), metrics.pack_bits(ql == 1), metrics.pack_bits(d == 1),
-            metrics.pack_bits(dl == 1))  # fmt: skip
+    return (
+        metrics.pack_bits(q == 1),
+        metrics.pack_bits(ql == 1),
+        metrics.pack_bits(d == 1),
+        metrics.pack_bits(dl == 1),
+    )
 
 
 @pytest.mark.parametrize("chunk", [1, 7, 64, 1000])

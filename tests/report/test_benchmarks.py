@@ -23,8 +23,11 @@ def _universality_rows() -> list[dict]:
         ("dpsh", "atrdh"): [0.79, 0.70, 0.69, 0.60, 0.55, 0.52, 0.50],
         ("dpsh", "cgat"): [0.78, 0.75, 0.74, 0.70, 0.54, 0.65, 0.53],  # below ATRDH under SDHA
     }
-    rows = [{"method": m, "backbone": "small_cnn", "defense": d, "attack": a, "map": v}
-            for (m, d), vs in values.items() for a, v in zip(ATTACKS, vs, strict=True)]  # fmt: skip
+    rows = [
+        {"method": m, "backbone": "small_cnn", "defense": d, "attack": a, "map": v}
+        for (m, d), vs in values.items()
+        for a, v in zip(ATTACKS, vs, strict=True)
+    ]
     rows += [
         {
             "method": "dph",
@@ -68,8 +71,11 @@ def test_defense_checks_compute_gaps_and_lift(tmp_path) -> None:
         "atrdh": [0.79, 0.70, 0.69, 0.60, 0.55, 0.52, 0.50],
         "cgat": [0.77, 0.75, 0.74, 0.70, 0.66, 0.61, 0.60],
     }
-    rows = [{**base, "defense": d, "lam": None if d == "none" else 1.0, "attack": a, "map": v}
-            for d, vs in maps.items() for a, v in zip(ATTACKS, vs, strict=True)]  # fmt: skip
+    rows = [
+        {**base, "defense": d, "lam": None if d == "none" else 1.0, "attack": a, "map": v}
+        for d, vs in maps.items()
+        for a, v in zip(ATTACKS, vs, strict=True)
+    ]
     rows += [
         {**base, "defense": "cgat", "lam": lam, "attack": a, "map": 0.5}
         for lam in (0.5, 2.0)
@@ -84,19 +90,50 @@ def test_defense_checks_compute_gaps_and_lift(tmp_path) -> None:
 
 def test_defense_tables_add_prosgan_beside_and_the_nag_transfer_table(tmp_path) -> None:
     base = {"dataset": "fashion-mnist", "bits": 16, "loss": "dpsh"}
-    rows = [{**base, "defense": d, "lam": None if d == "none" else 1.0, "attack": a, "map": 0.5}
-            for d in ("none", "atrdh", "cgat") for a in ATTACKS]  # fmt: skip
-    rows.append({**base, "defense": "cgat", "lam": 1.0, "attack": "prosgan", "map": 0.4, "tmap": 0.7,
-                 "linf": 0.5})  # fmt: skip
-    rows.append({**base, "defense": "atrdh", "lam": 1.0, "attack": "prosgan", "map": 0.3, "tmap": 0.8,
-                 "linf": 0.6, "device": "NVIDIA H200"})  # fmt: skip
-    nag = {"none": (0.30, 0.40), "atrdh": (0.60, 0.70), "cgat": (0.65, 0.66)}  # mAP from resnet18, from resnet34
+    rows = [
+        {**base, "defense": d, "lam": None if d == "none" else 1.0, "attack": a, "map": 0.5}
+        for d in ("none", "atrdh", "cgat")
+        for a in ATTACKS
+    ]
+    rows.append(
+        {**base, "defense": "cgat", "lam": 1.0, "attack": "prosgan", "map": 0.4, "tmap": 0.7, "linf": 0.5}
+    )
+    rows.append(
+        {
+            **base,
+            "defense": "atrdh",
+            "lam": 1.0,
+            "attack": "prosgan",
+            "map": 0.3,
+            "tmap": 0.8,
+            "linf": 0.6,
+            "device": "NVIDIA H200",
+        }
+    )
+    nag = {
+        "none": (0.30, 0.40),
+        "atrdh": (0.60, 0.70),
+        "cgat": (0.65, 0.66),
+    }  # mAP from resnet18, from resnet34
     for defense, maps in nag.items():
         for surrogate, value in zip(("resnet18", "resnet34"), maps, strict=True):
-            rows.append({**base, "defense": defense, "lam": None if defense == "none" else 1.0, "protocol": "nag",
-                         "attack": f"nag@{surrogate}", "budget": 8, "surrogate": surrogate, "map": value,
-                         "tmap": 0.1, "clean_map": 0.8, "surrogate_clean_map": 0.75, "surrogate_tmap": 0.9,
-                         **({"device": "NVIDIA H200"} if surrogate == "resnet34" else {})})
+            rows.append(
+                {
+                    **base,
+                    "defense": defense,
+                    "lam": None if defense == "none" else 1.0,
+                    "protocol": "nag",
+                    "attack": f"nag@{surrogate}",
+                    "budget": 8,
+                    "surrogate": surrogate,
+                    "map": value,
+                    "tmap": 0.1,
+                    "clean_map": 0.8,
+                    "surrogate_clean_map": 0.75,
+                    "surrogate_tmap": 0.9,
+                    **({"device": "NVIDIA H200"} if surrogate == "resnet34" else {}),
+                }
+            )
     text = defense_benchmark_markdown(rows, tmp_path / "figures")
     assert "ProS-GAN t-mAP (mean L-inf) ATRDH 0.8000 (153/255), CgAT 0.7000 (128/255)" in text
     assert "ProS-GAN generators trained on NVIDIA H200 (ATRDH); on this machine's CPU (CgAT)" in text
@@ -105,14 +142,24 @@ def test_defense_tables_add_prosgan_beside_and_the_nag_transfer_table(tmp_path) 
     assert "| ATRDH | 0.8000 | 0.6000 (0.1000) | 0.7000 (0.1000) |" in text
     assert "surrogate (clean / white-box t-mAP) |  | 0.7500 / 0.9000 | 0.7500 / 0.9000 |" in text
     assert "CgAT's mAP above ATRDH's under 1 of 2 surrogates" in text
-    assert ("Surrogates trained and NAG crafted on NVIDIA H200 (resnet34); on this machine's CPU (resnet18); the "
-            "victims trained on this machine's CPU.") in text
+    assert (
+        "Surrogates trained and NAG crafted on NVIDIA H200 (resnet34); on this machine's CPU (resnet18); the "
+        "victims trained on this machine's CPU."
+    ) in text
     assert "mAP points lost to NAG: undefended 40.0 to 50.0, ATRDH 10.0 to 20.0, CgAT 14.0 to 15.0" in text
 
 
 def test_attack_tables_name_the_lowest_attack(tmp_path) -> None:
-    base = {"dataset": "fashion-mnist", "bits": 32, "model": "dph", "protocol": "pgd20", "queries": 1000,
-            "steps": None, "margin": None, "seconds_per_image": 0.01}  # fmt: skip
+    base = {
+        "dataset": "fashion-mnist",
+        "bits": 32,
+        "model": "dph",
+        "protocol": "pgd20",
+        "queries": 1000,
+        "steps": None,
+        "margin": None,
+        "seconds_per_image": 0.01,
+    }
     maps = {
         "clean": 0.85,
         "p2p": 0.55,
@@ -125,19 +172,34 @@ def test_attack_tables_name_the_lowest_attack(tmp_path) -> None:
     rows = [{**base, "attack": a, "map": v} for a, v in maps.items()]
     text = attack_benchmark_markdown(rows, tmp_path / "figures")
     assert "fashion-mnist 32 bits (dph): lowest is SDHA (0.2600)" in text
-    rows += [{**base, "attack": "prosgan", "map": 0.01, "linf": 0.7}, {**base, "attack": "cascade", "map": 0.2,
-                                                                          "linf": 8 / 255}]  # fmt: skip
+    rows += [
+        {**base, "attack": "prosgan", "map": 0.01, "linf": 0.7},
+        {**base, "attack": "cascade", "map": 0.2, "linf": 8 / 255},
+    ]
     text = attack_benchmark_markdown(rows, tmp_path / "figures")
-    assert ("lowest is SDHA (0.2600), beside ProS-GAN 0.0100 (unbounded: L-inf 178/255), Robust cascade 0.2000"
-            in text)
+    assert (
+        "lowest is SDHA (0.2600), beside ProS-GAN 0.0100 (unbounded: L-inf 178/255), Robust cascade 0.2000"
+        in text
+    )
 
 
 def test_time_table_names_the_cells_timed_on_one_thread(tmp_path) -> None:
-    base = {"dataset": "fashion-mnist", "bits": 32, "model": "dph", "protocol": "default", "queries": 100,
-            "steps": None, "margin": None, "seconds_per_image": 0.01}  # fmt: skip
-    rows = [{**base, "attack": "clean", "map": 0.85}, {**base, "attack": "hag", "map": 0.3},
-            {**base, "attack": "saat", "map": 0.4, "cpu_threads": 1},
-            {**base, "attack": "cascade", "map": 0.2, "cpu_threads": 2}]  # fmt: skip
+    base = {
+        "dataset": "fashion-mnist",
+        "bits": 32,
+        "model": "dph",
+        "protocol": "default",
+        "queries": 100,
+        "steps": None,
+        "margin": None,
+        "seconds_per_image": 0.01,
+    }
+    rows = [
+        {**base, "attack": "clean", "map": 0.85},
+        {**base, "attack": "hag", "map": 0.3},
+        {**base, "attack": "saat", "map": 0.4, "cpu_threads": 1},
+        {**base, "attack": "cascade", "map": 0.2, "cpu_threads": 2},
+    ]
     text = attack_benchmark_markdown(rows, tmp_path / "figures")
     assert "(the rest on two): SAAT (fashion-mnist). Their seconds" in text
     rows[2]["cpu_threads"] = 2
@@ -152,14 +214,35 @@ def test_gpu_benchmark_runs_quick_on_the_cpu(tmp_path):
 
     out = tmp_path / "gpu.json"
     root = Path(__file__).resolve().parents[2]
-    subprocess.run([sys.executable, str(root / "benchmarks" / "bench_gpu.py"), "--quick", "--device", "cpu",
-                    "--backbones", "alexnet", "--image-size", "64", "--attacks", "pga,hag", "--variants",
-                    "plain,channels_last", "--quick-steps", "1", "--out", str(out)], check=True,
-                   capture_output=True, cwd=root)  # fmt: skip
+    subprocess.run(
+        [
+            sys.executable,
+            str(root / "benchmarks" / "bench_gpu.py"),
+            "--quick",
+            "--device",
+            "cpu",
+            "--backbones",
+            "alexnet",
+            "--image-size",
+            "64",
+            "--attacks",
+            "pga,hag",
+            "--variants",
+            "plain,channels_last",
+            "--quick-steps",
+            "1",
+            "--out",
+            str(out),
+        ],
+        check=True,
+        capture_output=True,
+        cwd=root,
+    )
     doc = load_results(out)
     assert isinstance(doc, BenchmarkRows)
     got = {(r["precision"], r["variant"], r["attack"]) for r in doc.rows}
     assert got == {(p, "plain", a) for p in ("fp32", "bf16") for a in ("bare", "pga", "hag")} | {
-        (p, "channels_last", a) for p in ("fp32", "bf16") for a in ("bare", "pga")}
+        (p, "channels_last", a) for p in ("fp32", "bf16") for a in ("bare", "pga")
+    }
     assert all(r["seconds_per_image"] > 0 and r["device_name"].startswith("cpu") for r in doc.rows)
     assert "| alexnet | fp32 | plain | pga |" in doc.markdown

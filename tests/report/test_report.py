@@ -28,15 +28,33 @@ def results_files(toy, tmp_path_factory):
     suite = AttackSuite(attacks=["pga", "p2p"], protocol="pgd20", eps=32 / 255, topk=None, gallery_queries=2)
     paths = []
     for name, defense in (("none", None), ("cgat", {"method": "cgat"})):
-        meta = {"kind": "defended" if defense else "trained", "model": model.config, "defense": defense,
-                "train": {"loss": "dph"}, "dataset": {"name": "toy"}, "seed": 0}  # fmt: skip
-        run = evaluate_attacks(model, data, suite, quiet=True, config={"model": str(folder / f"{name}.pt"),
-                               "dataset": {"name": "toy"}}, model_meta=meta)  # fmt: skip
+        meta = {
+            "kind": "defended" if defense else "trained",
+            "model": model.config,
+            "defense": defense,
+            "train": {"loss": "dph"},
+            "dataset": {"name": "toy"},
+            "seed": 0,
+        }
+        run = evaluate_attacks(
+            model,
+            data,
+            suite,
+            quiet=True,
+            config={"model": str(folder / f"{name}.pt"), "dataset": {"name": "toy"}},
+            model_meta=meta,
+        )
         paths.append(run.write(folder / f"attacks-{name}.json"))
-    rows = BenchmarkRows(config={}, seed=0, environment={"torch": "x"}, created="", benchmark="attacks",
-                         command="python benchmarks/bench_attacks.py",
-                         markdown="### Table 5\n\n| a | b |\n|---|---:|\n| x | 1 |\n",
-                         rows=[{"attack": a, "map": m} for a, m in (("clean", 0.8), ("hag", 0.3))])  # fmt: skip
+    rows = BenchmarkRows(
+        config={},
+        seed=0,
+        environment={"torch": "x"},
+        created="",
+        benchmark="attacks",
+        command="python benchmarks/bench_attacks.py",
+        markdown="### Table 5\n\n| a | b |\n|---|---:|\n| x | 1 |\n",
+        rows=[{"attack": a, "map": m} for a, m in (("clean", 0.8), ("hag", 0.3))],
+    )
     return paths, rows.write(folder / "attacks.json")
 
 
@@ -101,14 +119,41 @@ def test_gallery_is_drawn_from_the_stored_run_and_marks_relevant_items(results_f
 def test_schema_1_results_are_still_read(results_files, tmp_path):
     paths, _ = results_files
     run = load_results(paths[0])
-    legacy = {"schema": "robusthash-results/1", "command": "attack", "config": run.config, "seed": 0,
-              "environment": {}, "model": run.model, "results": {
-                  "queries": len(run.query_indices), "query_indices": run.query_indices,
-                  "clean": {"map": run.clean.map, "topk": None, "ap": run.clean.ap, "pr_curve": run.clean.pr_curve,
-                            "p_at_n": run.clean.p_at_n},
-                  "attacks": {a.name: {"map": a.map, "topk": None, "ap": a.scores.ap, "pr_curve": {}, "p_at_n": {},
-                                       "settings": a.settings, "targeted": a.targeted, "seconds": a.seconds,
-                                       "bits_flipped": 1.0, "linf": 0.1, "l2": 1.0} for a in run.attacks}}}  # fmt: skip
+    legacy = {
+        "schema": "robusthash-results/1",
+        "command": "attack",
+        "config": run.config,
+        "seed": 0,
+        "environment": {},
+        "model": run.model,
+        "results": {
+            "queries": len(run.query_indices),
+            "query_indices": run.query_indices,
+            "clean": {
+                "map": run.clean.map,
+                "topk": None,
+                "ap": run.clean.ap,
+                "pr_curve": run.clean.pr_curve,
+                "p_at_n": run.clean.p_at_n,
+            },
+            "attacks": {
+                a.name: {
+                    "map": a.map,
+                    "topk": None,
+                    "ap": a.scores.ap,
+                    "pr_curve": {},
+                    "p_at_n": {},
+                    "settings": a.settings,
+                    "targeted": a.targeted,
+                    "seconds": a.seconds,
+                    "bits_flipped": 1.0,
+                    "linf": 0.1,
+                    "l2": 1.0,
+                }
+                for a in run.attacks
+            },
+        },
+    }
     (tmp_path / "old.json").write_text(json.dumps(legacy))
     old = load_results(tmp_path / "old.json")
     assert isinstance(old, RobustnessRun) and old.robust_map == pytest.approx(run.robust_map)
@@ -122,17 +167,29 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 def test_page_renders_in_a_headless_browser(results_files, tmp_path):
     paths, bench = results_files
     index = build_report([*paths, bench], tmp_path / "rep")
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-             f"--user-data-dir={tmp_path / 'profile'}"]  # fmt: skip
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-quic",
+        f"--user-data-dir={tmp_path / 'profile'}",
+    ]
     url = index.resolve().as_uri()
     dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120)
     assert dom.returncode == 0, dom.stderr[-2000:]
     assert dom.stdout.count("<table") >= 3 and dom.stdout.count("<img") >= 6
     assert "robusthash robustness report" in dom.stdout
     shot = tmp_path / "report.png"
-    run = subprocess.run([CHROMIUM, *flags, f"--screenshot={shot}", "--window-size=1200,2400", url],
-                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    run = subprocess.run(
+        [CHROMIUM, *flags, f"--screenshot={shot}", "--window-size=1200,2400", url],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert run.returncode == 0 and shot.is_file()
     assert not re.search(r"(Uncaught|Failed to load resource|ERR_FILE_NOT_FOUND)", run.stderr)
     from PIL import Image

@@ -26,12 +26,20 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def _add_data_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", default=None, help="dataset name (see 'robusthash datasets'); default: the "
-                   "checkpoint's, else fashion-mnist")  # fmt: skip
+    p.add_argument(
+        "--dataset",
+        default=None,
+        help="dataset name (see 'robusthash datasets'); default: the checkpoint's, else fashion-mnist",
+    )
     p.add_argument("--data-dir", default=None, help="folder holding the dataset's files")
-    p.add_argument("--database", default=None, help="database size (a multiple of 10) or 'all' for Fashion-MNIST "
-                   "data; default 10000")  # fmt: skip
-    p.add_argument("--split-seed", type=int, default=None, help="seed of the train/query/database draw (default 0)")
+    p.add_argument(
+        "--database",
+        default=None,
+        help="database size (a multiple of 10) or 'all' for Fashion-MNIST data; default 10000",
+    )
+    p.add_argument(
+        "--split-seed", type=int, default=None, help="seed of the train/query/database draw (default 0)"
+    )
     p.add_argument("--image-size", type=int, default=None, help="image side for list datasets (default 224)")
 
 
@@ -49,27 +57,60 @@ def _threads(text: str) -> int | str:
 
 def _add_run_options(p: argparse.ArgumentParser, seed: bool = True) -> None:
     if seed:
-        p.add_argument("--seed", type=int, default=0, help="seed of everything random in this run (default 0)")
+        p.add_argument(
+            "--seed", type=int, default=0, help="seed of everything random in this run (default 0)"
+        )
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--threads", type=_threads, default=None, help="CPU threads: a count, or auto (default): the "
-                   "cores other work leaves idle, at least 1 (more threads than idle cores run slower)")
-    p.add_argument("--cudnn-benchmark", action="store_true", help="on CUDA, autotune the convolution kernels: "
-                   "faster (an H200: 1.2x fp32, 2.5x bf16), but floats may differ between runs of one seed")
+    p.add_argument(
+        "--threads",
+        type=_threads,
+        default=None,
+        help="CPU threads: a count, or auto (default): the "
+        "cores other work leaves idle, at least 1 (more threads than idle cores run slower)",
+    )
+    p.add_argument(
+        "--cudnn-benchmark",
+        action="store_true",
+        help="on CUDA, autotune the convolution kernels: "
+        "faster (an H200: 1.2x fp32, 2.5x bf16), but floats may differ between runs of one seed",
+    )
 
 
 def _add_model_options(p: argparse.ArgumentParser, what: str) -> None:
-    p.add_argument("--model", required=True, help=f"{what}: a robusthash checkpoint, a zoo model's name (e.g. "
-                   "fashion-mnist-dph-32-cgat), or a state dict with --model-def / --backbone")  # fmt: skip
-    p.add_argument("--model-def", default=None, help="path/to/file.py:factory building your nn.Module (images "
-                   "in [0, 1] -> (N, K) codes); --model is then its state dict or a checkpoint robusthash wrote")
-    p.add_argument("--backbone", default=None, help="with a state dict of the field's public code (DeepHash-pytorch, "
-                   "CgAT / ProS-GAN layouts): its backbone, e.g. alexnet, vgg11, resnet50")  # fmt: skip
-    p.add_argument("--bits", type=int, default=None, help="with --backbone: the code length of that state dict")
-    p.add_argument("--model-output", default="tanh", choices=["tanh", "preactivation"],
-                   help="what the --model-def module returns (default tanh)")  # fmt: skip
-    p.add_argument("--loss", dest="model_loss", default="dph",
-                   help="hashing loss of a brought model, for defences (default dph)")  # fmt: skip
+    p.add_argument(
+        "--model",
+        required=True,
+        help=f"{what}: a robusthash checkpoint, a zoo model's name (e.g. "
+        "fashion-mnist-dph-32-cgat), or a state dict with --model-def / --backbone",
+    )
+    p.add_argument(
+        "--model-def",
+        default=None,
+        help="path/to/file.py:factory building your nn.Module (images "
+        "in [0, 1] -> (N, K) codes); --model is then its state dict or a checkpoint robusthash wrote",
+    )
+    p.add_argument(
+        "--backbone",
+        default=None,
+        help="with a state dict of the field's public code (DeepHash-pytorch, "
+        "CgAT / ProS-GAN layouts): its backbone, e.g. alexnet, vgg11, resnet50",
+    )
+    p.add_argument(
+        "--bits", type=int, default=None, help="with --backbone: the code length of that state dict"
+    )
+    p.add_argument(
+        "--model-output",
+        default="tanh",
+        choices=["tanh", "preactivation"],
+        help="what the --model-def module returns (default tanh)",
+    )
+    p.add_argument(
+        "--loss",
+        dest="model_loss",
+        default="dph",
+        help="hashing loss of a brought model, for defences (default dph)",
+    )
 
 
 def _datasets_arguments(p: argparse.ArgumentParser) -> None:
@@ -93,10 +134,16 @@ def _evaluate_arguments(p: argparse.ArgumentParser) -> None:
     _add_data_options(p)
     p.add_argument("--topk", type=int, default=1000, help="mAP cut-off (default 1000; 0 = whole database)")
     p.add_argument("--out", default=None, help="results JSON (default: next to the checkpoint)")
-    p.add_argument("--store", default=None, help="folder of a bit-packed, memory-mapped code store: the database "
-                   "is encoded into it in chunks (resuming a killed run) and scored by streaming, in bounded "
-                   "memory, for databases of millions of images")  # fmt: skip
-    p.add_argument("--chunk", type=int, default=65536, help="database items per chunk of --store (default 65536)")
+    p.add_argument(
+        "--store",
+        default=None,
+        help="folder of a bit-packed, memory-mapped code store: the database "
+        "is encoded into it in chunks (resuming a killed run) and scored by streaming, in bounded "
+        "memory, for databases of millions of images",
+    )
+    p.add_argument(
+        "--chunk", type=int, default=65536, help="database items per chunk of --store (default 65536)"
+    )
     _add_run_options(p)
     p.set_defaults(handler=cmd_evaluate)
 
@@ -106,12 +153,19 @@ def _attack_arguments(p: argparse.ArgumentParser) -> None:
     from robusthash.robustness import AttackSuite
 
     _add_model_options(p, "model to attack (the victim)")
-    p.add_argument("--surrogate", default=None, help="checkpoint(s), comma-separated, that craft transfer attacks")
+    p.add_argument(
+        "--surrogate", default=None, help="checkpoint(s), comma-separated, that craft transfer attacks"
+    )
     _add_data_options(p)
     add_arguments(p, AttackSuite, skip=["attacks"])
-    p.add_argument("--attack", dest="attacks", default=None, type=lambda t: [a for a in t.split(",") if a.strip()],
-                   help="comma-separated attacks (see 'robusthash datasets'); default pga,hag,sdha,p2p,dhta; "
-                        "under --protocol robust the cascade, then these")
+    p.add_argument(
+        "--attack",
+        dest="attacks",
+        default=None,
+        type=lambda t: [a for a in t.split(",") if a.strip()],
+        help="comma-separated attacks (see 'robusthash datasets'); default pga,hag,sdha,p2p,dhta; "
+        "under --protocol robust the cascade, then these",
+    )
     p.add_argument("--out", default=None, help="output folder (default: <checkpoint>-attacks/)")
     _add_run_options(p, seed=False)
     p.set_defaults(handler=cmd_attack)
@@ -131,7 +185,9 @@ def _defend_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _report_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("results", nargs="+", help="attack results, an experiment's results.json, or benchmark rows")
+    p.add_argument(
+        "results", nargs="+", help="attack results, an experiment's results.json, or benchmark rows"
+    )
     p.add_argument("--out", default="runs/report", help="output folder (default runs/report)")
     p.set_defaults(handler=cmd_report)
 
@@ -141,8 +197,11 @@ def _run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="output folder (default runs/<experiment name>)")
     p.add_argument("--data-dir", default=None, help="folder with the dataset's files")
     p.add_argument("--seed", type=int, default=None, help="override the file's seed")
-    p.add_argument("--from-scratch", action="store_true",
-                   help="train every model instead of using a model zoo checkpoint of the same recipe")  # fmt: skip
+    p.add_argument(
+        "--from-scratch",
+        action="store_true",
+        help="train every model instead of using a model zoo checkpoint of the same recipe",
+    )
     _add_run_options(p, seed=False)
     p.set_defaults(handler=cmd_run)
 
@@ -151,8 +210,11 @@ def _demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
     p.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST IDX files")
     p.add_argument("--print", action="store_true", help="print the demo's experiment file (to copy and edit)")
-    p.add_argument("--from-scratch", action="store_true",
-                   help="train every model instead of using the model zoo's shipped checkpoints")  # fmt: skip
+    p.add_argument(
+        "--from-scratch",
+        action="store_true",
+        help="train every model instead of using the model zoo's shipped checkpoints",
+    )
     _add_run_options(p)
     p.set_defaults(handler=cmd_demo)
 
@@ -204,8 +266,13 @@ def _dataset_given(args: argparse.Namespace) -> dict[str, Any]:
             database = int(database)
         except ValueError:
             raise UserError(f"--database must be an integer or 'all', got {database!r}") from None
-    return {"name": args.dataset, "data_dir": args.data_dir, "database": database, "split_seed": args.split_seed,
-            "image_size": args.image_size}  # fmt: skip
+    return {
+        "name": args.dataset,
+        "data_dir": args.data_dir,
+        "database": database,
+        "split_seed": args.split_seed,
+        "image_size": args.image_size,
+    }
 
 
 def _model_file(spec: str) -> Path:
@@ -224,8 +291,9 @@ def _load_model(args: argparse.Namespace, device: torch.device) -> Any:  # Loade
     """``--model`` [+ ``--model-def`` / ``--backbone``] and its data."""
     from robusthash.loading import ModelSource, load_with_data
 
-    source = ModelSource(_model_file(args.model), args.model_def, args.backbone, args.bits, args.model_output,
-                         args.model_loss)  # fmt: skip
+    source = ModelSource(
+        _model_file(args.model), args.model_def, args.backbone, args.bits, args.model_output, args.model_loss
+    )
     return load_with_data(source, device, _dataset_given(args))
 
 
@@ -249,8 +317,11 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     print("\nbackbones: " + ", ".join(BACKBONES.names()))
     print("losses:    " + ", ".join(LOSSES.names()))
     print("attacks:   " + ", ".join(f"{n} ({ATTACKS.get(n).threat_model})" for n in ATTACKS.names()))
-    print("defences:  " + ", ".join(_with_options(n, DEFENSES.get(n).Options) for n in DEFENSES.names())
-          + "  (--method-options JSON)")
+    print(
+        "defences:  "
+        + ", ".join(_with_options(n, DEFENSES.get(n).Options) for n in DEFENSES.names())
+        + "  (--method-options JSON)"
+    )
     return 0
 
 
@@ -268,11 +339,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     options = DatasetRef().with_given(**_dataset_given(args)).options()
     data = DatasetRef.of(options).load()
-    result = train(data, config, args.out, device, resume=not args.no_resume, dataset_options=options,
-                   quiet=args.quiet)  # fmt: skip
+    result = train(
+        data, config, args.out, device, resume=not args.no_resume, dataset_options=options, quiet=args.quiet
+    )
     report = evaluate_retrieval(result.model, data, device, topk=1000)
-    print(f"saved {args.out}: {config.loss} {config.bits} bits on {data.name}, "
-          f"clean mAP@1000 = {report['map']:.4f} ({result.seconds:.0f} s of training)")  # fmt: skip
+    print(
+        f"saved {args.out}: {config.loss} {config.bits} bits on {data.name}, "
+        f"clean mAP@1000 = {report['map']:.4f} ({result.seconds:.0f} s of training)"
+    )
     return 0
 
 
@@ -300,12 +374,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         report = store.report(queries, labels_of(data.query), topk, quiet=args.quiet)
     else:
         report = evaluate_retrieval(model, data, device, topk, quiet=args.quiet, per_query=True)
-    run = EvaluationRun(config={"model": args.model, "dataset": options, "topk": topk, "store": args.store},
-                        seed=args.seed,
-                        environment=environment(device), created=now(), model=ckpt.summary(),
-                        clean=Scores.from_report(report))  # fmt: skip
+    run = EvaluationRun(
+        config={"model": args.model, "dataset": options, "topk": topk, "store": args.store},
+        seed=args.seed,
+        environment=environment(device),
+        created=now(),
+        model=ckpt.summary(),
+        clean=Scores.from_report(report),
+    )
     run.write(out)
-    print(f"clean mAP@{report['topk']} = {report['map']:.4f} ({data.name}, {model.bits} bits); results in {out}")
+    print(
+        f"clean mAP@{report['topk']} = {report['map']:.4f} ({data.name}, {model.bits} bits); results in {out}"
+    )
     return 0
 
 
@@ -323,11 +403,23 @@ def cmd_attack(args: argparse.Namespace) -> int:
     with exclusive_output(out / "attack_results.json"):
         loaded = _load_model(args, device)
         model, ckpt, data, options = loaded.model, loaded.checkpoint, loaded.data, loaded.dataset.options()
-        surrogates = {Path(p).stem: read_checkpoint(p).build_model(device)
-                      for p in (args.surrogate or "").split(",") if p.strip()}  # fmt: skip
-        run = evaluate_attacks(model, data, suite, device, quiet=args.quiet, surrogates=surrogates,
-                               config={"model": args.model, "dataset": options}, model_meta=ckpt.summary(),
-                               resume=out / CRAFTED, label=Path(args.model).stem)  # fmt: skip
+        surrogates = {
+            Path(p).stem: read_checkpoint(p).build_model(device)
+            for p in (args.surrogate or "").split(",")
+            if p.strip()
+        }
+        run = evaluate_attacks(
+            model,
+            data,
+            suite,
+            device,
+            quiet=args.quiet,
+            surrogates=surrogates,
+            config={"model": args.model, "dataset": options},
+            model_meta=ckpt.summary(),
+            resume=out / CRAFTED,
+            label=Path(args.model).stem,
+        )
         write_attack_outputs(run, out)
         discard_crafted(out / CRAFTED)
     return 0
@@ -381,17 +473,34 @@ def cmd_defend(args: argparse.Namespace) -> int:
     loaded = _load_model(args, device)
     model, base, data, options = loaded.model, loaded.checkpoint, loaded.data, loaded.dataset.options()
     if base.record.kind == "defended":
-        raise UserError(f"{args.model} is already a defended model; start from the clean checkpoint it came from")
-    out = Path(args.out) if args.out else Path(args.model).with_name(f"{Path(args.model).stem}-{config.method}.pt")
+        raise UserError(
+            f"{args.model} is already a defended model; start from the clean checkpoint it came from"
+        )
+    out = (
+        Path(args.out)
+        if args.out
+        else Path(args.model).with_name(f"{Path(args.model).stem}-{config.method}.pt")
+    )
     result = defend(base, data, config, out, device, resume=not args.no_resume, quiet=args.quiet, model=model)
     report = evaluate_retrieval(result.model, data, device, topk=1000, per_query=True)
-    run = DefenseRun(config={"defense": asdict(config), "dataset": options}, seed=config.seed,
-                     environment=environment(device), created=now(), method=config.method, checkpoint=str(out),
-                     base_checkpoint=args.model, base_fingerprint=result.base_fingerprint,
-                     history=result.history, seconds=result.seconds, clean=Scores.from_report(report))  # fmt: skip
+    run = DefenseRun(
+        config={"defense": asdict(config), "dataset": options},
+        seed=config.seed,
+        environment=environment(device),
+        created=now(),
+        method=config.method,
+        checkpoint=str(out),
+        base_checkpoint=args.model,
+        base_fingerprint=result.base_fingerprint,
+        history=result.history,
+        seconds=result.seconds,
+        clean=Scores.from_report(report),
+    )
     run.write(out.with_suffix(".json"))
-    print(f"saved {out}: {config.method} from {args.model}, clean mAP@1000 = {report['map']:.4f} "
-          f"({result.seconds:.0f} s of adversarial training); run record {out.with_suffix('.json')}")  # fmt: skip
+    print(
+        f"saved {out}: {config.method} from {args.model}, clean mAP@1000 = {report['map']:.4f} "
+        f"({result.seconds:.0f} s of adversarial training); run record {out.with_suffix('.json')}"
+    )
     return 0
 
 
@@ -409,8 +518,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     from robusthash.app.experiment import load_experiment, run_experiment
 
     out = args.out or f"runs/{load_experiment(args.experiment, args.seed, args.data_dir).name}"
-    run_experiment(args.experiment, out, args.seed, args.device, args.quiet, args.data_dir, args.from_scratch,
-                   args.threads)  # fmt: skip
+    run_experiment(
+        args.experiment,
+        out,
+        args.seed,
+        args.device,
+        args.quiet,
+        args.data_dir,
+        args.from_scratch,
+        args.threads,
+    )
     return 0
 
 
@@ -420,7 +537,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.print:
         print(DEMO.read_text(encoding="utf-8"), end="")
         return 0
-    run_experiment(DEMO, args.out, args.seed, args.device, args.quiet, args.data_dir, args.from_scratch, args.threads)
+    run_experiment(
+        DEMO, args.out, args.seed, args.device, args.quiet, args.data_dir, args.from_scratch, args.threads
+    )
     return 0
 
 
@@ -462,8 +581,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         # run and demo: the experiment file may name its own threads
         own = hasattr(args, "threads") and args.command not in ("run", "demo")
-        with warnings.catch_warnings(), _launched(args), cudnn_autotuning(getattr(args, "cudnn_benchmark", False)), \
-                threads_set(args.threads) if own else contextlib.nullcontext():
+        with (
+            warnings.catch_warnings(),
+            _launched(args),
+            cudnn_autotuning(getattr(args, "cudnn_benchmark", False)),
+            threads_set(args.threads) if own else contextlib.nullcontext(),
+        ):
             warnings.simplefilter("default")
             return handler(args)
     except _NothingToDo:
@@ -472,8 +595,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"robusthash: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("robusthash: interrupted (what was written so far is complete: train, defend, attack, run and demo "
-              "resume when rerun with the same arguments)", file=sys.stderr)  # fmt: skip
+        print(
+            "robusthash: interrupted (what was written so far is complete: train, defend, attack, run and demo "
+            "resume when rerun with the same arguments)",
+            file=sys.stderr,
+        )
         return 130
     except json.JSONDecodeError as exc:
         print(f"robusthash: error: a results file is not valid JSON: {exc}", file=sys.stderr)

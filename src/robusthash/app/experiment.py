@@ -67,10 +67,16 @@ class Experiment:
     threads: int | str = "auto"
 
     def resolved(self) -> dict[str, Any]:
-        return {"name": self.name, "seed": self.seed, "threads": self.threads, "dataset": self.dataset,
-                "train": asdict(self.train),
-                "attack": asdict(self.attack), "defend": {**asdict(self.defend), "methods": self.methods},
-                "model": {"checkpoint": self.checkpoint}}  # fmt: skip
+        return {
+            "name": self.name,
+            "seed": self.seed,
+            "threads": self.threads,
+            "dataset": self.dataset,
+            "train": asdict(self.train),
+            "attack": asdict(self.attack),
+            "defend": {**asdict(self.defend), "methods": self.methods},
+            "model": {"checkpoint": self.checkpoint},
+        }
 
 
 @dataclass
@@ -134,12 +140,16 @@ def load_experiment(path: str | Path, seed: int | None = None, data_dir: str | N
             raise UserError(f"{path} [defend] methods: {exc}") from None
     model = from_mapping(ModelTable, top.model, f"{path} [model]")
     experiment = Experiment(
-        name=top.name or path.stem, seed=seed, dataset=dataset.options(),
+        name=top.name or path.stem,
+        seed=seed,
+        dataset=dataset.options(),
         train=from_mapping(TrainConfig, {**top.train, "seed": seed}, f"{path} [train]"),
         attack=from_mapping(AttackSuite, {**top.attack, "seed": seed}, f"{path} [attack]"),
         defend=from_mapping(DefenseConfig, {**defend_table, "seed": seed}, f"{path} [defend]"),
-        methods=extra.methods, checkpoint=model.checkpoint, threads=top.threads,
-    )  # fmt: skip
+        methods=extra.methods,
+        checkpoint=model.checkpoint,
+        threads=top.threads,
+    )
     for table, config in (("train", experiment.train), ("attack", experiment.attack)):
         try:
             config.validate()
@@ -153,8 +163,9 @@ def load_experiment(path: str | Path, seed: int | None = None, data_dir: str | N
     return experiment
 
 
-def _attack_stage(model_path: Path, data: DatasetSplits, exp: Experiment, device: torch.device, out: Path,
-                  quiet: bool) -> RobustnessRun:  # fmt: skip
+def _attack_stage(
+    model_path: Path, data: DatasetSplits, exp: Experiment, device: torch.device, out: Path, quiet: bool
+) -> RobustnessRun:
     """The robustness run of one model, reused from ``out`` when an earlier run finished it with this config."""
     config = {"model": str(model_path), "dataset": exp.dataset}
     if out.exists():
@@ -166,8 +177,17 @@ def _attack_stage(model_path: Path, data: DatasetSplits, exp: Experiment, device
             return doc
     ckpt = read_checkpoint(model_path)
     crafted = out.with_suffix(".crafted")  # the shards crafted so far: an interrupted stage resumes from them
-    run = evaluate_attacks(ckpt.build_model(device), data, exp.attack, device, quiet=quiet, config=config,
-                           model_meta=ckpt.summary(), resume=crafted, label=model_path.stem)  # fmt: skip
+    run = evaluate_attacks(
+        ckpt.build_model(device),
+        data,
+        exp.attack,
+        device,
+        quiet=quiet,
+        config=config,
+        model_meta=ckpt.summary(),
+        resume=crafted,
+        label=model_path.stem,
+    )
     run.write(out)
     if is_main_process():
         shutil.rmtree(crafted, ignore_errors=True)
@@ -182,20 +202,32 @@ def experiment_table(runs: dict[str, RobustnessRun]) -> str:
     return markdown_table(header, rows)
 
 
-def run_experiment(path: str | Path, out: str | Path, seed: int | None = None, device_name: str = "auto",
-                   quiet: bool = False, data_dir: str | None = None, from_scratch: bool = False,
-                   threads: int | str | None = None) -> ExperimentRun:  # fmt: skip
+def run_experiment(
+    path: str | Path,
+    out: str | Path,
+    seed: int | None = None,
+    device_name: str = "auto",
+    quiet: bool = False,
+    data_dir: str | None = None,
+    from_scratch: bool = False,
+    threads: int | str | None = None,
+) -> ExperimentRun:
     """Run every stage of the experiment file ``path`` into folder ``out`` (see module docstring); the folder
     is locked for the run, so a second run into it is refused. ``threads`` (the command line's) overrides the
     file's."""
     exp = load_experiment(path, seed, data_dir)
     device = resolve_device(device_name)
     check_writable(out, folder=True)
-    with exclusive_output(Path(out) / "results.json"), threads_set(exp.threads if threads is None else threads):
+    with (
+        exclusive_output(Path(out) / "results.json"),
+        threads_set(exp.threads if threads is None else threads),
+    ):
         return _run(exp, Path(out), device, quiet, from_scratch)
 
 
-def _shipped(path: Path, exp: Experiment, from_scratch: bool, defense: DefenseConfig | None = None) -> str | None:
+def _shipped(
+    path: Path, exp: Experiment, from_scratch: bool, defense: DefenseConfig | None = None
+) -> str | None:
     """Put the zoo's model of this stage at ``path`` (its name), or, ``from_scratch``, remove a zoo copy an
     earlier run left there so that the stage trains."""
     if from_scratch:
@@ -221,18 +253,26 @@ def _run(exp: Experiment, out: Path, device: torch.device, quiet: bool, from_scr
         c = exp.train
         shipped = _shipped(model_path, exp, from_scratch)
         if shipped:
-            print(f"[1/{stages}] using the model zoo's {shipped} ({c.loss} / {c.backbone} / {c.bits} bits, this "
-                  f"recipe; --from-scratch retrains it) -> {model_path}")  # fmt: skip
+            print(
+                f"[1/{stages}] using the model zoo's {shipped} ({c.loss} / {c.backbone} / {c.bits} bits, this "
+                f"recipe; --from-scratch retrains it) -> {model_path}"
+            )
         else:
-            print(f"[1/{stages}] training {c.loss} / {c.backbone} / {c.bits} bits on {data.name} -> {model_path}")
+            print(
+                f"[1/{stages}] training {c.loss} / {c.backbone} / {c.bits} bits on {data.name} -> {model_path}"
+            )
         train(data, exp.train, model_path, device, dataset_options=exp.dataset, quiet=quiet)
     suite = exp.attack
-    print(f"[2/{stages}] attacking the undefended model ({', '.join(suite.attacks)}; protocol {suite.protocol})")
+    print(
+        f"[2/{stages}] attacking the undefended model ({', '.join(suite.attacks)}; protocol {suite.protocol})"
+    )
     runs = {"none": _attack_stage(model_path, data, exp, device, out / "attacks-none.json", quiet)}
     print(attack_table(runs["none"], "undefended model"))
     paths = {"none": model_path}
     if exp.methods:
-        print(f"[3/{stages}] adversarial training: {', '.join(exp.methods)} ({exp.defend.epochs} epochs each)")
+        print(
+            f"[3/{stages}] adversarial training: {', '.join(exp.methods)} ({exp.defend.epochs} epochs each)"
+        )
         base = read_checkpoint(model_path)
         for method in exp.methods:
             paths[method] = out / f"model-{method}.pt"
@@ -243,20 +283,34 @@ def _run(exp: Experiment, out: Path, device: torch.device, quiet: bool, from_scr
         print(f"[4/{stages}] attacking the defended models")
         for method in exp.methods:
             print(f"      {DEFENSES.get(method).display_name}: {', '.join(suite.attacks)}", flush=True)
-            runs[method] = _attack_stage(paths[method], data, exp, device, out / f"attacks-{method}.json", quiet)
-            print(f"      {DEFENSES.get(method).display_name}: robust mAP {runs[method].robust_map:.4f}", flush=True)
+            runs[method] = _attack_stage(
+                paths[method], data, exp, device, out / f"attacks-{method}.json", quiet
+            )
+            print(
+                f"      {DEFENSES.get(method).display_name}: robust mAP {runs[method].robust_map:.4f}",
+                flush=True,
+            )
     table = experiment_table(runs)
-    result = ExperimentRun(config=exp.resolved(), seed=exp.seed, environment=environment(device), created=now(),
-                           name=exp.name, rows=[ExperimentRow(runs[k].model_label, f"attacks-{k}.json", str(paths[k]))
-                                                for k in runs],
-                           seconds=time.perf_counter() - began)  # fmt: skip
+    result = ExperimentRun(
+        config=exp.resolved(),
+        seed=exp.seed,
+        environment=environment(device),
+        created=now(),
+        name=exp.name,
+        rows=[ExperimentRow(runs[k].model_label, f"attacks-{k}.json", str(paths[k])) for k in runs],
+        seconds=time.perf_counter() - began,
+    )
     result.write(out / "results.json")
     atomic_write_text(table, out / "defense_table.md")
     k = suite.topk or "all"
-    print(f"\nmAP@{k} on {data.name} ({exp.train.loss}, {exp.train.bits} bits), protocol {suite.protocol}, "
-          f"eps {suite.eps * 255:.0f}/255:\n\n{table}")  # fmt: skip
+    print(
+        f"\nmAP@{k} on {data.name} ({exp.train.loss}, {exp.train.bits} bits), protocol {suite.protocol}, "
+        f"eps {suite.eps * 255:.0f}/255:\n\n{table}"
+    )
     print(f"[{stages}/{stages}] writing the report (tables, PR and P@N curves, retrieval gallery)")
     index = build_report([out / "results.json"], out / "report") if is_main_process() else None
-    print(f"results in {out}/ (results.json, attacks-*.json, defense_table.md, config.json); report: {index}; "
-          f"{time.perf_counter() - began:.0f} s in all")  # fmt: skip
+    print(
+        f"results in {out}/ (results.json, attacks-*.json, defense_table.md, config.json); report: {index}; "
+        f"{time.perf_counter() - began:.0f} s in all"
+    )
     return result

@@ -69,24 +69,35 @@ def _tanh_with_derivative(name: str, derivative: Callable[[Tensor], Tensor], doc
         (h,) = ctx.saved_tensors
         return grad * derivative(h)
 
-    return type(name, (torch.autograd.Function,), {"forward": staticmethod(forward), "backward": staticmethod(backward),
-                                                    "__doc__": doc})  # fmt: skip
+    return type(
+        name,
+        (torch.autograd.Function,),
+        {"forward": staticmethod(forward), "backward": staticmethod(backward), "__doc__": doc},
+    )
 
 
-_StableTanh = _tanh_with_derivative("_StableTanh", lambda h: torch.cosh(h.clamp(-80, 80)).pow(-2), """
+_StableTanh = _tanh_with_derivative(
+    "_StableTanh",
+    lambda h: torch.cosh(h.clamp(-80, 80)).pow(-2),
+    """
     tanh whose derivative is computed from the input as sech^2(h), not from the output as 1 - tanh^2.
 
     In float32, tanh(h) rounds to exactly +-1 for |h| > 9, so ``1 - tanh(h)^2`` is exactly 0 and a saturated
     bit gives no gradient at all: PGD's sign step then ignores it however many steps it takes. sech^2(h)
     stays positive up to |h| of about 50, so a saturated bit still points the way (its size does not matter
-    to a sign step once the bits already flipped are masked out, as in PgA eq. 13).""")
-_SurrogateTanh = _tanh_with_derivative("_SurrogateTanh", lambda h: (1 + h.abs()).pow(-2), """
+    to a sign step once the bits already flipped are masked out, as in PgA eq. 13).""",
+)
+_SurrogateTanh = _tanh_with_derivative(
+    "_SurrogateTanh",
+    lambda h: (1 + h.abs()).pow(-2),
+    """
     tanh forward; backward through the softsign derivative ``1 / (1 + |h|)^2`` instead of sech^2(h).
 
     sech^2 decays like e^{-2|h|}: on a strongly saturated model the signed gradient is then dominated by the
     single least-saturated bit and PGD flips bits one at a time. The softsign derivative decays polynomially,
     so every bit that still agrees with the target keeps a say in the step (a surrogate gradient in the spirit
-    of straight-through estimators; the loss value is untouched).""")
+    of straight-through estimators; the loss value is untouched).""",
+)
 
 
 def stable_tanh(h: Tensor) -> Tensor:
@@ -105,7 +116,9 @@ def derive_seed(*parts: object) -> int:
     return int.from_bytes(digest, "little") & (2**63 - 1)
 
 
-def query_generator(seed: int, index: int, stream: str, device: torch.device | str = "cpu") -> torch.Generator:
+def query_generator(
+    seed: int, index: int, stream: str, device: torch.device | str = "cpu"
+) -> torch.Generator:
     """The generator of one query's draws of one kind (``start``, ``target``, ``anchor``, ...) on ``device``.
 
     On the CPU the draws are the reference numbers. A CUDA generator (Philox) seeded alike gives every query
@@ -181,8 +194,12 @@ class Attack:
     threat_model: ClassVar[str] = "white-box"
     paper: ClassVar[str] = ""
     test_options: ClassVar[dict[str, Any]] = {}
-    scores_itself: ClassVar[bool] = False  # takes ``topk``: scores its candidates with the evaluation's AP@topK
-    norm: str = "linf"  # the ball ``eps`` measures: linf (every attack of the papers) or l2 (Square's L2 variant)
+    scores_itself: ClassVar[bool] = (
+        False  # takes ``topk``: scores its candidates with the evaluation's AP@topK
+    )
+    norm: str = (
+        "linf"  # the ball ``eps`` measures: linf (every attack of the papers) or l2 (Square's L2 variant)
+    )
 
     def __init__(
         self,
@@ -238,9 +255,15 @@ class Attack:
 
     def describe(self) -> dict[str, Any]:
         """The settings that produced a result (for results files and figure captions)."""
-        return {"attack": self.name, "targeted": self.targeted, "threat_model": self.threat_model,
-                "eps": self.eps, "seed": self.seed, "precision": self.precision,
-                "block_rows": self.block_rows}  # fmt: skip
+        return {
+            "attack": self.name,
+            "targeted": self.targeted,
+            "threat_model": self.threat_model,
+            "eps": self.eps,
+            "seed": self.seed,
+            "precision": self.precision,
+            "block_rows": self.block_rows,
+        }
 
     # ----------------------------------------------------------------- preparation (learned attacks)
     def fit(self, reference: CodeBank | None = None, quiet: bool = True, train: Any = None) -> Attack:
@@ -264,7 +287,9 @@ class Attack:
     def save(self, path: str | Path) -> None:
         from robusthash.runtime import atomic_torch_save
 
-        atomic_torch_save({"attack": self.name, "settings": self.describe(), "state": self.fitted_state()}, path)
+        atomic_torch_save(
+            {"attack": self.name, "settings": self.describe(), "state": self.fitted_state()}, path
+        )
 
     def load(self, path: str | Path) -> Attack:
         """Restore a fitted attack saved by :meth:`save` (read with ``weights_only=True``)."""
@@ -285,12 +310,16 @@ class Attack:
         with :meth:`choose_targets` unless given.
         """
         if images.ndim != 4 or labels.ndim != 2 or images.shape[0] != labels.shape[0]:
-            raise UserError(f"expected images (N, C, H, W) and multi-hot labels (N, classes) with the same N, got "
-                            f"images {tuple(images.shape)} and labels {tuple(labels.shape)}")  # fmt: skip
+            raise UserError(
+                f"expected images (N, C, H, W) and multi-hot labels (N, classes) with the same N, got "
+                f"images {tuple(images.shape)} and labels {tuple(labels.shape)}"
+            )
         bank = self.reference if self.reference is not None else self.database
         if bank is not None and labels.shape[1] != bank.labels.shape[1]:
-            raise UserError(f"labels have {labels.shape[1]} classes, the model's code banks {bank.labels.shape[1]}: "
-                            "pass multi-hot label rows of the dataset the banks were encoded from")  # fmt: skip
+            raise UserError(
+                f"labels have {labels.shape[1]} classes, the model's code banks {bank.labels.shape[1]}: "
+                "pass multi-hot label rows of the dataset the banks were encoded from"
+            )
         if not images.is_floating_point():
             raise UserError(f"images must be floating point in [0, 1], got dtype {images.dtype}")
         channels = getattr(self.model, "in_channels", images.shape[1])
@@ -311,8 +340,9 @@ class Attack:
         out = torch.empty_like(images, pin_memory=pinned)
         starts = range(0, images.shape[0], self.batch_size)
         desc = self.name if self.label is None else f"{self.label}: {self.name}"
-        self._bar = tqdm(total=len(starts) * self.progress_units(), desc=desc, disable=self.quiet,
-                         leave=False)  # fmt: skip
+        self._bar = tqdm(
+            total=len(starts) * self.progress_units(), desc=desc, disable=self.quiet, leave=False
+        )
         try:
             with frozen(self.model):
                 for start in starts:
@@ -360,8 +390,12 @@ class Attack:
 
         The noise is drawn where ``x`` lives (no host-to-device copy of a batch of noise on CUDA).
         """
-        noise = torch.stack([torch.rand(x.shape[1:], generator=self.generator(int(i), stream, x.device),
-                                        device=x.device) for i in indices])  # fmt: skip
+        noise = torch.stack(
+            [
+                torch.rand(x.shape[1:], generator=self.generator(int(i), stream, x.device), device=x.device)
+                for i in indices
+            ]
+        )
         return (x + (noise * 2 - 1).mul_(self.eps).to(x.dtype)).clamp_(0.0, 1.0)
 
     def target_candidates(self) -> Tensor:
@@ -374,8 +408,12 @@ class Attack:
         generator (:func:`draw_disjoint_row`)."""
         indices = torch.arange(labels.shape[0]) if indices is None else indices
         candidates = self.target_candidates()
-        return torch.stack([draw_disjoint_row(y, candidates, self.generator(int(i), "target"))
-                            for y, i in zip(labels.cpu(), indices, strict=True)])  # fmt: skip
+        return torch.stack(
+            [
+                draw_disjoint_row(y, candidates, self.generator(int(i), "target"))
+                for y, i in zip(labels.cpu(), indices, strict=True)
+            ]
+        )
 
     def require_reference(self) -> CodeBank:
         if self.reference is None:
@@ -401,8 +439,15 @@ class IterativeAttack(Attack):
 
     default_steps: ClassVar[int] = 100
 
-    def __init__(self, model: nn.Module, *, steps: int | None = None, step_size: float = 1 / 255, eot: int = 1,
-                 **kwargs: Any) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        steps: int | None = None,
+        step_size: float = 1 / 255,
+        eot: int = 1,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(model, **kwargs)
         if not isinstance(eot, int) or eot < 1:
             raise UserError(f"eot must be a positive integer (gradient samples per step), got {eot!r}")
@@ -466,8 +511,14 @@ class IterativeAttack(Attack):
             self.step_done()
         return x_adv
 
-    def optimise(self, x: Tensor, loss_fn: Callable[[Tensor, int], Tensor], optimizer: str, lr: float,
-                 **optimizer_options: Any) -> Tensor:  # fmt: skip
+    def optimise(
+        self,
+        x: Tensor,
+        loss_fn: Callable[[Tensor, int], Tensor],
+        optimizer: str,
+        lr: float,
+        **optimizer_options: Any,
+    ) -> Tensor:
         """Minimise ``loss_fn`` with a torch optimiser (``sgd`` / ``adam``) on the image, projecting after each
         step (the public HAG and SDHA code); ``optimizer="pgd"`` maximises ``-loss_fn`` by :meth:`pgd`."""
         if optimizer == "pgd":
@@ -502,8 +553,9 @@ class QueryAttack(Attack):
     threat_model: ClassVar[str] = "query"
     default_budget: ClassVar[int] = 1000
 
-    def __init__(self, model: nn.Module, *, budget: int | None = None, oracle_topk: int = 100,
-                 **kwargs: Any) -> None:  # fmt: skip
+    def __init__(
+        self, model: nn.Module, *, budget: int | None = None, oracle_topk: int = 100, **kwargs: Any
+    ) -> None:
         super().__init__(model, **kwargs)
         budget = self.default_budget if budget is None else budget
         if not isinstance(budget, int) or budget < 1:
@@ -540,7 +592,11 @@ class QueryAttack(Attack):
         images each query sent."""
         for budget in self.checkpoint_budgets():
             seen = self.budget_codes.setdefault(budget, {})
-            due = [row for row, i in enumerate(indices.tolist()) if i not in seen and (final or spent[row] >= budget)]
+            due = [
+                row
+                for row, i in enumerate(indices.tolist())
+                if i not in seen and (final or spent[row] >= budget)
+            ]
             if due:
                 with torch.no_grad():
                     codes = self.model.encode(best[due]).cpu()

@@ -52,16 +52,19 @@ class Stage:
     length: float = 1.0
 
 
-STAGES: dict[str, Stage] = {s.name: s for s in (
-    Stage("dagger", "dagger", start="random"),
-    Stage("pga", "pga"),
-    Stage("target", "pga", anchor="target"),
-    Stage("target-2", "pga", anchor="target", rank=2),
-    Stage("dagger-target", "dagger", anchor="target"),
-    Stage("dagger-restart", "dagger", start="random", stream="restart"),
-    Stage("pga-restart", "pga", start="random", stream="restart"),
-    Stage("square", "square", start="random"),
-)}  # fmt: skip
+STAGES: dict[str, Stage] = {
+    s.name: s
+    for s in (
+        Stage("dagger", "dagger", start="random"),
+        Stage("pga", "pga"),
+        Stage("target", "pga", anchor="target"),
+        Stage("target-2", "pga", anchor="target", rank=2),
+        Stage("dagger-target", "dagger", anchor="target"),
+        Stage("dagger-restart", "dagger", start="random", stream="restart"),
+        Stage("pga-restart", "pga", start="random", stream="restart"),
+        Stage("square", "square", start="random"),
+    )
+}
 RECIPE: tuple[str, ...] = ("dagger", "target", "pga", "target-2", "square")
 
 
@@ -80,7 +83,9 @@ def parse_stage(spec: str) -> Stage:
     """A stage by name, ``name`` or ``name:length`` (its steps as a fraction of the cascade's)."""
     name, _, length = spec.partition(":")
     if name not in STAGES:
-        raise UserError(f"unknown cascade stage {name!r}; valid: {', '.join(STAGES)} (optionally name:length)")
+        raise UserError(
+            f"unknown cascade stage {name!r}; valid: {', '.join(STAGES)} (optionally name:length)"
+        )
     if not length:
         return STAGES[name]
     try:
@@ -130,9 +135,19 @@ class RobustCascade(IterativeAttack):
     scores_itself: ClassVar[bool] = True
     paper: ClassVar[str] = "robusthash: worst-case cascade of PgA-family stages (AutoAttack-like)"
 
-    def __init__(self, model: Any, *, topk: int | None = 1000, stages: tuple[str, ...] | list[str] = RECIPE,
-                 margin: float = -0.8, schedule: str = "cosine", square_budget: int = 1000,
-                 check_every: int | None = 10, patience: int | None = None, **kwargs: Any) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model: Any,
+        *,
+        topk: int | None = 1000,
+        stages: tuple[str, ...] | list[str] = RECIPE,
+        margin: float = -0.8,
+        schedule: str = "cosine",
+        square_budget: int = 1000,
+        check_every: int | None = 10,
+        patience: int | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(model, **kwargs)
         for name, value in (("check_every", check_every), ("patience", patience)):
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
@@ -140,7 +155,9 @@ class RobustCascade(IterativeAttack):
         self.check_every = check_every
         self.patience = patience
         if not isinstance(square_budget, int) or square_budget < 1:
-            raise UserError(f"square_budget must be a positive integer (images per query), got {square_budget!r}")
+            raise UserError(
+                f"square_budget must be a positive integer (images per query), got {square_budget!r}"
+            )
         self.square_budget = square_budget
         if schedule not in SCHEDULES:
             raise UserError(f"unknown step schedule {schedule!r}; valid: {', '.join(SCHEDULES)}")
@@ -160,10 +177,16 @@ class RobustCascade(IterativeAttack):
         self._target_codes: tuple[Tensor, Tensor] | None = None
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "stages": [stage_spec(s) for s in self.stages], "topk": self.topk,
-                "margin": self.margin, "schedule": self.schedule, "check_every": self.check_every,
-                "patience": self.patience,
-                "square_budget": self.square_budget if any(s.loss == "square" for s in self.stages) else None}
+        return {
+            **super().describe(),
+            "stages": [stage_spec(s) for s in self.stages],
+            "topk": self.topk,
+            "margin": self.margin,
+            "schedule": self.schedule,
+            "check_every": self.check_every,
+            "patience": self.patience,
+            "square_budget": self.square_budget if any(s.loss == "square" for s in self.stages) else None,
+        }
 
     def stage_steps(self, stage: Stage) -> int:
         """Gradient steps of a stage, or oracle images per query of the gradient-free stage."""
@@ -228,8 +251,14 @@ class RobustCascade(IterativeAttack):
                 adv = self._square.search(xs, anchor, indices[rows], oracle, progress=self.step_done)
                 ap = self.average_precision(adv, ys)
             else:
-                start = self.random_start(xs, indices[rows], stage.stream) if stage.start == "random" else best[on]
-                objective = partial(pharos_objective, margin=self.margin) if stage.loss == "pga" else dagger_objective
+                start = (
+                    self.random_start(xs, indices[rows], stage.stream)
+                    if stage.start == "random"
+                    else best[on]
+                )
+                objective = (
+                    partial(pharos_objective, margin=self.margin) if stage.loss == "pga" else dagger_objective
+                )
                 adv, ap = self.descend(xs, ys, anchor, objective, start, steps)
             history[rows, k] = ap
             better = ap < best_ap[rows]
@@ -239,8 +268,9 @@ class RobustCascade(IterativeAttack):
             self.stage_ap[int(index)] = history[row].tolist()
         return best
 
-    def descend(self, x: Tensor, labels: Tensor, anchor: Tensor, objective: Any, start: Tensor,
-                steps: int) -> tuple[Tensor, Tensor]:  # fmt: skip
+    def descend(
+        self, x: Tensor, labels: Tensor, anchor: Tensor, objective: Any, start: Tensor, steps: int
+    ) -> tuple[Tensor, Tensor]:
         """One white-box stage: ``steps`` signed steps on ``objective(anchor o f(x'))`` from ``start``; the
         stage's result per query and its AP.
 
@@ -263,7 +293,11 @@ class RobustCascade(IterativeAttack):
             def loss(x_adv: Tensor, step: int, a: Tensor = a) -> Tensor:
                 return objective(a * self.code_output(x_adv, 1.0, surrogate=True)).sum()
 
-            eta = (lambda step, offset=done: cosine_step(offset + step, steps, self.step_size)) if cosine else None
+            eta = (
+                (lambda step, offset=done: cosine_step(offset + step, steps, self.step_size))
+                if cosine
+                else None
+            )
             current[on] = self.pgd(xs, loss, current[on], step_size=eta, steps=n)
             done += n
             ap = self.average_precision(current[on], labels[active])

@@ -33,8 +33,17 @@ class HAG(IterativeAttack):
     default_steps: ClassVar[int] = 2000
     paper: ClassVar[str] = "Yang et al., Adversarial examples for Hamming space search, TCYB 2020"
 
-    def __init__(self, model: Any, *, margin: float = 0.5, beta: float = 1.0, optimizer: str = "sgd",
-                 lr: float = 100.0, momentum: float = 0.9, **kwargs: Any) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model: Any,
+        *,
+        margin: float = 0.5,
+        beta: float = 1.0,
+        optimizer: str = "sgd",
+        lr: float = 100.0,
+        momentum: float = 0.9,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(model, **kwargs)
         if optimizer not in ("sgd", "pgd"):
             raise UserError(f"optimizer must be 'sgd' or 'pgd', got {optimizer!r}")

@@ -45,11 +45,21 @@ class NAG(P2P):
     threat_model: ClassVar[str] = "transfer"
     default_steps: ClassVar[int] = 32
     test_options: ClassVar[dict[str, Any]] = {"steps": 30}
-    paper: ClassVar[str] = "Xiao and Wang, You see what I want you to see: exploring targeted black-box " \
-                           "transferability attack for hash-based image retrieval systems, CVPR 2021"
+    paper: ClassVar[str] = (
+        "Xiao and Wang, You see what I want you to see: exploring targeted black-box "
+        "transferability attack for hash-based image retrieval systems, CVPR 2021"
+    )
 
-    def __init__(self, model: Any, *, noise_radius: float = 32 / 255, lam: float = 1.0, momentum: float = 0.0,
-                 diversity: float = 0.0, **kwargs: Any) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model: Any,
+        *,
+        noise_radius: float = 32 / 255,
+        lam: float = 1.0,
+        momentum: float = 0.0,
+        diversity: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(model, alpha=1.0, random_start=False, **kwargs)
         for what, value in (("noise_radius", noise_radius), ("lam", lam), ("momentum", momentum)):
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
@@ -65,7 +75,9 @@ class NAG(P2P):
         """DI's random resize-and-pad, per query with probability ``diversity`` (see class docstring)."""
         if self.diversity == 0:
             return x
-        draws = torch.stack([torch.rand(4, generator=g, device=x.device) for g in generators])  # apply, s, tx, ty
+        draws = torch.stack(
+            [torch.rand(4, generator=g, device=x.device) for g in generators]
+        )  # apply, s, tx, ty
         apply = draws[:, 0] < self.diversity
         scale = torch.where(apply, 0.875 + 0.125 * draws[:, 1], torch.ones_like(draws[:, 1]))
         room = 1 - scale
@@ -103,5 +115,10 @@ class NAG(P2P):
         return x_adv.detach()
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "noise_radius": self.noise_radius, "lam": self.lam, "momentum": self.momentum,
-                "diversity": self.diversity}  # fmt: skip
+        return {
+            **super().describe(),
+            "noise_radius": self.noise_radius,
+            "lam": self.lam,
+            "momentum": self.momentum,
+            "diversity": self.diversity,
+        }

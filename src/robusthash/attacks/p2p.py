@@ -31,8 +31,9 @@ class P2P(IterativeAttack):
     paper: ClassVar[str] = "Bai et al., Targeted attack for deep hashing based retrieval, ECCV 2020"
     n_anchor: ClassVar[int] = 1
 
-    def __init__(self, model: Any, *, alpha: float | str = "schedule", random_start: bool = False,
-                 **kwargs: Any) -> None:  # fmt: skip
+    def __init__(
+        self, model: Any, *, alpha: float | str = "schedule", random_start: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(model, **kwargs)
         self.alpha = alpha
         self.use_random_start = random_start

@@ -19,8 +19,9 @@ def dagger_objective(u: Tensor) -> Tensor:
     return -u.sum(1) / u.shape[1]
 
 
-def pharos_objective(u: Tensor, margin: float = -0.8, omega_margin: float | None = None,
-                     constant_omega: bool = False) -> Tensor:  # fmt: skip
+def pharos_objective(
+    u: Tensor, margin: float = -0.8, omega_margin: float | None = None, constant_omega: bool = False
+) -> Tensor:
     """Per-query PgA loss (to be maximised) of ``u = b* o f(x')``: eq. (13) with omega of eq. (12) and the mask of
     eq. (14) at margin t (``omega_margin`` for omega's own t; ``constant_omega``: no gradient through omega)."""
     t = margin
@@ -122,9 +123,17 @@ class PgA(IterativeAttack):
         return self.pgd(x, loss, start)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "margin": self.margin, "masked": self.masked, "alpha": self.alpha,
-                "surrogate_gradient": self.surrogate_gradient, "random_start": self.use_random_start,
-                "omega": self.omega, "omega_margin": self.omega_margin, "weighting": self.weighting}  # fmt: skip
+        return {
+            **super().describe(),
+            "margin": self.margin,
+            "masked": self.masked,
+            "alpha": self.alpha,
+            "surrogate_gradient": self.surrogate_gradient,
+            "random_start": self.use_random_start,
+            "omega": self.omega,
+            "omega_margin": self.omega_margin,
+            "weighting": self.weighting,
+        }
 
 
 @register_attack

@@ -50,14 +50,29 @@ class ProSGAN(Attack):
     display_name: ClassVar[str] = "ProS-GAN"
     targeted: ClassVar[bool] = True
     test_options: ClassVar[dict[str, Any]] = {"epochs": 3, "prototype_steps": 100}
-    paper: ClassVar[str] = "Wang et al., Prototype-supervised adversarial network for targeted attack of deep " \
-                           "hashing, CVPR 2021"
+    paper: ClassVar[str] = (
+        "Wang et al., Prototype-supervised adversarial network for targeted attack of deep hashing, CVPR 2021"
+    )
 
-    def __init__(self, model: Any, *, epochs: int = 100, train_batch: int = 24, lr: float = 1e-4,
-                 rec_weight: float = 50.0, prototype_steps: int = 30_000, bounded: bool = False,
-                 checkpoint: str | None = None, **kwargs: Any) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model: Any,
+        *,
+        epochs: int = 100,
+        train_batch: int = 24,
+        lr: float = 1e-4,
+        rec_weight: float = 50.0,
+        prototype_steps: int = 30_000,
+        bounded: bool = False,
+        checkpoint: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(model, **kwargs)
-        for what, value in (("epochs", epochs), ("train_batch", train_batch), ("prototype_steps", prototype_steps)):
+        for what, value in (
+            ("epochs", epochs),
+            ("train_batch", train_batch),
+            ("prototype_steps", prototype_steps),
+        ):
             if not isinstance(value, int) or value < 1:
                 raise UserError(f"{what} must be a positive integer, got {value!r}")
         if not (isinstance(rec_weight, (int, float)) and math.isfinite(rec_weight) and rec_weight >= 0):
@@ -76,11 +91,19 @@ class ProSGAN(Attack):
 
     # ----------------------------------------------------------------- training
     def _settings(self) -> dict[str, Any]:
-        return {"epochs": self.epochs, "train_batch": self.train_batch, "lr": self.lr, "rec_weight": self.rec_weight,
-                "prototype_steps": self.prototype_steps, "seed": self.seed,
-                "model": model_fingerprint(self.model)}  # fmt: skip
+        return {
+            "epochs": self.epochs,
+            "train_batch": self.train_batch,
+            "lr": self.lr,
+            "rec_weight": self.rec_weight,
+            "prototype_steps": self.prototype_steps,
+            "seed": self.seed,
+            "model": model_fingerprint(self.model),
+        }
 
-    def fit(self, reference: CodeBank | None = None, quiet: bool = True, train: Dataset | None = None) -> ProSGAN:
+    def fit(
+        self, reference: CodeBank | None = None, quiet: bool = True, train: Dataset | None = None
+    ) -> ProSGAN:
         """Train the prototype network, then G and D against the model (see the class docstring)."""
         if train is None:
             raise UserError("ProS-GAN's fit needs the training images (fit(train=data.train))")
@@ -118,25 +141,53 @@ class ProSGAN(Attack):
                 for opt in (opt_g, opt_d):
                     for group in opt.param_groups:
                         group["lr"] = self.lr * factor
-                for step, (x, y, _) in enumerate(iterate_batches(train, self.train_batch, shuffle=True,
-                                                                 generator=rng)):  # fmt: skip
+                for step, (x, y, _) in enumerate(
+                    iterate_batches(train, self.train_batch, shuffle=True, generator=rng)
+                ):
                     target = candidates[torch.randint(len(candidates), (x.shape[0],), generator=rng)]
-                    self.train_step(gen, disc, opt_g, opt_d, prototype, x.to(device), y.to(device),
-                                    target.to(device), update_discriminator=step % 3 == 0)  # fmt: skip
+                    self.train_step(
+                        gen,
+                        disc,
+                        opt_g,
+                        opt_d,
+                        prototype,
+                        x.to(device),
+                        y.to(device),
+                        target.to(device),
+                        update_discriminator=step % 3 == 0,
+                    )
                 spent = None if prior is None else float(prior) + time.perf_counter() - began
                 if self.checkpoint:
-                    atomic_torch_save({"settings": self._settings(), "epoch": epoch + 1, "rng": rng.get_state(),
-                                       "train_seconds": spent,
-                                       "generator": gen.state_dict(), "discriminator": disc.state_dict(),
-                                       "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-                                       **self._networks_state(prototype, gen)}, self.checkpoint)  # fmt: skip
+                    atomic_torch_save(
+                        {
+                            "settings": self._settings(),
+                            "epoch": epoch + 1,
+                            "rng": rng.get_state(),
+                            "train_seconds": spent,
+                            "generator": gen.state_dict(),
+                            "discriminator": disc.state_dict(),
+                            "opt_g": opt_g.state_dict(),
+                            "opt_d": opt_d.state_dict(),
+                            **self._networks_state(prototype, gen),
+                        },
+                        self.checkpoint,
+                    )
         self.prototype, self.generator_net = prototype.eval(), gen.eval()
         self.recorded_fit_seconds = spent  # as stored with the last epoch: a reuse reports the same
         return self
 
-    def train_step(self, gen: ProSGANGenerator, disc: ProSGANDiscriminator, opt_g: torch.optim.Optimizer,
-                   opt_d: torch.optim.Optimizer, prototype: PrototypeNet, x: Tensor, y: Tensor, target: Tensor,
-                   update_discriminator: bool = True) -> dict[str, float]:  # fmt: skip
+    def train_step(
+        self,
+        gen: ProSGANGenerator,
+        disc: ProSGANDiscriminator,
+        opt_g: torch.optim.Optimizer,
+        opt_d: torch.optim.Optimizer,
+        prototype: PrototypeNet,
+        x: Tensor,
+        y: Tensor,
+        target: Tensor,
+        update_discriminator: bool = True,
+    ) -> dict[str, float]:
         """One generator step (and a discriminator step when asked); returns both losses."""
         with torch.no_grad():
             feature = prototype.feature(target)
@@ -145,38 +196,59 @@ class ProSGAN(Attack):
         x_adv = gen(x, feature)
         logits = self.model.preactivation(x_adv)
         hamming_term = 1 - (torch.tanh(logits) * code).mean()
-        loss_g = (self.rec_weight * F.mse_loss(x_adv, x) + 5 * hamming_term
-                  + F.mse_loss(disc(x_adv), torch.cat([target, real], 1)))  # fmt: skip
+        loss_g = (
+            self.rec_weight * F.mse_loss(x_adv, x)
+            + 5 * hamming_term
+            + F.mse_loss(disc(x_adv), torch.cat([target, real], 1))
+        )
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
         loss_d = torch.zeros(())
         if update_discriminator:
             fake = torch.ones_like(real)
-            loss_d = 0.5 * (F.mse_loss(disc(x), torch.cat([y, real], 1))
-                            + F.mse_loss(disc(x_adv.detach()), torch.cat([target, fake], 1)))  # fmt: skip
+            loss_d = 0.5 * (
+                F.mse_loss(disc(x), torch.cat([y, real], 1))
+                + F.mse_loss(disc(x_adv.detach()), torch.cat([target, fake], 1))
+            )
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             opt_d.step()
         return {"generator": float(loss_g.detach()), "discriminator": float(loss_d.detach())}
 
-    def _prototype(self, bank: CodeBank, device: torch.device, rng: torch.Generator, quiet: bool,
-                   state: dict[str, Any] | None) -> PrototypeNet:  # fmt: skip
+    def _prototype(
+        self,
+        bank: CodeBank,
+        device: torch.device,
+        rng: torch.Generator,
+        quiet: bool,
+        state: dict[str, Any] | None,
+    ) -> PrototypeNet:
         if state is not None:
             net = PrototypeNet(int(state["num_classes"]), int(state["bits"]), label_head=True).to(device)
             net.load_state_dict(state["prototype"])
             return net.eval()
         candidates = self.target_candidates()
-        return train_prototype_net(bank.codes.to(device), bank.labels.to(device), candidates, self.prototype_steps,
-                                   batch_size=64, generator=rng, quiet=quiet, objective="prosgan")  # fmt: skip
+        return train_prototype_net(
+            bank.codes.to(device),
+            bank.labels.to(device),
+            candidates,
+            self.prototype_steps,
+            batch_size=64,
+            generator=rng,
+            quiet=quiet,
+            objective="prosgan",
+        )
 
     def _resume_state(self) -> dict[str, Any] | None:
         if not self.checkpoint or not Path(self.checkpoint).is_file():
             return None
         state = safe_load(self.checkpoint, "ProS-GAN checkpoint")
         if state.get("settings") != self._settings():
-            raise UserError(f"{self.checkpoint} holds a ProS-GAN trained with other settings or against another "
-                            "model; choose another checkpoint path")  # fmt: skip
+            raise UserError(
+                f"{self.checkpoint} holds a ProS-GAN trained with other settings or against another "
+                "model; choose another checkpoint path"
+            )
         return state
 
     # ----------------------------------------------------------------- fitted state
@@ -186,8 +258,14 @@ class ProSGAN(Attack):
 
     @staticmethod
     def _networks_state(prototype: PrototypeNet, gen: ProSGANGenerator) -> dict[str, Any]:
-        return {"prototype": prototype.state_dict(), "num_classes": prototype.num_classes, "bits": prototype.bits,
-                "generator": gen.state_dict(), "channels": gen.channels, "size": gen.size}  # fmt: skip
+        return {
+            "prototype": prototype.state_dict(),
+            "num_classes": prototype.num_classes,
+            "bits": prototype.bits,
+            "generator": gen.state_dict(),
+            "channels": gen.channels,
+            "size": gen.size,
+        }
 
     def fitted_state(self) -> dict[str, Any]:
         if self.prototype is None or self.generator_net is None:
@@ -196,7 +274,9 @@ class ProSGAN(Attack):
 
     def load_fitted_state(self, state: dict[str, Any]) -> None:
         device = next(self.model.parameters()).device
-        self.prototype = PrototypeNet(int(state["num_classes"]), int(state["bits"]), label_head=True).to(device)
+        self.prototype = PrototypeNet(int(state["num_classes"]), int(state["bits"]), label_head=True).to(
+            device
+        )
         self.prototype.load_state_dict(state["prototype"])
         self.generator_net = ProSGANGenerator(int(state["channels"]), int(state["size"])).to(device)
         self.generator_net.load_state_dict(state["generator"])
@@ -209,12 +289,26 @@ class ProSGAN(Attack):
             raise UserError("ProS-GAN needs fit() first: it trains its generator against the model")
         assert targets is not None
         generator, prototype = self.generator_net, self.prototype
-        with torch.no_grad():  # fixed blocks, like the model's calls: a query's image does not depend on its batch
-            return in_blocks(lambda xs, ts: generator(xs, prototype.feature(ts)), self.block_rows, x,
-                             targets.to(x.device, x.dtype))  # fmt: skip
+        with (
+            torch.no_grad()
+        ):  # fixed blocks, like the model's calls: a query's image does not depend on its batch
+            return in_blocks(
+                lambda xs, ts: generator(xs, prototype.feature(ts)),
+                self.block_rows,
+                x,
+                targets.to(x.device, x.dtype),
+            )
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "epochs": self.epochs, "train_batch": self.train_batch, "lr": self.lr,
-                "rec_weight": self.rec_weight, "prototype_steps": self.prototype_steps, "bounded": self.bounded,
-                "budget": self.budget, "checkpoint": self.checkpoint,
-                "eps": self.eps if self.bounded else 1.0}  # fmt: skip
+        return {
+            **super().describe(),
+            "epochs": self.epochs,
+            "train_batch": self.train_batch,
+            "lr": self.lr,
+            "rec_weight": self.rec_weight,
+            "prototype_steps": self.prototype_steps,
+            "bounded": self.bounded,
+            "budget": self.budget,
+            "checkpoint": self.checkpoint,
+            "eps": self.eps if self.bounded else 1.0,
+        }

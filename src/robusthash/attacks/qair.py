@@ -56,8 +56,9 @@ class QAIR(QueryAttack):
     display_name: ClassVar[str] = "QAIR (rank-only)"
     test_options: ClassVar[dict[str, Any]] = {"budget": 150, "oracle_topk": 20}
     default_budget: ClassVar[int] = 1000
-    paper: ClassVar[str] = ("Li et al., QAIR, CVPR 2021 (relevance objective); "
-                            "Al-Dujaili and O'Reilly, SignHunter, ICLR 2020")  # fmt: skip
+    paper: ClassVar[str] = (
+        "Li et al., QAIR, CVPR 2021 (relevance objective); Al-Dujaili and O'Reilly, SignHunter, ICLR 2020"
+    )
 
     def perturb(self, x: Tensor, labels: Tensor, targets: Tensor | None, indices: Tensor) -> Tensor:
         oracle = self.oracle(len(x), "rank")

@@ -29,6 +29,13 @@ class SAAT(PgA):
     paper: ClassVar[str] = "Yuan et al., Semantic-aware adversarial training for deep hashing, TIFS 2023"
 
     def __init__(self, model: Any, **kwargs: Any) -> None:
-        options = {"margin": -0.5, "omega_margin": -1.0, "omega": "constant", "weighting": "saat",
-                   "alpha": "schedule", "surrogate_gradient": False, **kwargs}  # fmt: skip
+        options = {
+            "margin": -0.5,
+            "omega_margin": -1.0,
+            "omega": "constant",
+            "weighting": "saat",
+            "alpha": "schedule",
+            "surrogate_gradient": False,
+            **kwargs,
+        }
         super().__init__(model, **options)

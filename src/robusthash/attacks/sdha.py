@@ -48,8 +48,17 @@ class SDHA(IterativeAttack):
         "Lu et al., A smart adversarial attack on deep hashing based image retrieval, ICMR 2021"
     )
 
-    def __init__(self, model: Any, *, optimizer: str = "adam", lr: float = 0.01, weight: float = 25.0,
-                 sigma: float = 5.0, power: float = 0.5, **kwargs: Any) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model: Any,
+        *,
+        optimizer: str = "adam",
+        lr: float = 0.01,
+        weight: float = 25.0,
+        sigma: float = 5.0,
+        power: float = 0.5,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(model, **kwargs)
         if optimizer not in ("adam", "pgd"):
             raise UserError(f"optimizer must be 'adam' or 'pgd', got {optimizer!r}")
@@ -84,7 +93,9 @@ class SDHA(IterativeAttack):
 
         def loss(x_adv: Tensor, step: int) -> Tensor:
             def per_query(xa: Tensor, xc: Tensor, rel: Tensor) -> Tensor:
-                return self.objective(xa, xc, self.code_output(xa, alpha_schedule(step, self.steps)), rel, codes)
+                return self.objective(
+                    xa, xc, self.code_output(xa, alpha_schedule(step, self.steps)), rel, codes
+                )
 
             # the products with the bank are GEMMs over the batch too: fixed blocks, like the model's calls
             return in_blocks(per_query, self.block_rows, x_adv, x, relevant).sum()

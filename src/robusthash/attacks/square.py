@@ -15,11 +15,23 @@ from robusthash.errors import UserError
 from robusthash.oracle import QueryOracle
 
 # (iteration as a fraction of 10,000, divisor of p_init) of the public code's p_selection
-_P_SCHEDULE: tuple[tuple[int, int], ...] = ((10, 1), (50, 2), (200, 4), (500, 8), (1000, 16), (2000, 32),
-                                            (4000, 64), (6000, 128), (8000, 256), (10000, 512))  # fmt: skip
+_P_SCHEDULE: tuple[tuple[int, int], ...] = (
+    (10, 1),
+    (50, 2),
+    (200, 4),
+    (500, 8),
+    (1000, 16),
+    (2000, 32),
+    (4000, 64),
+    (6000, 128),
+    (8000, 256),
+    (10000, 512),
+)
 
 
-Proposal = Callable[[int, Tensor, Tensor], Tensor]  # (iteration, active rows, their best images) -> candidates
+Proposal = Callable[
+    [int, Tensor, Tensor], Tensor
+]  # (iteration, active rows, their best images) -> candidates
 
 
 def square_fraction(p_init: float, iteration: int, iterations: int) -> float:
@@ -44,8 +56,10 @@ def bump(rows: int, cols: int) -> Tensor:
     delta = torch.zeros(rows, cols, dtype=torch.float64)
     top, left = rows // 2, cols // 2
     for k in range(max(rows // 2 + 1, cols // 2 + 1)):
-        delta[max(top - k, 0) : min(top - k + 2 * k + 1, rows), max(left - k, 0) : min(left - k + 2 * k + 1, cols)] += (
-            1.0 / (k + 1) ** 2)  # fmt: skip
+        delta[
+            max(top - k, 0) : min(top - k + 2 * k + 1, rows),
+            max(left - k, 0) : min(left - k + 2 * k + 1, cols),
+        ] += 1.0 / (k + 1) ** 2
     return delta / delta.norm()
 
 
@@ -89,8 +103,16 @@ class Square(QueryAttack):
     default_budget: ClassVar[int] = 1000
     paper: ClassVar[str] = "Andriushchenko et al., Square Attack, ECCV 2020 (code oracle, pharos objective)"
 
-    def __init__(self, model: Any, *, p_init: float = 0.05, continuous: bool = True, norm: str = "linf",
-                 l2_eps: float = 1.0, **kwargs: Any) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model: Any,
+        *,
+        p_init: float = 0.05,
+        continuous: bool = True,
+        norm: str = "linf",
+        l2_eps: float = 1.0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(model, **kwargs)
         if not 0 < p_init <= 1:
             raise UserError(f"p_init must lie in (0, 1], got {p_init}")
@@ -98,7 +120,9 @@ class Square(QueryAttack):
             raise UserError(f"unknown norm {norm!r}; valid: linf, l2")
         if norm == "l2":
             if not (isinstance(l2_eps, (int, float)) and 0 < l2_eps and math.isfinite(l2_eps)):
-                raise UserError(f"l2_eps must be a finite number > 0 (L2 norm in [0, 1] image units), got {l2_eps!r}")
+                raise UserError(
+                    f"l2_eps must be a finite number > 0 (L2 norm in [0, 1] image units), got {l2_eps!r}"
+                )
             self.eps = float(l2_eps)  # the ball the contract projects into is then the L2 ball
         self.norm = norm
         self.p_init = float(p_init)
@@ -109,8 +133,15 @@ class Square(QueryAttack):
         anchor = pharos_code(labels, db.codes.to(x.device), db.labels.to(x.device)).to(x.dtype)
         return self.search(x, anchor, indices, self.oracle(len(x), "code", self.continuous), track=True)
 
-    def search(self, x: Tensor, anchor: Tensor, indices: Tensor, oracle: QueryOracle, track: bool = False,
-               progress: Callable[[], None] | None = None) -> Tensor:  # fmt: skip
+    def search(
+        self,
+        x: Tensor,
+        anchor: Tensor,
+        indices: Tensor,
+        oracle: QueryOracle,
+        track: bool = False,
+        progress: Callable[[], None] | None = None,
+    ) -> Tensor:
         """The best image found for each query within the oracle's budget (``track``: record the queries used
         and the checkpoint codes, as this attack's own run does; the robust cascade's stage does not;
         ``progress``: called once per iteration, the caller's progress bar; this attack's own by default).
@@ -142,8 +173,10 @@ class Square(QueryAttack):
 
     def _grids(self, x: Tensor) -> tuple[Tensor, Tensor]:
         height, width = x.shape[2:]
-        return (torch.arange(height, device=x.device).view(1, 1, height, 1),
-                torch.arange(width, device=x.device).view(1, 1, 1, width))  # fmt: skip
+        return (
+            torch.arange(height, device=x.device).view(1, 1, height, 1),
+            torch.arange(width, device=x.device).view(1, 1, 1, width),
+        )
 
     def _linf(self, x: Tensor, indices: Tensor, budget: int) -> tuple[Tensor, Proposal]:
         """L-inf (Alg. 1): vertical stripes of +-eps; a candidate redraws one square window at +-eps."""
@@ -172,7 +205,9 @@ class Square(QueryAttack):
         n, channels, height, width = x.shape
         draws = [self.generator(int(i), "square-l2") for i in indices]
         side0 = max(1, height // 5)
-        offset = (height - side0 * 5) // 2  # the authors' grid of bumps, as many as fit (5 x 5 on square images)
+        offset = (
+            height - side0 * 5
+        ) // 2  # the authors' grid of bumps, as many as fit (5 x 5 on square images)
         cells = [(r, c) for r in range((height - offset) // side0) for c in range((width - offset) // side0)]
         init = torch.stack([torch.rand(len(cells), 1 + channels, generator=g) for g in draws]).to(x.device)
         # one row per iteration and query: window 1 (row, column), window 2 (row, column), transpose, signs
@@ -198,13 +233,19 @@ class Square(QueryAttack):
             second, _, _ = _window(u[:, 2], u[:, 3], side, grid_r, grid_c)
             pattern = square_pattern(side).to(x.device, x.dtype)
             # the pattern laid into window 1 of each query (transposed where its draw says so)
-            at = ((grid_r - top).clamp(0, side - 1) * side + (grid_c - left).clamp(0, side - 1)).flatten(1).long()
+            at = (
+                ((grid_r - top).clamp(0, side - 1) * side + (grid_c - left).clamp(0, side - 1))
+                .flatten(1)
+                .long()
+            )
             flat = torch.where((u[:, 4] > 0.5).view(-1, 1, 1), pattern.T, pattern).flatten(1)
             laid = torch.gather(flat, 1, at).view(-1, 1, height, width) * first
             signs = torch.where(u[:, 5:] < 0.5, -1.0, 1.0).to(x.dtype).view(-1, channels, 1, 1)
             proposal = laid * signs + current * first / (1e-10 + _window_norm(current * first))
-            scale = ((eps**2 - _image_norm(current) ** 2).clamp_min(0) / channels
-                     + _window_norm(current * (first | second)) ** 2).sqrt()  # fmt: skip
+            scale = (
+                (eps**2 - _image_norm(current) ** 2).clamp_min(0) / channels
+                + _window_norm(current * (first | second)) ** 2
+            ).sqrt()
             proposal = proposal / _window_norm(proposal) * scale
             moved = torch.where(first, proposal, current * ~second)
             return (xs + moved / _image_norm(moved) * eps).clamp(0.0, 1.0)
@@ -212,11 +253,18 @@ class Square(QueryAttack):
         return start, propose
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "p_init": self.p_init, "continuous": self.continuous, "access": "code",
-                "norm": self.norm}  # fmt: skip
+        return {
+            **super().describe(),
+            "p_init": self.p_init,
+            "continuous": self.continuous,
+            "access": "code",
+            "norm": self.norm,
+        }
 
 
-def _window(rows_u: Tensor, cols_u: Tensor, side: int, grid_r: Tensor, grid_c: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def _window(
+    rows_u: Tensor, cols_u: Tensor, side: int, grid_r: Tensor, grid_c: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
     """Each query's square window of ``side`` at a uniform position (from its two uniforms): the (N, 1, H, W)
     mask and its top and left."""
     top = (rows_u * (grid_r.shape[2] - side + 1)).floor().view(-1, 1, 1, 1)

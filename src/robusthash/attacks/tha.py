@@ -31,8 +31,15 @@ class THA(P2P):
     test_options: ClassVar[dict[str, Any]] = {"steps": 30, "prototype_steps": 300}
     paper: ClassVar[str] = "Wang et al., Targeted attack and defense for deep hashing, SIGIR 2021"
 
-    def __init__(self, model: Any, *, prototype: PrototypeNet | None = None, prototype_steps: int = 30_000,
-                 alpha: float | str = 1.0, **kwargs: Any) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model: Any,
+        *,
+        prototype: PrototypeNet | None = None,
+        prototype_steps: int = 30_000,
+        alpha: float | str = 1.0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(model, alpha=alpha, **kwargs)
         if not isinstance(prototype_steps, int) or prototype_steps < 1:
             raise UserError(f"prototype_steps must be a positive integer, got {prototype_steps!r}")
@@ -45,9 +52,13 @@ class THA(P2P):
         candidates = torch.unique(bank.labels.cpu(), dim=0)
         generator = torch.Generator().manual_seed(derive_seed(self.seed, "fit"))
         self.prototype = train_prototype_net(
-            bank.codes, bank.labels.to(bank.codes.device), candidates[candidates.sum(1) > 0], self.prototype_steps,
-            generator=generator, quiet=quiet,
-        )  # fmt: skip
+            bank.codes,
+            bank.labels.to(bank.codes.device),
+            candidates[candidates.sum(1) > 0],
+            self.prototype_steps,
+            generator=generator,
+            quiet=quiet,
+        )
         return self
 
     @property
@@ -57,8 +68,11 @@ class THA(P2P):
     def fitted_state(self) -> dict[str, Any]:
         if self.prototype is None:
             raise UserError("THA is not fitted yet: call fit() first")
-        return {"prototype": self.prototype.state_dict(), "num_classes": self.prototype.num_classes,
-                "bits": self.prototype.bits}  # fmt: skip
+        return {
+            "prototype": self.prototype.state_dict(),
+            "num_classes": self.prototype.num_classes,
+            "bits": self.prototype.bits,
+        }
 
     def load_fitted_state(self, state: dict[str, Any]) -> None:
         self.prototype = PrototypeNet(int(state["num_classes"]), int(state["bits"]))

@@ -37,10 +37,13 @@ HOW_TO_GET = (
 )
 PROTOCOLS = ("cifar10", "cifar10-1", "cifar10-2")
 _ALLOWED = {
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("numpy.core.multiarray", "scalar"),
     ("numpy._core.multiarray", "scalar"),
-}  # fmt: skip
+}
 
 
 class _CifarUnpickler(pickle.Unpickler):
@@ -99,10 +102,17 @@ def load_cifar10(protocol: str, data_dir: str | Path | None = None, seed: int = 
         return TensorImageSet(torch.from_numpy(np.ascontiguousarray(images[indices])), one_hot)
 
     return DatasetSplits(
-        name=protocol, train=split(train), query=split(query), database=split(database),
-        num_classes=len(CLASS_NAMES), image_shape=(3, 32, 32), mean=MEAN, std=STD, class_names=list(CLASS_NAMES),
+        name=protocol,
+        train=split(train),
+        query=split(query),
+        database=split(database),
+        num_classes=len(CLASS_NAMES),
+        image_shape=(3, 32, 32),
+        mean=MEAN,
+        std=STD,
+        class_names=list(CLASS_NAMES),
         info={"source": str(folder), "seed": seed},
-    )  # fmt: skip
+    )
 
 
 for _protocol, _desc in (
@@ -110,7 +120,11 @@ for _protocol, _desc in (
     ("cifar10-1", "CIFAR-10 (your pickles): query 1,000 / database 59,000 (includes train 5,000)"),
     ("cifar10-2", "CIFAR-10 (your pickles): query 10,000 / train = database 50,000"),
 ):
-    register_dataset(DatasetSpec(
-        _protocol, _desc, lambda: f"--data-dir DIR/cifar-10-batches-py (or env {DATA_DIR_ENV})",
-        lambda data_dir, seed, database, image_size, _p=_protocol: load_cifar10(_p, data_dir, seed),
-    ))  # fmt: skip
+    register_dataset(
+        DatasetSpec(
+            _protocol,
+            _desc,
+            lambda: f"--data-dir DIR/cifar-10-batches-py (or env {DATA_DIR_ENV})",
+            lambda data_dir, seed, database, image_size, _p=_protocol: load_cifar10(_p, data_dir, seed),
+        )
+    )

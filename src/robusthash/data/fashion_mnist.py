@@ -39,9 +39,17 @@ from robusthash.errors import UserError
 DEFAULT_DIR = Path("/usr/share/datasets/fashion-mnist")
 DATA_DIR_ENV = "ROBUSTHASH_FASHION_MNIST"
 CLASS_NAMES = [
-    "t-shirt/top", "trouser", "pullover", "dress", "coat",
-    "sandal", "shirt", "sneaker", "bag", "ankle boot",
-]  # fmt: skip
+    "t-shirt/top",
+    "trouser",
+    "pullover",
+    "dress",
+    "coat",
+    "sandal",
+    "shirt",
+    "sneaker",
+    "bag",
+    "ankle boot",
+]
 MEAN, STD = (0.2860,), (0.3530,)
 FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -173,8 +181,10 @@ def load_fashion_mosaic(
     rng = np.random.default_rng(seed)
     size = 10_000 if database == "all" else int(database)
     if not 0 < size <= MAX_MOSAIC_DATABASE:
-        raise UserError(f"database size {database!r} must be 'all' (10000) or a positive integer up to "
-                        f"{MAX_MOSAIC_DATABASE} (mosaics are synthesised in memory, 3 KiB each)")
+        raise UserError(
+            f"database size {database!r} must be 'all' (10000) or a positive integer up to "
+            f"{MAX_MOSAIC_DATABASE} (mosaics are synthesised in memory, 3 KiB each)"
+        )
     halves = rng.permutation(len(train_x))
     train_pool, db_pool = np.sort(halves[: len(halves) // 2]), np.sort(halves[len(halves) // 2 :])
     q_img, q_lab = _mosaics(test_x, test_y, np.arange(len(test_x)), 1_000, rng)
@@ -198,15 +208,19 @@ def _location() -> str:
     return f"{default_data_dir()} (or --data-dir; env {DATA_DIR_ENV})"
 
 
-register_dataset(DatasetSpec(
-    "fashion-mnist",
-    "Fashion-MNIST, 10 classes, 28x28 grey; query 1,000 / train 5,000 / database 10,000 (or all 64,000)",
-    _location,
-    lambda data_dir, seed, database, image_size: load_fashion_mnist(data_dir, seed, database),
-))  # fmt: skip
-register_dataset(DatasetSpec(
-    "fashion-mosaic",
-    "2x2 mosaics of Fashion-MNIST (56x56), multi-label (1-3 of 10); query 1,000 / train 5,000 / db 10,000",
-    _location,
-    lambda data_dir, seed, database, image_size: load_fashion_mosaic(data_dir, seed, database),
-))  # fmt: skip
+register_dataset(
+    DatasetSpec(
+        "fashion-mnist",
+        "Fashion-MNIST, 10 classes, 28x28 grey; query 1,000 / train 5,000 / database 10,000 (or all 64,000)",
+        _location,
+        lambda data_dir, seed, database, image_size: load_fashion_mnist(data_dir, seed, database),
+    )
+)
+register_dataset(
+    DatasetSpec(
+        "fashion-mosaic",
+        "2x2 mosaics of Fashion-MNIST (56x56), multi-label (1-3 of 10); query 1,000 / train 5,000 / db 10,000",
+        _location,
+        lambda data_dir, seed, database, image_size: load_fashion_mosaic(data_dir, seed, database),
+    )
+)

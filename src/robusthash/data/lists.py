@@ -55,8 +55,10 @@ class FileImageSet(Dataset):
             with Image.open(self.paths[index]) as img:
                 image = self.transform(img.convert("RGB"))
         except Image.DecompressionBombError:
-            raise UserError(f"image {self.paths[index]} is larger than Pillow's safety limit of "
-                            f"{Image.MAX_IMAGE_PIXELS} pixels (a decompression bomb?); resize it first") from None
+            raise UserError(
+                f"image {self.paths[index]} is larger than Pillow's safety limit of "
+                f"{Image.MAX_IMAGE_PIXELS} pixels (a decompression bomb?); resize it first"
+            ) from None
         except OSError as exc:
             raise UserError(f"cannot read image {self.paths[index]}: {exc}") from None
         return image, self.labels[index], torch.tensor(index)
@@ -93,9 +95,11 @@ def _read_deephash(path: Path) -> tuple[list[str], list[list[float]]]:
         if len(tokens) < 2:
             raise UserError(f"{path}:{number}: expected 'relpath l1 ... lC', got {line!r}")
         if any(t not in ("0", "1", "0.0", "1.0") for t in tokens[1:]) and not Path(tokens[0]).suffix:
-            raise UserError(f"{path}:{number}: the path seems to contain a space ({' '.join(tokens[:2])!r} ...); "
-                            "the DeepHash list format separates fields by spaces and cannot hold spaces in paths: "
-                            "rename the file or use the prosgan-list format")  # fmt: skip
+            raise UserError(
+                f"{path}:{number}: the path seems to contain a space ({' '.join(tokens[:2])!r} ...); "
+                "the DeepHash list format separates fields by spaces and cannot hold spaces in paths: "
+                "rename the file or use the prosgan-list format"
+            )
         paths.append(tokens[0])
         labels.append(_parse_labels(tokens[1:], f"{path}:{number}"))
     return paths, labels
@@ -127,8 +131,10 @@ def _inside(root: Path, relative: str, where: str) -> Path:
     """``root / relative``, refused when ``..`` takes it out of ``root`` (decided on the text, not on links)."""
     path = root / relative
     if not os.path.normpath(path).startswith(os.path.join(os.path.normpath(root), "")):
-        raise UserError(f"{where} lists {relative!r}, outside the data directory {root}; list paths relative to "
-                        "it, or write an absolute path if the image really lives elsewhere")  # fmt: skip
+        raise UserError(
+            f"{where} lists {relative!r}, outside the data directory {root}; list paths relative to "
+            "it, or write an absolute path if the image really lives elsewhere"
+        )
     return path
 
 
@@ -180,7 +186,13 @@ for _fmt, _desc in (
     ("deephash-list", "your images: train.txt / test.txt / database.txt with 'relpath l1 ... lC' lines"),
     ("prosgan-list", "your images: {train,test,database}_img.txt + _label.txt (ProS-GAN / CgAT format)"),
 ):
-    register_dataset(DatasetSpec(
-        _fmt, _desc, lambda: "--data-dir DIR (required)",
-        lambda data_dir, seed, database, image_size, _f=_fmt: load_list_dataset(data_dir, _f, image_size or 224),
-    ))  # fmt: skip
+    register_dataset(
+        DatasetSpec(
+            _fmt,
+            _desc,
+            lambda: "--data-dir DIR (required)",
+            lambda data_dir, seed, database, image_size, _f=_fmt: load_list_dataset(
+                data_dir, _f, image_size or 224
+            ),
+        )
+    )

@@ -43,9 +43,18 @@ class ATRDH(AdversarialTraining):
         self.prototype_opt = torch.optim.Adam(self.prototype.parameters(), lr=1e-4, betas=(0.5, 0.999))
         rows = torch.unique(self.bank.labels.cpu(), dim=0)
         self.candidates = rows[rows.sum(1) > 0]
-        self.attack = THA(self.model, prototype=self.prototype, eps=cfg.eps, steps=cfg.steps,
-                          step_size=cfg.step_size, random_start=True, alpha=1.0, seed=cfg.seed,
-                          batch_size=10**9, precision=cfg.precision)  # fmt: skip
+        self.attack = THA(
+            self.model,
+            prototype=self.prototype,
+            eps=cfg.eps,
+            steps=cfg.steps,
+            step_size=cfg.step_size,
+            random_start=True,
+            alpha=1.0,
+            seed=cfg.seed,
+            batch_size=10**9,
+            precision=cfg.precision,
+        )
 
     def batch_loss(self, x: Tensor, y: Tensor, idx: Tensor, step: int) -> dict[str, Tensor]:
         self.model.train()
@@ -69,8 +78,11 @@ class ATRDH(AdversarialTraining):
         return {"loss": loss_ori + loss_adv, "ori": loss_ori, "adv": loss_adv, "prototype": loss_p.detach()}
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "prototype": self.prototype.state_dict(),
-                "prototype_opt": self.prototype_opt.state_dict()}  # fmt: skip
+        return {
+            **super().state_dict(),
+            "prototype": self.prototype.state_dict(),
+            "prototype_opt": self.prototype_opt.state_dict(),
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)

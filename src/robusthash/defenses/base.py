@@ -48,9 +48,13 @@ class DefenseConfig:
     eps: float = option(8 / 255, "L-inf budget of the training attack (pixel levels of 255)", cli_scale=255)
     steps: int = option(7, "PGD steps of the training attack")
     step_size: float = option(2 / 255, "PGD step of the training attack (pixel levels)", cli_scale=255)
-    method_options: dict[str, Any] = field(default_factory=dict, metadata={
-        "help": "the defence's own options, e.g. {\"lam\": 0.5, \"similarity\": \"dice\"} for cgat and pga-at; "
-                "robusthash datasets lists each defence's"})  # fmt: skip
+    method_options: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={
+            "help": 'the defence\'s own options, e.g. {"lam": 0.5, "similarity": "dice"} for cgat and pga-at; '
+            "robusthash datasets lists each defence's"
+        },
+    )
     seed: int = option(0, "seed of the shuffling and the training attacks")
     precision: str = option("fp32", "fp32, or bf16: autocast of the forward and backward passes")
 
@@ -58,8 +62,13 @@ class DefenseConfig:
         check_seed(self.seed)
         check_precision(self.precision)
         DEFENSES.get(self.method).parse_options(self.method_options)
-        check_finite(lr=self.lr, eps=self.eps, step_size=self.step_size, momentum=self.momentum,
-                     weight_decay=self.weight_decay)  # fmt: skip
+        check_finite(
+            lr=self.lr,
+            eps=self.eps,
+            step_size=self.step_size,
+            momentum=self.momentum,
+            weight_decay=self.weight_decay,
+        )
         if self.epochs < 1:
             raise UserError(f"epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 2:
@@ -120,14 +129,23 @@ class AdversarialTraining(TrainingMethod):
         value of the wrong type, is a :class:`UserError` naming it and what is valid."""
         names = sorted(f.name for f in fields(cls.Options))
         if not names and given:
-            raise UserError(f"defence {cls.name} takes no method options, got {', '.join(sorted(given))}; leave "
-                            "them out")  # fmt: skip
+            raise UserError(
+                f"defence {cls.name} takes no method options, got {', '.join(sorted(given))}; leave them out"
+            )
         options = from_mapping(cls.Options, given, f"defence {cls.name} method_options")
         options.validate()
         return options
 
-    def __init__(self, model: HashModel, loss_fn: Any, data: DatasetSplits, device: torch.device,
-                 generator: torch.Generator, *, config: DefenseConfig) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model: HashModel,
+        loss_fn: Any,
+        data: DatasetSplits,
+        device: torch.device,
+        generator: torch.Generator,
+        *,
+        config: DefenseConfig,
+    ) -> None:
         super().__init__(model, loss_fn, data, device, generator)
         self.config = config
         self.options = self.parse_options(config.method_options)
@@ -139,8 +157,12 @@ class AdversarialTraining(TrainingMethod):
         name = self.config.optimizer or name
         lr = self.config.lr if self.config.lr is not None else lr
         if name == "sgd":
-            return torch.optim.SGD(self.model.parameters(), lr=lr, momentum=self.config.momentum,
-                                   weight_decay=self.config.weight_decay)  # fmt: skip
+            return torch.optim.SGD(
+                self.model.parameters(),
+                lr=lr,
+                momentum=self.config.momentum,
+                weight_decay=self.config.weight_decay,
+            )
         return torch.optim.Adam(self.model.parameters(), lr=lr, betas=(0.5, 0.999))
 
     def lr_factor(self, step: int, steps_per_epoch: int, total_steps: int) -> float:
@@ -191,15 +213,36 @@ def defend(
     generator = seed_everything(config.seed)
     model = (base.build_model(device) if model is None else model.to(device)).train()
     record = base.record
-    loss_fn = create_loss(record.loss, model.bits, data.num_classes, len(data.train),
-                          **record.loss_options).to(device)  # fmt: skip
+    loss_fn = create_loss(
+        record.loss, model.bits, data.num_classes, len(data.train), **record.loss_options
+    ).to(device)
     fingerprint = model_fingerprint(model)
-    meta = ModelRecord("defended", record.model, record.train, record.dataset,
-                       defense={"method": cls.name, "config": asdict(config), "base_checkpoint": str(base.path),
-                                "base_seed": record.seed, "base_fingerprint": fingerprint},
-                       seed=config.seed, environment=environment(device)).to_meta()  # fmt: skip
+    meta = ModelRecord(
+        "defended",
+        record.model,
+        record.train,
+        record.dataset,
+        defense={
+            "method": cls.name,
+            "config": asdict(config),
+            "base_checkpoint": str(base.path),
+            "base_seed": record.seed,
+            "base_fingerprint": fingerprint,
+        },
+        seed=config.seed,
+        environment=environment(device),
+    ).to_meta()
     method = cls(model, loss_fn, data, device, generator, config=config)
-    plan = TrainingPlan(config.epochs, config.batch_size, meta, Path(out) if out else None, device,
-                        resume, quiet, cls.name, config.precision)  # fmt: skip
+    plan = TrainingPlan(
+        config.epochs,
+        config.batch_size,
+        meta,
+        Path(out) if out else None,
+        device,
+        resume,
+        quiet,
+        cls.name,
+        config.precision,
+    )
     history, seconds = run_training(model, method, data, plan)
     return DefenseResult(model, history, Path(out) if out else None, seconds, fingerprint)

@@ -25,8 +25,11 @@ class CenterOptions:
     """The options of the center-code defences (CgAT, PgA-AT)."""
 
     lam: float = option(1.0, "weight lambda of the adversarial loss (CgAT eq. 11)")
-    similarity: str | None = option(None, "label similarity of the center codes' weights (eq. 5): binary, dice, "
-                                    "jaccard or cosine (default: binary for CgAT, dice for PgA-AT)")  # fmt: skip
+    similarity: str | None = option(
+        None,
+        "label similarity of the center codes' weights (eq. 5): binary, dice, "
+        "jaccard or cosine (default: binary for CgAT, dice for PgA-AT)",
+    )
 
     def validate(self) -> None:
         check_finite(lam=self.lam)
@@ -65,10 +68,19 @@ class CgAT(AdversarialTraining):
         cfg = self.config
         self.similarity = self.options.similarity or ("binary" if self.weighting == "cgat" else "dice")
         self.attack = PgA(
-            self.model, masked=self.masked, weighting=self.weighting, similarity=self.similarity,
-            reference=self.bank.view(), eps=cfg.eps, steps=cfg.steps, step_size=cfg.step_size,
-            random_start=True, seed=cfg.seed, batch_size=10**9, precision=cfg.precision,
-        )  # fmt: skip
+            self.model,
+            masked=self.masked,
+            weighting=self.weighting,
+            similarity=self.similarity,
+            reference=self.bank.view(),
+            eps=cfg.eps,
+            steps=cfg.steps,
+            step_size=cfg.step_size,
+            random_start=True,
+            seed=cfg.seed,
+            batch_size=10**9,
+            precision=cfg.precision,
+        )
 
     def center_codes(self, labels: Tensor) -> Tensor:
         return pharos_code(labels, self.bank.codes, self.bank.labels, self.weighting, self.similarity)

@@ -27,8 +27,9 @@ class DCHLoss(HashLoss):
     name = "dch"
     display_name = "DCH"
 
-    def __init__(self, bits: int, num_classes: int, num_train: int = 0, gamma: float = 20.0,
-                 lam: float = 0.1) -> None:  # fmt: skip
+    def __init__(
+        self, bits: int, num_classes: int, num_train: int = 0, gamma: float = 20.0, lam: float = 0.1
+    ) -> None:
         super().__init__()
         self.bits, self.gamma, self.lam = bits, gamma, lam
 

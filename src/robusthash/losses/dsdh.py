@@ -20,8 +20,9 @@ def ridge_classifier(codes: Tensor, labels: Tensor, mu: float, nu: float) -> Ten
     return torch.linalg.solve(gram, codes @ labels.T)
 
 
-def discrete_code_update(codes: Tensor, weights: Tensor, labels: Tensor, outputs: Tensor, mu: float,
-                         eta: float) -> Tensor:  # fmt: skip
+def discrete_code_update(
+    codes: Tensor, weights: Tensor, labels: Tensor, outputs: Tensor, mu: float, eta: float
+) -> Tensor:
     """B-step by discrete cyclic coordinate descent: one pass over the bits, each row of B set to
     ``sign(p_k - B'^T W' w_k)`` with ``P = W Y + (eta / mu) U``: the exact minimiser of
     ``mu ||Y - W^T B||^2 + eta ||B - U||^2`` over row k with the other rows fixed (DSDH sec. 3.2).
@@ -53,8 +54,17 @@ class DSDHLoss(BankLoss):
     name = "dsdh"
     display_name = "DSDH"
 
-    def __init__(self, bits: int, num_classes: int, num_train: int, mu: float = 1.0, nu: float = 1.0,
-                 eta: float = 55.0, dcc_iter: int = 10, quant: float = 0.1) -> None:  # fmt: skip
+    def __init__(
+        self,
+        bits: int,
+        num_classes: int,
+        num_train: int,
+        mu: float = 1.0,
+        nu: float = 1.0,
+        eta: float = 55.0,
+        dcc_iter: int = 10,
+        quant: float = 0.1,
+    ) -> None:
         super().__init__(bits, num_classes, num_train)
         self.mu, self.nu, self.eta, self.dcc_iter, self.quant = mu, nu, eta, dcc_iter, quant
         self.register_buffer("B", torch.zeros(num_train, bits))
@@ -116,8 +126,9 @@ class DSDHCLoss(DSDHLoss):
     name = "dsdh-c"
     display_name = "DSDH-C"
 
-    def __init__(self, bits: int, num_classes: int, num_train: int, quantization_weight: float = 0.1,
-                 **kwargs: float) -> None:  # fmt: skip
+    def __init__(
+        self, bits: int, num_classes: int, num_train: int, quantization_weight: float = 0.1, **kwargs: float
+    ) -> None:
         super().__init__(bits, num_classes, num_train, **kwargs)
         self.quantization_weight = quantization_weight
 

@@ -31,8 +31,16 @@ class HashNetLoss(BankLoss):
     display_name = "HashNet"
     takes_logits = True
 
-    def __init__(self, bits: int, num_classes: int, num_train: int, alpha: float | None = None,
-                 gamma: float = 0.005, power: float = 0.5, step_size: int = 200) -> None:  # fmt: skip
+    def __init__(
+        self,
+        bits: int,
+        num_classes: int,
+        num_train: int,
+        alpha: float | None = None,
+        gamma: float = 0.005,
+        power: float = 0.5,
+        step_size: int = 200,
+    ) -> None:
         super().__init__(bits, num_classes, num_train)
         self.alpha = 10.0 / bits if alpha is None else alpha
         self.gamma, self.power, self.step_size = gamma, power, step_size

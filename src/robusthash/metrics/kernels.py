@@ -103,8 +103,16 @@ def _distances_and_histogram(
 
 
 @njit(parallel=True, cache=True)
-def ranked_relevance(q: np.ndarray, db: np.ndarray, ql: np.ndarray, dl: np.ndarray, topk: int,
-                     cutoffs: np.ndarray, ap: np.ndarray, hits: np.ndarray) -> None:  # fmt: skip
+def ranked_relevance(
+    q: np.ndarray,
+    db: np.ndarray,
+    ql: np.ndarray,
+    dl: np.ndarray,
+    topk: int,
+    cutoffs: np.ndarray,
+    ap: np.ndarray,
+    hits: np.ndarray,
+) -> None:
     """Per query: AP@topk under the stable order, and relevant items among the first ``cutoffs[c]`` ranks.
 
     ``q``/``db``: packed codes (uint64 words); ``ql``/``dl``: packed labels. ``cutoffs`` ascending, each in
@@ -148,8 +156,9 @@ def ranked_relevance(q: np.ndarray, db: np.ndarray, ql: np.ndarray, dl: np.ndarr
 
 
 @njit(cache=True, inline="always")
-def _ap_and_hits(relpos: np.ndarray, topk: int, cutoffs: np.ndarray, ap: np.ndarray, hits: np.ndarray,
-                 i: int) -> None:  # fmt: skip
+def _ap_and_hits(
+    relpos: np.ndarray, topk: int, cutoffs: np.ndarray, ap: np.ndarray, hits: np.ndarray, i: int
+) -> None:
     """AP@topk of query ``i`` from the relevance of its ranked positions (``relpos[p]`` for rank p + 1), and
     its relevant items among the first ``cutoffs[c]`` ranks."""
     found = 0
@@ -170,8 +179,15 @@ def _ap_and_hits(relpos: np.ndarray, topk: int, cutoffs: np.ndarray, ap: np.ndar
 
 
 @njit(parallel=True, cache=True)
-def place_chunk(q: np.ndarray, db: np.ndarray, ql: np.ndarray, dl: np.ndarray, dstar: np.ndarray,
-                start: np.ndarray, relpos: np.ndarray) -> None:  # fmt: skip
+def place_chunk(
+    q: np.ndarray,
+    db: np.ndarray,
+    ql: np.ndarray,
+    dl: np.ndarray,
+    dstar: np.ndarray,
+    start: np.ndarray,
+    relpos: np.ndarray,
+) -> None:
     """The second pass of the streamed ranking, over one database chunk (chunks come in index order).
 
     Per query ``i``: every chunk item at distance ``d <= dstar[i]`` takes rank position ``start[i, d]`` (then
@@ -194,16 +210,18 @@ def place_chunk(q: np.ndarray, db: np.ndarray, ql: np.ndarray, dl: np.ndarray, d
 
 
 @njit(parallel=True, cache=True)
-def ap_from_positions(relpos: np.ndarray, topk: int, cutoffs: np.ndarray, ap: np.ndarray,
-                      hits: np.ndarray) -> None:  # fmt: skip
+def ap_from_positions(
+    relpos: np.ndarray, topk: int, cutoffs: np.ndarray, ap: np.ndarray, hits: np.ndarray
+) -> None:
     """Per-query AP@topk and hits at ``cutoffs`` from ranked relevance ``relpos`` (Q, depth)."""
     for i in prange(relpos.shape[0]):
         _ap_and_hits(relpos[i], topk, cutoffs, ap, hits, i)
 
 
 @njit(parallel=True, cache=True)
-def distance_histograms(q: np.ndarray, db: np.ndarray, ql: np.ndarray, dl: np.ndarray,
-                        hist: np.ndarray, relhist: np.ndarray) -> None:  # fmt: skip
+def distance_histograms(
+    q: np.ndarray, db: np.ndarray, ql: np.ndarray, dl: np.ndarray, hist: np.ndarray, relhist: np.ndarray
+) -> None:
     """Per query, the number of database items (``hist``) and of relevant ones (``relhist``) at each
     Hamming distance 0..K, shape (Q, K+1) each."""
     nq = q.shape[0]

@@ -175,9 +175,14 @@ def average_precision(
     return out
 
 
-def mean_average_precision(query_codes: ArrayLike, db_codes: ArrayLike, query_labels: ArrayLike,
-                           db_labels: ArrayLike, topk: int | None = None,
-                           tie_aware: bool = False) -> float:  # fmt: skip
+def mean_average_precision(
+    query_codes: ArrayLike,
+    db_codes: ArrayLike,
+    query_labels: ArrayLike,
+    db_labels: ArrayLike,
+    topk: int | None = None,
+    tie_aware: bool = False,
+) -> float:
     """mAP@topk over all queries (queries with no relevant item in the top K count as 0)."""
     ap = average_precision(query_codes, db_codes, query_labels, db_labels, topk, tie_aware)
     return float(ap.mean()) if len(ap) else 0.0
@@ -250,8 +255,9 @@ def precision_recall_at_ranks(
     An N above the database size is clipped to it. Precision averages over all queries; recall over queries
     with at least one relevant item in the database.
     """
-    stats = ranking_statistics(query_codes, db_codes, query_labels, db_labels, topk=1, cutoffs=ranks,
-                               histograms=True)  # fmt: skip
+    stats = ranking_statistics(
+        query_codes, db_codes, query_labels, db_labels, topk=1, cutoffs=ranks, histograms=True
+    )
     return _rank_curves(stats)
 
 
@@ -288,8 +294,9 @@ def retrieval_report(
     ns: Sequence[int] = DEFAULT_NS,
 ) -> dict[str, Any]:
     """mAP@topk, per-query AP, PR curve and P@N / R@N from a single pass."""
-    return report_from_statistics(ranking_statistics(query_codes, db_codes, query_labels, db_labels, topk, ns,
-                                                     histograms=True))  # fmt: skip
+    return report_from_statistics(
+        ranking_statistics(query_codes, db_codes, query_labels, db_labels, topk, ns, histograms=True)
+    )
 
 
 def report_from_statistics(stats: RankingStatistics) -> dict[str, Any]:
@@ -307,7 +314,7 @@ def report_from_statistics(stats: RankingStatistics) -> dict[str, Any]:
             "n": ranks["n"].tolist(),
             "precision": ranks["precision"].tolist(),
             "recall": ranks["recall"].tolist(),
-        },  # fmt: skip
+        },
     }
 
 

@@ -62,10 +62,16 @@ def _chunks(n: int, chunk: int) -> Iterator[slice]:
 
 
 def _check(q: np.ndarray, ql: np.ndarray, db: np.ndarray, dl: np.ndarray) -> None:
-    for name, a in (("query codes", q), ("query labels", ql), ("database codes", db), ("database labels", dl)):
+    for name, a in (
+        ("query codes", q),
+        ("query labels", ql),
+        ("database codes", db),
+        ("database labels", dl),
+    ):
         if a.dtype != np.uint64 or a.ndim != 2:
-            raise ValueError(f"{name} must be bit-packed uint64 words (N, W) (metrics.pack_bits), got "
-                             f"{a.dtype} {a.shape}")  # fmt: skip
+            raise ValueError(
+                f"{name} must be bit-packed uint64 words (N, W) (metrics.pack_bits), got {a.dtype} {a.shape}"
+            )
     if q.shape[1] != db.shape[1] or ql.shape[1] != dl.shape[1]:
         raise ValueError("queries and database differ in code or label words")
     if len(q) != len(ql) or len(db) != len(dl):
@@ -133,8 +139,16 @@ def streaming_statistics(
     start = cumulative - total + per_rank[: collective.rank].sum(0)  # first rank of each distance in my shard
     relpos = np.zeros((nq, depth), np.uint8)
     for part in _chunks(len(db_codes), chunk):
-        _run(kernels.place_chunk, q, np.ascontiguousarray(db_codes[part]), ql,
-             np.ascontiguousarray(db_labels[part]), dstar, start, relpos)  # fmt: skip
+        _run(
+            kernels.place_chunk,
+            q,
+            np.ascontiguousarray(db_codes[part]),
+            ql,
+            np.ascontiguousarray(db_labels[part]),
+            dstar,
+            start,
+            relpos,
+        )
         if progress is not None:
             progress.update(part.stop - part.start)
     if collective.world_size > 1:
@@ -158,6 +172,7 @@ def streaming_report(
 ) -> dict[str, Any]:
     """:func:`~robusthash.metrics.retrieval_report` (mAP@topk, per-query AP, PR curve, P@N / R@N) of packed
     codes, streamed; ``options`` (``chunk``, ``collective``, ``progress``) as for :func:`streaming_statistics`."""
-    stats = streaming_statistics(query_codes, query_labels, db_codes, db_labels, bits, topk, ns, histograms=True,
-                                 **options)  # fmt: skip
+    stats = streaming_statistics(
+        query_codes, query_labels, db_codes, db_labels, bits, topk, ns, histograms=True, **options
+    )
     return report_from_statistics(stats)

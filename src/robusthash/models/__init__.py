@@ -63,10 +63,25 @@ def create_model(
 def model_from_config(config: dict) -> HashModel:
     """Rebuild an (untrained) model from ``HashModel.config``; load the state dict afterwards."""
     return create_model(
-        config["backbone"], config["bits"], config["in_channels"], config["mean"], config["std"],
-        config.get("image_size"), input_size=config.get("input_size"),
-    )  # fmt: skip
+        config["backbone"],
+        config["bits"],
+        config["in_channels"],
+        config["mean"],
+        config["std"],
+        config.get("image_size"),
+        input_size=config.get("input_size"),
+    )
 
 
-__all__ = ["BACKBONES", "HashModel", "WrappedModel", "create_model", "list_models", "load_foreign_state_dict",
-           "load_model_def", "model_from_config", "register_backbone", "wrap_model"]
+__all__ = [
+    "BACKBONES",
+    "HashModel",
+    "WrappedModel",
+    "create_model",
+    "list_models",
+    "load_foreign_state_dict",
+    "load_model_def",
+    "model_from_config",
+    "register_backbone",
+    "wrap_model",
+]

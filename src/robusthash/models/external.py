@@ -39,9 +39,18 @@ class WrappedModel(nn.Module):
     image before the normalisation; ``bpda=True`` differentiates it as the identity (the straight-through
     approximation of BPDA), so that a non-differentiable preprocessing is attacked rather than hidden behind."""
 
-    def __init__(self, module: nn.Module, bits: int, output: str, in_channels: int,
-                 mean: Sequence[float] | None, std: Sequence[float] | None, name: str,
-                 preprocess: Callable[[Tensor], Tensor] | None = None, bpda: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self,
+        module: nn.Module,
+        bits: int,
+        output: str,
+        in_channels: int,
+        mean: Sequence[float] | None,
+        std: Sequence[float] | None,
+        name: str,
+        preprocess: Callable[[Tensor], Tensor] | None = None,
+        bpda: bool = False,
+    ) -> None:
         super().__init__()
         self.module = module
         self.preprocess = preprocess
@@ -53,8 +62,15 @@ class WrappedModel(nn.Module):
         std = tuple(std) if std is not None else (1.0,) * in_channels
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
-        self.config = {"backbone": f"external:{name}", "bits": bits, "in_channels": in_channels,
-                       "mean": list(mean), "std": list(std), "output": output, "external": True}  # fmt: skip
+        self.config = {
+            "backbone": f"external:{name}",
+            "bits": bits,
+            "in_channels": in_channels,
+            "mean": list(mean),
+            "std": list(std),
+            "output": output,
+            "external": True,
+        }
 
     def preactivation(self, x: Tensor) -> Tensor:
         if self.preprocess is not None:
@@ -63,7 +79,9 @@ class WrappedModel(nn.Module):
             x = x + (processed - x).detach() if self.bpda else processed
         out = self.module((x - self.mean) / self.std).float()  # fp32 logits also under bf16 autocast
         if out.ndim != 2 or out.shape[1] != self.bits:
-            raise UserError(f"the wrapped module returned shape {tuple(out.shape)}, expected (N, {self.bits})")
+            raise UserError(
+                f"the wrapped module returned shape {tuple(out.shape)}, expected (N, {self.bits})"
+            )
         return out if self.output == "preactivation" else torch.atanh(out.clamp(-1 + 1e-6, 1 - 1e-6))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -74,10 +92,16 @@ class WrappedModel(nn.Module):
         return binarize(self.preactivation(x))
 
 
-def wrap_model(module: nn.Module, output: str = "tanh", mean: Sequence[float] | None = None,
-               std: Sequence[float] | None = None, image_shape: Sequence[int] = (3, 224, 224),
-               name: str | None = None, preprocess: Callable[[Tensor], Tensor] | None = None,
-               bpda: bool = False) -> WrappedModel:  # fmt: skip
+def wrap_model(
+    module: nn.Module,
+    output: str = "tanh",
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    image_shape: Sequence[int] = (3, 224, 224),
+    name: str | None = None,
+    preprocess: Callable[[Tensor], Tensor] | None = None,
+    bpda: bool = False,
+) -> WrappedModel:
     """Wrap ``module`` (images in [0, 1] of ``image_shape`` -> (N, K) codes) for attacks, defences and metrics.
 
     The module is probed once on two blank images to learn K; an output that is not (N, K) is a
@@ -97,8 +121,10 @@ def wrap_model(module: nn.Module, output: str = "tanh", mean: Sequence[float] | 
         with torch.no_grad():
             probe = module(torch.zeros(2, *image_shape, device=device))
     except Exception as exc:  # noqa: BLE001 - the user's module failed on a valid input
-        raise UserError(f"the module failed on images of shape (2, {', '.join(map(str, image_shape))}): "
-                        f"{type(exc).__name__}: {exc}") from None  # fmt: skip
+        raise UserError(
+            f"the module failed on images of shape (2, {', '.join(map(str, image_shape))}): "
+            f"{type(exc).__name__}: {exc}"
+        ) from None
     finally:
         for m, mode in modes:
             m.training = mode
@@ -106,11 +132,22 @@ def wrap_model(module: nn.Module, output: str = "tanh", mean: Sequence[float] | 
         shape = tuple(probe.shape) if isinstance(probe, Tensor) else type(probe).__name__
         raise UserError(f"the module must return codes of shape (N, K); for 2 images it returned {shape}")
     if preprocess is not None and not callable(preprocess):
-        raise UserError(f"preprocess must be a function of a batch of images, got {type(preprocess).__name__}")
+        raise UserError(
+            f"preprocess must be a function of a batch of images, got {type(preprocess).__name__}"
+        )
     if bpda and preprocess is None:
         raise UserError("bpda=True needs a preprocess function (it is the preprocessing's backward)")
-    return WrappedModel(module, int(probe.shape[1]), output, image_shape[0], mean, std,
-                        name or type(module).__name__, preprocess, bpda)  # fmt: skip
+    return WrappedModel(
+        module,
+        int(probe.shape[1]),
+        output,
+        image_shape[0],
+        mean,
+        std,
+        name or type(module).__name__,
+        preprocess,
+        bpda,
+    )
 
 
 def _guarded(what: str, call: Callable[[], Any]) -> Any:
@@ -152,8 +189,12 @@ def load_model_def(spec: str) -> nn.Module:
 def _fc_rules(fc6: str, fc7: str, hash_layer: str, ours6: int, ours7: int) -> list[tuple[str, str]]:
     """Rules for a torchvision ``features`` + fully connected trunk: where fc6, fc7 and the hash layer sit there
     (regexes) and where fc6 / fc7 sit in robusthash's ``backbone`` (AlexNet 4 / 7, VGG 3 / 6)."""
-    return [(r"^features\.", "backbone.0."), (rf"^{fc6}\.", f"backbone.{ours6}."), (rf"^{fc7}\.", f"backbone.{ours7}."),
-            (rf"^{hash_layer}\.", "hash_layer.")]  # fmt: skip
+    return [
+        (r"^features\.", "backbone.0."),
+        (rf"^{fc6}\.", f"backbone.{ours6}."),
+        (rf"^{fc7}\.", f"backbone.{ours7}."),
+        (rf"^{hash_layer}\.", "hash_layer."),
+    ]
 
 
 _ALEXNET = {
@@ -167,17 +208,23 @@ _VGG = {
 }
 _RESNET = {
     "resnet-named": [(r"^(conv1|bn1|layer[1-4])\.", r"backbone.\1."), (r"^hash_layer\.", "hash_layer.")],
-    "resnet-feature-layers": [(r"^feature_layers\.0\.", "backbone.conv1."), (r"^feature_layers\.1\.", "backbone.bn1."),
-                              *[(rf"^feature_layers\.{i + 4}\.", f"backbone.layer{i + 1}.") for i in range(4)],
-                              (r"^hash_layer\.", "hash_layer.")],
-}  # fmt: skip
+    "resnet-feature-layers": [
+        (r"^feature_layers\.0\.", "backbone.conv1."),
+        (r"^feature_layers\.1\.", "backbone.bn1."),
+        *[(rf"^feature_layers\.{i + 4}\.", f"backbone.layer{i + 1}.") for i in range(4)],
+        (r"^hash_layer\.", "hash_layer."),
+    ],
+}
 LAYOUTS: dict[str, dict[str, list[tuple[str, str]]]] = {
-    "alexnet": _ALEXNET, "vgg11": _VGG, **{f"resnet{d}": _RESNET for d in (18, 34, 50, 101)},
-}  # fmt: skip
+    "alexnet": _ALEXNET,
+    "vgg11": _VGG,
+    **{f"resnet{d}": _RESNET for d in (18, 34, 50, 101)},
+}
 
 
-def convert_state_dict(state: dict[str, Tensor], backbone: str,
-                       expected: Sequence[str]) -> tuple[dict[str, Tensor], str]:  # fmt: skip
+def convert_state_dict(
+    state: dict[str, Tensor], backbone: str, expected: Sequence[str]
+) -> tuple[dict[str, Tensor], str]:
     """Rename a foreign state dict's keys to robusthash's; returns (state, layout name). The layout whose
     renaming covers every expected weight wins; none does -> :class:`UserError` naming the keys it lacks."""
     wanted = {k for k in expected if k not in ("mean", "std")}
@@ -195,10 +242,14 @@ def convert_state_dict(state: dict[str, Tensor], backbone: str,
         if missing == 0:
             return renamed, layout
     if best is None:
-        raise UserError(f"no known state-dict layout for backbone {backbone!r}; layouts exist for "
-                        f"{', '.join(sorted(LAYOUTS))}")  # fmt: skip
+        raise UserError(
+            f"no known state-dict layout for backbone {backbone!r}; layouts exist for "
+            f"{', '.join(sorted(LAYOUTS))}"
+        )
     lacking = sorted(wanted - set(best[2]))[:3]
-    raise UserError(f"the state dict fits no known layout of {backbone} (closest: {best[1]}, lacking {lacking})")
+    raise UserError(
+        f"the state dict fits no known layout of {backbone} (closest: {best[1]}, lacking {lacking})"
+    )
 
 
 def load_foreign_state_dict(model: nn.Module, state: dict[str, Any], backbone: str) -> str:

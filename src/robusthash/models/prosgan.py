@@ -44,9 +44,13 @@ class ResidualBlock(nn.Module):
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.InstanceNorm2d(channels),
-                                  nn.ReLU(inplace=True), nn.Conv2d(channels, channels, 3, padding=1),
-                                  nn.InstanceNorm2d(channels))  # fmt: skip
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.InstanceNorm2d(channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.InstanceNorm2d(channels),
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.body(x)
@@ -73,7 +77,9 @@ class LabelEncoder(nn.Module):
     def forward(self, feature: Tensor) -> Tensor:
         x = F.relu(self.project(feature)).view(-1, 128, self.start, self.start)
         x = self.up(x)
-        return x if x.shape[-1] == self.size else F.interpolate(x, size=(self.size, self.size), mode="bilinear")
+        return (
+            x if x.shape[-1] == self.size else F.interpolate(x, size=(self.size, self.size), mode="bilinear")
+        )
 
 
 class ProSGANGenerator(nn.Module):
@@ -120,7 +126,10 @@ class ProSGANDiscriminator(nn.Module):
         width, side = channels, size
         for i in range(_down_stages(size)):
             out = 64 * 2**i
-            layers += [spectral_norm(nn.Conv2d(width, out, 4, stride=2, padding=1)), nn.LeakyReLU(0.01, inplace=True)]
+            layers += [
+                spectral_norm(nn.Conv2d(width, out, 4, stride=2, padding=1)),
+                nn.LeakyReLU(0.01, inplace=True),
+            ]
             width, side = out, side // 2
         self.body = nn.Sequential(*layers)
         self.head = spectral_norm(nn.Conv2d(width, num_classes + 1, side))

@@ -52,8 +52,10 @@ class Table:
             "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in self.cells()
         )
         note = f"<p class='note'>{html.escape(self.note)}</p>" if self.note else ""
-        return (f"<h3>{html.escape(self.title)}</h3><table><thead><tr>{head}</tr></thead>"
-                f"<tbody>{body}</tbody></table>{note}")  # fmt: skip
+        return (
+            f"<h3>{html.escape(self.title)}</h3><table><thead><tr>{head}</tr></thead>"
+            f"<tbody>{body}</tbody></table>{note}"
+        )
 
     def write_csv(self, folder: Path) -> Path:
         path = folder / f"{self.name}.csv"
@@ -103,8 +105,10 @@ def collect(paths: list[Path]) -> tuple[list[tuple[Path, RobustnessRun]], list[t
         elif isinstance(doc, BenchmarkRows):
             benches.append((path, doc))
         else:
-            raise UserError(f"{path} holds a {doc.kind} run; the report renders attack results, experiments and "
-                            "benchmark rows")  # fmt: skip
+            raise UserError(
+                f"{path} holds a {doc.kind} run; the report renders attack results, experiments and "
+                "benchmark rows"
+            )
     return runs, benches
 
 
@@ -112,32 +116,56 @@ def attack_section(path: Path, run: RobustnessRun, figures: Path, index: int) ->
     header, rows = attack_rows(run)
     label = run.model_label
     caption = f"{label} model: {run.describe()}"
-    table = Table(f"attacks-{index}-{_slug(label)}", f"Attacks on the {label} model", header, rows,
-                  note=caption + f". Source: {path.name}.")  # fmt: skip
+    table = Table(
+        f"attacks-{index}-{_slug(label)}",
+        f"Attacks on the {label} model",
+        header,
+        rows,
+        note=caption + f". Source: {path.name}.",
+    )
     pr, pn = plot_pr_and_pn(run, caption, figures, stem=f"{index}-")
     eff = plot_efficiency(run, caption, figures / f"{index}-efficiency.png")
     tables = [table]
     budgets = budget_rows(run)
     if budgets:
-        tables.append(Table(f"budgets-{index}-{_slug(label)}", f"Query attacks on the {label} model: mAP against "
-                            "query budget", *budgets, note="Attacks that see only the service's answers."))
+        tables.append(
+            Table(
+                f"budgets-{index}-{_slug(label)}",
+                f"Query attacks on the {label} model: mAP against query budget",
+                *budgets,
+                note="Attacks that see only the service's answers.",
+            )
+        )
     flags = flag_rows(run)
     if flags:
-        tables.append(Table(f"flags-{index}-{_slug(label)}", f"Checks for masked gradients on the {label} model",
-                            *flags, note="A fired check means the robust mAP is an optimistic upper bound."))
+        tables.append(
+            Table(
+                f"flags-{index}-{_slug(label)}",
+                f"Checks for masked gradients on the {label} model",
+                *flags,
+                note="A fired check means the robust mAP is an optimistic upper bound.",
+            )
+        )
     extra = []
     if budgets:
         curve = plot_budget_curve(run, caption, figures / f"{index}-budget.png")
-        extra.append(Figure(curve, "mAP against queries sent, for the attacks that only see the service's "
-                                   "answers. " + caption))
+        extra.append(
+            Figure(
+                curve,
+                "mAP against queries sent, for the attacks that only see the service's answers. " + caption,
+            )
+        )
     return Section(
         f"{label} model",
         intro=caption,
         tables=tables,
-        figures=[Figure(pr, "Precision-recall by Hamming radius, clean and attacked queries. " + caption),
-                 Figure(pn, "Precision@N, clean and attacked queries. " + caption),
-                 Figure(eff, "mAP under attack against seconds per adversarial image. " + caption), *extra],
-    )  # fmt: skip
+        figures=[
+            Figure(pr, "Precision-recall by Hamming radius, clean and attacked queries. " + caption),
+            Figure(pn, "Precision@N, clean and attacked queries. " + caption),
+            Figure(eff, "mAP under attack against seconds per adversarial image. " + caption),
+            *extra,
+        ],
+    )
 
 
 def _group_key(run: RobustnessRun) -> str:
@@ -156,11 +184,19 @@ def defense_table(runs: list[tuple[Path, RobustnessRun]]) -> Table | None:
     names = group[0].attack_names
     displays = [a.display_name for a in group[0].attacks]
     k = group[0].clean.topk or "all"
-    rows = [[r.model_label, r.clean.map] + [r.attack(a).map if a in r.attack_names else None for a in names]
-            + [r.robust_map] for r in group]  # fmt: skip
-    return Table("defenses", f"Defences: mAP@{k} of each model, clean and under each attack",
-                 ["model", "Clean"] + displays + ["robust"], rows,
-                 note=group[0].describe().split(";", 1)[1].strip().capitalize() + ".")  # fmt: skip
+    rows = [
+        [r.model_label, r.clean.map]
+        + [r.attack(a).map if a in r.attack_names else None for a in names]
+        + [r.robust_map]
+        for r in group
+    ]
+    return Table(
+        "defenses",
+        f"Defences: mAP@{k} of each model, clean and under each attack",
+        ["model", "Clean"] + displays + ["robust"],
+        rows,
+        note=group[0].describe().split(";", 1)[1].strip().capitalize() + ".",
+    )
 
 
 def gallery_section(runs: list[tuple[Path, RobustnessRun]], figures: Path) -> Section | None:
@@ -173,9 +209,12 @@ def gallery_section(runs: list[tuple[Path, RobustnessRun]], figures: Path) -> Se
     attack = chosen[0].gallery.attack if chosen[0].gallery else "?"
     caption = f"{chosen[0].describe()}; gallery attack {attack}"
     path = draw_gallery(galleries, figures / "gallery.png", caption)
-    return Section("Retrieval gallery", intro="What an attack does to retrieval: for a few queries, the top-10 "
-                   "database items before and after the attack, on the weakest and the most robust model.",
-                   figures=[Figure(path, caption, wide=True)])  # fmt: skip
+    return Section(
+        "Retrieval gallery",
+        intro="What an attack does to retrieval: for a few queries, the top-10 "
+        "database items before and after the attack, on the weakest and the most robust model.",
+        figures=[Figure(path, caption, wide=True)],
+    )
 
 
 def benchmark_sections(benches: list[tuple[Path, BenchmarkRows]]) -> list[Section]:
@@ -185,12 +224,15 @@ def benchmark_sections(benches: list[tuple[Path, BenchmarkRows]]) -> list[Sectio
         if doc.markdown:
             md = doc.markdown
         elif doc.rows:
-            header = list(dict.fromkeys(k for row in doc.rows for k, v in row.items() if not isinstance(v, dict)))
+            header = list(
+                dict.fromkeys(k for row in doc.rows for k, v in row.items() if not isinstance(v, dict))
+            )
             md = markdown_table(header, [[row.get(k) for k in header] for row in doc.rows])
         else:
             md = "```\n" + json.dumps(doc.summary, indent=2) + "\n```\n" if doc.summary else "(no rows)\n"
-        sections.append(Section(f"Benchmark {doc.benchmark}: {path.name}", intro=f"Command: `{doc.command}`",
-                                markdown=md))  # fmt: skip
+        sections.append(
+            Section(f"Benchmark {doc.benchmark}: {path.name}", intro=f"Command: `{doc.command}`", markdown=md)
+        )
     return sections
 
 
@@ -198,8 +240,11 @@ def _environment_lines(docs: list[RobustnessRun | BenchmarkRows]) -> list[str]:
     seen = []
     for doc in docs:
         env = doc.environment or {}
-        line = ", ".join(f"{k} {env[k]}" for k in ("robusthash", "torch", "torchvision", "numpy", "python",
-                                                    "device", "device_name") if k in env)  # fmt: skip
+        line = ", ".join(
+            f"{k} {env[k]}"
+            for k in ("robusthash", "torch", "torchvision", "numpy", "python", "device", "device_name")
+            if k in env
+        )
         if line and line not in seen:
             seen.append(line)
     return seen
@@ -245,16 +290,22 @@ def _markdown_to_html(md: str, figures_dir: Path) -> str:
             continue
         if table:
             head, *body = [r for r in table if not set("".join(r)) <= set("-:")]
-            out.append("<table><thead><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in head)
-                       + "</tr></thead><tbody>" + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r)
-                                                         + "</tr>" for r in body) + "</tbody></table>")  # fmt: skip
+            out.append(
+                "<table><thead><tr>"
+                + "".join(f"<th>{html.escape(c)}</th>" for c in head)
+                + "</tr></thead><tbody>"
+                + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in body)
+                + "</tbody></table>"
+            )
             table = []
         image = re.match(r"!\[(.*)\]\((.*)\)", line.strip())
         if image:
             path = figures_dir / Path(image.group(2)).name
             if path.is_file():
-                out.append(f"<figure class='wide'><img src='{_img(path)}' alt='{html.escape(image.group(1))}'>"
-                           "</figure>")  # fmt: skip
+                out.append(
+                    f"<figure class='wide'><img src='{_img(path)}' alt='{html.escape(image.group(1))}'>"
+                    "</figure>"
+                )
         elif line.startswith("#"):
             level = min(len(line) - len(line.lstrip("#")) + 2, 5)
             out.append(f"<h{level}>{html.escape(line.lstrip('#').strip())}</h{level}>")
@@ -269,7 +320,9 @@ def _markdown_to_html(md: str, figures_dir: Path) -> str:
 def build_report(paths: list[str | Path], out: str | Path) -> Path:
     """Write ``index.html``, ``report.md``, CSV tables and PNG figures for ``paths`` into ``out``."""
     if not paths:
-        raise UserError("no results file given; pass attack results, an experiment's results.json or benchmark rows")
+        raise UserError(
+            "no results file given; pass attack results, an experiment's results.json or benchmark rows"
+        )
     out = Path(out)
     runs, benches = collect([Path(p) for p in paths])
     figures = out / "figures"
@@ -317,19 +370,26 @@ def _render_markdown(sections: list[Section], created: str, env: list[str], sour
 def _render_html(
     sections: list[Section], created: str, env: list[str], sources: list[str], figures: Path
 ) -> str:
-    body = [f"<h1>robusthash robustness report</h1><p class='meta'>Created {html.escape(created)} from "
-            + ", ".join(f"<code>{html.escape(s)}</code>" for s in sources) + "</p>"]  # fmt: skip
+    body = [
+        f"<h1>robusthash robustness report</h1><p class='meta'>Created {html.escape(created)} from "
+        + ", ".join(f"<code>{html.escape(s)}</code>" for s in sources)
+        + "</p>"
+    ]
     for s in sections:
         body.append(f"<h2 id='{_slug(s.title)}'>{html.escape(s.title)}</h2>")
         if s.intro:
             intro = re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(s.intro))
             body.append(f"<p>{intro}</p>")
         body += [t.html() for t in s.tables]
-        body += [f"<figure class='{'wide' if f.wide else ''}'><img src='{_img(f.path)}' "
-                 f"alt='{html.escape(f.caption)}'><figcaption>{html.escape(f.caption)}</figcaption></figure>"
-                 for f in s.figures]  # fmt: skip
+        body += [
+            f"<figure class='{'wide' if f.wide else ''}'><img src='{_img(f.path)}' "
+            f"alt='{html.escape(f.caption)}'><figcaption>{html.escape(f.caption)}</figcaption></figure>"
+            for f in s.figures
+        ]
         if s.markdown:
             body.append(_markdown_to_html(s.markdown, figures))
     body.append("<h2>Environment</h2><ul>" + "".join(f"<li>{html.escape(e)}</li>" for e in env) + "</ul>")
-    return (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>robusthash report</title>"
-            f"<style>{CSS}</style></head><body>" + "\n".join(body) + "</body></html>\n")  # fmt: skip
+    return (
+        f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>robusthash report</title>"
+        f"<style>{CSS}</style></head><body>" + "\n".join(body) + "</body></html>\n"
+    )

@@ -37,14 +37,17 @@ def _show(ax: Any, img: np.ndarray, border: str | None = None, title: str = "") 
         ax.set_title(title, fontsize=7)
 
 
-def draw_gallery(galleries: dict[str, Gallery], out: str | Path, caption: str = "", amplify: float = 10.0) -> Path:
+def draw_gallery(
+    galleries: dict[str, Gallery], out: str | Path, caption: str = "", amplify: float = 10.0
+) -> Path:
     """One block per model (``label -> stored gallery``): for each query, the clean query, its labels and its
     top retrievals, then the adversarial query, its perturbation (x ``amplify``, centred on grey) and its top
     retrievals. Green borders mark relevant items, red irrelevant ones. Returns the PNG path."""
     top = max((len(i.clean_top) for g in galleries.values() for i in g.items), default=0)
     rows = sum(2 * len(g.items) for g in galleries.values())
-    fig, axes = plt.subplots(max(rows, 1), top + 2, figsize=(1.05 * (top + 2), 1.25 * max(rows, 1)), dpi=100,
-                             squeeze=False)  # fmt: skip
+    fig, axes = plt.subplots(
+        max(rows, 1), top + 2, figsize=(1.05 * (top + 2), 1.25 * max(rows, 1)), dpi=100, squeeze=False
+    )
     row = 0
     for label, gallery in galleries.items():
         for item in gallery.items:
@@ -52,19 +55,30 @@ def draw_gallery(galleries: dict[str, Gallery], out: str | Path, caption: str = 
             adv = gallery.decode_image(item.adversarial)
             names = gallery.class_names
             text = ", ".join(names[i] if names else str(i) for i in item.labels) or "(none)"
-            for kind, image, ranked, relevant in (("clean", clean, item.clean_top, item.clean_relevant),
-                                                  (gallery.attack, adv, item.adversarial_top,
-                                                   item.adversarial_relevant)):  # fmt: skip
+            for kind, image, ranked, relevant in (
+                ("clean", clean, item.clean_top, item.clean_relevant),
+                (gallery.attack, adv, item.adversarial_top, item.adversarial_relevant),
+            ):
                 ax_row = axes[row]
-                _show(ax_row[0], image, title=f"{label}\n{kind} query" if kind == "clean" else f"{kind} query")
+                _show(
+                    ax_row[0], image, title=f"{label}\n{kind} query" if kind == "clean" else f"{kind} query"
+                )
                 if kind == "clean":
                     ax_row[1].axis("off")
                     ax_row[1].text(0.5, 0.5, text, ha="center", va="center", fontsize=7, wrap=True)
                 else:
-                    _show(ax_row[1], np.clip(0.5 + amplify * (adv - clean), 0, 1), title=f"perturbation x{amplify:g}")
+                    _show(
+                        ax_row[1],
+                        np.clip(0.5 + amplify * (adv - clean), 0, 1),
+                        title=f"perturbation x{amplify:g}",
+                    )
                 for j, (db_index, rel) in enumerate(zip(ranked, relevant, strict=True)):
-                    _show(ax_row[2 + j], gallery.decode_image(gallery.database[str(db_index)]), GREEN if rel else RED,
-                          title=f"#{j + 1}" if j == 0 else "")  # fmt: skip
+                    _show(
+                        ax_row[2 + j],
+                        gallery.decode_image(gallery.database[str(db_index)]),
+                        GREEN if rel else RED,
+                        title=f"#{j + 1}" if j == 0 else "",
+                    )
                 ax_row[-1].set_title(f"{sum(relevant)}/{len(relevant)} relevant", fontsize=7, loc="right")
                 row += 1
     fig.suptitle("Retrieval before and after attack (green: relevant, red: not)", fontsize=10)

@@ -26,16 +26,32 @@ def plot_pr_and_pn(run: RobustnessRun, caption: str, out_dir: str | Path, stem: 
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for kind, x_key, y_key, labels in (
-        ("pr_curve", "recall", "precision", dict(xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02),
-                                                 title="Precision-recall (Hamming radius)")),
-        ("p_at_n", "n", "precision", dict(xlabel="N (top retrieved)", ylabel="precision@N", ylim=(0, 1.02),
-                                          title="Precision@N")),
-    ):  # fmt: skip
+        (
+            "pr_curve",
+            "recall",
+            "precision",
+            dict(
+                xlabel="recall",
+                ylabel="precision",
+                xlim=(0, 1),
+                ylim=(0, 1.02),
+                title="Precision-recall (Hamming radius)",
+            ),
+        ),
+        (
+            "p_at_n",
+            "n",
+            "precision",
+            dict(xlabel="N (top retrieved)", ylabel="precision@N", ylim=(0, 1.02), title="Precision@N"),
+        ),
+    ):
         fig, ax = plt.subplots(figsize=(5.6, 4.4), dpi=110)
         for name, scores in _curves(run):
             curve = getattr(scores, kind)
             if curve:
-                ax.plot(curve[x_key], curve[y_key], marker="o", markersize=2.5, label=name, **STYLE.get(name, {}))
+                ax.plot(
+                    curve[x_key], curve[y_key], marker="o", markersize=2.5, label=name, **STYLE.get(name, {})
+                )
         ax.set(**labels)
         _finish(fig, ax, caption)
         paths.append(out / f"{stem}{kind}.png")
@@ -57,14 +73,22 @@ def plot_efficiency(run: RobustnessRun, caption: str, out: str | Path) -> Path:
     fig, ax = plt.subplots(figsize=(5.6, 4.2), dpi=110)
     for a in run.attacks:
         ax.scatter(a.seconds_per_image_amortised, a.map, s=45)
-        ax.annotate(a.display_name, (a.seconds_per_image_amortised, a.map), fontsize=8, xytext=(4, 4),
-                    textcoords="offset points")  # fmt: skip
+        ax.annotate(
+            a.display_name,
+            (a.seconds_per_image_amortised, a.map),
+            fontsize=8,
+            xytext=(4, 4),
+            textcoords="offset points",
+        )
     ax.axhline(run.clean.map, color="black", linewidth=1, linestyle="--", label="clean")
     times = [a.seconds_per_image_amortised for a in run.attacks if a.seconds_per_image_amortised > 0]
     wide = bool(times) and max(times) > 10 * min(times)
-    ax.set(xscale="log" if wide else "linear", ylabel="mAP under attack",
-           xlabel="seconds per adversarial image" + (" (log scale)" if wide else ""),
-           title="Attack strength against cost (lower left is better)")  # fmt: skip
+    ax.set(
+        xscale="log" if wide else "linear",
+        ylabel="mAP under attack",
+        xlabel="seconds per adversarial image" + (" (log scale)" if wide else ""),
+        title="Attack strength against cost (lower left is better)",
+    )
     _finish(fig, ax, caption)
     out = Path(out)
     fig.savefig(out)
@@ -82,8 +106,12 @@ def plot_budget_curve(run: RobustnessRun, caption: str, out: str | Path) -> Path
             ax.plot([b for b, _ in points], [v for _, v in points], marker="o", label=a.display_name)
     ax.axhline(run.clean.map, color="black", linewidth=1, linestyle="--", label="clean")
     ax.axhline(run.robust_map, color="grey", linewidth=1, linestyle=":", label="robust (all attacks)")
-    ax.set(xscale="log", xlabel="queries sent per image (log scale)", ylabel="mAP under attack",
-           title="Query attacks: mAP against query budget")  # fmt: skip
+    ax.set(
+        xscale="log",
+        xlabel="queries sent per image (log scale)",
+        ylabel="mAP under attack",
+        title="Query attacks: mAP against query budget",
+    )
     _finish(fig, ax, caption)
     out = Path(out)
     fig.savefig(out)

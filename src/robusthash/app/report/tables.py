@@ -11,8 +11,19 @@ def fmt(value: Any, spec: str = ".4f") -> str:
     return "" if value is None else format(value, spec)
 
 
-ATTACK_HEADER = ["attack", "threat model", "steps", "mAP@{k}", "t-mAP@{k}", "target success", "s / image",
-                 "s / image (with fit)", "bits flipped", "L-inf (x255)", "L2"]  # fmt: skip
+ATTACK_HEADER = [
+    "attack",
+    "threat model",
+    "steps",
+    "mAP@{k}",
+    "t-mAP@{k}",
+    "target success",
+    "s / image",
+    "s / image (with fit)",
+    "bits flipped",
+    "L-inf (x255)",
+    "L2",
+]
 
 
 def attack_rows(run: RobustnessRun) -> tuple[list[str], list[list[Any]]]:
@@ -20,7 +31,9 @@ def attack_rows(run: RobustnessRun) -> tuple[list[str], list[list[Any]]]:
     several processes adds the crafting wall clock (its seconds per image sum the processes' times)."""
     k = run.clean.topk if run.clean.topk is not None else "all"
     sharded = run.world_size > 1
-    header = [h.format(k=k) for h in ATTACK_HEADER] + ([f"wall s ({run.world_size} processes)"] if sharded else [])
+    header = [h.format(k=k) for h in ATTACK_HEADER] + (
+        [f"wall s ({run.world_size} processes)"] if sharded else []
+    )
     blank = [None] * (len(header) - 4)
     rows: list[list[Any]] = [["clean", "", "", run.clean.map, *blank]]
     for a in run.attacks:
@@ -28,13 +41,27 @@ def attack_rows(run: RobustnessRun) -> tuple[list[str], list[list[Any]]]:
         steps = a.steps if a.steps is not None else ""
         if counts is not None:
             steps = f"{counts['median']:.0f} queries (budget {a.settings.get('budget')})"
-        rows.append([a.display_name, a.threat_model, steps, a.map, a.tmap, fmt(a.success_rate, ".3f"),
-                     fmt(a.seconds_per_image), fmt(a.seconds_per_image_amortised), fmt(a.mean_bits_flipped, ".2f"),
-                     fmt(a.mean_linf * 255, ".2f"), fmt(a.mean_l2, ".3f")]
-                    + ([fmt(a.wall_seconds, ".1f")] if sharded else []))  # fmt: skip
+        rows.append(
+            [
+                a.display_name,
+                a.threat_model,
+                steps,
+                a.map,
+                a.tmap,
+                fmt(a.success_rate, ".3f"),
+                fmt(a.seconds_per_image),
+                fmt(a.seconds_per_image_amortised),
+                fmt(a.mean_bits_flipped, ".2f"),
+                fmt(a.mean_linf * 255, ".2f"),
+                fmt(a.mean_l2, ".3f"),
+            ]
+            + ([fmt(a.wall_seconds, ".1f")] if sharded else [])
+        )
     if run.attacks:
         budgets = [a.settings.get("square_budget") for a in run.attacks if a.settings.get("square_budget")]
-        label = "robust (worst case per query" + (f"; gradient-free stage {budgets[0]:,} queries" if budgets else "")
+        label = "robust (worst case per query" + (
+            f"; gradient-free stage {budgets[0]:,} queries" if budgets else ""
+        )
         rows.append([label + ")", "", "", run.robust_map, *blank])
     return header, rows
 
@@ -50,8 +77,15 @@ def budget_rows(run: RobustnessRun) -> tuple[list[str], list[list[Any]]] | None:
     rows = []
     for a in queried:
         counts = a.query_counts() or {}
-        rows.append([a.display_name] + [(a.budget_map or {}).get(str(b)) for b in budgets]
-                    + [fmt(counts.get("mean"), ".0f"), fmt(counts.get("median"), ".0f"), fmt(counts.get("max"), ".0f")])
+        rows.append(
+            [a.display_name]
+            + [(a.budget_map or {}).get(str(b)) for b in budgets]
+            + [
+                fmt(counts.get("mean"), ".0f"),
+                fmt(counts.get("median"), ".0f"),
+                fmt(counts.get("max"), ".0f"),
+            ]
+        )
     return header, rows
 
 
@@ -59,8 +93,10 @@ def flag_rows(run: RobustnessRun) -> tuple[list[str], list[list[Any]]] | None:
     """Header and rows of the checks for masked gradients (None when the run has none)."""
     if not run.flags:
         return None
-    rows = [["FLAG" if f.fired else "ok", f.name, f.measured, f"{f.meaning}; {f.advice}" if f.fired else ""]
-            for f in run.flags]
+    rows = [
+        ["FLAG" if f.fired else "ok", f.name, f.measured, f"{f.meaning}; {f.advice}" if f.fired else ""]
+        for f in run.flags
+    ]
     return ["", "check", "measured", "what it means and what to do"], rows
 
 
@@ -74,9 +110,12 @@ def attack_table(run: RobustnessRun, title: str | None = None) -> str:
     flags = flag_rows(run)
     if flags:
         fired = sum(f.fired for f in run.flags)
-        text += (f"\nChecks for masked gradients: {fired} of {len(run.flags)} fired"
-                 + (" (the robust mAP is then an optimistic upper bound)" if fired else "") + "\n\n"
-                 + markdown_table(*flags, align="|---|---|---|---|"))  # fmt: skip
+        text += (
+            f"\nChecks for masked gradients: {fired} of {len(run.flags)} fired"
+            + (" (the robust mAP is then an optimistic upper bound)" if fired else "")
+            + "\n\n"
+            + markdown_table(*flags, align="|---|---|---|---|")
+        )
     return text
 
 

@@ -65,11 +65,17 @@ def list_models() -> tuple[ZooModel, ...]:
         if not isinstance(entries, list):
             raise TypeError("'models' is not a list")
     except (ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"the zoo manifest {MANIFEST} is damaged ({type(exc).__name__}: {exc}); reinstall") from None
-    models = tuple(from_mapping(ZooModel, entry, f"the zoo manifest {MANIFEST}: an entry") for entry in entries)
+        raise UserError(
+            f"the zoo manifest {MANIFEST} is damaged ({type(exc).__name__}: {exc}); reinstall"
+        ) from None
+    models = tuple(
+        from_mapping(ZooModel, entry, f"the zoo manifest {MANIFEST}: an entry") for entry in entries
+    )
     for m in models:
         if Path(m.file).name != m.file or not m.file.endswith(".pt"):
-            raise UserError(f"the zoo manifest {MANIFEST} names a file outside the zoo ({m.file!r}); reinstall")
+            raise UserError(
+                f"the zoo manifest {MANIFEST} names a file outside the zoo ({m.file!r}); reinstall"
+            )
     return models
 
 
@@ -78,7 +84,9 @@ def get(name: str) -> ZooModel:
     for entry in list_models():
         if entry.name == name:
             return entry
-    raise UserError(f"unknown zoo model {name!r}; valid: {', '.join(m.name for m in list_models()) or 'none'}")
+    raise UserError(
+        f"unknown zoo model {name!r}; valid: {', '.join(m.name for m in list_models()) or 'none'}"
+    )
 
 
 def sha256_of(path: Path) -> str:
@@ -89,7 +97,9 @@ def checkpoint(name: str) -> Checkpoint:
     """The checkpoint of zoo model ``name``, its file checked against the manifest's SHA-256."""
     entry = get(name)
     if not entry.path.is_file() or sha256_of(entry.path) != entry.sha256:
-        raise UserError(f"the shipped file of zoo model {name} ({entry.path}) is missing or damaged; reinstall")
+        raise UserError(
+            f"the shipped file of zoo model {name} ({entry.path}) is missing or damaged; reinstall"
+        )
     return read_checkpoint(entry.path)
 
 
@@ -98,12 +108,19 @@ def load_model(name: str, device: torch.device | str = "cpu") -> HashModel:
     return checkpoint(name).build_model(device)
 
 
-def find(train: TrainConfig, dataset: dict[str, Any], defense: DefenseConfig | None = None) -> ZooModel | None:
+def find(
+    train: TrainConfig, dataset: dict[str, Any], defense: DefenseConfig | None = None
+) -> ZooModel | None:
     """The zoo model trained with exactly this recipe (:meth:`~robusthash.records.ModelRecord.recipe`'s kind,
     training config, data split and defence config): ``train`` config, ``dataset`` options (name, data_dir,
     database, split_seed, image_size) and, for a defended model, ``defense`` config; ``None`` if there is none."""
-    wanted = ModelRecord("defended" if defense else "trained", {}, asdict(train), DatasetRef.of(dataset).options(),
-                         defense={"config": asdict(defense)} if defense else None).recipe()  # fmt: skip
+    wanted = ModelRecord(
+        "defended" if defense else "trained",
+        {},
+        asdict(train),
+        DatasetRef.of(dataset).options(),
+        defense={"config": asdict(defense)} if defense else None,
+    ).recipe()
     parts = ("kind", "train", "data", "defense")
     for entry in list_models():
         recipe = _record(entry.name).recipe()
@@ -126,8 +143,9 @@ def _record(name: str) -> ModelRecord:
     return checkpoint(name).record
 
 
-def provide(out: str | Path, train: TrainConfig, dataset: dict[str, Any],
-            defense: DefenseConfig | None = None) -> ZooModel | None:  # fmt: skip
+def provide(
+    out: str | Path, train: TrainConfig, dataset: dict[str, Any], defense: DefenseConfig | None = None
+) -> ZooModel | None:
     """Copy the zoo model of this recipe to ``out`` (unless ``out`` already exists) and return its entry;
     ``None`` when the zoo has none (the caller trains). A run that then resumes from ``out`` finds it complete.
     In a distributed job rank 0 copies; the caller waits for it (:func:`robusthash.distributed.barrier`)."""

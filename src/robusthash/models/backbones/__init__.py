@@ -50,7 +50,6 @@ def load_local(model: nn.Module, pretrained: str | Path | None) -> None:
     del unexpected
 
 
-
 def build_backbone(name: str, in_channels: int, pretrained: str | Path | None = None) -> Built:
     return BACKBONES.get(name).build(in_channels, pretrained)
 
@@ -60,5 +59,13 @@ import_submodules(__name__, __path__)
 from robusthash.models.backbones.efficientnet import efficientnet_lite0  # noqa: E402
 from robusthash.models.backbones.small_cnn import SmallCNN  # noqa: E402
 
-__all__ = ["BACKBONES", "BackboneSpec", "Built", "SmallCNN", "build_backbone", "efficientnet_lite0", "load_local",
-           "register_backbone"]  # fmt: skip
+__all__ = [
+    "BACKBONES",
+    "BackboneSpec",
+    "Built",
+    "SmallCNN",
+    "build_backbone",
+    "efficientnet_lite0",
+    "load_local",
+    "register_backbone",
+]

@@ -18,6 +18,4 @@ def _densenet161(pretrained: str | Path | None) -> Built:
     return body, net.classifier.in_features, 3, 32
 
 
-
-
 register_backbone(BackboneSpec("densenet161", lambda c, p: _densenet161(p), "torchvision DenseNet-161"))

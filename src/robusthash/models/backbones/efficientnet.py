@@ -45,5 +45,11 @@ def efficientnet_lite0(pretrained: str | Path | None = None, with_head: bool = F
 # EfficientNet-Lite was trained on inputs scaled to [-1, 1] ((x - 127) / 128): measured on matplotlib's
 # Grace Hopper sample, the original head gives "military uniform" 0.47 with it and 0.37 with torchvision's
 # ImageNet mean/std, so the backbone brings its own normalisation.
-register_backbone(BackboneSpec("efficientnet_lite0", lambda c, p: (efficientnet_lite0(p), 1280, 3, 32),
-                               "EfficientNet-Lite0, ImageNet weights (extra 'pretrained')", (0.5, 0.5)))
+register_backbone(
+    BackboneSpec(
+        "efficientnet_lite0",
+        lambda c, p: (efficientnet_lite0(p), 1280, 3, 32),
+        "EfficientNet-Lite0, ImageNet weights (extra 'pretrained')",
+        (0.5, 0.5),
+    )
+)

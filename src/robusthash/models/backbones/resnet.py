@@ -23,8 +23,11 @@ def _resnet(name: str) -> Callable[[str | Path | None], Built]:
     return build
 
 
-
-
 for _depth in (18, 34, 50, 101):
-    register_backbone(BackboneSpec(f"resnet{_depth}", lambda c, p, _n=f"resnet{_depth}": _resnet(_n)(p),
-                                   f"torchvision ResNet-{_depth} (pooled features)"))  # fmt: skip
+    register_backbone(
+        BackboneSpec(
+            f"resnet{_depth}",
+            lambda c, p, _n=f"resnet{_depth}": _resnet(_n)(p),
+            f"torchvision ResNet-{_depth} (pooled features)",
+        )
+    )

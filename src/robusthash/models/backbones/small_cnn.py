@@ -54,6 +54,6 @@ def _small_cnn(in_channels: int, pretrained: str | Path | None) -> Built:
     return net, net.feature_dim, in_channels, 8
 
 
-
-
-register_backbone(BackboneSpec("small_cnn", _small_cnn, "4 conv blocks, ~0.18M parameters, for 28-56 px data"))
+register_backbone(
+    BackboneSpec("small_cnn", _small_cnn, "4 conv blocks, ~0.18M parameters, for 28-56 px data")
+)
