@@ -229,9 +229,8 @@ def test_checkpoint_kinds_and_newer_formats_are_refused(tmp_path):
     data = toy_data(n_per_class=4)
     train(data, TrainConfig(bits=4, epochs=1, batch_size=4), tmp_path / "m.pt", quiet=True)
     payload = torch.load(tmp_path / "m.pt", weights_only=True)
-    payload["meta"]["kind"] = (
-        "defended"  # a defended checkpoint of the same recipe as a clean-training target
-    )
+    # a defended checkpoint of the same recipe as a clean-training target
+    payload["meta"]["kind"] = "defended"
     torch.save(payload, tmp_path / "d.pt")
     with pytest.raises(UserError, match=r"other settings \(kind\)"):
         train(data, TrainConfig(bits=4, epochs=1, batch_size=4), tmp_path / "d.pt", quiet=True)

@@ -93,12 +93,10 @@ class AttackOutcome:
     success: list[bool] | None = None
     wall_seconds: float | None = None
     queries_used: list[int] | None = None  # query attacks: oracle images sent per query
-    budget_map: dict[str, float] | None = (
-        None  # query attacks: budget (images per query) -> mAP reached by then
-    )
-    stages: dict[str, list[float | None]] | None = (
-        None  # the robust cascade: stage -> per-query AP (None: skipped)
-    )
+    # query attacks: budget (images per query) -> mAP reached by then
+    budget_map: dict[str, float] | None = None
+    # the robust cascade: stage -> per-query AP (None: skipped)
+    stages: dict[str, list[float | None]] | None = None
 
     @property
     def map(self) -> float:

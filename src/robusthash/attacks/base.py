@@ -194,12 +194,10 @@ class Attack:
     threat_model: ClassVar[str] = "white-box"
     paper: ClassVar[str] = ""
     test_options: ClassVar[dict[str, Any]] = {}
-    scores_itself: ClassVar[bool] = (
-        False  # takes ``topk``: scores its candidates with the evaluation's AP@topK
-    )
-    norm: str = (
-        "linf"  # the ball ``eps`` measures: linf (every attack of the papers) or l2 (Square's L2 variant)
-    )
+    # takes ``topk``: scores its candidates with the evaluation's AP@topK
+    scores_itself: ClassVar[bool] = False
+    # the ball ``eps`` measures: linf (every attack of the papers) or l2 (Square's L2 variant)
+    norm: str = "linf"
 
     def __init__(
         self,
