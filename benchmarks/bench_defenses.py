@@ -302,8 +302,7 @@ def main() -> None:
 
         out = Path(args.markdown)
         markdown = defense_benchmark_markdown(rows.rows, out.parent / "figures")
-        Path(args.markdown).write_text(markdown, encoding="utf-8")
-        rows.set_markdown(markdown)  # robusthash report shows it
+        rows.publish(markdown, args.markdown)  # the doc page, and the rows for robusthash report
     print(f"rows in {args.out}; command: {COMMAND}")
 
 

@@ -83,8 +83,7 @@ def main() -> None:
         from views import universality_markdown
 
         markdown = universality_markdown(rows.rows)
-        Path(args.markdown).write_text(markdown, encoding="utf-8")
-        rows.set_markdown(markdown)  # robusthash report shows it
+        rows.publish(markdown, args.markdown)  # the doc page, and the rows for robusthash report
     print(f"rows in {args.out}; command: {COMMAND}")
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -101,14 +103,16 @@ class Rows:
             "schema": SCHEMA,
             "kind": "benchmark",
             "benchmark": path.stem,
-            "command": command,
+            "command": command or doc.get("command", ""),  # "": keep the command that wrote the rows
             "config": {},
             "seed": 0,
             "created": "",
-            "environment": environment(device),
+            # the environment of the measurements: re-rendering the tables keeps it; a new row replaces it
+            "environment": doc.get("environment") or environment(device),
             "rows": self.rows,
             "summary": doc.get("summary"),
             "markdown": doc.get("markdown"),
+            "figures": doc.get("figures"),
         }
 
     def set_markdown(self, markdown: str) -> None:
@@ -117,9 +121,16 @@ class Rows:
         atomic_write_json(self.doc, self.path)
 
     def publish(self, markdown: str, path: str | Path | None) -> None:
-        """Write the benchmark's tables to the Markdown file ``path`` (when given) and store them with the rows."""
+        """Write the benchmark's tables to the Markdown file ``path`` (when given) and store them with the rows,
+        with the PNG figures they link (relative to ``path``), so that ``robusthash report`` shows those too."""
         if path:
             Path(path).write_text(markdown, encoding="utf-8")
+            figures = {}
+            for link in re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", markdown):
+                png = Path(path).parent / link
+                if png.is_file():
+                    figures[png.name] = base64.b64encode(png.read_bytes()).decode("ascii")
+            self.doc["figures"] = figures or None
             self.set_markdown(markdown)
 
     def key(self, row: dict[str, Any]) -> tuple:

@@ -19,6 +19,8 @@ from robusthash.app.report.tables import markdown_table  # noqa: E402
 from robusthash.attacks import ATTACKS  # noqa: E402
 from robusthash.defenses import DEFENSES  # noqa: E402
 
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*", "<", ">"]
+HATCHES = ["", "//", "..", "xx", "\\\\"]
 NAMES = {"clean": "Clean", **{name: ATTACKS.get(name).display_name for name in ATTACKS}}
 ORDER = ["clean", "p2p", "dhta", "hag", "sdha", "saat", "prosgan", "pga-dagger", "pga", "cascade"]
 
@@ -138,7 +140,59 @@ def attack_benchmark_markdown(
     ]
     if _efficiency_figure(rows, figures):
         parts.append(f"\n![mAP against time]({link_prefix}attacks-efficiency.png)\n")
+    if _bits_figure(rows, figures / "attacks-bits.png"):
+        parts += [
+            "## mAP against code length (Table 1 as a figure)\n",
+            f"![mAP against bits]({link_prefix}attacks-bits.png)\n",
+        ]
     return "\n".join(p for p in parts if p)
+
+
+def _bits_figure(rows: list[dict[str, Any]], out: Path) -> bool:
+    """Each attack's mAP against the code length, DPH on Fashion-MNIST at default iterations and as PGD-20 (for
+    each attack and length, the row with the most queries; ProS-GAN, unbounded, is not in an eps comparison)."""
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), dpi=100, sharey=True)
+    drawn = False
+    for ax, protocol in zip(axes, ("default", "pgd20"), strict=True):
+        best: dict[tuple[str, int], dict[str, Any]] = {}
+        for r in rows:
+            if (r.get("dataset"), r.get("model"), r.get("protocol")) != ("fashion-mnist", "dph", protocol):
+                continue
+            if r.get("steps") is not None or r.get("margin") is not None or r["attack"] == "prosgan":
+                continue
+            key = (r["attack"], r["bits"])
+            if key not in best or (r.get("queries") or 0) > (best[key].get("queries") or 0):
+                best[key] = r
+        for i, attack in enumerate(dict.fromkeys(a for a, _ in best)):
+            points = sorted((b, r["map"]) for (a, b), r in best.items() if a == attack)
+            if len(points) > 1:
+                style = {"color": "black", "linewidth": 2.2} if attack == "clean" else {}
+                ax.plot(
+                    *zip(*points, strict=True),
+                    marker=MARKERS[i % len(MARKERS)],
+                    label=NAMES.get(attack, attack),
+                    **style,
+                )
+                drawn = True
+        ax.set(
+            xscale="log",
+            xlabel="code length K (bits)",
+            ylabel="mAP@1000",
+            ylim=(0, 1),
+            title=f"mAP against K, {'default iterations' if protocol == 'default' else 'PGD-20'}",
+        )
+        ax.set_xticks([16, 32, 64], ["16", "32", "64"])
+        ax.minorticks_off()
+        ax.grid(alpha=0.3)
+    axes[1].tick_params(labelleft=True)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="center right", fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, 0, 0.86, 1))
+    if drawn:
+        fig.savefig(out)
+    plt.close(fig)
+    return drawn
 
 
 def _full_pga_table(rows: list[dict[str, Any]]) -> str:
@@ -448,6 +502,11 @@ def defense_benchmark_markdown(
         parts += ["## Fig. 4: CgAT against lambda (Fashion-MNIST, 32 bits)\n", markdown_table(header, body)]
         _lambda_figure(rows, lams, figures / "defenses-lambda.png")
         parts.append(f"\n![lambda sweep]({link_prefix}defenses-lambda.png)\n")
+    if _defense_figure(rows, figures / "defenses-comparison.png"):
+        parts += [
+            "## The defences compared (Table 1 as a figure)\n",
+            f"![defences compared]({link_prefix}defenses-comparison.png)\n",
+        ]
     parts.append(_nag_tables(rows))
     if _sdha_curves(rows, figures / "defenses-sdha-curves.png"):
         parts += [
@@ -455,6 +514,60 @@ def defense_benchmark_markdown(
             f"![PR and P@N under SDHA]({link_prefix}defenses-sdha-curves.png)\n",
         ]
     return "\n".join(parts)
+
+
+def _defense_figure(rows: list[dict[str, Any]], out: Path) -> bool:
+    """Clean and robust mAP of each defence (lambda 1) for each dataset and code length, as grouped bars."""
+    configs = sorted({(r["dataset"], r["bits"]) for r in rows if r.get("attack") == "robust"})
+    defenses = [
+        d for d in DEFENSE_NAMES if any(r.get("defense") == d and r.get("attack") == "robust" for r in rows)
+    ]
+    if not configs or len(defenses) < 2:
+        return False
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.4), dpi=100, sharey=True)
+    width = 0.8 / len(defenses)
+    for ax, what in zip(axes, ("clean", "robust"), strict=True):
+        for i, d in enumerate(defenses):
+            values = [
+                (
+                    _pick(rows, dataset=n, bits=b, defense=d, attack=what, lam=None if d == "none" else 1.0)
+                    or {}
+                ).get("map", float("nan"))
+                for n, b in configs
+            ]
+            ax.bar(
+                [j + i * width for j in range(len(configs))],
+                values,
+                width,
+                label=DEFENSE_NAMES[d],
+                hatch=HATCHES[i % len(HATCHES)],
+                edgecolor="white",
+            )
+        ax.set_xticks(
+            [j + 0.4 - width / 2 for j in range(len(configs))],
+            [f"{n}\n{b} bits" for n, b in configs],
+            fontsize=9,
+        )
+        ax.set(
+            ylabel="mAP@1000",
+            title=f"{what} mAP (robust: worst case over the PGD-20 attacks)"
+            if what == "robust"
+            else "clean mAP",
+            ylim=(0, 1),
+        )
+        ax.grid(alpha=0.3, axis="y")
+    axes[1].tick_params(labelleft=True)
+    fig.legend(
+        *axes[0].get_legend_handles_labels(),
+        loc="upper center",
+        ncol=len(defenses),
+        fontsize=9,
+        frameon=False,
+    )
+    fig.tight_layout(rect=(0, 0, 1, 0.92))
+    fig.savefig(out)
+    plt.close(fig)
+    return True
 
 
 def _nag_tables(rows: list[dict[str, Any]]) -> str:

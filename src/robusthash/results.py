@@ -332,6 +332,17 @@ class BenchmarkRows(_Document):
     rows: list[dict[str, Any]]
     summary: dict[str, Any] | None = None
     markdown: str | None = None  # the benchmark's own tables, rendered by its script
+    figures: dict[str, str] | None = None  # the figures its Markdown links: file name -> base64 PNG
+
+    def figure_bytes(self) -> dict[str, bytes]:
+        """The stored figures, decoded (a damaged entry is a :class:`UserError` naming it)."""
+        out = {}
+        for name, data in (self.figures or {}).items():
+            try:
+                out[Path(name).name] = base64.b64decode(data, validate=True)
+            except (ValueError, TypeError):
+                raise UserError(f"benchmark {self.benchmark}: figure {name!r} is not base64 data") from None
+        return out
 
 
 Document = RobustnessRun | EvaluationRun | DefenseRun | ExperimentRun | BenchmarkRows

@@ -62,6 +62,7 @@ from robusthash.runtime import (
     check_precision,
     check_seed,
     environment,
+    eval_mode,
     model_fingerprint,
     safe_load,
     speed_up,
@@ -246,6 +247,17 @@ class Crafted:
     queries_used: Tensor | None = None  # query attacks: oracle images sent per query
     budget_codes: dict[int, Tensor] | None = None  # query attacks: budget -> codes of the best image by then
     stages: Tensor | None = None  # the robust cascade: (queries, stages) AP after each stage (nan: skipped)
+
+
+def warm_up(model: nn.Module, images: Tensor, device: torch.device) -> None:
+    """One forward and backward pass on a few queries before any attack is timed, so that the first attack is
+    not charged for one-off costs (allocator growth, autograd and kernel set-up) that the others then skip."""
+    if len(images) == 0:
+        return
+    with eval_mode(model), torch.enable_grad():
+        x = images.to(device).requires_grad_(True)
+        torch.autograd.grad(model(x).sum(), x)  # the input's gradient only: no parameter's .grad is touched
+    _sync(device)
 
 
 def _sync(device: torch.device) -> None:
@@ -593,6 +605,7 @@ def prepare(
     images, my_labels = query_images(data, mine)
     probe = torch.cat([images[:128], probe_images(data.database)])  # queries, and every class of the database
     check_model(victim, probe, device, suite.allow_saturated)
+    warm_up(victim, images[:32], device)
     clean_codes = gather_strided(
         encode_images(victim, images, device, precision=suite.precision), len(indices)
     )

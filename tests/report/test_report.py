@@ -63,7 +63,9 @@ def test_report_folder_has_page_markdown_csv_and_figures(results_files, tmp_path
     index = build_report([*paths, bench], tmp_path / "rep")
     page = index.read_text()
     assert "<script" not in page and "http://" not in page and "https://" not in page  # self-contained
-    assert page.count("data:image/png;base64,") >= 7  # PR, P@N, efficiency for two models, and the gallery
+    # PR and P@N for two models and the gallery; no cost plot: both attacks ran 20 steps (PGD-20), so their
+    # times differ by noise alone
+    assert page.count("data:image/png;base64,") == 5 and "Attack strength against cost" not in page
     assert "Defences" in page and "robust (worst case per query)" in page and "Table 5" in page
     assert "torch" in page  # versions listed
     md = (tmp_path / "rep" / "report.md").read_text()
@@ -106,7 +108,7 @@ def test_gallery_is_drawn_from_the_stored_run_and_marks_relevant_items(results_f
     assert run.gallery is not None and len(run.gallery.items) == 2 and run.gallery.attack == "pga"
     item = run.gallery.items[0]
     assert len(item.clean_top) == 10 and all(str(i) in run.gallery.database for i in item.adversarial_top)
-    path = draw_gallery({"toy": run.gallery}, tmp_path / "g.png", caption="toy model")
+    path = draw_gallery({"toy": run.gallery}, tmp_path / "g.png")
     from PIL import Image
 
     img = Image.open(path)
@@ -181,11 +183,15 @@ def test_page_renders_in_a_headless_browser(results_files, tmp_path):
     url = index.resolve().as_uri()
     dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120)
     assert dom.returncode == 0, dom.stderr[-2000:]
-    assert dom.stdout.count("<table") >= 3 and dom.stdout.count("<img") >= 6
+    assert dom.stdout.count("<table") >= 3 and dom.stdout.count("<img") >= 4
     assert "robusthash robustness report" in dom.stdout
+    # a summary in words first, a glossary of the numbers shown, and no absolute path in the header
+    assert dom.stdout.index('class="summary"') < dom.stdout.index("<table")
+    assert "Glossary" in dom.stdout and "<dt>bits flipped</dt>" in dom.stdout
+    assert str(tmp_path) not in dom.stdout.split("</p>", 1)[0]
     shot = tmp_path / "report.png"
     run = subprocess.run(
-        [CHROMIUM, *flags, f"--screenshot={shot}", "--window-size=1200,2400", url],
+        [CHROMIUM, *flags, f"--screenshot={shot}", "--window-size=1400,2400", url],
         capture_output=True,
         text=True,
         timeout=120,
@@ -199,3 +205,26 @@ def test_page_renders_in_a_headless_browser(results_files, tmp_path):
     keep = Path(__file__).resolve().parents[2] / "runs" / "test-report-screenshot.png"
     keep.parent.mkdir(exist_ok=True)
     shutil.copy(shot, keep)
+
+
+def test_the_summary_says_what_happened_and_the_cost_plot_needs_different_step_counts(results_files):
+    from dataclasses import replace
+
+    from robusthash.app.report.build import summary
+    from robusthash.app.report.plots import shows_cost
+    from robusthash.app.report.tables import attack_rows
+
+    paths, _ = results_files
+    runs = [load_results(p) for p in paths]
+    text = summary(runs, [])
+    base, best = runs[0], max(runs, key=lambda r: r.robust_map)
+    strongest = min(base.attacks, key=lambda a: a.map)
+    assert f"falls from {base.clean.map:.4f} clean to {strongest.map:.4f}" in text
+    assert f"robust mAP of {base.robust_map:.4f}" in text and "upper bound" in text
+    if best is not base:
+        assert f"The most robust model is {best.model_label}: robust mAP {best.robust_map:.4f}" in text
+    assert not shows_cost(base)  # PGD-20: one step count
+    longer = replace(base, attacks=[base.attacks[0], replace(base.attacks[1], settings={"steps": 100})])
+    assert longer.attacks[1].steps == 100 and shows_cost(longer)
+    header, _ = attack_rows(base)
+    assert "s / image (with fit)" not in header and f"t-mAP@{base.clean.topk}" in header  # P2P: targeted

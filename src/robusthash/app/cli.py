@@ -451,7 +451,7 @@ def write_attack_outputs(run: Any, out: Path) -> None:
     title = f"{run.model_label} model: {run.describe()}"
     table = attack_table(run, title)
     atomic_write_text(table, out / "attack_table.md")
-    plot_pr_and_pn(run, title, out)
+    plot_pr_and_pn(run, f"{run.model_label} model", out)
     print(table)
     print(f"results: {out / 'attack_results.json'} (+ attack_table.md, pr_curve.png, p_at_n.png)")
 

@@ -14,13 +14,15 @@ import base64
 import csv
 import html
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from robusthash.app.report.gallery import draw_gallery
-from robusthash.app.report.plots import plot_budget_curve, plot_efficiency, plot_pr_and_pn
+from robusthash.app.report.glossary import used_terms
+from robusthash.app.report.plots import plot_budget_curve, plot_efficiency, plot_pr_and_pn, shows_cost
 from robusthash.app.report.tables import attack_rows, budget_rows, flag_rows, fmt, markdown_table
 from robusthash.errors import UserError
 from robusthash.results import BenchmarkRows, ExperimentRun, RobustnessRun, load_results, now
@@ -47,15 +49,8 @@ class Table:
         return f"### {self.title}\n\n" + "\n".join(lines) + ("\n\n" + self.note if self.note else "") + "\n"
 
     def html(self) -> str:
-        head = "".join(f"<th>{html.escape(h)}</th>" for h in self.header)
-        body = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in self.cells()
-        )
         note = f"<p class='note'>{html.escape(self.note)}</p>" if self.note else ""
-        return (
-            f"<h3>{html.escape(self.title)}</h3><table><thead><tr>{head}</tr></thead>"
-            f"<tbody>{body}</tbody></table>{note}"
-        )
+        return f"<h3>{html.escape(self.title)}</h3>{table_html(self.header, self.cells())}{note}"
 
     def write_csv(self, folder: Path) -> Path:
         path = folder / f"{self.name}.csv"
@@ -64,6 +59,26 @@ class Table:
             writer.writerow(self.header)
             writer.writerows(self.cells())
         return path
+
+
+NUMBER = re.compile(r"-?[\d,]*\.?\d+(e-?\d+)?x?")
+
+
+def table_html(header: list[str], rows: list[list[str]]) -> str:
+    """An HTML table whose numeric columns are right-aligned and text columns left-aligned."""
+    numeric = [
+        any(r[i].strip() for r in rows) and all(NUMBER.fullmatch(r[i].strip()) for r in rows if r[i].strip())
+        for i in range(len(header))
+    ]
+
+    def cell(tag: str, text: str, i: int) -> str:
+        return f"<{tag} class='{'num' if numeric[i] else 'text'}'>{html.escape(text)}</{tag}>"
+
+    head = "".join(cell("th", h, i) for i, h in enumerate(header))
+    body = "".join(
+        "<tr>" + "".join(cell("td", c, i) for i, c in enumerate(r[: len(header)])) + "</tr>" for r in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 @dataclass
@@ -80,6 +95,8 @@ class Section:
     tables: list[Table] = field(default_factory=list)
     figures: list[Figure] = field(default_factory=list)
     markdown: str = ""  # pre-rendered Markdown (benchmark tables)
+    glossary: list[tuple[str, str]] = field(default_factory=list)
+    summary: bool = False  # the opening paragraph, set apart
 
 
 def _slug(text: str) -> str:
@@ -123,8 +140,8 @@ def attack_section(path: Path, run: RobustnessRun, figures: Path, index: int) ->
         rows,
         note=caption + f". Source: {path.name}.",
     )
-    pr, pn = plot_pr_and_pn(run, caption, figures, stem=f"{index}-")
-    eff = plot_efficiency(run, caption, figures / f"{index}-efficiency.png")
+    subject = f"{label} model"
+    pr, pn = plot_pr_and_pn(run, subject, figures, stem=f"{index}-")
     tables = [table]
     budgets = budget_rows(run)
     if budgets:
@@ -147,8 +164,13 @@ def attack_section(path: Path, run: RobustnessRun, figures: Path, index: int) ->
             )
         )
     extra = []
+    if shows_cost(run):  # under one step count for all (PGD-20), time differences are noise: no plot
+        eff = plot_efficiency(run, subject, figures / f"{index}-efficiency.png")
+        extra.append(
+            Figure(eff, "mAP under attack against seconds per adversarial image (log scale). " + caption)
+        )
     if budgets:
-        curve = plot_budget_curve(run, caption, figures / f"{index}-budget.png")
+        curve = plot_budget_curve(run, subject, figures / f"{index}-budget.png")
         extra.append(
             Figure(
                 curve,
@@ -156,13 +178,12 @@ def attack_section(path: Path, run: RobustnessRun, figures: Path, index: int) ->
             )
         )
     return Section(
-        f"{label} model",
+        f"{label[0].upper() + label[1:]} model",
         intro=caption,
         tables=tables,
         figures=[
             Figure(pr, "Precision-recall by Hamming radius, clean and attacked queries. " + caption),
             Figure(pn, "Precision@N, clean and attacked queries. " + caption),
-            Figure(eff, "mAP under attack against seconds per adversarial image. " + caption),
             *extra,
         ],
     )
@@ -208,7 +229,7 @@ def gallery_section(runs: list[tuple[Path, RobustnessRun]], figures: Path) -> Se
     galleries = {run.model_label: run.gallery for run in chosen if run.gallery is not None}
     attack = chosen[0].gallery.attack if chosen[0].gallery else "?"
     caption = f"{chosen[0].describe()}; gallery attack {attack}"
-    path = draw_gallery(galleries, figures / "gallery.png", caption)
+    path = draw_gallery(galleries, figures / "gallery.png")
     return Section(
         "Retrieval gallery",
         intro="What an attack does to retrieval: for a few queries, the top-10 "
@@ -236,6 +257,52 @@ def benchmark_sections(benches: list[tuple[Path, BenchmarkRows]]) -> list[Sectio
     return sections
 
 
+def summary(runs: list[RobustnessRun], benches: list[BenchmarkRows]) -> str:
+    """What happened, in words and numbers: the first model's clean mAP, its strongest attack and robust mAP;
+    the most robust model against it; any check for masked gradients that fired."""
+    attacked = [r for r in runs if r.attacks]
+    if not attacked:
+        names = ", ".join(b.benchmark for b in benches) or "no attack run"
+        return f"Benchmark rows of {names}: each section shows the benchmark's own tables and figures."
+    first = attacked[0]
+    k = first.clean.topk or "all"
+    strongest = min(first.attacks, key=lambda a: a.map)
+    text = (
+        f"Under attack ({first.describe().split(';', 1)[1].strip()}), the {first.model_label} model's "
+        f"mAP@{k} falls from {fmt(first.clean.map)} clean to {fmt(strongest.map)} under its strongest attack, "
+        f"{strongest.display_name}, and to a robust mAP of {fmt(first.robust_map)} (the worst case per query)."
+    )
+    best = max(attacked, key=lambda r: r.robust_map)
+    if best is not first:
+        others = [r for r in attacked if r not in (first, best)]
+        text += (
+            f" The most robust model is {best.model_label}: robust mAP {fmt(best.robust_map)} "
+            f"({fmt(best.robust_map - first.robust_map, '+.4f')}) at a clean mAP of {fmt(best.clean.map)} "
+            f"({fmt(best.clean.map - first.clean.map, '+.4f')})"
+            + (
+                "; then " + ", ".join(f"{r.model_label} {fmt(r.robust_map)}" for r in others[::-1]) + "."
+                if others
+                else "."
+            )
+        )
+    fired = [(r.model_label, f.name) for r in runs for f in r.flags if f.fired]
+    if fired:
+        text += (
+            " Checks for masked gradients fired ("
+            + ", ".join(f"{name} on {label}" for label, name in fired)
+            + "): those robust mAPs are optimistic."
+        )
+    elif any(r.flags for r in runs):
+        text += " No check for masked gradients fired."
+    return text + " A robust mAP is an upper bound: an attack not run may go lower."
+
+
+def glossary_section(sections: list[Section]) -> Section:
+    headers = [h for sec in sections for t in sec.tables for h in t.header]
+    terms = used_terms(headers, figures=any(sec.figures for sec in sections))
+    return Section("Glossary", glossary=terms)
+
+
 def _environment_lines(docs: list[RobustnessRun | BenchmarkRows]) -> list[str]:
     seen = []
     for doc in docs:
@@ -256,14 +323,16 @@ body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em a
 h1{font-size:1.7em}
 h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:2em}
 table{border-collapse:collapse;margin:.6em 0;font-size:.92em}
-th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right}
-th{background:#f3f3f3}
-td:first-child,th:first-child{text-align:left}
+th,td{border:1px solid #ccc;padding:.25em .6em}
+.num{text-align:right}.text{text-align:left}
+th{background:#f3f3f3;vertical-align:bottom}
+.summary{font-size:1.08em;background:#f6f8fa;border-left:4px solid #4c72b0;padding:.6em 1em}
+dt{font-weight:600;margin-top:.4em}dd{margin-left:1.5em}
 tbody tr:nth-child(even){background:#fafafa}
 figure{margin:.8em 1% .8em 0;display:inline-block;vertical-align:top;width:48.5%}
 figure.wide{width:100%}
 figure img{max-width:100%;border:1px solid #eee}
-figcaption,.note,.meta{font-size:.82em;color:#555}
+figcaption,.note,.meta{font-size:.9em;color:#444}
 pre{background:#f6f6f6;padding:.6em;overflow:auto}
 code{background:#f3f3f3;padding:0 .2em}
 """
@@ -290,13 +359,7 @@ def _markdown_to_html(md: str, figures_dir: Path) -> str:
             continue
         if table:
             head, *body = [r for r in table if not set("".join(r)) <= set("-:")]
-            out.append(
-                "<table><thead><tr>"
-                + "".join(f"<th>{html.escape(c)}</th>" for c in head)
-                + "</tr></thead><tbody>"
-                + "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in body)
-                + "</tbody></table>"
-            )
+            out.append(table_html(head, [r + [""] * (len(head) - len(r)) for r in body]))
             table = []
         image = re.match(r"!\[(.*)\]\((.*)\)", line.strip())
         if image:
@@ -328,7 +391,12 @@ def build_report(paths: list[str | Path], out: str | Path) -> Path:
     figures = out / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     runs.sort(key=lambda pr: (pr[1].model_label != "undefended", pr[1].robust_map))
-    sections: list[Section] = []
+    for _, doc in benches:
+        for name, data in doc.figure_bytes().items():
+            (figures / name).write_bytes(data)
+    sections: list[Section] = [
+        Section("Summary", intro=summary([r for _, r in runs], [b for _, b in benches]), summary=True)
+    ]
     table = defense_table(runs) if runs else None
     if table:
         intro = "Clean and attacked mAP of each model; robust = mean over queries of the lowest AP any attack reached."
@@ -339,16 +407,26 @@ def build_report(paths: list[str | Path], out: str | Path) -> Path:
     if section:
         sections.append(section)
     sections += benchmark_sections(benches)
+    sections.append(glossary_section(sections))
     docs: list[RobustnessRun | BenchmarkRows] = [d for _, d in runs] + [d for _, d in benches]
     created = now()
     env = _environment_lines(docs)
-    sources = [str(p) for p, _ in runs] + [str(p) for p, _ in benches]
+    sources = [_shown(p) for p, _ in runs] + [_shown(p) for p, _ in benches]
     for section in sections:
         for t in section.tables:
             t.write_csv(out)
     (out / "report.md").write_text(_render_markdown(sections, created, env, sources), encoding="utf-8")
     (out / "index.html").write_text(_render_html(sections, created, env, sources, figures), encoding="utf-8")
     return out / "index.html"
+
+
+def _shown(path: Path) -> str:
+    """A source file as the reader named it: relative to the working folder (an absolute path only when it is
+    on another drive)."""
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return str(path)
 
 
 def _render_markdown(sections: list[Section], created: str, env: list[str], sources: list[str]) -> str:
@@ -360,6 +438,7 @@ def _render_markdown(sections: list[Section], created: str, env: list[str], sour
         if s.intro:
             parts.append(s.intro + "\n")
         parts += [t.markdown() for t in s.tables]
+        parts += [f"- **{term}**: {text}" for term, text in s.glossary]
         parts += [f"![{f.caption}](figures/{f.path.name})\n\n*{f.caption}*\n" for f in s.figures]
         if s.markdown:
             parts.append(s.markdown)
@@ -379,7 +458,13 @@ def _render_html(
         body.append(f"<h2 id='{_slug(s.title)}'>{html.escape(s.title)}</h2>")
         if s.intro:
             intro = re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(s.intro))
-            body.append(f"<p>{intro}</p>")
+            body.append(f"<p class='{'summary' if s.summary else 'intro'}'>{intro}</p>")
+        if s.glossary:
+            body.append(
+                "<dl>"
+                + "".join(f"<dt>{html.escape(t)}</dt><dd>{html.escape(d)}</dd>" for t, d in s.glossary)
+                + "</dl>"
+            )
         body += [t.html() for t in s.tables]
         body += [
             f"<figure class='{'wide' if f.wide else ''}'><img src='{_img(f.path)}' "

@@ -19,6 +19,7 @@ from matplotlib.patches import Rectangle  # noqa: E402
 from robusthash.results import Gallery  # noqa: E402
 
 GREEN, RED = "#1a9850", "#d73027"
+FONT = 12  # labels stay legible when the page scales the figure to its width
 
 
 def _show(ax: Any, img: np.ndarray, border: str | None = None, title: str = "") -> None:
@@ -34,19 +35,17 @@ def _show(ax: Any, img: np.ndarray, border: str | None = None, title: str = "") 
         h, w = img.shape[-2:]
         ax.add_patch(Rectangle((-0.5, -0.5), w, h, fill=False, edgecolor=border, linewidth=4))
     if title:
-        ax.set_title(title, fontsize=7)
+        ax.set_title(title, fontsize=FONT)
 
 
-def draw_gallery(
-    galleries: dict[str, Gallery], out: str | Path, caption: str = "", amplify: float = 10.0
-) -> Path:
+def draw_gallery(galleries: dict[str, Gallery], out: str | Path, amplify: float = 10.0) -> Path:
     """One block per model (``label -> stored gallery``): for each query, the clean query, its labels and its
     top retrievals, then the adversarial query, its perturbation (x ``amplify``, centred on grey) and its top
     retrievals. Green borders mark relevant items, red irrelevant ones. Returns the PNG path."""
     top = max((len(i.clean_top) for g in galleries.values() for i in g.items), default=0)
     rows = sum(2 * len(g.items) for g in galleries.values())
     fig, axes = plt.subplots(
-        max(rows, 1), top + 2, figsize=(1.05 * (top + 2), 1.25 * max(rows, 1)), dpi=100, squeeze=False
+        max(rows, 1), top + 2, figsize=(1.15 * (top + 2), 1.45 * max(rows, 1)), dpi=100, squeeze=False
     )
     row = 0
     for label, gallery in galleries.items():
@@ -65,7 +64,7 @@ def draw_gallery(
                 )
                 if kind == "clean":
                     ax_row[1].axis("off")
-                    ax_row[1].text(0.5, 0.5, text, ha="center", va="center", fontsize=7, wrap=True)
+                    ax_row[1].text(0.5, 0.5, text, ha="center", va="center", fontsize=FONT, wrap=True)
                 else:
                     _show(
                         ax_row[1],
@@ -79,12 +78,10 @@ def draw_gallery(
                         GREEN if rel else RED,
                         title=f"#{j + 1}" if j == 0 else "",
                     )
-                ax_row[-1].set_title(f"{sum(relevant)}/{len(relevant)} relevant", fontsize=7, loc="right")
+                ax_row[-1].set_title(f"{sum(relevant)}/{len(relevant)} relevant", fontsize=FONT, loc="right")
                 row += 1
-    fig.suptitle("Retrieval before and after attack (green: relevant, red: not)", fontsize=10)
-    if caption:
-        fig.text(0.5, 0.003, caption, ha="center", va="bottom", fontsize=7, color="#444")
-    fig.tight_layout(rect=(0, 0.02, 1, 0.97))
+    fig.suptitle("Retrieval before and after attack (green: relevant, red: not)", fontsize=FONT + 3)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)

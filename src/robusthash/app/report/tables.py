@@ -26,22 +26,24 @@ ATTACK_HEADER = [
 ]
 
 
+ALWAYS = {"attack", "threat model", "steps", "mAP@{k}"}  # the columns every attack table shows
+
+
 def attack_rows(run: RobustnessRun) -> tuple[list[str], list[list[Any]]]:
-    """Header and rows of the attack table: clean, one row per attack, and the worst-case robust mAP. A run of
-    several processes adds the crafting wall clock (its seconds per image sum the processes' times)."""
+    """Header and rows of the attack table: clean, one row per attack, and the worst-case robust mAP. Columns
+    that no attack of the run fills are left out (t-mAP and target success without a targeted attack, the time
+    with fit when no attack fits anything). A run of several processes adds the crafting wall clock (its
+    seconds per image sum the processes' times)."""
     k = run.clean.topk if run.clean.topk is not None else "all"
-    sharded = run.world_size > 1
-    header = [h.format(k=k) for h in ATTACK_HEADER] + (
-        [f"wall s ({run.world_size} processes)"] if sharded else []
-    )
-    blank = [None] * (len(header) - 4)
-    rows: list[list[Any]] = [["clean", "", "", run.clean.map, *blank]]
+    columns = {h: [] for h in ATTACK_HEADER}
     for a in run.attacks:
         counts = a.query_counts()
         steps = a.steps if a.steps is not None else ""
         if counts is not None:
             steps = f"{counts['median']:.0f} queries (budget {a.settings.get('budget')})"
-        rows.append(
+        fitted = fmt(a.seconds_per_image_amortised) != fmt(a.seconds_per_image)  # a fit that shows
+        for h, v in zip(
+            ATTACK_HEADER,
             [
                 a.display_name,
                 a.threat_model,
@@ -50,13 +52,21 @@ def attack_rows(run: RobustnessRun) -> tuple[list[str], list[list[Any]]]:
                 a.tmap,
                 fmt(a.success_rate, ".3f"),
                 fmt(a.seconds_per_image),
-                fmt(a.seconds_per_image_amortised),
+                fmt(a.seconds_per_image_amortised) if fitted else "",
                 fmt(a.mean_bits_flipped, ".2f"),
                 fmt(a.mean_linf * 255, ".2f"),
                 fmt(a.mean_l2, ".3f"),
-            ]
-            + ([fmt(a.wall_seconds, ".1f")] if sharded else [])
-        )
+            ],
+            strict=True,
+        ):
+            columns[h].append(v)
+    keep = [h for h in ATTACK_HEADER if h in ALWAYS or any(v not in (None, "") for v in columns[h])]
+    sharded = run.world_size > 1
+    header = [h.format(k=k) for h in keep] + ([f"wall s ({run.world_size} processes)"] if sharded else [])
+    blank = [None] * (len(header) - 4)
+    rows: list[list[Any]] = [["clean", "", "", run.clean.map, *blank]]
+    for i, a in enumerate(run.attacks):
+        rows.append([columns[h][i] for h in keep] + ([fmt(a.wall_seconds, ".1f")] if sharded else []))
     if run.attacks:
         budgets = [a.settings.get("square_budget") for a in run.attacks if a.settings.get("square_budget")]
         label = "robust (worst case per query" + (
@@ -93,6 +103,8 @@ def flag_rows(run: RobustnessRun) -> tuple[list[str], list[list[Any]]] | None:
     """Header and rows of the checks for masked gradients (None when the run has none)."""
     if not run.flags:
         return None
+    if not any(f.fired for f in run.flags):
+        return ["", "check", "measured"], [["ok", f.name, f.measured] for f in run.flags]
     rows = [
         ["FLAG" if f.fired else "ok", f.name, f.measured, f"{f.meaning}; {f.advice}" if f.fired else ""]
         for f in run.flags
@@ -114,7 +126,7 @@ def attack_table(run: RobustnessRun, title: str | None = None) -> str:
             f"\nChecks for masked gradients: {fired} of {len(run.flags)} fired"
             + (" (the robust mAP is then an optimistic upper bound)" if fired else "")
             + "\n\n"
-            + markdown_table(*flags, align="|---|---|---|---|")
+            + markdown_table(*flags, align="|---" * len(flags[0]) + "|")
         )
     return text
 
