@@ -121,6 +121,9 @@ def test_model_def_through_the_command_line(toy_cli, tmp_path):
         "--out",
         str(tmp_path / "a"),
     )
+    # the report names a brought model as yours, not by a hashing loss it was never trained with here
+    described = load_results(tmp_path / "a" / "attack_results.json").describe()
+    assert described.startswith("your model Sequential / 12 bits") and "dph" not in described
     _cli(
         "defend",
         "--model",

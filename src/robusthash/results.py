@@ -277,8 +277,13 @@ class RobustnessRun(_Document):
     def describe(self) -> str:
         record, eps = self.record, self.suite.get("eps")
         eps_text = f"eps {eps * 255:.0f}/255" if isinstance(eps, (int, float)) else "eps ?"
+        model = (
+            f"your model {record.backbone.removeprefix('external:')}"
+            if record.external
+            else f"{record.loss} / {record.backbone}"
+        )
         return (
-            f"{record.loss} / {record.backbone} / {record.bits or '?'} bits on {self.dataset.name}; "
+            f"{model} / {record.bits or '?'} bits on {self.dataset.name}; "
             f"protocol {self.suite.get('protocol', '?')}, {eps_text}, {len(self.query_indices)} queries, "
             f"seed {self.seed}"
         )
