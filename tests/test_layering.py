@@ -30,6 +30,7 @@ LAYERS = [
     {"results"},
     {"masking"},
     {"robustness"},
+    {"certify"},
     # the application layer (robusthash/app): nothing in the core above imports it
     {"app"},
     {"app.zoo"},

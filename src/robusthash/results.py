@@ -350,9 +350,60 @@ class BenchmarkRows(_Document):
         return out
 
 
-Document = RobustnessRun | EvaluationRun | DefenseRun | ExperimentRun | BenchmarkRows
+@dataclass
+class CertifyRun(_Document):
+    """Center smoothing's certificates on a query subset (:mod:`robusthash.certify`), with the empirical side.
+
+    Per query: the base model's AP and the smoothed model's (whole database); per certified L2 radius (index k
+    of ``radii``): the certified lower bound on AP (``certified_ap[k]``, 0 where the query abstains), the
+    Hamming radius it rests on (``hamming[k]``, None where it abstains) and, per attack, the smoothed model's AP
+    on that attack's L2 images (``empirical_ap[attack][k]``, None at radius 0)."""
+
+    kind: ClassVar[str] = "certify"
+    model: dict[str, Any]
+    sigma: float
+    radii: list[float]
+    query_indices: list[int]
+    clean_ap: list[float]
+    smoothed_ap: list[float]
+    certified_ap: list[list[float]]
+    hamming: list[list[int | None]]
+    abstained: list[bool]
+    smoothing_error: list[int | None]
+    empirical_ap: dict[str, list[list[float] | None]] = field(default_factory=dict)
+    certify_seconds: float = 0.0
+
+    @property
+    def record(self) -> ModelRecord:
+        return ModelRecord.of_summary(self.model)
+
+    @property
+    def certified_map(self) -> list[float]:
+        """Per radius: the mean certified lower bound (abstentions count 0)."""
+        return [_mean(v) for v in self.certified_ap]
+
+    @property
+    def empirical_ap_min(self) -> list[list[float]]:
+        """Per radius, per query: the lowest smoothed AP found (the clean query, or any attack's image)."""
+        out = []
+        for k in range(len(self.radii)):
+            found = [v[k] for v in self.empirical_ap.values() if v[k] is not None]
+            out.append(np.min(np.stack([self.smoothed_ap, *found]), axis=0).tolist())
+        return out
+
+    @property
+    def empirical_map(self) -> list[float]:
+        """Per radius: the smoothed model's mAP under the attacks run (an upper bound on its robust mAP)."""
+        return [_mean(v) for v in self.empirical_ap_min]
+
+    @property
+    def abstain_rate(self) -> float:
+        return _mean([float(a) for a in self.abstained])
+
+
+Document = RobustnessRun | EvaluationRun | DefenseRun | ExperimentRun | BenchmarkRows | CertifyRun
 KINDS: dict[str, type] = {
-    c.kind: c for c in (RobustnessRun, EvaluationRun, DefenseRun, ExperimentRun, BenchmarkRows)
+    c.kind: c for c in (RobustnessRun, EvaluationRun, DefenseRun, ExperimentRun, BenchmarkRows, CertifyRun)
 }
 
 

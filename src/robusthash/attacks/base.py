@@ -383,11 +383,14 @@ class Attack:
         return query_generator(self.seed, index, stream, device)
 
     def random_start(self, x: Tensor, indices: Tensor, stream: str = "start") -> Tensor:
-        """``x + U(-eps, eps)`` (PgA eq. 15), clipped to [0, 1]; query i's noise from its own generator
+        """``x + U(-eps, eps)`` (PgA eq. 15; under ``norm="l2"`` a uniform point of the L2 ball), clipped to
+        [0, 1]; query i's noise from its own generator
         (``stream`` names the draw: a restart draws from another stream).
 
         The noise is drawn where ``x`` lives (no host-to-device copy of a batch of noise on CUDA).
         """
+        if self.norm == "l2":
+            return (x + self._l2_ball_draw(x, indices, stream).to(x.dtype)).clamp_(0.0, 1.0)
         noise = torch.stack(
             [
                 torch.rand(x.shape[1:], generator=self.generator(int(i), stream, x.device), device=x.device)
@@ -395,6 +398,18 @@ class Attack:
             ]
         )
         return (x + (noise * 2 - 1).mul_(self.eps).to(x.dtype)).clamp_(0.0, 1.0)
+
+    def _l2_ball_draw(self, x: Tensor, indices: Tensor, stream: str) -> Tensor:
+        """One uniform draw from the L2 ball of radius eps per query (a Gaussian direction, radius eps u^(1/d)),
+        from the query's own generator."""
+        d = x[0].numel()
+        out = []
+        for i in indices:
+            g = self.generator(int(i), stream, x.device)
+            direction = torch.randn(x.shape[1:], generator=g, device=x.device)
+            radius = self.eps * float(torch.rand((), generator=g, device=x.device)) ** (1.0 / d)
+            out.append(direction * (radius / direction.norm().clamp_min(1e-12)))
+        return torch.stack(out)
 
     def target_candidates(self) -> Tensor:
         """Label rows a targeted attack may aim at: the distinct non-empty label rows of the database."""
@@ -433,20 +448,34 @@ class IterativeAttack(Attack):
     ``eot`` > 1 averages each step's loss over that many evaluations of the model (expectation over
     transformation, Athalye et al., ICML 2018): for a model whose outputs are random (input noise, random
     resizing), one sample's gradient misleads the step; the mean of ``eot`` samples estimates the expected one.
+
+    ``norm="l2"`` runs every step in the L2 ball of radius ``eps`` instead (Madry et al., ICLR 2018): the step is
+    the gradient scaled to L2 norm ``step_size`` (default ``eps / 8``), the start a uniform draw from the ball.
     """
 
     default_steps: ClassVar[int] = 100
+    l2: ClassVar[bool] = True  # runs in an L2 ball (norm="l2"); False for an attack with steps of its own
 
     def __init__(
         self,
         model: nn.Module,
         *,
         steps: int | None = None,
-        step_size: float = 1 / 255,
+        step_size: float | None = None,
         eot: int = 1,
+        norm: str = "linf",
         **kwargs: Any,
     ) -> None:
         super().__init__(model, **kwargs)
+        if norm not in NORMS:
+            raise UserError(f"unknown norm {norm!r}; valid: {', '.join(NORMS)}")
+        if norm == "l2" and not self.l2:
+            raise UserError(f"attack {self.name} runs in the L-inf ball only; valid norm: linf")
+        self.norm = norm
+        if (
+            step_size is None
+        ):  # L-inf: the papers' 1/255; L2: an eighth of the radius (1/255 is 8/255's eighth)
+            step_size = 1 / 255 if norm == "linf" else self.eps / 8
         if not isinstance(eot, int) or eot < 1:
             raise UserError(f"eot must be a positive integer (gradient samples per step), got {eot!r}")
         self.eot = eot
@@ -503,6 +532,11 @@ class IterativeAttack(Attack):
             (grad,) = torch.autograd.grad(loss, x_adv)
             x_adv = x_adv.detach()
             with torch.no_grad():
+                if self.norm == "l2":  # the gradient scaled to L2 norm eta, then back into the L2 ball
+                    norms = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *[1] * (x.ndim - 1))
+                    x_adv = project_l2(x_adv + grad * (eta_at(step) / norms), x, self.eps)
+                    self.step_done()
+                    continue
                 x_adv.add_(grad.sign_(), alpha=eta_at(step))
                 torch.maximum(x_adv, lower, out=x_adv)
                 torch.minimum(x_adv, upper, out=x_adv)
@@ -530,12 +564,19 @@ class IterativeAttack(Attack):
             value.backward()
             opt.step()
             with torch.no_grad():
-                x_adv.copy_(project_linf(x_adv, x, self.eps))
+                x_adv.copy_(NORMS[self.norm](x_adv, x, self.eps))
             self.step_done()
         return x_adv.detach()
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "steps": self.steps, "step_size": self.step_size, "eot": self.eot}
+        ball = {"norm": self.norm} if self.norm != "linf" else {}
+        return {
+            **super().describe(),
+            "steps": self.steps,
+            "step_size": self.step_size,
+            "eot": self.eot,
+            **ball,
+        }
 
 
 class QueryAttack(Attack):

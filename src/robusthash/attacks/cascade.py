@@ -172,7 +172,9 @@ class RobustCascade(IterativeAttack):
         if not -1.0 < margin < 0.0:
             raise UserError(f"margin t must lie in (-1, 0), got {margin}")
         self.margin = margin
-        self._square = Square(self.model, eps=self.eps, seed=self.seed)  # the gradient-free stage's search
+        # the gradient-free stage's search, in the cascade's own ball
+        ball = {"norm": "l2", "l2_eps": self.eps} if self.norm == "l2" else {"eps": self.eps}
+        self._square = Square(self.model, seed=self.seed, **ball)
         self.stage_ap: dict[int, list[float]] = {}  # query index -> AP after each stage (nan: skipped)
         self._target_codes: tuple[Tensor, Tensor] | None = None
 

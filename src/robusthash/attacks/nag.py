@@ -40,6 +40,8 @@ class NAG(P2P):
       [W, W/0.875), pad to W/0.875, then resize back to W so every model takes it).
     """
 
+    l2: ClassVar[bool] = False  # its own signed steps
+
     name: ClassVar[str] = "nag"
     display_name: ClassVar[str] = "NAG"
     threat_model: ClassVar[str] = "transfer"
