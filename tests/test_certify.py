@@ -99,8 +99,10 @@ def test_no_attack_goes_below_a_certified_bound(toy):
             sigma=0.12, radii=[0.0, 0.1, 0.2], n_center=10, n_pred=1300, n_cert=800, batch_size=100, seed=seed
         )
         parts = certify_model(model, data, cfg, CertifySettings(queries=6, steps=20), quiet=True)
-        lowest = np.min(np.stack([parts["smoothed_ap"]] + [v[k] for v in parts["empirical_ap"].values()
-                                                            for k in (1, 2)]), axis=0)  # fmt: skip
+        lowest = np.min(
+            np.stack([parts["smoothed_ap"]] + [v[k] for v in parts["empirical_ap"].values() for k in (1, 2)]),
+            axis=0,
+        )
         for k in range(3):
             bound = np.asarray(parts["certified_ap"][k])
             assert (bound <= np.asarray(parts["smoothed_ap"]) + 1e-12).all()
@@ -110,3 +112,41 @@ def test_no_attack_goes_below_a_certified_bound(toy):
         assert np.isfinite(lowest).all() and len(parts["query_indices"]) == 6
         certified = [r for row in parts["hamming"] for r in row if r is not None]
         assert certified, "nothing was certified: the test would prove nothing"
+
+
+def test_certify_from_the_command_line_and_in_the_report(tmp_path, monkeypatch):
+    from robusthash.app.cli import main
+    from robusthash.app.report.build import build_report
+    from robusthash.results import CertifyRun, load_results
+
+    monkeypatch.chdir(tmp_path)
+    argv = [
+        "certify",
+        "--model",
+        "fashion-mnist-dph-32",
+        "--queries",
+        "2",
+        "--n-center",
+        "5",
+        "--n-pred",
+        "1200",
+        "--n-cert",
+        "300",
+        "--steps",
+        "3",
+        "--attacks",
+        "pga",
+        "--radius",
+        "0,0.1",
+        "--quiet",
+        "--out",
+        "c",
+    ]
+    assert main(argv) == 0
+    run = load_results(tmp_path / "c" / "certify_results.json")
+    assert isinstance(run, CertifyRun) and run.radii == [0.0, 0.1] and len(run.query_indices) == 2
+    assert all(c <= e + 1e-12 for c, e in zip(run.certified_map, run.empirical_map, strict=True))
+    page = build_report([tmp_path / "c" / "certify_results.json"], tmp_path / "rep").read_text()
+    assert "Certified: undefended model" in page and "certified mAP (lower bound)" in page
+    assert page.count("data:image/png;base64,") == 1
+    assert main(["certify", "--model", "fashion-mnist-dph-32", "--n-pred", "100", "--quiet"]) == 2

@@ -214,6 +214,16 @@ class _Document:
         return Path(path)
 
 
+def model_label(record: ModelRecord) -> str:
+    """``undefended`` or the defence's display name."""
+    defense = record.defense_method
+    if not defense:
+        return "undefended"
+    from robusthash.defenses import DEFENSES
+
+    return DEFENSES.get(defense).display_name if defense in DEFENSES else defense
+
+
 @dataclass
 class RobustnessRun(_Document):
     kind: ClassVar[str] = "robustness"
@@ -266,13 +276,7 @@ class RobustnessRun(_Document):
 
     @property
     def model_label(self) -> str:
-        """``undefended`` or the defence's display name."""
-        defense = self.record.defense_method
-        if not defense:
-            return "undefended"
-        from robusthash.defenses import DEFENSES
-
-        return DEFENSES.get(defense).display_name if defense in DEFENSES else defense
+        return model_label(self.record)
 
     def describe(self) -> str:
         record, eps = self.record, self.suite.get("eps")
@@ -376,6 +380,10 @@ class CertifyRun(_Document):
     @property
     def record(self) -> ModelRecord:
         return ModelRecord.of_summary(self.model)
+
+    @property
+    def model_label(self) -> str:
+        return model_label(self.record)
 
     @property
     def certified_map(self) -> list[float]:

@@ -255,3 +255,33 @@ def test_records_of_earlier_versions_read_their_options_back():
         "defense", asdict(DefenseConfig(method="atrdh"))
     )
     assert restore("defense", {"method": "cgat", "field_from_the_future": 1}) is None
+
+
+def test_gaussian_training_trains_on_noisy_copies_drawn_from_the_step(toy_ckpt):
+    """Cohen et al.'s baseline: the loss of x + N(0, sigma^2); the noise of a step is the same on a rerun (resume),
+    another step's differs, and a vanishing sigma gives the clean loss."""
+    from robusthash.losses import create_loss
+
+    data, ckpt = toy_ckpt
+    x, y, idx = data.train.batch(torch.arange(16))
+
+    def loss_at(sigma, step):
+        """(the step's loss, the clean loss of the same batch from an identical loss state)."""
+        import copy
+
+        model = ckpt.build_model()
+        loss_fn = create_loss("dph", 16, data.num_classes, len(data.train))
+        trainer = _trainer(
+            "gaussian", model, loss_fn, data, _config("gaussian", method_options={"sigma": sigma})
+        )
+        twin = copy.deepcopy(trainer.loss_fn)
+        noisy = float(trainer.batch_loss(x, y, idx, step)["loss"])
+        with torch.no_grad():
+            clean = float(twin(torch.tanh(model.preactivation(x)), y, idx))
+        return noisy, clean
+
+    tiny, clean = loss_at(1e-9, 0)
+    assert tiny == pytest.approx(clean, rel=1e-5)
+    assert loss_at(0.3, 4)[0] == loss_at(0.3, 4)[0] != loss_at(0.3, 5)[0]
+    with pytest.raises(UserError, match="sigma must be > 0"):
+        DefenseConfig(method="gaussian", method_options={"sigma": 0.0}).validate()

@@ -22,10 +22,23 @@ from typing import Any
 
 from robusthash.app.report.gallery import draw_gallery
 from robusthash.app.report.glossary import used_terms
-from robusthash.app.report.plots import plot_budget_curve, plot_efficiency, plot_pr_and_pn, shows_cost
-from robusthash.app.report.tables import attack_rows, budget_rows, flag_rows, fmt, markdown_table
+from robusthash.app.report.plots import (
+    plot_budget_curve,
+    plot_certified,
+    plot_efficiency,
+    plot_pr_and_pn,
+    shows_cost,
+)
+from robusthash.app.report.tables import (
+    attack_rows,
+    budget_rows,
+    certify_rows,
+    flag_rows,
+    fmt,
+    markdown_table,
+)
 from robusthash.errors import UserError
-from robusthash.results import BenchmarkRows, ExperimentRun, RobustnessRun, load_results, now
+from robusthash.results import BenchmarkRows, CertifyRun, ExperimentRun, RobustnessRun, load_results, now
 
 
 @dataclass
@@ -103,10 +116,19 @@ def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
-def collect(paths: list[Path]) -> tuple[list[tuple[Path, RobustnessRun]], list[tuple[Path, BenchmarkRows]]]:
-    """Typed robustness runs and benchmark rows of the inputs (an experiment brings its robustness files)."""
-    runs: list[tuple[Path, RobustnessRun]] = []
-    benches: list[tuple[Path, BenchmarkRows]] = []
+@dataclass
+class Inputs:
+    """The report's typed inputs, by kind."""
+
+    runs: list[tuple[Path, RobustnessRun]] = field(default_factory=list)
+    benches: list[tuple[Path, BenchmarkRows]] = field(default_factory=list)
+    certified: list[tuple[Path, CertifyRun]] = field(default_factory=list)
+
+
+def collect(paths: list[Path]) -> Inputs:
+    """Typed robustness runs, certificates and benchmark rows of the inputs (an experiment brings its files)."""
+    found = Inputs()
+    runs, benches = found.runs, found.benches
     seen: set[Path] = set()
     queue = list(paths)
     while queue:
@@ -121,12 +143,14 @@ def collect(paths: list[Path]) -> tuple[list[tuple[Path, RobustnessRun]], list[t
             runs.append((path, doc))
         elif isinstance(doc, BenchmarkRows):
             benches.append((path, doc))
+        elif isinstance(doc, CertifyRun):
+            found.certified.append((path, doc))
         else:
             raise UserError(
-                f"{path} holds a {doc.kind} run; the report renders attack results, experiments and "
-                "benchmark rows"
+                f"{path} holds a {doc.kind} run; the report renders attack results, certificates, experiments "
+                "and benchmark rows"
             )
-    return runs, benches
+    return found
 
 
 def attack_section(path: Path, run: RobustnessRun, figures: Path, index: int) -> Section:
@@ -220,6 +244,26 @@ def defense_table(runs: list[tuple[Path, RobustnessRun]]) -> Table | None:
     )
 
 
+def certify_section(path: Path, run: CertifyRun, figures: Path, index: int) -> Section:
+    """A certificate run: the table per radius and the band between certified and empirical mAP."""
+    label = run.model_label
+    caption = (
+        f"Center smoothing of the {label} model's query codes, sigma {run.sigma:g}, {len(run.query_indices)} "
+        f"queries, mAP over the whole database. Certified: a lower bound (probability 0.99 over the sampling); "
+        f"empirical: the smoothed model under L2 {', '.join(run.empirical_ap) or 'no'} attacks, an upper bound."
+    )
+    table = Table(
+        f"certify-{index}", f"Certified robustness of the {label} model", *certify_rows(run), note=caption
+    )
+    figure = plot_certified(run, f"{label} model", figures / f"{index}-certified.png")
+    return Section(
+        f"Certified: {label} model",
+        intro=caption + f" Source: {path.name}.",
+        tables=[table],
+        figures=[Figure(figure, "Certified and empirical mAP against the L2 radius. " + caption)],
+    )
+
+
 def gallery_section(runs: list[tuple[Path, RobustnessRun]], figures: Path) -> Section | None:
     """The stored galleries of the weakest and the most robust model."""
     usable = sorted((run for _, run in runs if run.gallery is not None), key=lambda r: r.robust_map)
@@ -257,11 +301,14 @@ def benchmark_sections(benches: list[tuple[Path, BenchmarkRows]]) -> list[Sectio
     return sections
 
 
-def summary(runs: list[RobustnessRun], benches: list[BenchmarkRows]) -> str:
+def summary(runs: list[RobustnessRun], benches: list[BenchmarkRows], certified: list[CertifyRun] = ()) -> str:
     """What happened, in words and numbers: the first model's clean mAP, its strongest attack and robust mAP;
     the most robust model against it; any check for masked gradients that fired."""
     attacked = [r for r in runs if r.attacks]
+    bounds = " ".join(_certified_sentence(c) for c in certified)
     if not attacked:
+        if bounds:
+            return bounds
         names = ", ".join(b.benchmark for b in benches) or "no attack run"
         return f"Benchmark rows of {names}: each section shows the benchmark's own tables and figures."
     first = attacked[0]
@@ -294,7 +341,21 @@ def summary(runs: list[RobustnessRun], benches: list[BenchmarkRows]) -> str:
         )
     elif any(r.flags for r in runs):
         text += " No check for masked gradients fired."
-    return text + " A robust mAP is an upper bound: an attack not run may go lower."
+    text += " A robust mAP is an upper bound: an attack not run may go lower."
+    return text + (" " + bounds if bounds else "")
+
+
+def _certified_sentence(run: CertifyRun) -> str:
+    """Where the certificate says the smoothed model's mAP lies, at its largest radius with a certified query."""
+    reached = [k for k in range(len(run.radii)) if any(r is not None for r in run.hamming[k])]
+    if not reached:
+        return f"No query of the {run.model_label} model could be certified at sigma {run.sigma:g}."
+    k = reached[-1]
+    return (
+        f"Certified ({run.model_label} model, center smoothing at sigma {run.sigma:g}): under any L2 "
+        f"perturbation up to {run.radii[k]:g}, the smoothed model's mAP (whole database) is at least "
+        f"{fmt(run.certified_map[k])}, and the attacks brought it to {fmt(run.empirical_map[k])}."
+    )
 
 
 def glossary_section(sections: list[Section]) -> Section:
@@ -387,7 +448,8 @@ def build_report(paths: list[str | Path], out: str | Path) -> Path:
             "no results file given; pass attack results, an experiment's results.json or benchmark rows"
         )
     out = Path(out)
-    runs, benches = collect([Path(p) for p in paths])
+    inputs = collect([Path(p) for p in paths])
+    runs, benches = inputs.runs, inputs.benches
     figures = out / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     runs.sort(key=lambda pr: (pr[1].model_label != "undefended", pr[1].robust_map))
@@ -395,7 +457,11 @@ def build_report(paths: list[str | Path], out: str | Path) -> Path:
         for name, data in doc.figure_bytes().items():
             (figures / name).write_bytes(data)
     sections: list[Section] = [
-        Section("Summary", intro=summary([r for _, r in runs], [b for _, b in benches]), summary=True)
+        Section(
+            "Summary",
+            intro=summary([r for _, r in runs], [b for _, b in benches], [c for _, c in inputs.certified]),
+            summary=True,
+        )
     ]
     table = defense_table(runs) if runs else None
     if table:
@@ -403,15 +469,17 @@ def build_report(paths: list[str | Path], out: str | Path) -> Path:
         sections.append(Section("Defences", intro=intro, tables=[table]))
     for i, (path, run) in enumerate(runs):
         sections.append(attack_section(path, run, figures, i))
+    for i, (path, cert) in enumerate(inputs.certified):
+        sections.append(certify_section(path, cert, figures, i))
     section = gallery_section(runs, figures) if runs else None
     if section:
         sections.append(section)
     sections += benchmark_sections(benches)
     sections.append(glossary_section(sections))
-    docs: list[RobustnessRun | BenchmarkRows] = [d for _, d in runs] + [d for _, d in benches]
+    docs: list[Any] = [d for _, d in [*runs, *inputs.certified, *benches]]
     created = now()
     env = _environment_lines(docs)
-    sources = [_shown(p) for p, _ in runs] + [_shown(p) for p, _ in benches]
+    sources = [_shown(p) for p, _ in [*runs, *inputs.certified, *benches]]
     for section in sections:
         for t in section.tables:
             t.write_csv(out)

@@ -25,6 +25,15 @@ GLOSSARY: dict[str, str] = {
     "bits flipped": "code bits the adversarial query changed, averaged over the queries.",
     "L-inf (x255)": "largest pixel change, in levels of 255 (eps 8/255 allows 8).",
     "L2": "Euclidean size of the perturbation (images in [0, 1]).",
+    "L2 radius": "the Euclidean size of the perturbations considered (images in [0, 1]; a 28 x 28 image changed "
+    "by 8/255 everywhere has L2 norm 0.88).",
+    "certified mAP (lower bound)": "mean over the queries of the certified lower bound on AP (whole database) of "
+    "the smoothed model under any perturbation of that L2 radius, with probability 0.99 over the sampling; a "
+    "query without a certificate counts 0.",
+    "empirical mAP (upper bound)": "the smoothed model's mAP on the attacks' images (each query's lowest): what "
+    "the attacks run achieved, so an upper bound on its robust mAP.",
+    "median Hamming r": "the Hamming radius around the smoothed code within which the certificate keeps the "
+    "perturbed query's smoothed code; the AP bound pushes relevant items r bits back and others r bits forward.",
     "Precision-recall": "precision and recall of the items within each Hamming radius of the query's code.",
     "Precision@N": "precision of the top N retrieved items.",
 }

@@ -12,7 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from robusthash.results import RobustnessRun, Scores  # noqa: E402
+from robusthash.results import CertifyRun, RobustnessRun, Scores  # noqa: E402
 
 STYLE = {"clean": dict(color="black", linewidth=2.4, marker="o", linestyle="-")}
 MARKERS = ["s", "^", "D", "v", "P", "X", "*", "<", ">", "h"]
@@ -75,12 +75,14 @@ def _titled(title: str, subject: str) -> str:
     return f"{title}\n{subject}" if subject else title
 
 
-def _finish(fig: Any, ax: Any) -> None:
+def _finish(fig: Any, ax: Any, columns: int = 3) -> None:
     """Grid, and the legend under the axes (it never covers a curve)."""
     ax.grid(alpha=0.3)
     handles = ax.get_legend_handles_labels()[0]
     if handles:
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=min(len(handles), 3), frameon=False)
+        ax.legend(
+            loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=min(len(handles), columns), frameon=False
+        )
     fig.tight_layout()
 
 
@@ -133,6 +135,28 @@ def plot_budget_curve(run: RobustnessRun, subject: str, out: str | Path) -> Path
         title=_titled("Query attacks: mAP against budget", subject),
     )
     _finish(fig, ax)
+    out = Path(out)
+    fig.savefig(out)
+    plt.close(fig)
+    return out
+
+
+def plot_certified(run: CertifyRun, subject: str, out: str | Path) -> Path:
+    """Certified mAP (a lower bound) and empirical mAP (an upper bound) against the L2 radius: the band in which
+    the smoothed model's true robust mAP lies."""
+    fig, ax = plt.subplots(figsize=(5.6, 4.6), dpi=110)
+    ax.fill_between(
+        run.radii, run.certified_map, run.empirical_map, color="C0", alpha=0.12, label="the truth lies here"
+    )
+    ax.plot(run.radii, run.empirical_map, label="empirical (attacks: upper bound)", **style_of(0, ""))
+    ax.plot(run.radii, run.certified_map, label="certified (lower bound)", **style_of(1, ""))
+    ax.set(
+        xlabel="L2 radius of the perturbation",
+        ylabel="mAP (whole database)",
+        ylim=(0, 1.02),
+        title=_titled(f"Certified and empirical mAP, sigma {run.sigma:g}", subject),
+    )
+    _finish(fig, ax, columns=1)
     out = Path(out)
     fig.savefig(out)
     plt.close(fig)
