@@ -150,3 +150,30 @@ def test_certify_from_the_command_line_and_in_the_report(tmp_path, monkeypatch):
     assert "Certified: undefended model" in page and "certified mAP (lower bound)" in page
     assert page.count("data:image/png;base64,") == 1
     assert main(["certify", "--model", "fashion-mnist-dph-32", "--n-pred", "100", "--quiet"]) == 2
+
+
+def test_an_experiment_file_certifies_every_model(tmp_path):
+    from robusthash.app import zoo
+    from robusthash.app.experiment import load_experiment, run_experiment
+    from robusthash.results import CertifyRun, load_results
+
+    path = tmp_path / "exp.toml"
+    path.write_text(
+        f'[model]\ncheckpoint = "{zoo.get("fashion-mnist-dph-32").path}"\n'
+        '[attack]\nattacks = ["pga"]\nqueries = 2\nsteps = 2\n'
+        "[certify]\nsigma = 0.2\nradii = [0.0, 0.1]\nqueries = 2\nn_center = 5\nn_pred = 1200\nn_cert = 300\n"
+        'attacks = ["pga"]\nsteps = 2\n'
+    )
+    assert load_experiment(path).resolved()["certify"]["n_pred"] == 1200
+    result = run_experiment(path, tmp_path / "out", quiet=True, device_name="cpu")
+    assert result.certified == ["certify-none.json"]
+    run = load_results(tmp_path / "out" / "certify-none.json")
+    assert isinstance(run, CertifyRun) and run.sigma == 0.2 and len(run.query_indices) == 2
+    assert "Certified: undefended model" in (tmp_path / "out" / "report" / "index.html").read_text()
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[certify]\nsigma = 0.2\nn_pred = 10\n")
+    with pytest.raises(UserError, match=r"\[certify\]: n_pred 10 cannot pass the center check"):
+        load_experiment(bad)
+    bad.write_text('[certify]\nsigma = "wide"\n')
+    with pytest.raises(UserError, match=r"\[certify\] sigma: expected a number"):
+        load_experiment(bad)

@@ -329,6 +329,7 @@ class ExperimentRun(_Document):
     name: str
     rows: list[ExperimentRow]
     seconds: float = 0.0
+    certified: list[str] = field(default_factory=list)  # the CertifyRun files of a [certify] stage
 
 
 @dataclass

@@ -17,7 +17,7 @@ from __future__ import annotations
 import shutil
 import time
 import tomllib
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,7 @@ import torch
 from robusthash.app import zoo
 from robusthash.app.report.build import build_report
 from robusthash.app.report.tables import attack_table, markdown_table
+from robusthash.certify import CertifySettings, SmoothingConfig, certify_model
 from robusthash.checkpoint import read_checkpoint
 from robusthash.config import from_mapping
 from robusthash.data import DatasetSplits
@@ -33,7 +34,7 @@ from robusthash.defenses import DEFENSES, DefenseConfig, defend
 from robusthash.distributed import barrier
 from robusthash.errors import UserError
 from robusthash.records import DatasetRef
-from robusthash.results import ExperimentRow, ExperimentRun, RobustnessRun, load_results, now
+from robusthash.results import CertifyRun, ExperimentRow, ExperimentRun, RobustnessRun, load_results, now
 from robusthash.robustness import AttackSuite, evaluate_attacks
 from robusthash.runtime import (
     atomic_write_json,
@@ -65,6 +66,8 @@ class Experiment:
     methods: list[str] = field(default_factory=list)
     checkpoint: str | None = None
     threads: int | str = "auto"
+    certify: SmoothingConfig | None = None  # a [certify] table: center smoothing of every model
+    certify_settings: CertifySettings | None = None
 
     def resolved(self) -> dict[str, Any]:
         return {
@@ -76,6 +79,9 @@ class Experiment:
             "attack": asdict(self.attack),
             "defend": {**asdict(self.defend), "methods": self.methods},
             "model": {"checkpoint": self.checkpoint},
+            "certify": None
+            if self.certify is None
+            else {**asdict(self.certify), **asdict(self.certify_settings or CertifySettings())},
         }
 
 
@@ -105,6 +111,7 @@ class ExperimentFile:
     attack: dict[str, Any] = field(default_factory=dict)
     defend: dict[str, Any] = field(default_factory=dict)
     model: dict[str, Any] = field(default_factory=dict)
+    certify: dict[str, Any] = field(default_factory=dict)
 
 
 def load_experiment(path: str | Path, seed: int | None = None, data_dir: str | None = None) -> Experiment:
@@ -150,6 +157,16 @@ def load_experiment(path: str | Path, seed: int | None = None, data_dir: str | N
         checkpoint=model.checkpoint,
         threads=top.threads,
     )
+    if top.certify:
+        own = {f.name for f in fields(CertifySettings)}
+        settings = {k: v for k, v in top.certify.items() if k in own}
+        smoothing = {k: v for k, v in top.certify.items() if k not in own}
+        experiment.certify = from_mapping(SmoothingConfig, {**smoothing, "seed": seed}, f"{path} [certify]")
+        experiment.certify_settings = from_mapping(CertifySettings, settings, f"{path} [certify]")
+        try:
+            experiment.certify.validate()
+        except UserError as exc:
+            raise UserError(f"{path} [certify]: {exc}") from None
     for table, config in (("train", experiment.train), ("attack", experiment.attack)):
         try:
             config.validate()
@@ -239,12 +256,65 @@ def _shipped(
     return None if entry is None else entry.name
 
 
+def _certify_stage(
+    exp: Experiment,
+    paths: dict[str, Path],
+    data: DatasetSplits,
+    out: Path,
+    device: torch.device,
+    quiet: bool,
+    stages: int,
+) -> list[str]:
+    """Certify every model of the experiment (``certify-<model>.json``, reused when an earlier run finished it
+    with this config); returns the file names."""
+    assert exp.certify is not None and exp.certify_settings is not None
+    print(f"[{stages - 1}/{stages}] certifying every model by center smoothing (sigma {exp.certify.sigma:g})")
+    config = {
+        "smoothing": asdict(exp.certify),
+        "certify": asdict(exp.certify_settings),
+        "dataset": exp.dataset,
+    }
+    names = []
+    for key, model_path in paths.items():
+        target = out / f"certify-{key}.json"
+        names.append(target.name)
+        if target.exists():
+            try:
+                done = load_results(target)
+            except UserError:
+                done = None
+            if isinstance(done, CertifyRun) and done.config == {**config, "model": str(model_path)}:
+                continue
+        ckpt = read_checkpoint(model_path)
+        parts = certify_model(
+            ckpt.build_model(device), data, exp.certify, exp.certify_settings, device, quiet, model_path.stem
+        )
+        run = CertifyRun(
+            config={**config, "model": str(model_path)},
+            seed=exp.seed,
+            environment=environment(device),
+            created=now(),
+            model=ckpt.summary(),
+            sigma=exp.certify.sigma,
+            radii=list(exp.certify.radii),
+            **parts,
+        )
+        if is_main_process():
+            run.write(target)
+        print(
+            f"      {run.model_label}: certified mAP "
+            + ", ".join(f"{c:.4f} at L2 {r:g}" for c, r in zip(run.certified_map, run.radii, strict=True)),
+            flush=True,
+        )
+    return names
+
+
 def _run(exp: Experiment, out: Path, device: torch.device, quiet: bool, from_scratch: bool) -> ExperimentRun:
     began = time.perf_counter()
     seed_everything(exp.seed)
     atomic_write_json(exp.resolved(), out / "config.json")
     data = DatasetRef.of(exp.dataset).load()
-    stages = 3 + 2 * bool(exp.methods)
+    stages = 3 + 2 * bool(exp.methods) + bool(exp.certify)
     if exp.checkpoint:
         model_path = Path(exp.checkpoint)
         print(f"[1/{stages}] using the trained model {model_path}")
@@ -290,6 +360,7 @@ def _run(exp: Experiment, out: Path, device: torch.device, quiet: bool, from_scr
                 f"      {DEFENSES.get(method).display_name}: robust mAP {runs[method].robust_map:.4f}",
                 flush=True,
             )
+    certified = _certify_stage(exp, paths, data, out, device, quiet, stages) if exp.certify else []
     table = experiment_table(runs)
     result = ExperimentRun(
         config=exp.resolved(),
@@ -299,6 +370,7 @@ def _run(exp: Experiment, out: Path, device: torch.device, quiet: bool, from_scr
         name=exp.name,
         rows=[ExperimentRow(runs[k].model_label, f"attacks-{k}.json", str(paths[k])) for k in runs],
         seconds=time.perf_counter() - began,
+        certified=certified,
     )
     result.write(out / "results.json")
     atomic_write_text(table, out / "defense_table.md")

@@ -138,7 +138,9 @@ def collect(paths: list[Path]) -> Inputs:
         seen.add(path)
         doc = load_results(path)
         if isinstance(doc, ExperimentRun):
-            queue += [path.parent / row.results for row in doc.rows]
+            queue += [path.parent / row.results for row in doc.rows] + [
+                path.parent / c for c in doc.certified
+            ]
         elif isinstance(doc, RobustnessRun):
             runs.append((path, doc))
         elif isinstance(doc, BenchmarkRows):
