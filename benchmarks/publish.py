@@ -21,6 +21,7 @@ DOCS = ROOT / "docs"
 
 def _views() -> dict[str, Callable[[list[dict]], str]]:
     import bench_cascade_stops
+    import bench_certify
     import bench_robust
     import bench_threads
     import views
@@ -33,6 +34,7 @@ def _views() -> dict[str, Callable[[list[dict]], str]]:
         "universality": views.universality_markdown,
         "robust": bench_robust.markdown,
         "cascade_stops": bench_cascade_stops.markdown,
+        "certify": bench_certify.markdown,
         "threads": bench_threads.markdown,
     }
 
