@@ -275,7 +275,7 @@ def test_gaussian_training_trains_on_noisy_copies_drawn_from_the_step(toy_ckpt):
             "gaussian", model, loss_fn, data, _config("gaussian", method_options={"sigma": sigma})
         )
         twin = copy.deepcopy(trainer.loss_fn)
-        noisy = float(trainer.batch_loss(x, y, idx, step)["loss"])
+        noisy = trainer.batch_loss(x, y, idx, step)["loss"].item()
         with torch.no_grad():
             clean = float(twin(torch.tanh(model.preactivation(x)), y, idx))
         return noisy, clean
