@@ -246,3 +246,32 @@ def test_balanced_wasserstein():
     assert balanced_wasserstein(u).item() == pytest.approx(want.item())
     odd = torch.tensor([[0.1], [0.3], [-0.2]])
     assert balanced_wasserstein(odd).item() == pytest.approx(((-0.2 + 1) ** 2 + 0.1**2 + (0.3 - 1) ** 2) / 3)
+
+
+@pytest.mark.parametrize("name", ["dph", "dpsh", "hashnet", "dsdh"])
+def test_a_constant_bank_gives_deephash_pytorchs_gradient(name):
+    """``live_batch=False`` is the authors' rule (``U[ind] = u.data``): the gradient equals that of the same
+    loss with the bank a constant (written out here by detaching a copy); the default keeps the batch rows live,
+    and on an empty bank DPH's gradient is then exactly twice the authors' (the pair terms count both sides)."""
+    g = torch.Generator().manual_seed(0)
+    n, bits, classes = 40, 12, 4
+    labels = torch.nn.functional.one_hot(torch.randint(0, classes, (n,), generator=g), classes).float()
+    bank = torch.tanh(torch.randn(n, bits, generator=g))
+    u = torch.tanh(torch.randn(8, bits, generator=g))
+    idx = torch.arange(3, 11)
+
+    def grad(live: bool, empty: bool = False, constant: bool = False) -> torch.Tensor:
+        loss = create_loss(name, bits, classes, n, live_batch=live)
+        if not empty:
+            loss.preinstall(bank, labels)
+        x = u.clone().requires_grad_(True)
+        if constant:  # the reference: the bank as stored (u.data in the batch rows), no gradient through it
+            store = loss.update_bank
+            loss.update_bank = lambda v, y, i: store(v, y, i).detach()
+        (out,) = torch.autograd.grad(loss(x, labels[idx], idx), x)
+        return out
+
+    assert torch.allclose(grad(live=False), grad(live=True, constant=True), atol=1e-7)
+    assert not torch.allclose(grad(live=True), grad(live=False), atol=1e-4)
+    if name == "dph":
+        assert torch.allclose(grad(live=True, empty=True), 2 * grad(live=False, empty=True), atol=1e-7)

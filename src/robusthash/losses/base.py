@@ -42,11 +42,19 @@ def pairwise_similarity(labels_a: Tensor, labels_b: Tensor) -> Tensor:
 
 
 class BankLoss(HashLoss):
-    """A loss over pairs (batch item, training item) using a bank of the latest training outputs ``U``."""
+    """A loss over pairs (batch item, training item) using a bank of the latest training outputs ``U``.
 
-    def __init__(self, bits: int, num_classes: int, num_train: int) -> None:
+    ``live_batch=True`` (robusthash's rule until measured against the authors'): the batch's own rows of the bank
+    stay differentiable, so a pair (i, i) and pairs within the batch carry gradient through both sides.
+    ``live_batch=False`` is DeepHash-pytorch's rule (``U[ind] = u.data``): the bank is a constant and the
+    gradient flows through the batch's outputs on the left only (twice the authors' gradient on an empty bank
+    otherwise; docs/choices.md).
+    """
+
+    def __init__(self, bits: int, num_classes: int, num_train: int, live_batch: bool = True) -> None:
         super().__init__()
         self.bits = bits
+        self.live_batch = bool(live_batch)
         self.register_buffer("U", torch.zeros(num_train, bits))
         self.register_buffer("Y", torch.zeros(num_train, num_classes))
 
@@ -55,13 +63,14 @@ class BankLoss(HashLoss):
         self.Y.copy_(labels)
 
     def update_bank(self, u: Tensor, labels: Tensor, indices: Tensor) -> Tensor:
-        """Store the batch in the bank; return the bank with the batch rows live (differentiable). In
-        distributed training the rows of every rank's batch are stored (gathered), so the banks stay equal."""
+        """Store the batch in the bank; return the bank, its batch rows live (differentiable) under
+        ``live_batch``. In distributed training the rows of every rank's batch are stored (gathered), so the
+        banks stay equal."""
         rows = torch.cat([u.detach().to(self.U.dtype), labels.to(self.Y.dtype)], 1)
         where, rows = all_gather_rows(indices.to(self.U.device), rows)
         self.U[where] = rows[:, : self.bits]
         self.Y[where] = rows[:, self.bits :]
-        return self.U.index_put((indices,), u)
+        return self.U.index_put((indices,), u) if self.live_batch else self.U.clone()
 
 
 LOSSES: Registry[type[HashLoss]] = Registry("loss")

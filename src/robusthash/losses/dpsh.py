@@ -20,8 +20,10 @@ class DPSHLoss(BankLoss):
     name = "dpsh"
     display_name = "DPSH"
 
-    def __init__(self, bits: int, num_classes: int, num_train: int, eta: float = 0.001) -> None:
-        super().__init__(bits, num_classes, num_train)
+    def __init__(
+        self, bits: int, num_classes: int, num_train: int, eta: float = 0.001, live_batch: bool = True
+    ) -> None:
+        super().__init__(bits, num_classes, num_train, live_batch)
         self.eta = eta
 
     def forward(self, u: Tensor, labels: Tensor, indices: Tensor) -> Tensor:

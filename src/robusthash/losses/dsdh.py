@@ -64,8 +64,9 @@ class DSDHLoss(BankLoss):
         eta: float = 55.0,
         dcc_iter: int = 10,
         quant: float = 0.1,
+        live_batch: bool = True,
     ) -> None:
-        super().__init__(bits, num_classes, num_train)
+        super().__init__(bits, num_classes, num_train, live_batch)
         self.mu, self.nu, self.eta, self.dcc_iter, self.quant = mu, nu, eta, dcc_iter, quant
         self.register_buffer("B", torch.zeros(num_train, bits))
         self.register_buffer("W", torch.zeros(bits, num_classes))

@@ -40,8 +40,9 @@ class HashNetLoss(BankLoss):
         gamma: float = 0.005,
         power: float = 0.5,
         step_size: int = 200,
+        live_batch: bool = True,
     ) -> None:
-        super().__init__(bits, num_classes, num_train)
+        super().__init__(bits, num_classes, num_train, live_batch)
         self.alpha = 10.0 / bits if alpha is None else alpha
         self.gamma, self.power, self.step_size = gamma, power, step_size
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
