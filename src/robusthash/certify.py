@@ -119,19 +119,17 @@ class SmoothingConfig:
 
 @dataclass
 class Certificate:
-    """One query's certificate: its smoothed code (``center``, None when it abstains), the Hamming distance from
-    the base model's code to it (``smoothing_error``), the center ball's radius, and per certified L2 radius the
-    Hamming radius ``r`` within which every perturbed query's smoothed code stays (None: abstained there)."""
+    """One query's certificate: its smoothed code (``center``), the Hamming distance from the base model's code
+    to it (``smoothing_error``), the center ball's radius, whether the center check failed (``abstained``: no
+    certificate at any radius), and per certified L2 radius the Hamming radius ``r`` within which every perturbed
+    query's smoothed code stays (None: no certificate there)."""
 
     index: int
-    center: Tensor | None
+    center: Tensor
     smoothing_error: int | None
     center_radius: float
     hamming: list[int | None]
-
-    @property
-    def abstained(self) -> bool:
-        return self.center is None
+    abstained: bool = False
 
 
 def noisy_codes(
@@ -182,8 +180,11 @@ def certify_query(
     """Center smoothing's certificate for one query (the module docstring's steps 1 and 2); every draw comes
     from the query's own generators, so the result does not depend on which other queries are certified."""
     center, radius, passed = smoothed_code(model, image, index, config)
+    error = (
+        None if base_code is None else int(hamming_distance(center.unsqueeze(0), base_code.unsqueeze(0))[0])
+    )
     if not passed:
-        return Certificate(index, None, None, radius, [None] * len(config.radii))
+        return Certificate(index, center, error, radius, [None] * len(config.radii), abstained=True)
     generator = query_generator(config.seed, index, "smoothing-cert")
     with eval_mode(model):
         cert = noisy_codes(model, image, config.sigma, config.n_cert, generator, config.batch_size)
@@ -253,17 +254,9 @@ def certify_queries(
         cert = certify_query(model, images[row], int(index), config, base[row])
         relevant = ((labels[row].double() @ db_labels.double().T) > 0).numpy()
         certificates.append(cert)
-        center = (
-            cert.center
-            if cert.center is not None
-            else smoothed_code(model, images[row], int(index), config)[0]
-        )
-        smoothed.append(certified_ap(center, 0, db_codes, relevant))
+        smoothed.append(certified_ap(cert.center, 0, db_codes, relevant))
         for k, r in enumerate(cert.hamming):
-            bound = (
-                0.0 if r is None or cert.center is None else certified_ap(cert.center, r, db_codes, relevant)
-            )
-            bounds[k].append(bound)
+            bounds[k].append(0.0 if r is None else certified_ap(cert.center, r, db_codes, relevant))
         if progress is not None:
             progress()
     return CertifiedScores(certificates, bounds, smoothed)
