@@ -423,3 +423,30 @@ def test_api_misuse_is_a_user_error_naming_the_shape(name, setup):
         with pytest.raises(UserError, match=re.escape(message)):
             attack(images, labels)
     assert attack(x[:0], y[:0]).shape == x[:0].shape
+
+
+def test_l2_pgd_steps_are_gradient_directions_of_norm_eta_inside_the_l2_ball(toy):
+    """norm="l2": one step moves each image by step_size along its normalised gradient (written out here), the
+    random start lies in the L2 ball, and the output never leaves it; an L-inf-only attack refuses l2."""
+    data, model = toy
+    x, y, idx = data.query.batch(torch.arange(6))
+    attack = create_attack("pga", model, eps=0.3, norm="l2", steps=1, step_size=0.05, seed=1)
+    start = attack.random_start(x, idx)
+    assert ((start - x).flatten(1).norm(dim=1) <= 0.3 + 1e-5).all()
+
+    def loss(xa, step):
+        return (model.preactivation(xa) ** 2).sum()
+
+    x0 = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(loss(x0, 0), x0)
+    expected = x + 0.05 * g / g.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    moved = attack.pgd(x, loss, start=x)
+    assert torch.allclose(moved, expected.clamp(0, 1), atol=1e-5)
+    from robusthash.attacks import CodeBank
+
+    tx, ty, _ = data.train.batch(torch.arange(len(data.train)))
+    bank = CodeBank(model.encode(tx), ty)
+    out = create_attack("pga", model, eps=0.3, norm="l2", steps=5, seed=1, reference=bank)(x, y, indices=idx)
+    assert ((out - x).flatten(1).norm(dim=1) <= 0.3 + 1e-5).all()
+    with pytest.raises(UserError, match="runs in the L-inf ball only"):
+        create_attack("nag", model, norm="l2")
