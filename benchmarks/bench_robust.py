@@ -262,6 +262,13 @@ def markdown(rows: list[dict]) -> str:
         "",
         "Build: the first 8 hex digits of the content hash of the model's weights; `earlier`: a build of "
         "the same recipe by an earlier version of robusthash, whose hash was not recorded.",
+        "",
+        "The white-box stages' cost by construction: 4 x T forward-backward passes (PgA: T) plus one encoding "
+        "every 10 steps of a stage and one per targeted stage for its anchor, i.e. 4 backward and about 4.4 "
+        "forward passes per PgA pass (counted on the DPSH-16 + ATRDH model with cProfile: 1,772 against 400 "
+        "feature-extractor calls); the timed ratio adds the shared machine's noise. Timings measured beside "
+        "two other benchmark processes on this 2-core machine read up to 5.2x; the rows above were re-timed "
+        "with at most one other single-threaded job running.",
     ]
     return "\n".join(lines) + "\n"
 

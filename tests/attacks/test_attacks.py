@@ -211,6 +211,38 @@ def test_anchor_codes_vote_over_items_with_the_exact_target_label():
     assert (targets == torch.tensor([0.0, 1.0])).all()  # the only database label with no class in common
 
 
+def test_dhta_targets_are_label_rows_occurring_more_than_n_t_times():
+    """The DHTA code's rule written out: ``Counter(database label strings)``, rows with count > n_t."""
+    counts = {(1.0, 0.0, 0.0): 9, (0.0, 1.0, 0.0): 10, (0.0, 0.0, 1.0): 2, (0.0, 1.0, 1.0): 1}
+    labels = torch.tensor([row for row, n in counts.items() for _ in range(n)])
+    db = CodeBank(torch.ones(len(labels), 4), labels)
+    for name, n_t in (("dhta", 9), ("p2p", 1)):
+        got = create_attack(name, torch.nn.Linear(1, 1), database=db).target_candidates()
+        expected = sorted(row for row, n in counts.items() if n > n_t)
+        assert sorted(tuple(r) for r in got.tolist()) == expected
+
+
+def test_dhta_anchor_items_with_replacement_as_the_dhta_code():
+    """``anchor_draw="with-replacement"``: n_t draws from the target's items, repeats allowed
+    (``np.random.choice(items, size=n_t)``), voted by sign of the sum; the default draws n_t distinct items."""
+    g = torch.Generator().manual_seed(0)
+    codes = torch.where(torch.rand(12, 16, generator=g) < 0.5, -1.0, 1.0)
+    labels = torch.eye(2)[torch.tensor([0] * 10 + [1] * 2)]
+    db = CodeBank(codes, labels)
+    target = torch.tensor([[1.0, 0.0]])
+    drawn = create_attack("dhta", torch.nn.Linear(1, 1), database=db, anchor_draw="with-replacement")
+    items = torch.randint(10, (9,), generator=drawn.generator(0, "anchor"))
+    vote = codes[items].sum(0)
+    assert drawn.anchor_codes(target).tolist() == [torch.where(vote >= 0, 1.0, -1.0).tolist()]
+    distinct = create_attack("dhta", torch.nn.Linear(1, 1), database=db)
+    items = torch.randperm(10, generator=distinct.generator(0, "anchor"))[:9]
+    assert len(set(items.tolist())) == 9
+    vote = codes[items].sum(0)
+    assert distinct.anchor_codes(target).tolist() == [torch.where(vote >= 0, 1.0, -1.0).tolist()]
+    with pytest.raises(UserError, match="anchor_draw must be one of distinct, with-replacement"):
+        create_attack("dhta", torch.nn.Linear(1, 1), anchor_draw="bootstrap")
+
+
 def test_alpha_schedule_matches_dhta_switch_points():
     got = {s: alpha_schedule(s, 2000) for s in (0, 999, 1000, 1199, 1200, 1400, 1600, 1799, 1800, 1999)}
     assert got == {
@@ -357,19 +389,160 @@ def test_nag_input_diversity_shrinks_into_the_canvas():
         create_attack("nag", torch.nn.Linear(1, 1), diversity=2)
 
 
+@pytest.mark.parametrize("layout", ["compact", "official"])
 @pytest.mark.parametrize(("channels", "size"), [(1, 28), (1, 56), (3, 224), (3, 32), (1, 12)])
-def test_prosgan_networks_fit_every_image_size(channels, size):
-    from robusthash.models.prosgan import ProSGANDiscriminator, ProSGANGenerator
+def test_prosgan_networks_fit_every_image_size(channels, size, layout):
+    from robusthash.models.prosgan import build_networks
 
-    gen, disc = ProSGANGenerator(channels, size), ProSGANDiscriminator(channels, size, num_classes=10)
+    gen, disc = build_networks(layout, channels, size, num_classes=10)
     x = torch.rand(2, channels, size, size)
     out = gen(x, torch.randn(2, 512))
     assert out.shape == x.shape and out.min() >= 0 and out.max() <= 1
     assert disc(out).shape == (2, 11)
 
 
+def _official_prosgan_generator() -> torch.nn.Module:
+    """The ProS-GAN repository's ``Generator`` (model/module.py) written out: 224 px, 3 channels, images on
+    [-1, 1], returning (tanh image, mixed input)."""
+    nn = torch.nn
+
+    def norm_relu(c):
+        return [nn.InstanceNorm2d(c), nn.ReLU(inplace=True)]
+
+    class Block(nn.Module):
+        def __init__(self, c):
+            super().__init__()
+            self.main = nn.Sequential(
+                nn.Conv2d(c, c, 3, 1, 1, bias=False),
+                nn.InstanceNorm2d(c, affine=False),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(c, c, 3, 1, 1, bias=False),
+                nn.InstanceNorm2d(c, affine=False),
+            )
+
+        def forward(self, x):
+            return x + self.main(x)
+
+    class Labels(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Sequential(nn.Linear(512, 128 * 14 * 14), nn.ReLU(True))
+            layers, c = [], 128
+            for _ in range(4):
+                layers += [nn.ConvTranspose2d(c, c // 2, 4, 2, 1, bias=False), *norm_relu(c // 2)]
+                c //= 2
+            self.transform = nn.Sequential(*layers, nn.Conv2d(c, 3, 3, 1, 1, bias=False))
+
+        def forward(self, image, feature):
+            label = self.transform(self.fc(feature).view(-1, 128, 14, 14))
+            return torch.cat((label, image), dim=1)
+
+    class Generator(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.label_encoder = Labels()
+            enc, c = [nn.Conv2d(6, 64, 7, 1, 3, bias=True), *norm_relu(64)], 64
+            for _ in range(2):
+                enc += [nn.Conv2d(c, c * 2, 4, 2, 1, bias=True), *norm_relu(c * 2)]
+                c *= 2
+            self.image_encoder = nn.Sequential(*enc, *[Block(c) for _ in range(3)])
+            dec = [Block(c) for _ in range(3)]
+            for _ in range(2):
+                dec += [nn.ConvTranspose2d(c, c // 2, 4, 2, 1, bias=False), *norm_relu(c // 2)]
+                c //= 2
+            self.decoder = nn.Sequential(*dec)
+            self.residual = nn.Sequential(nn.Conv2d(c + 3, 3, 3, 1, 1, bias=False), nn.Tanh())
+
+        def forward(self, x, feature):
+            mixed = self.label_encoder(x, feature)
+            decoded = self.decoder(self.image_encoder(mixed))
+            return self.residual(torch.cat([decoded, x], dim=1)), mixed
+
+    return Generator()
+
+
+def test_an_official_prosgan_generator_loads_and_computes_the_same_image():
+    from robusthash.models import load_foreign_state_dict
+    from robusthash.models.prosgan import build_networks
+
+    torch.manual_seed(0)
+    official = _official_prosgan_generator().eval()
+    ours = build_networks("official", 3, 224)[0].eval()
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in official.parameters())
+    assert load_foreign_state_dict(ours, official.state_dict(), "prosgan-generator") == "robusthash"
+    x, feature = torch.rand(2, 3, 224, 224), torch.randn(2, 512)
+    with torch.no_grad():
+        expected = (official(x * 2 - 1, feature)[0] + 1) / 2
+        torch.testing.assert_close(ours(x, feature), expected, rtol=1e-4, atol=1e-5)
+    compact = build_networks("compact", 3, 224)[0]
+    with pytest.raises(UserError, match="fits no known layout of prosgan-generator"):
+        load_foreign_state_dict(compact, official.state_dict(), "prosgan-generator")
+
+
+@pytest.mark.parametrize("order", ["generator-first", "discriminator-first"])
+def test_prosgan_generator_loss_in_the_official_units_and_update_order(setup, order):
+    """G's loss written out: rec_weight * MSE on [-1, 1] images + 5 (1 - mean(tanh(h) o code)) + the LSGAN term
+    (target row, real flag 0); discriminator-first: the D step comes first and G's loss sees the updated D."""
+    import copy
+
+    import torch.nn.functional as F
+
+    from robusthash.models.prosgan import build_networks
+
+    model, reference, database, x, y = setup
+    attack = create_attack("prosgan", model, reference=reference, database=database, update_order=order)
+    torch.manual_seed(0)
+    prototype = PrototypeNet(y.shape[1], model.bits, label_head=True)
+    gen, disc = build_networks("compact", x.shape[1], x.shape[-1], y.shape[1])
+    target = attack.choose_targets(y[:8], torch.arange(8))
+    reference_disc = copy.deepcopy(disc)
+    with torch.no_grad():
+        feature = prototype.feature(target)
+        code = torch.where(prototype.hashing(feature) >= 0, 1.0, -1.0)
+        x_adv = gen(x[:8], feature)
+    if order == "discriminator-first":
+        opt = torch.optim.Adam(reference_disc.parameters(), 1e-4, betas=(0.5, 0.999))
+        real, fake = torch.zeros(8, 1), torch.ones(8, 1)
+        loss = 0.5 * (
+            F.mse_loss(reference_disc(x[:8]), torch.cat([y[:8], real], 1))
+            + F.mse_loss(reference_disc(x_adv), torch.cat([target, fake], 1))
+        )
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        expected = (
+            12.5 * ((2 * x_adv - 1) - (2 * x[:8] - 1)).pow(2).mean()
+            + 5 * (1 - (torch.tanh(model.preactivation(x_adv)) * code).mean())
+            + (reference_disc(x_adv) - torch.cat([target, torch.zeros(8, 1)], 1)).pow(2).mean()
+        )
+    opt_g = torch.optim.Adam(gen.parameters(), 1e-4, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(disc.parameters(), 1e-4, betas=(0.5, 0.999))
+    got = attack.train_step(gen, disc, opt_g, opt_d, prototype, x[:8], y[:8], target)
+    assert got["generator"] == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_prosgan_settings_stored_before_the_options_read_back_in_the_new_units():
+    from robusthash.attacks.prosgan import migrate_settings
+
+    old = {"epochs": 4, "rec_weight": 50.0, "seed": 0}
+    assert migrate_settings(old, 28) == {
+        "epochs": 4,
+        "rec_weight": 12.5,
+        "seed": 0,
+        "layout": "auto",
+        "update_order": "generator-first",
+    }
+    assert migrate_settings(old, 224)["layout"] == "compact"
+    new = {"rec_weight": 50.0, "layout": "official", "update_order": "discriminator-first"}
+    assert migrate_settings(new, 224) == new
+    with pytest.raises(UserError, match="update_order must be one of"):
+        create_attack("prosgan", torch.nn.Linear(1, 1), update_order="both")
+    with pytest.raises(UserError, match="layout must be one of auto, compact, official"):
+        create_attack("prosgan", torch.nn.Linear(1, 1), layout="big")
+
+
 def test_prosgan_training_step_lowers_the_generator_loss(setup):
-    from robusthash.models.prosgan import ProSGANDiscriminator, ProSGANGenerator
+    from robusthash.models.prosgan import ProSGANDiscriminator, ProSGANGenerator  # the compact layout
 
     model, reference, database, x, y = setup
     attack = create_attack("prosgan", model, reference=reference, database=database, lr=1e-3)

@@ -100,6 +100,38 @@ def test_csq_random_centres_when_not_a_power_of_two(bits):
     assert torch.equal(c, hash_centers(10, bits, torch.Generator().manual_seed(0)))
 
 
+def test_csq_hadamard_plus_random_is_deephash_pytorchs_rule():
+    """DeepHash-pytorch's get_hash_targets written out: the 2K rows of [H; -H], then the other centers drawn
+    balanced (K/2 entries -1) up to 20 times until min distance > K/4 and mean >= K/2, the last draw kept."""
+    from robusthash.losses.csq import balanced_codes
+
+    bits, classes = 16, 50
+    got = hash_centers(classes, bits, torch.Generator().manual_seed(4), rule="hadamard+random")
+    h = sylvester_hadamard(bits)
+    g = torch.Generator().manual_seed(4)
+    for _ in range(20):
+        expected = torch.cat([h, -h, balanced_codes(classes - 2 * bits, bits, g)], 0)
+        d = [int((expected[i] != expected[j]).sum()) for i in range(classes) for j in range(i + 1, classes)]
+        if min(d) > bits / 4 and sum(d) / len(d) >= bits / 2:
+            break
+    assert torch.equal(got, expected)
+    assert torch.equal(got[: 2 * bits], torch.cat([h, -h], 0)) and (got[2 * bits :].sum(1) == 0).all()
+
+
+@pytest.mark.parametrize("bits,classes", [(16, 50), (64, 200)])
+def test_csq_farthest_keeps_the_rule_with_the_larger_minimum_distance(bits, classes):
+    def spread(c):
+        d = [int((c[i] != c[j]).sum()) for i in range(classes) for j in range(i + 1, classes)]
+        return min(d), sum(d) / len(d)
+
+    g = torch.Generator().manual_seed(1)
+    drawn = [hash_centers(classes, bits, g, rule=r) for r in ("random", "hadamard+random")]
+    got = hash_centers(classes, bits, torch.Generator().manual_seed(1))
+    assert torch.equal(got, max(drawn, key=spread)) and spread(got) == max(map(spread, drawn))
+    with pytest.raises(ValueError, match="center rule must be one of farthest, random"):
+        hash_centers(classes, bits, g, rule="bernoulli")
+
+
 def test_csq_multilabel_centre_is_sign_of_sum_and_loss_formula():
     loss = create_loss("csq", 8, 4, 0)
     y = torch.tensor([[1.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 0.0], [1.0, 1.0, 0.0, 0.0]])
@@ -233,6 +265,63 @@ def test_dsdh_epoch_update_uses_only_its_own_state():
     assert set(loss.B.unique().tolist()) == {-1.0, 1.0} and loss.W.abs().sum() > 0
     state = loss.state_dict()
     assert {"B", "W", "U", "Y"} <= set(state)
+
+
+def test_dsdh_batch_rule_is_the_public_codes_loop():
+    """``update="batch", quant=0, live_batch=False`` against DeepHash-pytorch's DSDH written out: the bank
+    stores ``u.data``, then ``dcc_iter`` rounds of ``W = (B B^T + nu/mu I)^-1 B Y^T`` and the row-wise
+    ``B_i = sign(P_i - B'^T W' w_i)`` on B carried over from the last batch, then the likelihood + mu * the
+    classifier loss + nu * ||W||^2, all means."""
+    k, c, n, mu, nu, eta, rounds = 6, 3, 24, 1.0, 1.0, 55.0, 3
+    ours = create_loss("dsdh", k, c, n, update="batch", quant=0.0, live_batch=False, dcc_iter=rounds)
+    bank_u, bank_b, bank_y = torch.zeros(k, n), torch.zeros(k, n), torch.zeros(c, n)
+    g = torch.Generator().manual_seed(3)
+    for step in range(4):
+        ind = torch.randperm(n, generator=g)[:8]
+        y = torch.eye(c)[torch.randint(0, c, (8,), generator=g)]
+        u = torch.tanh(torch.randn(8, k, generator=g)).requires_grad_(True)
+        bank_u[:, ind] = u.detach().T
+        bank_y[:, ind] = y.T
+        for _ in range(rounds):
+            w = torch.inverse(bank_b @ bank_b.T + nu / mu * torch.eye(k)) @ bank_b @ bank_y.T
+            for i in range(k):
+                p = w @ bank_y + eta / mu * bank_u
+                rest = torch.cat((bank_b[:i], bank_b[i + 1 :]))
+                w_rest = torch.cat((w[:i], w[i + 1 :]))
+                bank_b[i] = (p[i] - rest.T @ w_rest @ w[i]).sign()
+        inner = u @ bank_u * 0.5
+        s = (y @ bank_y > 0).float()
+        likelihood = ((1 + (-inner.abs()).exp()).log() + inner.clamp(min=0) - s * inner).mean()
+        expected = likelihood + mu * (y.T - w.T @ bank_b[:, ind]).pow(2).mean() + nu * w.pow(2).mean()
+        (expected_grad,) = torch.autograd.grad(expected, u)
+        got = ours(u, y, ind)
+        (got_grad,) = torch.autograd.grad(got, u)
+        assert got.item() == pytest.approx(expected.item(), rel=1e-5), step
+        torch.testing.assert_close(got_grad, expected_grad, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(ours.B.T, bank_b)
+        torch.testing.assert_close(ours.W, w, rtol=1e-4, atol=1e-5)
+        if step == 0:  # items not yet seen keep code 0 (torch.sign), as there
+            unseen = torch.ones(n, dtype=torch.bool)
+            unseen[ind] = False
+            assert (ours.B[unseen] == 0).all() and (ours.B[~unseen].abs() == 1).all()
+
+
+def test_dsdh_default_rule_couples_the_network_to_the_codes():
+    """robusthash's rule: the epoch update restarts B at sign(U), and ``quant`` (u - b)^2 reaches the network."""
+    loss = create_loss("dsdh", 4, 2, 6)
+    u0 = torch.tensor([[0.5, -0.2, 0.9, -0.7]] * 6)
+    loss.preinstall(u0, torch.eye(2)[torch.arange(6) % 2])
+    loss.B.fill_(-1.0)
+    loss.epoch_start(1, 2)
+    u = u0[:2].clone().requires_grad_(True)
+    plain = create_loss("dsdh", 4, 2, 6, quant=0.0)
+    plain.load_state_dict(loss.state_dict())
+    (with_quant,) = torch.autograd.grad(loss(u, torch.eye(2)[[0, 1]], torch.arange(2)), u)
+    (without,) = torch.autograd.grad(plain(u, torch.eye(2)[[0, 1]], torch.arange(2)), u)
+    b = loss.B[:2]
+    torch.testing.assert_close(with_quant - without, 0.1 * 2 * (u.detach() - b) / u.numel())
+    with pytest.raises(ValueError, match="update must be one of epoch, batch"):
+        create_loss("dsdh", 4, 2, 6, update="step")
 
 
 def test_balanced_wasserstein():

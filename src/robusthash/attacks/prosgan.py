@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
@@ -19,9 +19,30 @@ from robusthash.codes import binarize
 from robusthash.data import iterate_batches
 from robusthash.errors import UserError
 from robusthash.models.fixed_rows import in_blocks
-from robusthash.models.prosgan import ProSGANDiscriminator, ProSGANGenerator
+from robusthash.models.prosgan import LAYOUTS, OfficialProSGANGenerator, build_networks
 from robusthash.models.prototype import PrototypeNet, train_prototype_net
 from robusthash.runtime import atomic_torch_save, model_fingerprint, safe_load
+
+UPDATE_ORDERS = ("generator-first", "discriminator-first")
+
+
+def network_layout(layout: str, size: int) -> str:
+    """The layout ``"auto"`` resolves to: the official one at the official 224 px, the compact one below."""
+    return layout if layout != "auto" else ("official" if size == 224 else "compact")
+
+
+def migrate_settings(settings: dict[str, Any], size: int) -> dict[str, Any]:
+    """Settings stored before the layout and the update order were options: those runs had the compact layout
+    (what ``"auto"`` gives below 224 px), the generator first, and ``rec_weight`` on [0, 1] images (4x the
+    official units)."""
+    if "layout" in settings:
+        return settings
+    return {
+        **settings,
+        "rec_weight": settings["rec_weight"] / 4,
+        "layout": "auto" if size < 224 else "compact",
+        "update_order": "generator-first",
+    }
 
 
 @register_attack
@@ -36,7 +57,13 @@ class ProSGAN(Attack):
        (0.5, 0.999), ``epochs`` epochs: constant for the first half, then linear decay to 0. Target labels drawn
        uniformly from the database's distinct label rows. LSGAN losses with the official flags (real 0, fake 1):
        D, updated every 3rd step, ``1/2 [MSE(D(x), [y, 0]) + MSE(D(G(x)), [y_t, 1])]``; G
-       ``rec_weight * MSE(G(x), x) + 5 (1 - mean(f(G(x)) o sign(h_p))) + MSE(D(G(x)), [y_t, 0])``.
+       ``rec_weight * MSE(2 G(x) - 1, 2 x - 1) + 5 (1 - mean(f(G(x)) o sign(h_p))) + MSE(D(G(x)), [y_t, 0])``:
+       the reconstruction on [-1, 1] images as the official code, so ``rec_weight`` is in its units (it uses
+       50 for NUS-WIDE and MS-COCO, 100 for FLICKR-25K). ``update_order``: ``"discriminator-first"`` (the
+       official loop: D on the batch's G(x), then G against the updated D) or ``"generator-first"``.
+       ``layout`` (:mod:`robusthash.models.prosgan`): ``"official"``, ``"compact"``, or ``"auto"`` (the
+       official layout at 224 px, the compact one at smaller sizes). Defaults measured: docs/choices.md,
+       "ProS-GAN".
 
     The official code bounds nothing: G outputs the whole image. By default (``bounded=False``, faithful) the
     suite's eps is ignored and the measured L-inf / L2 are reported beside every other attack's; ``bounded=True``
@@ -61,13 +88,20 @@ class ProSGAN(Attack):
         epochs: int = 100,
         train_batch: int = 24,
         lr: float = 1e-4,
-        rec_weight: float = 50.0,
+        rec_weight: float = 12.5,
         prototype_steps: int = 30_000,
         bounded: bool = False,
         checkpoint: str | None = None,
+        update_order: str = "generator-first",
+        layout: str = "auto",
         **kwargs: Any,
     ) -> None:
         super().__init__(model, **kwargs)
+        if update_order not in UPDATE_ORDERS:
+            raise UserError(f"update_order must be one of {', '.join(UPDATE_ORDERS)}, got {update_order!r}")
+        if layout not in ("auto", *LAYOUTS):
+            raise UserError(f"layout must be one of auto, {', '.join(LAYOUTS)}, got {layout!r}")
+        self.update_order, self.layout = update_order, layout
         for what, value in (
             ("epochs", epochs),
             ("train_batch", train_batch),
@@ -82,7 +116,7 @@ class ProSGAN(Attack):
         self.bounded, self.checkpoint = bounded, checkpoint
         self.budget = self.eps  # the suite's eps: the ball of a bounded run
         self.prototype: PrototypeNet | None = None
-        self.generator_net: ProSGANGenerator | None = None
+        self.generator_net: nn.Module | None = None
 
     def project(self, x_adv: Tensor, x: Tensor) -> Tensor:
         """Bounded: the eps-ball, as every attack. Unbounded (as published): only [0, 1]; G's image is used as
@@ -99,6 +133,8 @@ class ProSGAN(Attack):
             "prototype_steps": self.prototype_steps,
             "seed": self.seed,
             "model": model_fingerprint(self.model),
+            "layout": self.layout,
+            "update_order": self.update_order,
         }
 
     def fit(
@@ -122,8 +158,9 @@ class ProSGAN(Attack):
         channels, size = train.batch(torch.arange(1))[0].shape[1:3]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(derive_seed(self.seed, "networks"))
-            gen = ProSGANGenerator(channels, size).to(device)
-            disc = ProSGANDiscriminator(channels, size, candidates.shape[1]).to(device)
+            layout = network_layout(self.layout, size)
+            gen, disc = build_networks(layout, channels, size, candidates.shape[1])
+            gen, disc = gen.to(device), disc.to(device)
         opt_g = torch.optim.Adam(gen.parameters(), lr=self.lr, betas=(0.5, 0.999))
         opt_d = torch.optim.Adam(disc.parameters(), lr=self.lr, betas=(0.5, 0.999))
         start = 0
@@ -178,8 +215,8 @@ class ProSGAN(Attack):
 
     def train_step(
         self,
-        gen: ProSGANGenerator,
-        disc: ProSGANDiscriminator,
+        gen: nn.Module,
+        disc: nn.Module,
         opt_g: torch.optim.Optimizer,
         opt_d: torch.optim.Optimizer,
         prototype: PrototypeNet,
@@ -188,32 +225,40 @@ class ProSGAN(Attack):
         target: Tensor,
         update_discriminator: bool = True,
     ) -> dict[str, float]:
-        """One generator step (and a discriminator step when asked); returns both losses."""
+        """One generator step and, when asked, a discriminator step on the same G(x) (before or after the
+        generator's, by ``update_order``); returns both losses."""
         with torch.no_grad():
             feature = prototype.feature(target)
             code = binarize(prototype.hashing(feature))
         real = torch.zeros(x.shape[0], 1, device=x.device)
         x_adv = gen(x, feature)
+        loss_d = torch.zeros(())
+
+        def discriminator_step() -> Tensor:
+            fake = torch.ones_like(real)
+            loss = 0.5 * (
+                F.mse_loss(disc(x), torch.cat([y, real], 1))
+                + F.mse_loss(disc(x_adv.detach()), torch.cat([target, fake], 1))
+            )
+            opt_d.zero_grad(set_to_none=True)
+            loss.backward()
+            opt_d.step()
+            return loss
+
+        if update_discriminator and self.update_order == "discriminator-first":
+            loss_d = discriminator_step()
         logits = self.model.preactivation(x_adv)
         hamming_term = 1 - (torch.tanh(logits) * code).mean()
         loss_g = (
-            self.rec_weight * F.mse_loss(x_adv, x)
+            self.rec_weight * F.mse_loss(x_adv * 2 - 1, x * 2 - 1)
             + 5 * hamming_term
             + F.mse_loss(disc(x_adv), torch.cat([target, real], 1))
         )
         opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         opt_g.step()
-        loss_d = torch.zeros(())
-        if update_discriminator:
-            fake = torch.ones_like(real)
-            loss_d = 0.5 * (
-                F.mse_loss(disc(x), torch.cat([y, real], 1))
-                + F.mse_loss(disc(x_adv.detach()), torch.cat([target, fake], 1))
-            )
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
+        if update_discriminator and self.update_order == "generator-first":
+            loss_d = discriminator_step()
         return {"generator": float(loss_g.detach()), "discriminator": float(loss_d.detach())}
 
     def _prototype(
@@ -244,7 +289,8 @@ class ProSGAN(Attack):
         if not self.checkpoint or not Path(self.checkpoint).is_file():
             return None
         state = safe_load(self.checkpoint, "ProS-GAN checkpoint")
-        if state.get("settings") != self._settings():
+        stored = migrate_settings(state.get("settings") or {"rec_weight": 0.0}, int(state.get("size", 0)))
+        if stored != self._settings():
             raise UserError(
                 f"{self.checkpoint} holds a ProS-GAN trained with other settings or against another "
                 "model; choose another checkpoint path"
@@ -257,7 +303,7 @@ class ProSGAN(Attack):
         return self.generator_net is not None
 
     @staticmethod
-    def _networks_state(prototype: PrototypeNet, gen: ProSGANGenerator) -> dict[str, Any]:
+    def _networks_state(prototype: PrototypeNet, gen: nn.Module) -> dict[str, Any]:
         return {
             "prototype": prototype.state_dict(),
             "num_classes": prototype.num_classes,
@@ -265,6 +311,7 @@ class ProSGAN(Attack):
             "generator": gen.state_dict(),
             "channels": gen.channels,
             "size": gen.size,
+            "layout": "official" if isinstance(gen, OfficialProSGANGenerator) else "compact",
         }
 
     def fitted_state(self) -> dict[str, Any]:
@@ -278,7 +325,8 @@ class ProSGAN(Attack):
             device
         )
         self.prototype.load_state_dict(state["prototype"])
-        self.generator_net = ProSGANGenerator(int(state["channels"]), int(state["size"])).to(device)
+        layout = str(state.get("layout", "compact"))  # stored before layouts existed: compact
+        self.generator_net = build_networks(layout, int(state["channels"]), int(state["size"]))[0].to(device)
         self.generator_net.load_state_dict(state["generator"])
         self.prototype.eval()
         self.generator_net.eval()
@@ -307,6 +355,8 @@ class ProSGAN(Attack):
             "lr": self.lr,
             "rec_weight": self.rec_weight,
             "prototype_steps": self.prototype_steps,
+            "update_order": self.update_order,
+            "layout": self.layout,
             "bounded": self.bounded,
             "budget": self.budget,
             "checkpoint": self.checkpoint,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -21,18 +23,28 @@ def ridge_classifier(codes: Tensor, labels: Tensor, mu: float, nu: float) -> Ten
 
 
 def discrete_code_update(
-    codes: Tensor, weights: Tensor, labels: Tensor, outputs: Tensor, mu: float, eta: float
+    codes: Tensor,
+    weights: Tensor,
+    labels: Tensor,
+    outputs: Tensor,
+    mu: float,
+    eta: float,
+    sign: Callable[[Tensor], Tensor] = binarize,
 ) -> Tensor:
     """B-step by discrete cyclic coordinate descent: one pass over the bits, each row of B set to
     ``sign(p_k - B'^T W' w_k)`` with ``P = W Y + (eta / mu) U``: the exact minimiser of
     ``mu ||Y - W^T B||^2 + eta ||B - U||^2`` over row k with the other rows fixed (DSDH sec. 3.2).
-    Shapes: B, U (K, N); W (K, C); Y (C, N). Returns the new B (a new tensor)."""
+    Shapes: B, U (K, N); W (K, C); Y (C, N). Returns the new B (a new tensor). ``sign``: :func:`binarize`
+    (0 -> +1), or ``torch.sign`` as the public re-implementations (0 stays 0)."""
     codes = codes.clone()
     p = weights @ labels + (eta / mu) * outputs
     for k in range(codes.shape[0]):
         others = torch.arange(codes.shape[0], device=codes.device) != k
-        codes[k] = binarize(p[k] - codes[others].T @ (weights[others] @ weights[k]))
+        codes[k] = sign(p[k] - codes[others].T @ (weights[others] @ weights[k]))
     return codes
+
+
+UPDATES = ("epoch", "batch")
 
 
 @register_loss
@@ -40,15 +52,19 @@ class DSDHLoss(BankLoss):
     """DPSH's pairwise likelihood plus the linear classifier on discrete codes, alternating as in DSDH:
 
     - network step: ``mean_ij [log(1 + e^theta) - s theta] + mu mean (Y - W^T B)^2 + nu mean W^2
-      + quant mean_i (u_i - b_i)^2`` with ``theta = u U^T / 2``. B and W are fixed during the epoch, so the
-      classifier terms are constants there; the network follows the discrete codes through the last term (the
-      paper's ``eta ||b - u||^2``, here with weight ``quant`` = 0.1 on the mean-normalised loss).
-    - at the start of every epoch, ``dcc_iter`` = 10 rounds of the closed-form W-step
-      (:func:`ridge_classifier`) and the discrete cyclic B-step (:func:`discrete_code_update`) on the bank U
-      of training outputs, with mu = 1, nu = 1, eta = 55 (the public re-implementations' values).
+      + quant mean_i (u_i - b_i)^2`` with ``theta = u U^T / 2``. B and W are constants there, so the
+      classifier terms carry no gradient; the network follows the discrete codes only through the last term
+      (the paper's ``eta ||b - u||^2``, eq. 6, with weight ``quant`` on the mean-normalised loss).
+    - ``dcc_iter`` rounds of the closed-form W-step (:func:`ridge_classifier`) and the discrete cyclic B-step
+      (:func:`discrete_code_update`) on the bank U of training outputs, mu = 1, nu = 1, eta = 55 (the public
+      re-implementations' values). ``update="epoch"`` (robusthash): at the start of every epoch, B restarting
+      from sign(U). ``update="batch"`` (DeepHash-pytorch and TreezzZ/DSDH_PyTorch): before every batch's loss,
+      B carried over from the last batch, codes by ``torch.sign`` (an item not yet seen keeps code 0).
 
-    Everything it needs lives in the loss object (banks, B, W), so it runs inside the library and resumes
-    from checkpoints.
+    The public code's rule is ``update="batch", quant=0, live_batch=False``: there the network never sees B
+    (DPSH's likelihood alone, B and W bookkeeping). robusthash keeps the paper's coupling term; which trains
+    better on the embedded recipe is measured in docs/choices.md ("DSDH"). Everything lives in the loss object
+    (banks, B, W), so it runs inside the library and resumes from checkpoints.
     """
 
     name = "dsdh"
@@ -64,42 +80,50 @@ class DSDHLoss(BankLoss):
         eta: float = 55.0,
         dcc_iter: int = 10,
         quant: float = 0.1,
+        update: str = "epoch",
         live_batch: bool = True,
     ) -> None:
         super().__init__(bits, num_classes, num_train, live_batch)
+        if update not in UPDATES:
+            raise ValueError(f"DSDH update must be one of {', '.join(UPDATES)}, got {update!r}")
         self.mu, self.nu, self.eta, self.dcc_iter, self.quant = mu, nu, eta, dcc_iter, quant
+        self.update = update
         self.register_buffer("B", torch.zeros(num_train, bits))
         self.register_buffer("W", torch.zeros(bits, num_classes))
 
+    def alternate(self, sign: Callable[[Tensor], Tensor]) -> None:
+        """``dcc_iter`` rounds of the W-step and the B-step from the current B, on the bank."""
+        codes, labels, outputs = self.B.T.clone(), self.Y.T, self.U.T
+        weights = self.W.clone()
+        for _ in range(self.dcc_iter):
+            weights = ridge_classifier(codes, labels, self.mu, self.nu)
+            codes = discrete_code_update(codes, weights, labels, outputs, self.mu, self.eta, sign)
+        self.B.copy_(codes.T)
+        self.W.copy_(weights)
+
     def epoch_start(self, epoch: int, num_epochs: int) -> None:
+        if self.update != "epoch":
+            return
         if not self.U.abs().sum():  # nothing seen yet: start B from random codes so the steps are defined
             g = torch.Generator().manual_seed(epoch)
             self.B.copy_(torch.where(torch.rand(self.B.shape, generator=g) < 0.5, -1.0, 1.0))
         else:
             self.B.copy_(binarize(self.U))
-        codes, labels, outputs = self.B.T.clone(), self.Y.T, self.U.T
-        weights = self.W.clone()
-        for _ in range(self.dcc_iter):
-            weights = ridge_classifier(codes, labels, self.mu, self.nu)
-            codes = discrete_code_update(codes, weights, labels, outputs, self.mu, self.eta)
-        self.B.copy_(codes.T)
-        self.W.copy_(weights)
+        self.alternate(binarize)
 
     def forward(self, u: Tensor, labels: Tensor, indices: Tensor) -> Tensor:
         bank = self.update_bank(u, labels, indices)
+        if self.update == "batch":
+            with torch.no_grad():
+                self.alternate(torch.sign)
         s = pairwise_similarity(labels, self.Y)
         theta = 0.5 * u @ bank.T
         likelihood = (F.softplus(theta) - s * theta).mean()
         b = self.B[indices]
         classifier = (labels - b @ self.W).pow(2).mean()
         reg = self.W.pow(2).mean()
-        return (
-            likelihood
-            + self.mu * classifier
-            + self.nu * reg
-            + self.quant * (u - b).pow(2).mean()
-            + self.extra(u)
-        )
+        loss = likelihood + self.mu * classifier + self.nu * reg + self.extra(u)
+        return loss + self.quant * (u - b).pow(2).mean() if self.quant else loss
 
     def extra(self, u: Tensor) -> Tensor:
         return u.new_zeros(())

@@ -8,7 +8,8 @@ dicts in the layouts of the field's public code.
   ``hash_layer`` = Dropout, fc6, ReLU, Dropout, fc7, ReLU, hash) or by the CgAT repository (``AlexNet`` / ``VGG``:
   ``features`` + ``classifier`` whose last Linear is the hash layer; ``AlexNetFc`` / ``VGGFc``: ``features`` +
   ``classifier.classifier0-5`` + ``hash_layer``), and the ResNets of both (``conv1`` ... ``layer4`` and/or
-  ``feature_layers``, then ``hash_layer``) into robusthash's model of the same backbone. Their models normalise
+  ``feature_layers``, then ``hash_layer``) into robusthash's model of the same backbone; and the ProS-GAN
+  repository's ``Generator`` (backbone ``"prosgan-generator"``) into the official-layout generator. Their models normalise
   with ImageNet's mean/std inside (CgAT) or outside (DeepHash-pytorch) the network: give the data's mean/std.
 """
 
@@ -219,6 +220,8 @@ LAYOUTS: dict[str, dict[str, list[tuple[str, str]]]] = {
     "alexnet": _ALEXNET,
     "vgg11": _VGG,
     **{f"resnet{d}": _RESNET for d in (18, 34, 50, 101)},
+    # the ProS-GAN repository's Generator: robusthash's official layout keeps its parameter names
+    "prosgan-generator": {"prosgan-official": [(r"^", "")]},
 }
 
 
