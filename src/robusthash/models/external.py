@@ -9,8 +9,9 @@ dicts in the layouts of the field's public code.
   ``features`` + ``classifier`` whose last Linear is the hash layer; ``AlexNetFc`` / ``VGGFc``: ``features`` +
   ``classifier.classifier0-5`` + ``hash_layer``), and the ResNets of both (``conv1`` ... ``layer4`` and/or
   ``feature_layers``, then ``hash_layer``) into robusthash's model of the same backbone; and the ProS-GAN
-  repository's ``Generator`` (backbone ``"prosgan-generator"``) into the official-layout generator. Their models normalise
-  with ImageNet's mean/std inside (CgAT) or outside (DeepHash-pytorch) the network: give the data's mean/std.
+  repository's ``Generator`` (backbone ``"prosgan-generator"``) into the official-layout generator. Their
+  models normalise with ImageNet's mean/std inside (CgAT) or outside (DeepHash-pytorch) the network: give the
+  data's mean/std.
 """
 
 from __future__ import annotations
