@@ -269,7 +269,9 @@ def test_missing_bank_and_bad_names_are_user_errors(setup):
     with pytest.raises(UserError, match="reference code bank"):
         create_attack("pga", model, steps=1)(x, y)
     with pytest.raises(UserError, match="fit"):
-        create_attack("tha", model, steps=1, database=CodeBank(x.new_ones(1, 16), y[:1]))(x, y)
+        create_attack("tha", model, steps=1, database=CodeBank(x.new_ones(2, 16), y[:1].repeat(2, 1)))(x, y)
+    with pytest.raises(UserError, match="no target label: no database label row qualifies"):
+        create_attack("p2p", model, steps=1, database=CodeBank(x.new_ones(1, 16), y[:1]))(x, y)
     with pytest.raises(UserError, match="database"):
         create_attack("dhta", model, steps=1)(x, y)
     with pytest.raises(UserError, match="unknown attack 'fgsm'; valid: "):

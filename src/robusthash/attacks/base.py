@@ -421,6 +421,11 @@ class Attack:
         generator (:func:`draw_disjoint_row`)."""
         indices = torch.arange(labels.shape[0]) if indices is None else indices
         candidates = self.target_candidates()
+        if len(candidates) == 0:
+            raise UserError(
+                f"attack {self.name} has no target label: no database label row qualifies (a targeted attack "
+                "aims at a non-empty label row of the database; P2P / DHTA at one occurring more than n_t times)"
+            )
         return torch.stack(
             [
                 draw_disjoint_row(y, candidates, self.generator(int(i), "target"))
