@@ -9,11 +9,12 @@ CgAT trains through the same loss.
 
 - ``bank`` (DPH, DPSH): ``live_batch=True`` (the batch's own bank rows differentiable) against
   ``live_batch=False`` (DeepHash-pytorch's ``U[ind] = u.data``).
-- ``dsdh``: ``update="epoch", quant=0.1`` (robusthash: B and W once per epoch from sign(U), the network pulled
-  to B) against ``update="batch", quant=0, live_batch=False`` (DeepHash-pytorch / TreezzZ: per batch, B
-  carried over, the network never sees B).
+- ``dsdh``: ``update="epoch", quant=0.1, live_batch=True`` (robusthash's rule until these rows, DSDH-C's still: B
+  and W once per epoch from sign(U), the network pulled to B) against ``update="batch", quant=0,
+  live_batch=False`` (DeepHash-pytorch / TreezzZ: per batch, B carried over, the network never sees B; the
+  default since these rows).
 
-Which rule becomes each default follows from these rows. Rows go to benchmarks/results/rules.json.
+Which rule became each default follows from these rows (docs/choices.md). Rows go to benchmarks/results/rules.json.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ RULES: dict[str, dict[str, dict[str, Any]]] = {
     "dph": {"live batch rows": {"live_batch": True}, "constant bank (authors')": {"live_batch": False}},
     "dpsh": {"live batch rows": {"live_batch": True}, "constant bank (authors')": {"live_batch": False}},
     "dsdh": {
-        "per epoch, quant 0.1": {"update": "epoch", "quant": 0.1},
+        "per epoch, quant 0.1": {"update": "epoch", "quant": 0.1, "live_batch": True},
         "per batch, no coupling (authors')": {"update": "batch", "quant": 0.0, "live_batch": False},
     },
 }
@@ -81,8 +82,8 @@ def markdown(rows: list[dict]) -> str:
         "Fashion-MNIST, small_cnn, 20 epochs, 32 bits; mAP@1000 on 100 seeded queries; PgA T = 100, eps 8/255; "
         "CgAT: 3 epochs, lambda 1, then the robust protocol on the same queries (an upper bound).",
         "",
-        "| loss | rule | seed | clean mAP | PgA mAP | CgAT clean | CgAT robust |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| loss | rule | seed | clean mAP | PgA mAP | train s | CgAT clean | CgAT robust |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     order = {(loss, rule): i for i, (loss, rules) in enumerate(RULES.items()) for rule in rules}
     for r in sorted(rows, key=lambda r: (order.get((r["loss"], r["rule"]), 99), r["seed"])):
@@ -90,7 +91,8 @@ def markdown(rows: list[dict]) -> str:
             f"{r['cgat_clean_map']:.4f} | {r['cgat_robust_map']:.4f}" if "cgat_robust_map" in r else "- | -"
         )
         lines.append(
-            f"| {r['loss']} | {r['rule']} | {r['seed']} | {r['clean_map']:.4f} | {r['pga_map']:.4f} | {cgat} |"
+            f"| {r['loss']} | {r['rule']} | {r['seed']} | {r['clean_map']:.4f} | {r['pga_map']:.4f} "
+            f"| {r['train_seconds']:.0f} | {cgat} |"
         )
     lines += [
         "",

@@ -258,7 +258,7 @@ def test_dsdh_b_step_is_coordinate_optimal_and_never_increases_the_objective():
 
 
 def test_dsdh_epoch_update_uses_only_its_own_state():
-    loss = create_loss("dsdh", 8, 3, 20)
+    loss = create_loss("dsdh", 8, 3, 20, update="epoch")
     torch.manual_seed(0)
     loss.preinstall(torch.tanh(torch.randn(20, 8)), torch.eye(3)[torch.arange(20) % 3])
     loss.epoch_start(0, 5)
@@ -273,7 +273,7 @@ def test_dsdh_batch_rule_is_the_public_codes_loop():
     ``B_i = sign(P_i - B'^T W' w_i)`` on B carried over from the last batch, then the likelihood + mu * the
     classifier loss + nu * ||W||^2, all means."""
     k, c, n, mu, nu, eta, rounds = 6, 3, 24, 1.0, 1.0, 55.0, 3
-    ours = create_loss("dsdh", k, c, n, update="batch", quant=0.0, live_batch=False, dcc_iter=rounds)
+    ours = create_loss("dsdh", k, c, n, dcc_iter=rounds)  # the default is the public code's rule
     bank_u, bank_b, bank_y = torch.zeros(k, n), torch.zeros(k, n), torch.zeros(c, n)
     g = torch.Generator().manual_seed(3)
     for step in range(4):
@@ -306,15 +306,25 @@ def test_dsdh_batch_rule_is_the_public_codes_loop():
             assert (ours.B[unseen] == 0).all() and (ours.B[~unseen].abs() == 1).all()
 
 
-def test_dsdh_default_rule_couples_the_network_to_the_codes():
-    """robusthash's rule: the epoch update restarts B at sign(U), and ``quant`` (u - b)^2 reaches the network."""
-    loss = create_loss("dsdh", 4, 2, 6)
+def test_dsdh_epoch_rule_couples_the_network_to_the_codes():
+    """The coupled rule (DSDH-C's): the epoch update restarts B at sign(U), and ``quant`` (u - b)^2 reaches the
+    network."""
+    loss = create_loss("dsdh", 4, 2, 6, update="epoch", quant=0.1, live_batch=True)
+    assert (
+        (loss.update, loss.quant, loss.live_batch)
+        == ("epoch", 0.1, True)
+        == (
+            (c := create_loss("dsdh-c", 4, 2, 6)).update,
+            c.quant,
+            c.live_batch,
+        )
+    )
     u0 = torch.tensor([[0.5, -0.2, 0.9, -0.7]] * 6)
     loss.preinstall(u0, torch.eye(2)[torch.arange(6) % 2])
     loss.B.fill_(-1.0)
     loss.epoch_start(1, 2)
     u = u0[:2].clone().requires_grad_(True)
-    plain = create_loss("dsdh", 4, 2, 6, quant=0.0)
+    plain = create_loss("dsdh", 4, 2, 6, update="epoch", quant=0.0, live_batch=True)
     plain.load_state_dict(loss.state_dict())
     (with_quant,) = torch.autograd.grad(loss(u, torch.eye(2)[[0, 1]], torch.arange(2)), u)
     (without,) = torch.autograd.grad(plain(u, torch.eye(2)[[0, 1]], torch.arange(2)), u)
