@@ -121,6 +121,7 @@ class TrainingMethod:
 
     name: ClassVar[str] = "clean"
     parallel: nn.Module | None = None  # set by run_training under torchrun
+    replays: int = 1  # optimiser steps per batch (free adversarial training replays each batch)
 
     def __init__(
         self,
@@ -151,6 +152,9 @@ class TrainingMethod:
         self, x: Tensor, y: Tensor, idx: Tensor, step: int
     ) -> dict[str, Tensor]:  # pragma: no cover
         raise NotImplementedError  # abstract: the loss terms; "loss" is minimised
+
+    def after_backward(self) -> None:
+        """Called after each step's backward pass, before the optimiser step (gradients are in place)."""
 
     def epoch_start(self, epoch: int, epochs: int) -> None:
         self.loss_fn.epoch_start(epoch, epochs)
@@ -252,7 +256,8 @@ def _run_training(
         local_batch = batch_size // w.world_size
         method.parallel = data_parallel(_Logits(model), device)
     per_rank = -(-len(data.train) // w.world_size)
-    per_epoch = per_rank // local_batch + (per_rank % local_batch > 1)
+    batches = per_rank // local_batch + (per_rank % local_batch > 1)
+    per_epoch = batches * method.replays  # optimiser steps: a replayed batch counts once per replay
     total = epochs * per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: method.lr_factor(s, per_epoch, total))
     history: list[dict[str, float]] = []
@@ -288,23 +293,26 @@ def _run_training(
         for x, y, idx in _epoch_batches(data.train, local_batch, method.generator, epoch, w):
             if len(idx) < 2:
                 continue
-            with autocast(device, precision):
-                terms = method.batch_loss(x.to(device), y.to(device), idx.to(device), epoch * per_epoch + n)
-            loss = terms["loss"]
-            if not torch.isfinite(loss):
-                raise UserError(
-                    f"the training loss became {float(loss.detach())} in epoch {epoch + 1}; lower the "
-                    "learning rate (the last good checkpoint is kept)"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            n += 1
-            for k, v in terms.items():
-                sums[k] = sums.get(k, 0.0) + float(v.detach())
-            bar.update(1)
-            bar.set_postfix({k: f"{v / n:.4f}" for k, v in sums.items()}, refresh=False)
+            x, y, idx = x.to(device), y.to(device), idx.to(device)
+            for _ in range(method.replays):
+                with autocast(device, precision):
+                    terms = method.batch_loss(x, y, idx, epoch * per_epoch + n)
+                loss = terms["loss"]
+                if not torch.isfinite(loss):
+                    raise UserError(
+                        f"the training loss became {float(loss.detach())} in epoch {epoch + 1}; lower the "
+                        "learning rate (the last good checkpoint is kept)"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                method.after_backward()
+                optimizer.step()
+                scheduler.step()
+                n += 1
+                for k, v in terms.items():
+                    sums[k] = sums.get(k, 0.0) + float(v.detach())
+                bar.update(1)
+                bar.set_postfix({k: f"{v / n:.4f}" for k, v in sums.items()}, refresh=False)
         history.append(
             {
                 "epoch": epoch + 1,

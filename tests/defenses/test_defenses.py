@@ -285,3 +285,63 @@ def test_gaussian_training_trains_on_noisy_copies_drawn_from_the_step(toy_ckpt):
     assert loss_at(0.3, 4)[0] == loss_at(0.3, 4)[0] != loss_at(0.3, 5)[0]
     with pytest.raises(UserError, match="sigma must be > 0"):
         DefenseConfig(method="gaussian", method_options={"sigma": 0.0}).validate()
+
+
+def test_free_training_moves_delta_by_the_sign_of_the_center_loss_gradient(toy_ckpt, monkeypatch):
+    """Shafahi et al.'s Algorithm 1 written out for CgAT: x' = clamp(x + delta); after the step's backward,
+    delta <- clip(delta + eps sign(grad_delta of lambda L_adv), -eps, eps); no inner attack runs."""
+    data, ckpt = toy_ckpt
+    model = ckpt.build_model().train()
+    from robusthash.losses import create_loss
+
+    loss_fn = create_loss("dph", 16, data.num_classes, len(data.train))
+    cfg = _config("cgat", replays=3, method_options={"lam": 0.5})
+    trainer = _trainer("cgat", model, loss_fn, data, cfg)
+    monkeypatch.setattr(trainer, "attack", None)  # calling it would fail: free training runs no attack
+    x, y, idx = data.train.batch(torch.arange(16))
+    delta = torch.zeros_like(x)
+    for _ in range(3):
+        terms = trainer.batch_loss(x, y, idx, step=0)
+        terms["loss"].backward()
+        trainer.after_backward()
+        probe = delta.clone().requires_grad_(True)
+        centers = pharos_code(y, trainer.bank.codes, trainer.bank.labels, "cgat", "binary")
+        outputs = torch.tanh(model.preactivation((x + probe).clamp(0, 1)))
+        (grad,) = torch.autograd.grad(-(centers * outputs).sum(1).mean() / 16, probe)
+        delta = (delta + cfg.eps * grad.sign()).clamp(-cfg.eps, cfg.eps)
+        torch.testing.assert_close(trainer.delta, delta, rtol=0, atol=1e-7)
+        model.zero_grad()
+    assert trainer.delta.abs().max() == pytest.approx(cfg.eps) and trainer.delta.requires_grad is False
+
+
+def test_free_training_steps_per_replay_and_resumes_exactly(toy_ckpt, tmp_path, monkeypatch):
+    data, ckpt = toy_ckpt
+    cfg = _config("cgat", replays=2, epochs=2)
+    full = defend(ckpt, data, cfg, tmp_path / "full.pt", quiet=True)
+    state = read_checkpoint(tmp_path / "full.pt").state
+    batches = -(-len(data.train) // 16)
+    assert state["scheduler"]["last_epoch"] == 2 * 2 * batches  # an optimiser step per replay
+    assert state["method"]["delta"].abs().max() <= cfg.eps + 1e-7
+    real_save = training.save_checkpoint
+    calls = {"n": 0}
+
+    def crash(*args, **kwargs):
+        real_save(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "save_checkpoint", crash)
+    with pytest.raises(KeyboardInterrupt):
+        defend(ckpt, data, cfg, tmp_path / "resumed.pt", quiet=True)
+    monkeypatch.setattr(training, "save_checkpoint", real_save)
+    resumed = defend(ckpt, data, cfg, tmp_path / "resumed.pt", quiet=True)
+    for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_free_training_needs_a_defence_whose_loss_is_its_attacks_objective():
+    with pytest.raises(UserError, match="defence atrdh cannot train free .*valid: cgat, pga-at"):
+        DefenseConfig(method="atrdh", replays=2).validate()
+    with pytest.raises(UserError, match="replays must be >= 1"):
+        DefenseConfig(replays=0).validate()

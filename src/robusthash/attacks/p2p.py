@@ -23,7 +23,7 @@ class P2P(IterativeAttack):
     code is ``sign(sum of the codes of n_t database items whose label row equals the target)``, sign(0) = +1,
     the items drawn with the query's own generator: ``anchor_draw="distinct"`` (default: n_t different items,
     as the DHTA paper describes the vote) or ``"with-replacement"`` (the DHTA code's ``np.random.choice``;
-    measured against each other in docs/choices.md, "DHTA's anchor items"). P2P uses n_t = 1 (point to point),
+    measured against each other in docs/choices.md, "DHTA and P2P"). P2P uses n_t = 1 (point to point),
     DHTA n_t = 9. PGD with signed steps of 1/255 for 2,000
     iterations, no random start, with the public alpha schedule (:func:`alpha_schedule`); ``alpha`` (a float)
     and ``random_start`` change both for derived attacks (THA, ATRDH's training attack).

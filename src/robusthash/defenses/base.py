@@ -48,6 +48,12 @@ class DefenseConfig:
     eps: float = option(8 / 255, "L-inf budget of the training attack (pixel levels of 255)", cli_scale=255)
     steps: int = option(7, "PGD steps of the training attack")
     step_size: float = option(2 / 255, "PGD step of the training attack (pixel levels)", cli_scale=255)
+    replays: int = option(
+        1,
+        "free adversarial training (Shafahi et al. 2019): optimiser steps per batch, the perturbation carried "
+        "over and moved by eps along the sign of each step's own input gradient, no inner attack (steps and "
+        "step_size unused); 1: off",
+    )
     method_options: dict[str, Any] = field(
         default_factory=dict,
         metadata={
@@ -81,6 +87,14 @@ class DefenseConfig:
             raise UserError(f"eps must lie in [0, 1] (image units), got {self.eps}")
         if self.steps < 0 or self.step_size <= 0:
             raise UserError(f"steps must be >= 0 and step_size > 0, got {self.steps} and {self.step_size}")
+        if self.replays < 1:
+            raise UserError(f"replays must be >= 1 (1: no free adversarial training), got {self.replays}")
+        if self.replays > 1 and not DEFENSES.get(self.method).free:
+            free = ", ".join(name for name in DEFENSES.names() if DEFENSES.get(name).free)
+            raise UserError(
+                f"defence {self.method} cannot train free (replays > 1): its training loss is not its attack's "
+                f"objective; valid: {free}, or replays 1 with fewer --steps for a cheaper attack"
+            )
 
     @classmethod
     def canonical(cls, stored: Mapping[str, Any]) -> dict[str, Any]:
@@ -122,6 +136,8 @@ class AdversarialTraining(TrainingMethod):
     test_options: ClassVar[dict[str, Any]] = {}
     # the defence's own options (DefenseConfig.method_options): a dataclass of option() fields with validate()
     Options: ClassVar[type] = NoOptions
+    # whether the training loss ascends with the attack's objective, so its input gradient can drive free training
+    free: ClassVar[bool] = False
 
     @classmethod
     def parse_options(cls, given: Mapping[str, Any]) -> Any:
@@ -151,6 +167,25 @@ class AdversarialTraining(TrainingMethod):
         self.options = self.parse_options(config.method_options)
         self.bank = TrainingCodeBank.from_model(model, data.train, device)
         loss_fn.preinstall(self.bank.values, self.bank.labels)
+        self.replays = config.replays
+        self.delta: torch.Tensor | None = None
+
+    def free_examples(self, x: torch.Tensor) -> torch.Tensor:
+        """Free adversarial training (Shafahi et al., NeurIPS 2019, Algorithm 1): ``clamp(x + delta, 0, 1)``
+        with ``delta`` carried over from the last replay (and batch; zeros at the start or when the batch size
+        changes), a leaf whose gradient the step's own backward fills (:meth:`after_backward` moves it)."""
+        if self.delta is None or self.delta.shape != x.shape:
+            self.delta = torch.zeros_like(x)
+        self.delta = self.delta.detach().requires_grad_(True)
+        return (x + self.delta).clamp(0, 1)
+
+    def after_backward(self) -> None:
+        """Free training's perturbation step: ``delta <- clip(delta + eps sign(grad_delta L), -eps, eps)``, the
+        ascent of the training loss, whose only term that sees ``delta`` is the attack's objective."""
+        if self.delta is None or self.delta.grad is None:
+            return
+        eps = self.config.eps
+        self.delta = (self.delta.detach() + eps * self.delta.grad.sign()).clamp(-eps, eps)
 
     def make_optimizer(self) -> torch.optim.Optimizer:
         name, lr = self.default_optimizer
@@ -172,11 +207,13 @@ class AdversarialTraining(TrainingMethod):
         return derive_seed(self.config.seed, "training-attack", step)
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "bank": self.bank.state_dict()}
+        free = {} if self.delta is None else {"delta": self.delta.detach()}
+        return {**super().state_dict(), "bank": self.bank.state_dict(), **free}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.bank.load_state_dict(state["bank"])
+        self.delta = state.get("delta")
 
 
 DEFENSES: Registry[type[AdversarialTraining]] = Registry("defence")

@@ -50,6 +50,10 @@ class CgAT(AdversarialTraining):
     2. ``L_cat = L_ori(f(x)) + lambda L_adv`` (eq. 11) with ``L_adv`` of eq. (10) (:func:`center_loss`);
     3. the batch's bank rows become ``f(x)`` of this step (Algorithm 1, line 7).
 
+    With ``replays`` > 1 (free adversarial training, :meth:`free_examples`), step 1 is replaced by ``x + delta``:
+    the gradient of ``lambda L_adv`` that trains the model also moves ``delta`` (eq. 7 ascends what eq. 10
+    descends), so no inner attack runs.
+
     As in the authors' code, the bank is updated with this step's clean outputs (before the parameter update)
     and the center codes of ``L_adv`` are recomputed from the updated bank. The center code is
     :func:`robusthash.codes.pharos_code` with the ``cgat`` weighting; PgA-AT is this class with the ``pga`` one.
@@ -62,6 +66,7 @@ class CgAT(AdversarialTraining):
     weighting: ClassVar[str] = "cgat"
     Options: ClassVar[type] = CenterOptions
     masked: ClassVar[bool] = False
+    free: ClassVar[bool] = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -87,7 +92,10 @@ class CgAT(AdversarialTraining):
 
     def batch_loss(self, x: Tensor, y: Tensor, idx: Tensor, step: int) -> dict[str, Tensor]:
         self.model.train()
-        x_adv = self.attack.reseed(self.attack_seed(step))(x, y, indices=idx.cpu())
+        if self.replays > 1:
+            x_adv = self.free_examples(x)
+        else:
+            x_adv = self.attack.reseed(self.attack_seed(step))(x, y, indices=idx.cpu())
         logits = self.logits(x)
         outputs = torch.tanh(logits)
         adv_outputs = torch.tanh(self.logits(x_adv))

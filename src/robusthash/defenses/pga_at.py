@@ -14,7 +14,8 @@ class PgAAT(CgAT):
     pharos code with Dice weights) run for a few steps (the CgAT budget: 7 steps of 2/255, random start).
 
     The paper does not say which bank the pharos codes come from; like CgAT, they come from the dynamic bank of
-    the training set's latest codes (a documented choice). lambda = 1 gives eq. (16) exactly.
+    the training set's latest codes (a documented choice). lambda = 1 gives eq. (16) exactly. Free training
+    (``replays`` > 1) moves ``delta`` along eq. (16)'s own unmasked term, not PgA's masked objective.
     """
 
     name: ClassVar[str] = "pga-at"

@@ -44,11 +44,11 @@ def pairwise_similarity(labels_a: Tensor, labels_b: Tensor) -> Tensor:
 class BankLoss(HashLoss):
     """A loss over pairs (batch item, training item) using a bank of the latest training outputs ``U``.
 
-    ``live_batch=True`` (robusthash's rule until measured against the authors'): the batch's own rows of the bank
-    stay differentiable, so a pair (i, i) and pairs within the batch carry gradient through both sides.
-    ``live_batch=False`` is DeepHash-pytorch's rule (``U[ind] = u.data``): the bank is a constant and the
-    gradient flows through the batch's outputs on the left only (twice the authors' gradient on an empty bank
-    otherwise; docs/choices.md).
+    ``live_batch=True`` (robusthash's default, measured better in clean mAP: docs/choices.md, "Bank losses"): the
+    batch's own rows of the bank stay differentiable, so a pair (i, i) and pairs within the batch carry gradient
+    through both sides. ``live_batch=False`` is DeepHash-pytorch's rule (``U[ind] = u.data``): the bank is a
+    constant and the gradient flows through the batch's outputs on the left only (twice the authors' gradient on
+    an empty bank otherwise).
     """
 
     def __init__(self, bits: int, num_classes: int, num_train: int, live_batch: bool = True) -> None:

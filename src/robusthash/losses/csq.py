@@ -53,7 +53,7 @@ def hash_centers(
       until the minimum exceeds K/4 and the mean reaches K/2; the last draw is kept either way.
     - ``"farthest"`` (the default; ``"random"`` when K is not a power of two): both sets, drawn in that
       order from ``generator``; the one with the larger minimum distance is kept (ties: the larger mean,
-      then ``"random"``'s). Neither rule wins at every K (docs/choices.md, "CSQ centers").
+      then ``"random"``'s). Neither rule wins at every K (docs/choices.md, "CSQ: centers beyond 2K classes").
     """
     if rule not in CENTER_RULES:
         raise ValueError(f"CSQ center rule must be one of {', '.join(CENTER_RULES)}, got {rule!r}")
