@@ -112,20 +112,10 @@ def _large_child(folder: str, who: str, conn) -> None:
     ):  # + PR curve by radius and P@N / R@N (relevance histograms: one more count)
         out = metrics.streaming_report(q, ql, d, dl, 64, topk=5000)["ap"]
     elif who == "in-memory":
-        stats = metrics.RankingStatistics  # the one-pass kernel on the packed arrays (no unpacking)
-        ap, hits = np.zeros(len(q)), np.zeros((len(q), 0), np.int64)
-        metrics.retrieval._run(
-            metrics.kernels.ranked_relevance,
-            q,
-            np.asarray(d),
-            ql,
-            np.asarray(dl),
-            5000,
-            np.zeros(0, np.int64),
-            ap,
-            hits,
-        )
-        out = stats(ap, np.zeros(0, np.int64), hits, 5000).ap
+        # the one-pass kernel on the packed arrays (no unpacking)
+        out = metrics.retrieval.packed_ranking(
+            q, np.asarray(d), ql, np.asarray(dl), 5000, np.zeros(0, np.int64)
+        ).ap
     else:
         out = faiss_packed_map(q, d, ql, dl, 5000)
     seconds = time.perf_counter() - start

@@ -49,6 +49,32 @@ def test_map_matches_per_query_loop(seed, topk):
     assert metrics.mean_average_precision(q, d, ql, dl, topk) == pytest.approx(got.mean())
 
 
+@pytest.mark.parametrize("topk", [1, 100, 2000, 9000])
+def test_map_beyond_the_threshold_sample_matches_the_loop(topk):
+    """A database larger than the kernel's threshold sample (4,096 items), so the candidate threshold is a guess
+    from the sample; P@N and mAP agree with the loop at every depth."""
+    q, d, ql, dl = _random_case(7, nq=12, nd=9000, bits=12, classes=6)
+    stats = metrics.ranking_statistics(q, d, ql, dl, topk, cutoffs=[1, 50, 3000])
+    np.testing.assert_allclose(stats.ap, reference_ap(q, d, ql, dl, topk), rtol=0, atol=1e-12)
+    for i in range(len(q)):
+        _, rel = _ranking(q[i], d, ql[i], dl)
+        assert list(stats.hits[i]) == [rel[:1].sum(), rel[:50].sum(), rel[:3000].sum()]
+
+
+def test_map_when_the_threshold_sample_misleads():
+    """Every sampled item (every 2nd of 8,192) is the query itself, every other item far away: the sample's
+    threshold keeps 4,096 items, fewer than the depth of 5,000, so the kernel must widen it and scan again."""
+    rng = np.random.default_rng(3)
+    q = rng.choice([-1, 1], (2, 32))
+    d = np.where(np.arange(8192)[:, None] % 2 == 0, q[0], -q[0]) * rng.choice([1, 1, 1, -1], (8192, 32))
+    d[::2] = q[0]
+    ql = np.array([[1, 0], [0, 1]])
+    dl = rng.integers(0, 2, (8192, 2))
+    np.testing.assert_allclose(
+        metrics.average_precision(q, d, ql, dl, 5000), reference_ap(q, d, ql, dl, 5000)
+    )
+
+
 @pytest.mark.parametrize("bits", [1, 63, 64, 65, 130])
 def test_map_multiword_codes_and_labels(bits):
     rng = np.random.default_rng(bits)

@@ -4,13 +4,13 @@ Why numba: an exact stable tie rule needs every query's full distance histogram,
 does not give (and it does not order ties by index); numba compiles a hardware ``popcnt`` loop (well under
 1 ns per query-database pair), runs queries in parallel, and is a plain wheel on PyPI.
 
-Distances are integers 0..K, so the stable order "by distance, then by database index" is a counting sort: one
-pass computes distances and their histogram, which gives the distance ``d*`` of the last item within the
-ranking depth; a second, branch-free pass collects the items at distance <= d* (a few percent of the database
-for mAP@5000), which are then placed at ``start[d]++`` in index order and checked for relevance. Nothing of
-size Q x N is ever built: each query uses O(N) scratch memory inside its own loop iteration. Histograms are
-kept in four lanes (item index mod 4) so that consecutive increments of the same bin do not wait on each
-other.
+Distances are integers 0..K, so the stable order "by distance, then by database index" is a counting sort. The
+in-memory ranking (:func:`ranked_relevance`) makes one pass over the database per query: a threshold guessed from
+a strided sample keeps, without branches, the items that can be ranked (a few percent of the database for
+mAP@5000); their histogram gives the distance ``d*`` of the last ranked item, and those at distance <= d* are
+placed at ``start[d]++`` in index order and checked for relevance. The streamed ranking and the PR curve use full
+distance histograms instead, kept in four lanes (item index mod 4) so that consecutive increments of the same bin
+do not wait on each other. Nothing of size Q x N is ever built: a block of queries shares O(N) scratch memory.
 """
 
 from __future__ import annotations
@@ -102,6 +102,62 @@ def _distances_and_histogram(
         hist[d] = h0[d] + h1[d] + h2[d] + h3[d]
 
 
+DIST_BITS = 13  # a distance (0..4096) in the low bits of a packed (index, distance) candidate
+DIST_MASK = (1 << DIST_BITS) - 1
+SAMPLE = 4096  # database items in the strided sample that sets a query's candidate threshold
+MARGIN = 1.25  # the sample must hold this many times its share of the ranking depth
+
+
+@njit(cache=True, inline="always")
+def _relevant_bits(ql: np.ndarray, dl: np.ndarray, i: int, j: int) -> bool:
+    """Whether query ``i`` and item ``j`` share a label, without a branch per word."""
+    acc = ql[i, 0] & dl[j, 0]
+    for k in range(1, dl.shape[1]):
+        acc |= ql[i, k] & dl[j, k]
+    return acc != 0
+
+
+@njit(cache=True)
+def _sample_threshold(q: np.ndarray, db: np.ndarray, i: int, depth: int, nbins: int) -> int:
+    """The smallest distance within which a strided sample of the database holds ``MARGIN`` times its share of
+    the ``depth`` nearest items (plus 8): usually just above the true depth distance d*, and only a guess (the
+    caller checks it and widens it when the database holds fewer than ``depth`` items within it)."""
+    n = db.shape[0]
+    s = min(n, SAMPLE)
+    step = n // s
+    hist = np.zeros(nbins, np.int64)
+    for t in range(s):
+        hist[_distance(q, db, i, t * step)] += 1
+    need = s * depth / n * MARGIN + 8
+    cum = 0
+    for d in range(nbins):
+        cum += hist[d]
+        if cum >= need:
+            return d
+    return nbins - 1
+
+
+@njit(cache=True)
+def _near_items(q: np.ndarray, db: np.ndarray, i: int, limit: int, near: np.ndarray) -> int:
+    """``near[:count]`` = ``(j << DIST_BITS) | d`` for the items j at distance d <= ``limit``, in index order,
+    collected without branches (``near`` holds N + 1); returns ``count``. Codes of one word (K <= 64) take a
+    specialised loop."""
+    n = db.shape[0]
+    count = 0
+    if db.shape[1] == 1:
+        qi = q[i, 0]
+        for j in range(n):
+            d = _popcount(qi ^ db[j, 0])
+            near[count] = (j << DIST_BITS) | d
+            count += d <= limit
+    else:
+        for j in range(n):
+            d = _distance(q, db, i, j)
+            near[count] = (j << DIST_BITS) | d
+            count += d <= limit
+    return count
+
+
 @njit(parallel=True, cache=True)
 def ranked_relevance(
     q: np.ndarray,
@@ -112,11 +168,20 @@ def ranked_relevance(
     cutoffs: np.ndarray,
     ap: np.ndarray,
     hits: np.ndarray,
+    blocks: int,
 ) -> None:
     """Per query: AP@topk under the stable order, and relevant items among the first ``cutoffs[c]`` ranks.
 
     ``q``/``db``: packed codes (uint64 words); ``ql``/``dl``: packed labels. ``cutoffs`` ascending, each in
-    1..N; ``topk`` in 1..N. Outputs ``ap`` (Q,) and ``hits`` (Q, len(cutoffs)).
+    1..N; ``topk`` in 1..N. Outputs ``ap`` (Q,) and ``hits`` (Q, len(cutoffs)). ``blocks``: how many blocks of
+    queries to run as parallel tasks (a few per thread); the results do not depend on it.
+
+    One pass over the database per query: a threshold from a strided sample (:func:`_sample_threshold`), then
+    every item's distance, the items within the threshold kept as candidates (:func:`_near_items`; a threshold
+    that keeps fewer than the ranking depth is widened and the pass repeated). The candidates' histogram gives
+    d*, the distance of the last ranked item; candidates at distance d <= d* take rank ``start[d]++`` in index
+    order, branch-free, and their relevance is read there. Queries run in blocks, one per parallel task, which
+    reuse their scratch arrays.
     """
     nq = q.shape[0]
     n = db.shape[0]
@@ -125,34 +190,40 @@ def ranked_relevance(
     depth = topk
     if ncut > 0 and cutoffs[ncut - 1] > depth:
         depth = cutoffs[ncut - 1]
-    for i in prange(nq):
-        dist = np.empty(n, np.uint16)
-        hist = np.empty(nbins, np.int64)
-        _distances_and_histogram(q, db, i, dist, hist)
-        start = np.empty(nbins, np.int64)
-        cum = 0
-        dstar = nbins - 1
-        for d in range(nbins):
-            start[d] = cum
-            cum += hist[d]
-            if cum >= depth:
-                dstar = d
-                break
-        near = np.empty(cum + 1, np.int64)  # indices at distance <= d*, collected without branches
-        count = 0
-        for j in range(n):
-            near[count] = j
-            count += dist[j] <= dstar
-        relpos = np.zeros(depth, np.uint8)
-        for t in range(count):
-            j = near[t]
-            d = dist[j]
-            p = start[d]
-            if p < depth:
-                start[d] = p + 1
-                if _relevant(ql, dl, i, j):
-                    relpos[p] = 1
-        _ap_and_hits(relpos, topk, cutoffs, ap, hits, i)
+    blocks = max(1, min(nq, blocks))
+    for b in prange(blocks):
+        near = np.empty(n + 1, np.int64)
+        relpos = np.empty(depth + 1, np.uint8)
+        hist = np.empty(nbins + 1, np.int64)
+        start = np.empty(nbins + 1, np.int64)
+        for i in range(b * nq // blocks, (b + 1) * nq // blocks):
+            limit = _sample_threshold(q, db, i, depth, nbins)
+            count = _near_items(q, db, i, limit, near)
+            while count < depth:  # the sample misled: widen (the whole database holds depth items)
+                limit = min(limit + 2, nbins - 1)
+                count = _near_items(q, db, i, limit, near)
+            hist[:] = 0
+            for t in range(count):
+                hist[near[t] & DIST_MASK] += 1
+            cum = 0
+            dstar = limit
+            for d in range(limit + 1):
+                start[d] = cum
+                cum += hist[d]
+                if cum >= depth:
+                    dstar = d
+                    break
+            start[nbins] = 0  # the slot of candidates beyond d*
+            relpos[:] = 0
+            for t in range(count):
+                v = near[t]
+                d = v & DIST_MASK
+                ranked = d <= dstar
+                slot = d if ranked else nbins
+                p = start[slot]
+                start[slot] = p + 1
+                relpos[p if ranked and p < depth else depth] = _relevant_bits(ql, dl, i, v >> DIST_BITS)
+            _ap_and_hits(relpos[:depth], topk, cutoffs, ap, hits, i)
 
 
 @njit(cache=True, inline="always")

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numba
 import numpy as np
 import torch
 
@@ -127,6 +128,18 @@ def _topk(topk: int | None, n: int) -> int:
     return min(topk, n)
 
 
+def packed_ranking(
+    q: np.ndarray, d: np.ndarray, ql: np.ndarray, dl: np.ndarray, topk: int, cutoffs: np.ndarray
+) -> RankingStatistics:
+    """:func:`ranking_statistics` on packed uint64 codes and labels (:func:`pack_bits`), ``topk`` and the
+    ascending ``cutoffs`` already within 1..N: the compiled one-pass kernel, nothing unpacked."""
+    ap = np.zeros(len(q), np.float64)
+    hits = np.zeros((len(q), len(cutoffs)), np.int64)
+    if len(q):
+        _run(kernels.ranked_relevance, q, d, ql, dl, topk, cutoffs, ap, hits, 4 * numba.get_num_threads())
+    return RankingStatistics(ap, cutoffs, hits, topk)
+
+
 def ranking_statistics(
     query_codes: ArrayLike,
     db_codes: ArrayLike,
@@ -145,11 +158,7 @@ def ranking_statistics(
     if (cuts < 1).any():
         raise ValueError("rank cut-offs must be >= 1")
     cuts = np.minimum(cuts, n)
-    ap = np.zeros(nq, np.float64)
-    hits = np.zeros((nq, len(cuts)), np.int64)
-    if nq:
-        _run(kernels.ranked_relevance, p.q, p.d, p.ql, p.dl, topk, cuts, ap, hits)
-    stats = RankingStatistics(ap, cuts, hits, topk)
+    stats = packed_ranking(p.q, p.d, p.ql, p.dl, topk, cuts)
     if histograms:
         stats.hist, stats.relhist = _histograms(p)
     return stats
