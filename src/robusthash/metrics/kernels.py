@@ -258,26 +258,32 @@ def place_chunk(
     dstar: np.ndarray,
     start: np.ndarray,
     relpos: np.ndarray,
+    blocks: int,
 ) -> None:
     """The second pass of the streamed ranking, over one database chunk (chunks come in index order).
 
-    Per query ``i``: every chunk item at distance ``d <= dstar[i]`` takes rank position ``start[i, d]`` (then
-    incremented), so items at equal distance keep index order; a position below the depth
-    ``relpos.shape[1]`` records the item's relevance in ``relpos[i, p]``. ``start`` carries over between
-    chunks (and, offset by the items of lower ranks, between database shards).
+    Per query ``i``: every chunk item at distance ``d <= dstar[i]`` (collected without branches,
+    :func:`_near_items`) takes rank position ``start[i, d]`` (then incremented), so items at equal distance keep
+    index order; a position below the depth ``relpos.shape[1]`` records the item's relevance in
+    ``relpos[i, p]``. ``start`` carries over between chunks (and, offset by the items of lower ranks, between
+    database shards). ``blocks``: blocks of queries run as parallel tasks, each with its own scratch.
     """
     nq = q.shape[0]
     n = db.shape[0]
     depth = relpos.shape[1]
-    for i in prange(nq):
-        limit = dstar[i]
-        for j in range(n):
-            d = _distance(q, db, i, j)
-            if d <= limit:
+    blocks = max(1, min(nq, blocks))
+    for b in prange(blocks):
+        near = np.empty(n + 1, np.int64)
+        for i in range(b * nq // blocks, (b + 1) * nq // blocks):
+            count = _near_items(q, db, i, dstar[i], near)
+            for t in range(count):
+                v = near[t]
+                d = v & DIST_MASK
                 p = start[i, d]
                 start[i, d] = p + 1
-                if p < depth and _relevant(ql, dl, i, j):
-                    relpos[i, p] = 1
+                relevant = _relevant_bits(ql, dl, i, v >> DIST_BITS)
+                if p < depth:
+                    relpos[i, p] = relevant
 
 
 @njit(parallel=True, cache=True)

@@ -22,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
+import numba
 import numpy as np
 
 from robusthash.metrics import kernels
@@ -148,6 +149,7 @@ def streaming_statistics(
             dstar,
             start,
             relpos,
+            4 * numba.get_num_threads(),
         )
         if progress is not None:
             progress.update(part.stop - part.start)
