@@ -2,7 +2,7 @@
 
     python benchmarks/bench_rules.py --markdown docs/rules.md     # ~5 min per row on one CPU core; resumable
 
-Fashion-MNIST, the embedded recipe (small_cnn, 20 epochs), 32 bits, seeds 0-2; each loss trained under each
+Fashion-MNIST, the embedded recipe (small_cnn, 20 epochs), 32 bits (``--bits``), seeds 0-2; each loss trained under each
 rule: clean mAP@1000 and PgA's mAP@1000 (100 seeded queries, T = 100, eps 8/255); for the bank losses also the
 robust mAP (the robust protocol, same queries) of CgAT (3 epochs, lambda 1) on top of each trained model, since
 CgAT trains through the same loss.
@@ -20,6 +20,7 @@ Which rule became each default follows from these rows (docs/choices.md). Rows g
 from __future__ import annotations
 
 import argparse
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -79,30 +80,33 @@ def markdown(rows: list[dict]) -> str:
         "# robusthash's rules against the authors' code",
         "",
         f"Produced by `{COMMAND} --markdown docs/rules.md` (rows: `benchmarks/results/rules.json`). "
-        "Fashion-MNIST, small_cnn, 20 epochs, 32 bits; mAP@1000 on 100 seeded queries; PgA T = 100, eps 8/255; "
+        "Fashion-MNIST, small_cnn, 20 epochs; mAP@1000 on 100 seeded queries; PgA T = 100, eps 8/255; "
         "CgAT: 3 epochs, lambda 1, then the robust protocol on the same queries (an upper bound).",
         "",
-        "| loss | rule | seed | clean mAP | PgA mAP | train s | CgAT clean | CgAT robust |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| loss | bits | rule | seed | clean mAP | PgA mAP | train s | CgAT clean | CgAT robust |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     order = {(loss, rule): i for i, (loss, rules) in enumerate(RULES.items()) for rule in rules}
-    for r in sorted(rows, key=lambda r: (order.get((r["loss"], r["rule"]), 99), r["seed"])):
+    for r in sorted(rows, key=lambda r: (r["bits"], order.get((r["loss"], r["rule"]), 99), r["seed"])):
         cgat = (
             f"{r['cgat_clean_map']:.4f} | {r['cgat_robust_map']:.4f}" if "cgat_robust_map" in r else "- | -"
         )
         lines.append(
-            f"| {r['loss']} | {r['rule']} | {r['seed']} | {r['clean_map']:.4f} | {r['pga_map']:.4f} "
+            f"| {r['loss']} | {r['bits']} | {r['rule']} | {r['seed']} | {r['clean_map']:.4f} | {r['pga_map']:.4f} "
             f"| {r['train_seconds']:.0f} | {cgat} |"
         )
     lines += [
         "",
         "Means over seeds:",
         "",
-        "| loss | rule | clean mAP | PgA mAP | CgAT robust |",
-        "|---|---|---:|---:|---:|",
+        "| loss | bits | rule | clean mAP | PgA mAP | CgAT robust |",
+        "|---|---:|---|---:|---:|---:|",
     ]
-    for (loss, rule), _ in sorted(order.items(), key=lambda kv: kv[1]):
-        mine = [r for r in rows if r["loss"] == loss and r["rule"] == rule]
+    cells = sorted(
+        {(r["bits"], r["loss"], r["rule"]) for r in rows}, key=lambda c: (c[0], order.get(c[1:], 99))
+    )
+    for bits, loss, rule in cells:
+        mine = [r for r in rows if (r["bits"], r["loss"], r["rule"]) == (bits, loss, rule)]
         if not mine:
             continue
 
@@ -111,7 +115,7 @@ def markdown(rows: list[dict]) -> str:
             return f"{sum(values) / len(values):.4f} ({len(values)})" if values else "-"
 
         lines.append(
-            f"| {loss} | {rule} | {mean('clean_map')} | {mean('pga_map')} | {mean('cgat_robust_map')} |"
+            f"| {loss} | {bits} | {rule} | {mean('clean_map')} | {mean('pga_map')} | {mean('cgat_robust_map')} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -122,6 +126,7 @@ def main() -> None:
     )
     parser.add_argument("--losses", default=",".join(RULES))
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--bits", default="32", help="code lengths, comma-separated (the tables: 32)")
     parser.add_argument("--queries", type=int, default=100)
     parser.add_argument("--out", default=str(RESULTS / "rules.json"))
     parser.add_argument("--markdown", default=None)
@@ -130,12 +135,14 @@ def main() -> None:
     for loss in args.losses.split(","):
         if loss not in RULES:
             raise SystemExit(f"unknown loss {loss!r}; valid: {', '.join(RULES)}")
-        for seed in [int(s) for s in args.seeds.split(",")]:
+        for bits, seed in itertools.product(
+            [int(b) for b in args.bits.split(",")], [int(s) for s in args.seeds.split(",")]
+        ):
             for rule in RULES[loss]:
-                r = measure(rows, loss, 32, seed, rule, args.queries)
+                r = measure(rows, loss, bits, seed, rule, args.queries)
                 cgat = f", CgAT robust {r['cgat_robust_map']:.4f}" if "cgat_robust_map" in r else ""
                 print(
-                    f"{loss} seed {seed} {rule}: clean {r['clean_map']:.4f}, PgA {r['pga_map']:.4f}{cgat}",
+                    f"{loss} {bits} bits seed {seed} {rule}: clean {r['clean_map']:.4f}, PgA {r['pga_map']:.4f}{cgat}",
                     flush=True,
                 )
     rows.publish(markdown(rows.rows), args.markdown)
