@@ -209,7 +209,9 @@ def test_defend_resumes_exactly_and_records_its_settings(toy_ckpt, tmp_path, mon
 
 
 def test_unknown_method_and_bad_config():
-    with pytest.raises(UserError, match="unknown defence 'madry'; valid: atrdh, cgat, gaussian, pga-at"):
+    with pytest.raises(
+        UserError, match="unknown defence 'madry'; valid: atrdh, cgat, gaussian, pga-at, saat"
+    ):
         defense_class("madry")
     with pytest.raises(UserError, match="lambda"):
         DefenseConfig(method_options={"lam": -1}).validate()
@@ -341,7 +343,58 @@ def test_free_training_steps_per_replay_and_resumes_exactly(toy_ckpt, tmp_path, 
 
 
 def test_free_training_needs_a_defence_whose_loss_is_its_attacks_objective():
-    with pytest.raises(UserError, match="defence atrdh cannot train free .*valid: cgat, pga-at"):
+    with pytest.raises(UserError, match="defence atrdh cannot train free .*valid: cgat, pga-at, saat"):
         DefenseConfig(method="atrdh", replays=2).validate()
     with pytest.raises(UserError, match="replays must be >= 1"):
         DefenseConfig(replays=0).validate()
+
+
+def test_saat_loss_is_the_public_codes_with_its_mainstay_codes(toy_ckpt, monkeypatch):
+    """SAAT's ``adv_training.py`` written out: the mainstay code of ``generate_mainstay_code`` (cosine label
+    weights over positives, normalised; 1 - sign(w) over negatives, normalised) from the bank after this step's
+    codes entered it, and ``L_ori - lambda mean(adv o b_m) + mu mean((adv - sign adv)^2)``."""
+    data, ckpt = toy_ckpt
+    model = ckpt.build_model().train()
+    from robusthash.losses import create_loss
+
+    loss_fn = create_loss("dph", 16, data.num_classes, len(data.train))
+    trainer = _trainer("saat", model, loss_fn, data, _config("saat", method_options={"lam": 0.7, "mu": 0.3}))
+    assert trainer.similarity == "cosine" and trainer.attack.masked is False
+    optimizer = trainer.make_optimizer()
+    group = optimizer.param_groups[0]
+    assert (type(optimizer).__name__, group["lr"], group["momentum"], group["weight_decay"]) == (
+        "SGD",
+        0.05,
+        0,
+        1e-5,
+    )
+    x, y, idx = data.train.batch(torch.arange(8))
+    seen = {}
+    real_attack = trainer.attack
+
+    class SpyAttack:
+        def reseed(self, seed):
+            real_attack.reseed(seed)
+            return self
+
+        def __call__(self, images, labels, indices):
+            seen["x_adv"] = real_attack(images, labels, indices=indices)
+            return seen["x_adv"]
+
+    monkeypatch.setattr(trainer, "attack", SpyAttack())
+    terms = trainer.batch_loss(x, y, idx, step=0)
+    label, train_code, train_label = y.float(), trainer.bank.codes.float(), trainer.bank.labels.float()
+    w_1 = label @ train_label.T
+    w_1 = w_1 / (label.norm(dim=1, keepdim=True) * train_label.norm(dim=1, keepdim=True).T + 1e-8)
+    w_2 = 1 - w_1.sign()
+    w_1 = w_1 / w_1.sum(1, keepdim=True)
+    w_2 = w_2 / w_2.sum(1, keepdim=True)
+    mainstay = torch.sign(w_1 @ train_code - w_2 @ train_code)
+    with torch.no_grad():
+        adv = model(seen["x_adv"])
+    assert terms["adv"].item() == pytest.approx(-torch.mean(adv * mainstay).item(), rel=1e-4)
+    assert terms["qua"].item() == pytest.approx(0.3 * torch.mean((adv - adv.sign()) ** 2).item(), rel=1e-4)
+    want = terms["ori"] + 0.7 * terms["adv"] + terms["qua"]
+    assert terms["loss"].item() == pytest.approx(want.item(), rel=1e-5)
+    with pytest.raises(UserError, match="mu must be >= 0"):
+        DefenseConfig(method="saat", method_options={"mu": -1}).validate()

@@ -22,6 +22,7 @@ import_submodules(__name__, __path__, skip=lambda name: name in ("base", "codeba
 from robusthash.defenses.atrdh import ATRDH  # noqa: E402
 from robusthash.defenses.cgat import CgAT  # noqa: E402
 from robusthash.defenses.pga_at import PgAAT  # noqa: E402
+from robusthash.defenses.saat import SAAT  # noqa: E402
 
 
 def list_defenses() -> list[str]:
@@ -40,6 +41,7 @@ __all__ = [
     "DefenseConfig",
     "DefenseResult",
     "PgAAT",
+    "SAAT",
     "TrainingCodeBank",
     "defend",
     "defense_class",

@@ -43,8 +43,8 @@ class DefenseConfig:
     batch_size: int = option(32, "images per training batch")
     optimizer: str | None = option(None, "sgd or adam (default: the method's published one)")
     lr: float | None = option(None, "learning rate (default: the method's published one)")
-    momentum: float = option(0.9, "SGD momentum")
-    weight_decay: float = option(5e-4, "weight decay")
+    momentum: float | None = option(None, "SGD momentum (default: the method's published one)")
+    weight_decay: float | None = option(None, "weight decay (default: the method's published one)")
     eps: float = option(8 / 255, "L-inf budget of the training attack (pixel levels of 255)", cli_scale=255)
     steps: int = option(7, "PGD steps of the training attack")
     step_size: float = option(2 / 255, "PGD step of the training attack (pixel levels)", cli_scale=255)
@@ -108,7 +108,13 @@ class DefenseConfig:
         method = DEFENSES.get(config.method)
         known = {f.name for f in fields(method.Options)}
         given = {**{k: v for k, v in legacy.items() if k in known}, **config.method_options}
-        return {**asdict(config), "method_options": asdict(method.parse_options(given))}
+        momentum, decay = method.default_sgd
+        return {
+            **asdict(config),
+            "momentum": momentum if config.momentum is None else config.momentum,
+            "weight_decay": decay if config.weight_decay is None else config.weight_decay,
+            "method_options": asdict(method.parse_options(given)),
+        }
 
 
 @dataclass
@@ -132,6 +138,7 @@ class AdversarialTraining(TrainingMethod):
     name: ClassVar[str] = ""
     display_name: ClassVar[str] = ""
     default_optimizer: ClassVar[tuple[str, float]] = ("sgd", 0.01)
+    default_sgd: ClassVar[tuple[float, float]] = (0.9, 5e-4)  # (momentum, weight decay) when SGD trains
     paper: ClassVar[str] = ""
     test_options: ClassVar[dict[str, Any]] = {}
     # the defence's own options (DefenseConfig.method_options): a dataclass of option() fields with validate()
@@ -191,13 +198,13 @@ class AdversarialTraining(TrainingMethod):
         name, lr = self.default_optimizer
         name = self.config.optimizer or name
         lr = self.config.lr if self.config.lr is not None else lr
+        momentum, decay = self.default_sgd
+        if self.config.momentum is not None:
+            momentum = self.config.momentum
+        if self.config.weight_decay is not None:
+            decay = self.config.weight_decay
         if name == "sgd":
-            return torch.optim.SGD(
-                self.model.parameters(),
-                lr=lr,
-                momentum=self.config.momentum,
-                weight_decay=self.config.weight_decay,
-            )
+            return torch.optim.SGD(self.model.parameters(), lr=lr, momentum=momentum, weight_decay=decay)
         return torch.optim.Adam(self.model.parameters(), lr=lr, betas=(0.5, 0.999))
 
     def lr_factor(self, step: int, steps_per_epoch: int, total_steps: int) -> float:

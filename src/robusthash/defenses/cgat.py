@@ -28,7 +28,7 @@ class CenterOptions:
     similarity: str | None = option(
         None,
         "label similarity of the center codes' weights (eq. 5): binary, dice, "
-        "jaccard or cosine (default: binary for CgAT, dice for PgA-AT)",
+        "jaccard or cosine (default: binary for CgAT, dice for PgA-AT, cosine for SAAT)",
     )
 
     def validate(self) -> None:
@@ -64,6 +64,7 @@ class CgAT(AdversarialTraining):
     default_optimizer: ClassVar[tuple[str, float]] = ("sgd", 0.01)
     paper: ClassVar[str] = "Wang, Lin and Li, CgAT: center-guided adversarial training for deep hashing"
     weighting: ClassVar[str] = "cgat"
+    default_similarity: ClassVar[str] = "binary"
     Options: ClassVar[type] = CenterOptions
     masked: ClassVar[bool] = False
     free: ClassVar[bool] = True
@@ -71,7 +72,7 @@ class CgAT(AdversarialTraining):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         cfg = self.config
-        self.similarity = self.options.similarity or ("binary" if self.weighting == "cgat" else "dice")
+        self.similarity = self.options.similarity or self.default_similarity
         self.attack = PgA(
             self.model,
             masked=self.masked,
@@ -102,4 +103,10 @@ class CgAT(AdversarialTraining):
         loss_ori = self.loss_fn(self.loss_fn.outputs(logits), y, idx)
         self.bank.update(idx, outputs)
         loss_adv = center_loss(self.center_codes(y).to(outputs.dtype), adv_outputs)
-        return {"loss": loss_ori + self.options.lam * loss_adv, "ori": loss_ori, "adv": loss_adv}
+        extra = self.extra_terms(adv_outputs)
+        loss = loss_ori + self.options.lam * loss_adv + sum(extra.values())
+        return {"loss": loss, "ori": loss_ori, "adv": loss_adv, **extra}
+
+    def extra_terms(self, adv_outputs: Tensor) -> dict[str, Tensor]:
+        """Weighted terms a variant adds to eq. (11) (none for CgAT and PgA-AT)."""
+        return {}

@@ -22,4 +22,5 @@ class PgAAT(CgAT):
     display_name: ClassVar[str] = "PgA-AT"
     paper: ClassVar[str] = "PgA paper, appendix A.3"
     weighting: ClassVar[str] = "pga"
+    default_similarity: ClassVar[str] = "dice"
     masked: ClassVar[bool] = True
