@@ -57,3 +57,14 @@ def test_unpacked_input_is_rejected_with_the_remedy():
     q, d, ql, dl = _random_case(1)
     with pytest.raises(ValueError, match="pack_bits"):
         streaming_report(q, ql, d, dl, bits=6)
+
+
+def test_candidate_buffers_grow_when_most_items_are_candidates():
+    """2-bit codes: a quarter of a 300,000-item database ties at distance 0, more candidates than either kernel's
+    first buffer holds (in memory: depth 10; streamed: every item of a 100,000-item chunk is ranked)."""
+    q, d, ql, dl = _random_case(5, nq=3, nd=300_000, bits=2, classes=3)
+    np.testing.assert_allclose(metrics.average_precision(q, d, ql, dl, 10), reference_ap(q, d, ql, dl, 10))
+    streamed = streaming_statistics(
+        *_packed(q, d, ql, dl), bits=2, topk=None, chunk=100_000, histograms=False
+    )
+    np.testing.assert_allclose(streamed.ap, reference_ap(q, d, ql, dl, None), rtol=0, atol=1e-12)

@@ -129,25 +129,36 @@ def _sample_threshold(q: np.ndarray, db: np.ndarray, i: int, depth: int, nbins: 
     return nbins - 1
 
 
+SEGMENT = 1 << 14  # items between two checks that the candidate buffer can take a whole segment
+
+
 @njit(cache=True)
-def _near_items(q: np.ndarray, db: np.ndarray, i: int, limit: int, near: np.ndarray) -> int:
+def _near_items(
+    q: np.ndarray, db: np.ndarray, i: int, limit: int, near: np.ndarray
+) -> tuple[int, np.ndarray]:
     """``near[:count]`` = ``(j << DIST_BITS) | d`` for the items j at distance d <= ``limit``, in index order,
-    collected without branches (``near`` holds N + 1); returns ``count``. Codes of one word (K <= 64) take a
-    specialised loop."""
+    collected without branches; returns ``(count, near)``, ``near`` grown (doubled) when a segment of the
+    database might not fit. Codes of one word (K <= 64) take a specialised loop."""
     n = db.shape[0]
     count = 0
-    if db.shape[1] == 1:
-        qi = q[i, 0]
-        for j in range(n):
-            d = _popcount(qi ^ db[j, 0])
-            near[count] = (j << DIST_BITS) | d
-            count += d <= limit
-    else:
-        for j in range(n):
-            d = _distance(q, db, i, j)
-            near[count] = (j << DIST_BITS) | d
-            count += d <= limit
-    return count
+    for lo in range(0, n, SEGMENT):
+        hi = min(n, lo + SEGMENT)
+        if count + hi - lo + 1 > near.shape[0]:
+            grown = np.empty(max(2 * near.shape[0], count + hi - lo + 1), np.int64)
+            grown[:count] = near[:count]
+            near = grown
+        if db.shape[1] == 1:
+            qi = q[i, 0]
+            for j in range(lo, hi):
+                d = _popcount(qi ^ db[j, 0])
+                near[count] = (j << DIST_BITS) | d
+                count += d <= limit
+        else:
+            for j in range(lo, hi):
+                d = _distance(q, db, i, j)
+                near[count] = (j << DIST_BITS) | d
+                count += d <= limit
+    return count, near
 
 
 @njit(parallel=True, cache=True)
@@ -184,16 +195,16 @@ def ranked_relevance(
         depth = cutoffs[ncut - 1]
     blocks = max(1, min(nq, blocks))
     for b in prange(blocks):
-        near = np.empty(n + 1, np.int64)
+        near = np.empty(min(n + 1, max(4 * depth, 4 * SEGMENT)), np.int64)
         relpos = np.empty(depth + 1, np.uint8)
         hist = np.empty(nbins + 1, np.int64)
         start = np.empty(nbins + 1, np.int64)
         for i in range(b * nq // blocks, (b + 1) * nq // blocks):
             limit = _sample_threshold(q, db, i, depth, nbins)
-            count = _near_items(q, db, i, limit, near)
+            count, near = _near_items(q, db, i, limit, near)
             while count < depth:  # the sample misled: widen (the whole database holds depth items)
                 limit = min(limit + 2, nbins - 1)
-                count = _near_items(q, db, i, limit, near)
+                count, near = _near_items(q, db, i, limit, near)
             hist[:] = 0
             for t in range(count):
                 hist[near[t] & DIST_MASK] += 1
@@ -265,9 +276,9 @@ def place_chunk(
     depth = relpos.shape[1]
     blocks = max(1, min(nq, blocks))
     for b in prange(blocks):
-        near = np.empty(n + 1, np.int64)
+        near = np.empty(min(n + 1, 4 * SEGMENT), np.int64)
         for i in range(b * nq // blocks, (b + 1) * nq // blocks):
-            count = _near_items(q, db, i, dstar[i], near)
+            count, near = _near_items(q, db, i, dstar[i], near)
             for t in range(count):
                 v = near[t]
                 d = v & DIST_MASK
