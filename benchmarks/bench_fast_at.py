@@ -98,6 +98,7 @@ def timing(rows: Rows, base: Path, rounds: int, batches: int) -> None:
                 f"round {r + 1}: {cell[0] or 'clean'} {cell[1]}: {times[cell][-1]:.3f} s per step", flush=True
             )
     clean = statistics.median(times[(None, "clean")])
+    batches_per_epoch = -(-len(dataset("fashion-mnist").train) // 32)
     for (d, s), t in times.items():
         per_step = statistics.median(t)
         total_steps = SCHEDULES.get(s, {}).get("epochs", DEFAULT_EPOCHS) * SCHEDULES.get(s, {}).get(
@@ -110,6 +111,8 @@ def timing(rows: Rows, base: Path, rounds: int, batches: int) -> None:
                 "schedule": s,
                 "seed": 0,
                 "seconds_per_step": per_step,
+                # one pass over the training set: every batch, replays counted
+                "seconds_per_epoch": per_step * batches_per_epoch * SCHEDULES.get(s, {}).get("replays", 1),
                 "rounds": t,
                 "batches": batches,
                 "x_clean_step": per_step / clean,
@@ -167,14 +170,19 @@ def markdown(rows: list[dict]) -> str:
             "",
         ]
     lines += [
-        "| defence | schedule | s / step | x clean (whole defence) | clean mAP | robust mAP | robust - pgd-7 |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| defence | schedule | s / step | s / epoch | x clean (whole defence) | clean mAP | robust mAP | "
+        "robust - pgd-7 |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for d in DEFENCES:
         ref = get("quality", d, "pgd-7")
         for s in schedules(d):
             t, q = get("timing", d, s), get("quality", d, s)
-            cost = f"{t['seconds_per_step']:.3f} | {t['x_clean_epochs']:.2f}" if t else "- | -"
+            cost = (
+                f"{t['seconds_per_step']:.3f} | {t['seconds_per_epoch']:.0f} | {t['x_clean_epochs']:.2f}"
+                if t
+                else "- | - | -"
+            )
             if q:
                 delta = f"{q['robust_map'] - ref['robust_map']:+.4f}" if ref else "-"
                 qual = f"{q['clean_map']:.4f} | {q['robust_map']:.4f} | {delta}"
