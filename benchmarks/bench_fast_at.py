@@ -3,7 +3,7 @@
     python benchmarks/bench_fast_at.py --markdown docs/fast-at.md        # ~1.5 h on one CPU core; resumable
     python benchmarks/bench_fast_at.py --timing-only                     # the interleaved timing, ~5 min
 
-DPSH, Fashion-MNIST, 32 bits (the defence tables' base model); each defence (CgAT, PgA-AT, ATRDH) trained with
+DPSH, Fashion-MNIST, 32 bits (the defence tables' base model); each defence (CgAT, PgA-AT, SAAT, ATRDH) trained with
 each schedule of its training attack:
 
 - ``pgd-7``: the papers' (7 steps of 2/255 in 8/255, random start; 3 epochs), robusthash's default;
@@ -12,7 +12,7 @@ each schedule of its training attack:
   than free", ICLR 2020);
 - ``free-3``: free adversarial training (Shafahi et al., NeurIPS 2019): each batch replayed 3 times, the
   perturbation moved by eps along the sign of the training step's own input gradient, 1 epoch (the 3 epochs
-  divided by the replays, as the paper divides them); CgAT and PgA-AT only (ATRDH's loss is not its attack's).
+  divided by the replays, as the paper divides them); not ATRDH (its loss is not its attack's).
 
 Timing: the first 12 batches of an epoch per schedule and of clean training, interleaved round-robin in one
 process (3 rounds, median), as seconds per optimiser step; the cost of the whole defence against 3 clean epochs.
@@ -45,7 +45,7 @@ SCHEDULES: dict[str, dict[str, Any]] = {
     "fgsm-rs": {"steps": 1, "step_size": 10 / 255},
     "free-3": {"replays": 3, "epochs": 1},
 }
-DEFENCES = ("cgat", "pga-at", "atrdh")
+DEFENCES = ("cgat", "pga-at", "saat", "atrdh")
 DEFAULT_EPOCHS = 3
 
 
