@@ -3,8 +3,8 @@
     python benchmarks/bench_fast_at.py --markdown docs/fast-at.md        # ~1.5 h on one CPU core; resumable
     python benchmarks/bench_fast_at.py --timing-only                     # the interleaved timing, ~5 min
 
-DPSH, Fashion-MNIST, 32 bits (the defence tables' base model); each defence (CgAT, PgA-AT, SAAT, ATRDH) trained with
-each schedule of its training attack:
+DPSH, Fashion-MNIST, 32 bits (the defence tables' base model); each defence (CgAT, PgA-AT, SAAT, ATRDH) trained
+with each schedule of its training attack:
 
 - ``pgd-7``: the papers' (7 steps of 2/255 in 8/255, random start; 3 epochs), robusthash's default;
 - ``pgd-3``: 3 steps of 4/255 from a random start, fewer steps with a larger step;
