@@ -28,12 +28,13 @@ ArrayLike = np.ndarray | torch.Tensor
 DEFAULT_NS: tuple[int, ...] = tuple(range(100, 1001, 100))
 
 
-def _run(kernel: Any, *args: Any) -> None:
+def _run(kernel: Any, *args: Any, blocks: bool = False) -> None:
     """Call a parallel numba kernel, keeping torch's thread count: numba's OpenMP layer sets the process-wide
-    OpenMP thread count when it starts, which would override the user's ``torch.set_num_threads``."""
+    OpenMP thread count when it starts, which would override the user's ``torch.set_num_threads``. ``blocks``:
+    append the number of query blocks to run as parallel tasks (4 per numba thread)."""
     threads = torch.get_num_threads()
     try:
-        kernel(*args)
+        kernel(*args, *((4 * numba.get_num_threads(),) if blocks else ()))
     finally:
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
@@ -136,7 +137,7 @@ def packed_ranking(
     ap = np.zeros(len(q), np.float64)
     hits = np.zeros((len(q), len(cutoffs)), np.int64)
     if len(q):
-        _run(kernels.ranked_relevance, q, d, ql, dl, topk, cutoffs, ap, hits, 4 * numba.get_num_threads())
+        _run(kernels.ranked_relevance, q, d, ql, dl, topk, cutoffs, ap, hits, blocks=True)
     return RankingStatistics(ap, cutoffs, hits, topk)
 
 

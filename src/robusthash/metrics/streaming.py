@@ -22,7 +22,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
-import numba
 import numpy as np
 
 from robusthash.metrics import kernels
@@ -149,7 +148,7 @@ def streaming_statistics(
             dstar,
             start,
             relpos,
-            4 * numba.get_num_threads(),
+            blocks=True,
         )
         if progress is not None:
             progress.update(part.stop - part.start)
