@@ -206,27 +206,33 @@ def large(args: argparse.Namespace) -> None:
 
 
 def floor_kernel():
-    """The floor: per query, XOR + popcount of every database word and a four-lane distance histogram."""
+    """The floor: per query, XOR + popcount of every database word and a four-lane distance histogram; each
+    query a plain compiled function called from the parallel loop (as robusthash's kernel is: a parallel loop's
+    own body compiles to slower loops)."""
     from numba import njit, prange
 
     from robusthash.metrics.kernels import _popcount
 
-    @njit(parallel=True, cache=False)
-    def floor(q, db, hist):
+    @njit(cache=False)
+    def one_query(q, db, i, hist):
         n = db.shape[0]
         m = n - n % 4
+        h = np.zeros((4, hist.shape[1]), np.int64)
+        qi = q[i, 0]
+        for j in range(0, m, 4):
+            h[0, _popcount(qi ^ db[j, 0])] += 1
+            h[1, _popcount(qi ^ db[j + 1, 0])] += 1
+            h[2, _popcount(qi ^ db[j + 2, 0])] += 1
+            h[3, _popcount(qi ^ db[j + 3, 0])] += 1
+        for j in range(m, n):
+            h[0, _popcount(qi ^ db[j, 0])] += 1
+        for d in range(hist.shape[1]):
+            hist[i, d] = h[0, d] + h[1, d] + h[2, d] + h[3, d]
+
+    @njit(parallel=True, cache=False)
+    def floor(q, db, hist):
         for i in prange(q.shape[0]):
-            h = np.zeros((4, hist.shape[1]), np.int64)
-            qi = q[i, 0]
-            for j in range(0, m, 4):
-                h[0, _popcount(qi ^ db[j, 0])] += 1
-                h[1, _popcount(qi ^ db[j + 1, 0])] += 1
-                h[2, _popcount(qi ^ db[j + 2, 0])] += 1
-                h[3, _popcount(qi ^ db[j + 3, 0])] += 1
-            for j in range(m, n):
-                h[0, _popcount(qi ^ db[j, 0])] += 1
-            for d in range(hist.shape[1]):
-                hist[i, d] = h[0, d] + h[1, d] + h[2, d] + h[3, d]
+            one_query(q, db, i, hist)
 
     return floor
 

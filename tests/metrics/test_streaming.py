@@ -59,9 +59,9 @@ def test_unpacked_input_is_rejected_with_the_remedy():
         streaming_report(q, ql, d, dl, bits=6)
 
 
-def test_candidate_buffers_grow_when_most_items_are_candidates():
-    """2-bit codes: a quarter of a 300,000-item database ties at distance 0, more candidates than either kernel's
-    first buffer holds (in memory: depth 10; streamed: every item of a 100,000-item chunk is ranked)."""
+def test_rankings_when_most_items_are_candidates():
+    """2-bit codes: a quarter of a 300,000-item database ties at distance 0 (in memory: 75,000 candidates for a
+    depth of 10; streamed: every item of each 100,000-item chunk is ranked)."""
     q, d, ql, dl = _random_case(5, nq=8, nd=300_000, bits=2, classes=3)  # the first 3 queries have no labels
     np.testing.assert_allclose(metrics.average_precision(q, d, ql, dl, 10), reference_ap(q, d, ql, dl, 10))
     streamed = streaming_statistics(

@@ -129,36 +129,103 @@ def _sample_threshold(q: np.ndarray, db: np.ndarray, i: int, depth: int, nbins: 
     return nbins - 1
 
 
-SEGMENT = 1 << 14  # items between two checks that the candidate buffer can take a whole segment
+@njit(cache=True)
+def _near_items(q: np.ndarray, db: np.ndarray, i: int, limit: int, near: np.ndarray) -> int:
+    """``near[:count]`` = ``(j << DIST_BITS) | d`` for the items j at distance d <= ``limit``, in index order,
+    without branches (every item is written, only those kept advance ``count``; ``near`` holds N + 1); returns
+    ``count``. Codes of one word (K <= 64) take a specialised loop. The buffer is the caller's and never
+    replaced: a loop over an array reassigned around it compiles to code about twice as slow."""
+    count = 0
+    if db.shape[1] == 1:
+        qi = q[i, 0]
+        for j in range(db.shape[0]):
+            d = _popcount(qi ^ db[j, 0])
+            near[count] = (j << DIST_BITS) | d
+            count += d <= limit
+    else:
+        for j in range(db.shape[0]):
+            d = _distance(q, db, i, j)
+            near[count] = (j << DIST_BITS) | d
+            count += d <= limit
+    return count
 
 
 @njit(cache=True)
-def _near_items(
-    q: np.ndarray, db: np.ndarray, i: int, limit: int, near: np.ndarray
-) -> tuple[int, np.ndarray]:
-    """``near[:count]`` = ``(j << DIST_BITS) | d`` for the items j at distance d <= ``limit``, in index order,
-    collected without branches; returns ``(count, near)``, ``near`` grown (doubled) when a segment of the
-    database might not fit. Codes of one word (K <= 64) take a specialised loop."""
-    n = db.shape[0]
-    count = 0
-    for lo in range(0, n, SEGMENT):
-        hi = min(n, lo + SEGMENT)
-        if count + hi - lo + 1 > near.shape[0]:
-            grown = np.empty(max(2 * near.shape[0], count + hi - lo + 1), np.int64)
-            grown[:count] = near[:count]
-            near = grown
-        if db.shape[1] == 1:
-            qi = q[i, 0]
-            for j in range(lo, hi):
-                d = _popcount(qi ^ db[j, 0])
-                near[count] = (j << DIST_BITS) | d
-                count += d <= limit
-        else:
-            for j in range(lo, hi):
-                d = _distance(q, db, i, j)
-                near[count] = (j << DIST_BITS) | d
-                count += d <= limit
-    return count, near
+def _place(
+    ql: np.ndarray,
+    dl: np.ndarray,
+    i: int,
+    near: np.ndarray,
+    count: int,
+    dstar: int,
+    start: np.ndarray,
+    relpos: np.ndarray,
+    depth: int,
+) -> None:
+    """Rank the candidates ``near[:count]`` (index order): one at distance d <= ``dstar`` takes position
+    ``start[d]++`` and, below ``depth``, records its relevance in ``relpos``; the others go to the spare slot
+    ``start[-1]`` and ``relpos[depth]``. No branch depends on the data. Labels of one word take their own loop."""
+    spare = start.shape[0] - 1
+    if dl.shape[1] == 1:
+        qli = ql[i, 0]
+        for t in range(count):
+            v = near[t]
+            d = v & DIST_MASK
+            ranked = d <= dstar
+            slot = d if ranked else spare
+            p = start[slot]
+            start[slot] = p + 1
+            relpos[p if ranked and p < depth else depth] = (qli & dl[v >> DIST_BITS, 0]) != 0
+    else:
+        for t in range(count):
+            v = near[t]
+            d = v & DIST_MASK
+            ranked = d <= dstar
+            slot = d if ranked else spare
+            p = start[slot]
+            start[slot] = p + 1
+            relpos[p if ranked and p < depth else depth] = _relevant(ql, dl, i, v >> DIST_BITS)
+
+
+@njit(cache=True)
+def _rank_query(
+    q: np.ndarray,
+    db: np.ndarray,
+    ql: np.ndarray,
+    dl: np.ndarray,
+    i: int,
+    topk: int,
+    depth: int,
+    cutoffs: np.ndarray,
+    ap: np.ndarray,
+    hits: np.ndarray,
+    near: np.ndarray,
+    relpos: np.ndarray,
+    hist: np.ndarray,
+    start: np.ndarray,
+) -> None:
+    """One query of :func:`ranked_relevance` with the block's scratch arrays (``near`` holds N + 1)."""
+    nbins = hist.shape[0] - 1
+    limit = _sample_threshold(q, db, i, depth, nbins)
+    count = _near_items(q, db, i, limit, near)
+    while count < depth:  # the sample misled: widen (the whole database holds depth items)
+        limit = min(limit + 2, nbins - 1)
+        count = _near_items(q, db, i, limit, near)
+    hist[:] = 0
+    for t in range(count):
+        hist[near[t] & DIST_MASK] += 1
+    cum = 0
+    dstar = limit
+    for d in range(limit + 1):
+        start[d] = cum
+        cum += hist[d]
+        if cum >= depth:
+            dstar = d
+            break
+    start[nbins] = 0
+    relpos[:] = 0
+    _place(ql, dl, i, near, count, dstar, start, relpos, depth)
+    _ap_and_hits(relpos[:depth], topk, cutoffs, ap, hits, i)
 
 
 @njit(parallel=True, cache=True)
@@ -177,14 +244,15 @@ def ranked_relevance(
 
     ``q``/``db``: packed codes (uint64 words); ``ql``/``dl``: packed labels. ``cutoffs`` ascending, each in
     1..N; ``topk`` in 1..N. Outputs ``ap`` (Q,) and ``hits`` (Q, len(cutoffs)). ``blocks``: how many blocks of
-    queries to run as parallel tasks (a few per thread); the results do not depend on it.
+    queries to run as parallel tasks, each with N + 1 words of scratch; the results do not depend on it.
 
     One pass over the database per query: a threshold from a strided sample (:func:`_sample_threshold`), then
     every item's distance, the items within the threshold kept as candidates (:func:`_near_items`; a threshold
     that keeps fewer than the ranking depth is widened and the pass repeated). The candidates' histogram gives
     d*, the distance of the last ranked item; candidates at distance d <= d* take rank ``start[d]++`` in index
-    order, branch-free, and their relevance is read there. Queries run in blocks, one per parallel task, which
-    reuse their scratch arrays.
+    order, branch-free (:func:`_place`), and their relevance is read there. Queries run in blocks, one per
+    parallel task, which reuse their scratch arrays; each query's work is a plain compiled function
+    (:func:`_rank_query`), which compiles to tighter loops than a parallel loop's body.
     """
     nq = q.shape[0]
     n = db.shape[0]
@@ -195,38 +263,12 @@ def ranked_relevance(
         depth = cutoffs[ncut - 1]
     blocks = max(1, min(nq, blocks))
     for b in prange(blocks):
-        near = np.empty(min(n + 1, max(4 * depth, 4 * SEGMENT)), np.int64)
+        near = np.empty(n + 1, np.int64)
         relpos = np.empty(depth + 1, np.uint8)
         hist = np.empty(nbins + 1, np.int64)
         start = np.empty(nbins + 1, np.int64)
         for i in range(b * nq // blocks, (b + 1) * nq // blocks):
-            limit = _sample_threshold(q, db, i, depth, nbins)
-            count, near = _near_items(q, db, i, limit, near)
-            while count < depth:  # the sample misled: widen (the whole database holds depth items)
-                limit = min(limit + 2, nbins - 1)
-                count, near = _near_items(q, db, i, limit, near)
-            hist[:] = 0
-            for t in range(count):
-                hist[near[t] & DIST_MASK] += 1
-            cum = 0
-            dstar = limit
-            for d in range(limit + 1):
-                start[d] = cum
-                cum += hist[d]
-                if cum >= depth:
-                    dstar = d
-                    break
-            start[nbins] = 0  # the slot of candidates beyond d*
-            relpos[:] = 0
-            for t in range(count):
-                v = near[t]
-                d = v & DIST_MASK
-                ranked = d <= dstar
-                slot = d if ranked else nbins
-                p = start[slot]
-                start[slot] = p + 1
-                relpos[p if ranked and p < depth else depth] = _relevant(ql, dl, i, v >> DIST_BITS)
-            _ap_and_hits(relpos[:depth], topk, cutoffs, ap, hits, i)
+            _rank_query(q, db, ql, dl, i, topk, depth, cutoffs, ap, hits, near, relpos, hist, start)
 
 
 @njit(cache=True, inline="always")
@@ -276,9 +318,9 @@ def place_chunk(
     depth = relpos.shape[1]
     blocks = max(1, min(nq, blocks))
     for b in prange(blocks):
-        near = np.empty(min(n + 1, 4 * SEGMENT), np.int64)
+        near = np.empty(n + 1, np.int64)
         for i in range(b * nq // blocks, (b + 1) * nq // blocks):
-            count, near = _near_items(q, db, i, dstar[i], near)
+            count = _near_items(q, db, i, dstar[i], near)
             for t in range(count):
                 v = near[t]
                 d = v & DIST_MASK

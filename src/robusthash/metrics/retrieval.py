@@ -28,13 +28,23 @@ ArrayLike = np.ndarray | torch.Tensor
 DEFAULT_NS: tuple[int, ...] = tuple(range(100, 1001, 100))
 
 
-def _run(kernel: Any, *args: Any, blocks: bool = False) -> None:
+SCRATCH_BYTES = (
+    256 << 20
+)  # what the query blocks of one ranking pass may hold at once (8 bytes per item each)
+
+
+def _run(kernel: Any, *args: Any, blocks: int = 0) -> None:
     """Call a parallel numba kernel, keeping torch's thread count: numba's OpenMP layer sets the process-wide
-    OpenMP thread count when it starts, which would override the user's ``torch.set_num_threads``. ``blocks``:
-    append the number of query blocks to run as parallel tasks (4 per numba thread)."""
+    OpenMP thread count when it starts, which would override the user's ``torch.set_num_threads``. ``blocks``
+    (a database size): append the number of query blocks to run as parallel tasks, 4 per numba thread unless
+    their scratch (``8 (blocks + 1)`` bytes each) would pass :data:`SCRATCH_BYTES`, never fewer than the threads."""
     threads = torch.get_num_threads()
     try:
-        kernel(*args, *((4 * numba.get_num_threads(),) if blocks else ()))
+        extra = ()
+        if blocks:
+            workers = numba.get_num_threads()
+            extra = (max(workers, min(4 * workers, SCRATCH_BYTES // (8 * (blocks + 1)))),)
+        kernel(*args, *extra)
     finally:
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)
@@ -137,7 +147,7 @@ def packed_ranking(
     ap = np.zeros(len(q), np.float64)
     hits = np.zeros((len(q), len(cutoffs)), np.int64)
     if len(q):
-        _run(kernels.ranked_relevance, q, d, ql, dl, topk, cutoffs, ap, hits, blocks=True)
+        _run(kernels.ranked_relevance, q, d, ql, dl, topk, cutoffs, ap, hits, blocks=len(d))
     return RankingStatistics(ap, cutoffs, hits, topk)
 
 

@@ -148,7 +148,7 @@ def streaming_statistics(
             dstar,
             start,
             relpos,
-            blocks=True,
+            blocks=part.stop - part.start,
         )
         if progress is not None:
             progress.update(part.stop - part.start)
