@@ -166,7 +166,8 @@ def markdown(rows: list[dict]) -> str:
     ]
     if clean:
         lines += [
-            f"Clean training: {clean['seconds_per_step']:.3f} s per step ({clean['threads']} threads).",
+            f"Clean training: {clean['seconds_per_step']:.3f} s per step, {clean['seconds_per_epoch']:.0f} s per "
+            f"epoch ({clean['threads']} threads). Not measured yet: '-'.",
             "",
         ]
     lines += [
