@@ -86,7 +86,9 @@ def markdown(rows: list[dict]) -> str:
         "| loss | bits | rule | seed | clean mAP | PgA mAP | train s | CgAT clean | CgAT robust |",
         "|---|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
-    order = {(loss, rule): i for i, (loss, rules) in enumerate(RULES.items()) for rule in rules}
+    order = {
+        cell: i for i, cell in enumerate((loss, rule) for loss, rules in RULES.items() for rule in rules)
+    }
     for r in sorted(rows, key=lambda r: (r["bits"], order.get((r["loss"], r["rule"]), 99), r["seed"])):
         cgat = (
             f"{r['cgat_clean_map']:.4f} | {r['cgat_robust_map']:.4f}" if "cgat_robust_map" in r else "- | -"
