@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict
 
 import pytest
@@ -398,3 +399,21 @@ def test_saat_loss_is_the_public_codes_with_its_mainstay_codes(toy_ckpt, monkeyp
     assert terms["loss"].item() == pytest.approx(want.item(), rel=1e-5)
     with pytest.raises(UserError, match="mu must be >= 0"):
         DefenseConfig(method="saat", method_options={"mu": -1}).validate()
+
+
+@pytest.mark.parametrize("method", [m for m in list_defenses() if defense_class(m).free])
+def test_each_free_defence_trains_one_replayed_epoch(method, toy_ckpt, monkeypatch):
+    data, ckpt = toy_ckpt
+    calls = {"n": 0}
+    from robusthash.losses import create_loss
+
+    loss_fn = create_loss("dph", 16, data.num_classes, len(data.train))
+    attack_class = type(_trainer(method, ckpt.build_model(), loss_fn, data, _config(method)).attack)
+
+    def count(self, *args, **kwargs):
+        calls["n"] += 1
+        raise AssertionError("free training ran its attack")
+
+    monkeypatch.setattr(attack_class, "__call__", count)
+    result = defend(ckpt, data, _config(method, replays=2, epochs=1), quiet=True)
+    assert calls["n"] == 0 and len(result.history) == 1 and math.isfinite(result.history[0]["adv"])
