@@ -15,6 +15,7 @@ measured, whether it fired, what it means and what to do:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -83,7 +84,11 @@ def query_beats_white_box(
     """Per-query AP of the white-box attacks and of the gradient-free ones (rows: attacks or stages; nan: not
     run on that query): the share of queries where the best gradient-free AP is lower than every white-box AP
     by more than :data:`QUERY_WINS_MARGIN`."""
-    wb = np.nanmin(np.asarray(white_box, dtype=np.float64), axis=0) if len(white_box) else None
+    wb = None
+    if len(white_box):
+        with warnings.catch_warnings():  # a query no white-box stage ran on stays nan: it cannot count
+            warnings.simplefilter("ignore", RuntimeWarning)
+            wb = np.nanmin(np.asarray(white_box, dtype=np.float64), axis=0)
     qb = np.asarray(query, dtype=np.float64)
     if wb is None or not len(qb):
         share = 0.0
