@@ -77,6 +77,24 @@ def _trainer(method, model, loss_fn, data, config):
     )
 
 
+def _spy_on_attack(trainer, monkeypatch):
+    """Replace the trainer's attack by one that runs it and keeps its output in the returned dict ("x_adv")."""
+    seen = {}
+    real_attack = trainer.attack
+
+    class SpyAttack:
+        def reseed(self, seed):
+            real_attack.reseed(seed)
+            return self
+
+        def __call__(self, images, labels, indices):
+            seen["x_adv"] = real_attack(images, labels, indices=indices)
+            return seen["x_adv"]
+
+    monkeypatch.setattr(trainer, "attack", SpyAttack())
+    return seen
+
+
 @pytest.mark.parametrize("method", list_defenses())
 def test_one_step_of_each_method(method, toy_ckpt):
     data, ckpt = toy_ckpt
@@ -108,19 +126,7 @@ def test_cgat_loss_is_eq_11_with_center_codes_from_the_updated_bank(toy_ckpt, mo
     cfg = _config("cgat", method_options={"lam": 0.7})
     trainer = _trainer("cgat", model, loss_fn, data, cfg)
     x, y, idx = data.train.batch(torch.arange(8))
-    seen = {}
-    real_attack = trainer.attack
-
-    class SpyAttack:
-        def reseed(self, seed):
-            real_attack.reseed(seed)
-            return self
-
-        def __call__(self, images, labels, indices):
-            seen["x_adv"] = real_attack(images, labels, indices=indices)
-            return seen["x_adv"]
-
-    monkeypatch.setattr(trainer, "attack", SpyAttack())
+    seen = _spy_on_attack(trainer, monkeypatch)
     terms = trainer.batch_loss(x, y, idx, step=0)
     assert (seen["x_adv"] - x).abs().max() <= cfg.eps + 1e-6
     centers = pharos_code(y, trainer.bank.codes, trainer.bank.labels, "cgat", "binary")
@@ -370,19 +376,7 @@ def test_saat_loss_is_the_public_codes_with_its_mainstay_codes(toy_ckpt, monkeyp
         1e-5,
     )
     x, y, idx = data.train.batch(torch.arange(8))
-    seen = {}
-    real_attack = trainer.attack
-
-    class SpyAttack:
-        def reseed(self, seed):
-            real_attack.reseed(seed)
-            return self
-
-        def __call__(self, images, labels, indices):
-            seen["x_adv"] = real_attack(images, labels, indices=indices)
-            return seen["x_adv"]
-
-    monkeypatch.setattr(trainer, "attack", SpyAttack())
+    seen = _spy_on_attack(trainer, monkeypatch)
     terms = trainer.batch_loss(x, y, idx, step=0)
     label, train_code, train_label = y.float(), trainer.bank.codes.float(), trainer.bank.labels.float()
     w_1 = label @ train_label.T
