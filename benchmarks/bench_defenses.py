@@ -1,4 +1,4 @@
-"""CgAT paper, at embedded scale: Tables 1 and 5 (mAP of undefended, ATRDH, PgA-AT and CgAT models under each
+"""CgAT paper, at embedded scale: Tables 1 and 5 (mAP of undefended, ATRDH, PgA-AT, CgAT and SAAT models under each
 attack, 16/32/64 bits), Fig. 4 (CgAT against lambda) and Figs. 2-3 (PR and P@N under SDHA).
 
     python benchmarks/bench_defenses.py       # ~1 h on 2 CPU cores; resumable, rows already done are kept
@@ -43,7 +43,7 @@ from robusthash.runtime import environment
 
 COMMAND = "python benchmarks/bench_defenses.py"
 ATTACKS = ["p2p", "dhta", "hag", "sdha", "pga"]
-DEFENSES = ["atrdh", "pga-at", "cgat"]
+DEFENSES = ["atrdh", "pga-at", "cgat", "saat"]
 KEY = (
     "dataset",
     "bits",

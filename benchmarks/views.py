@@ -451,7 +451,7 @@ def _efficiency_figure(rows: list[dict[str, Any]], figures: Path) -> bool:
 
 DEFENSE_NAMES = {
     "none": "undefended",
-    **{name: DEFENSES.get(name).display_name for name in ("atrdh", "pga-at", "cgat")},
+    **{name: DEFENSES.get(name).display_name for name in ("atrdh", "pga-at", "cgat", "saat")},
 }
 DEFENSE_ATTACKS = ["clean", "p2p", "dhta", "hag", "sdha", "prosgan", "pga", "robust"]
 
@@ -654,6 +654,17 @@ def _defense_checks(rows: list[dict[str, Any]], name: str, bits: int) -> str:
     if c_clean is not None and a_clean is not None:
         lines.append(
             f"clean mAP: CgAT {c_clean:.4f}, ATRDH {a_clean:.4f} ({100 * (c_clean - a_clean):+.1f} points)"
+        )
+    s_rob, c_rob = get("saat", "robust"), get("cgat", "robust")
+    if s_rob is not None and c_rob is not None:
+        s_clean = get("saat", "clean")
+        lines.append(
+            f"SAAT against CgAT: robust {s_rob:.4f} vs {c_rob:.4f} ({100 * (s_rob - c_rob):+.1f} points)"
+            + (
+                f", clean {s_clean:.4f} vs {c_clean:.4f}"
+                if s_clean is not None and c_clean is not None
+                else ""
+            )
         )
     c_pga, n_pga = get("cgat", "pga"), get("none", "pga")
     if c_pga is not None and n_pga is not None:

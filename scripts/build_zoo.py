@@ -1,28 +1,66 @@
-"""Rebuild the model zoo (src/robusthash/app/zoo) from a finished run of the demo trained from scratch.
+"""Rebuild the model zoo (src/robusthash/app/zoo): its checkpoints, manifest and model cards.
 
-    robusthash demo --from-scratch --out runs/zoo-build && python scripts/build_zoo.py runs/zoo-build
+    robusthash demo --from-scratch --out runs/zoo-build     # the demo's DPH models (or keep the shipped ones)
+    python benchmarks/bench_defenses.py                     # the defence benchmark's DPSH models (runs/bench)
+    python scripts/build_zoo.py --demo runs/zoo-build       # copy, measure, write the manifest
+    python scripts/build_zoo.py --cards                     # + each model's card (resumes; the longest step)
 
 Each checkpoint is copied without its optimiser, scheduler, generator and method state (inference only),
-re-measured (clean mAP@1000 on the embedded split, recorded in the manifest with the file's SHA-256) and
-written atomically.
+re-measured (clean mAP@1000 on the embedded split, recorded in the manifest with the file's SHA-256 and size) and
+written atomically. A model whose source is missing keeps its shipped file when the zoo has one. ``--cards``
+measures each model under the card protocol (``robusthash benchmark``; a defended model's transfer attacks are
+crafted on its undefended base) unless its card already names the checkpoint's SHA-256.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
-from robusthash import metrics
-from robusthash.app.zoo import MANIFEST, ZOO_DIR, sha256_of
-from robusthash.checkpoint import read_checkpoint
-from robusthash.data import labels_of
-from robusthash.evaluation import encode
-from robusthash.records import ModelRecord
-from robusthash.runtime import atomic_torch_save, atomic_write_json, safe_load
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from robusthash import cards, metrics  # noqa: E402
+from robusthash.app.zoo import MANIFEST, ZOO_DIR, sha256_of  # noqa: E402
+from robusthash.checkpoint import read_checkpoint  # noqa: E402
+from robusthash.data import labels_of  # noqa: E402
+from robusthash.evaluation import encode  # noqa: E402
+from robusthash.records import ModelRecord  # noqa: E402
+from robusthash.runtime import atomic_torch_save, atomic_write_json, safe_load  # noqa: E402
 
 KEEP = ("format", "meta", "model", "epoch")
-MODELS = {"": "undefended", "-atrdh": "ATRDH", "-pga-at": "PgA-AT", "-cgat": "CgAT"}
+DEFENCES = {"": "undefended", "-atrdh": "ATRDH", "-pga-at": "PgA-AT", "-cgat": "CgAT", "-saat": "SAAT"}
+BENCH = ROOT / "runs" / "bench"
+BENCH_SETTINGS = (("fashion-mnist", 16), ("fashion-mnist", 32), ("fashion-mnist", 64), ("fashion-mosaic", 32))
+
+
+def sources(demo: Path | None) -> dict[str, tuple[Path, str]]:
+    """Zoo name -> (source checkpoint, description), in the zoo's order."""
+    out = {}
+    for suffix, label in DEFENCES.items():
+        if suffix == "-saat":
+            continue  # the demo runs no SAAT
+        name = f"fashion-mnist-dph-32{suffix}"
+        source = demo / f"model{suffix}.pt" if demo else ZOO_DIR / f"{name}.pt"
+        out[name] = (
+            source,
+            f"{label} DPH / small_cnn / 32 bits on the embedded fashion-mnist split (robusthash demo)",
+        )
+    for dataset, bits in BENCH_SETTINGS:
+        for suffix, label in DEFENCES.items():
+            name = f"{dataset}-dpsh-{bits}{suffix}"
+            stem = f"{dataset}-dpsh-{bits}-s0" + (f"{suffix}-lam1" if suffix else "")
+            source = BENCH / f"{stem}.pt"
+            if not source.is_file():
+                source = ZOO_DIR / f"{name}.pt"
+            out[name] = (
+                source,
+                f"{label} DPSH / small_cnn / {bits} bits on the embedded {dataset} split "
+                "(benchmarks/bench_defenses.py)",
+            )
+    return out
 
 
 def clean_map(path: Path, topk: int) -> float:
@@ -33,43 +71,93 @@ def clean_map(path: Path, topk: int) -> float:
     return float(metrics.mean_average_precision(q, db, labels_of(data.query), labels_of(data.database), topk))
 
 
+def copy(name: str, source: Path, description: str, topk: int, old: dict[str, dict]) -> dict | None:
+    target = ZOO_DIR / f"{name}.pt"
+    if source.resolve() != target.resolve():
+        if not source.is_file():
+            print(f"{name}: {source} not found, left out", file=sys.stderr)
+            return None
+        payload = safe_load(source, "checkpoint")
+        record = ModelRecord.from_meta(payload.get("meta"), str(source))  # refuses a checkpoint without one
+        epochs = (record.defense_config or record.train).get("epochs")
+        if len(record.history) < int(epochs or 0):
+            print(f"{name}: {source} is still training ({len(record.history)} of {epochs} epochs), left out")
+            return None
+        atomic_torch_save({k: payload[k] for k in KEEP if k in payload}, target)
+    elif not target.is_file():
+        print(f"{name}: no source and no shipped file, left out", file=sys.stderr)
+        return None
+    sha = sha256_of(target)
+    previous = old.get(name, {})
+    mean_ap = previous["clean_map"] if previous.get("sha256") == sha else clean_map(target, topk)
+    card = f"{name}.card.json"
+    print(f"{name}: clean mAP@{topk} {mean_ap:.4f}, {target.stat().st_size / 1e3:.0f} kB", flush=True)
+    return {
+        "name": name,
+        "file": target.name,
+        "sha256": sha,
+        "clean_map": mean_ap,
+        "topk": topk,
+        "description": description,
+        "bytes": target.stat().st_size,
+        "card": card if (ZOO_DIR / card).is_file() else None,
+    }
+
+
+def write_card(entry: dict, entries: dict[str, dict], queries: int) -> None:
+    """Measure ``entry``'s card unless the zoo holds one of this checkpoint under this protocol."""
+    path = ZOO_DIR / f"{entry['name']}.card.json"
+    protocol = cards.CardProtocol(queries=queries)
+    if path.is_file():
+        old = cards.read_card(path)
+        if old.checkpoint_sha256 == entry["sha256"] and old.protocol == protocol.record():
+            return
+    ckpt = read_checkpoint(ZOO_DIR / entry["file"])
+    surrogates = {}
+    suffix = next((s for s in DEFENCES if s and entry["name"].endswith(s)), "")
+    base = entry["name"].removesuffix(suffix)
+    if suffix and base in entries:
+        surrogates[base] = read_checkpoint(ZOO_DIR / entries[base]["file"]).build_model("cpu")
+    card = cards.measure_card(
+        entry["name"], ckpt.build_model("cpu"), ckpt, ckpt.record.data_ref.load(), protocol, "cpu", surrogates
+    )
+    card.write(path)
+    print(
+        f"{entry['name']}: clean {card.clean_map:.4f} robust {card.robust_map:.4f} ({card.seconds:.0f} s)",
+        flush=True,
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("run", help="folder of a finished `robusthash demo --from-scratch` run")
+    parser.add_argument(
+        "--demo", type=Path, default=None, help="folder of a `robusthash demo --from-scratch` run"
+    )
     parser.add_argument("--topk", type=int, default=1000)
+    parser.add_argument("--cards", action="store_true", help="measure each model's card (resumes)")
+    parser.add_argument(
+        "--queries", type=int, default=cards.CardProtocol.queries, help="queries of each card"
+    )
+    parser.add_argument("--only", default=None, help="comma-separated zoo names: cards of these alone")
     args = parser.parse_args()
-    run = Path(args.run)
-    entries = []
-    for suffix, label in MODELS.items():
-        source = run / f"model{suffix}.pt"
-        if not source.is_file():
-            print(
-                f"{source} not found: run `robusthash demo --from-scratch --out {run}` first", file=sys.stderr
-            )
-            return 2
-        payload = safe_load(source, "checkpoint")
-        record = ModelRecord.from_meta(payload.get("meta"), str(source))
-        data = record.data_ref.name
-        name = f"{data}-{record.loss}-{record.bits}{suffix}"
-        target = ZOO_DIR / f"{name}.pt"
-        atomic_torch_save({k: payload[k] for k in KEEP}, target)
-        mean_ap = clean_map(target, args.topk)
-        recipe = f"{record.loss.upper()} / {record.backbone} / {record.bits} bits"
-        entries.append(
-            {
-                "name": name,
-                "file": target.name,
-                "sha256": sha256_of(target),
-                "clean_map": mean_ap,
-                "topk": args.topk,
-                "description": f"{label} {recipe} on the embedded {data} split (robusthash demo)",
-            }
-        )
-        print(f"{name}: clean mAP@{args.topk} {mean_ap:.4f}, {target.stat().st_size / 1e3:.0f} kB")
-    atomic_write_json({"models": entries}, MANIFEST)
-    print(f"manifest: {MANIFEST}")
+    old = {e["name"]: e for e in json.loads(MANIFEST.read_text())["models"]} if MANIFEST.is_file() else {}
+    entries = {}
+    for name, (source, description) in sources(args.demo).items():
+        entry = copy(name, source, description, args.topk, old)
+        if entry:
+            entries[name] = entry
+    if args.cards:
+        only = set(args.only.split(",")) if args.only else set(entries)
+        for entry in entries.values():
+            if entry["name"] in only:
+                write_card(entry, entries, args.queries)
+                entry["card"] = f"{entry['name']}.card.json"
+                atomic_write_json({"models": list(entries.values())}, MANIFEST)
+    atomic_write_json({"models": list(entries.values())}, MANIFEST)
+    total = sum(e["bytes"] for e in entries.values())
+    print(f"manifest: {MANIFEST} ({len(entries)} models, {total / 1e6:.1f} MB of checkpoints)")
     return 0
 
 

@@ -31,6 +31,7 @@ LAYERS = [
     {"masking"},
     {"robustness"},
     {"certify"},
+    {"cards"},
     # the application layer (robusthash/app): nothing in the core above imports it
     {"app"},
     {"app.zoo"},

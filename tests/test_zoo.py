@@ -3,12 +3,16 @@ exactly where the recipe matches."""
 
 from __future__ import annotations
 
+import json
+
+import numpy as np
 import pytest
 import torch
 
 from robusthash import metrics
 from robusthash.app import zoo
 from robusthash.app.experiment import DEMO, _shipped, load_experiment
+from robusthash.cards import CardProtocol, measure_card, read_card, recipe_sha256
 from robusthash.checkpoint import read_checkpoint
 from robusthash.data import labels_of
 from robusthash.defenses import DefenseConfig
@@ -28,29 +32,79 @@ DEMO_DATASET = {
 }
 
 
-def test_the_zoo_ships_the_demo_models():
-    assert NAMES == [
-        "fashion-mnist-dph-32",
-        "fashion-mnist-dph-32-atrdh",
-        "fashion-mnist-dph-32-pga-at",
-        "fashion-mnist-dph-32-cgat",
-    ]
+DEFENCES = ("", "-atrdh", "-pga-at", "-cgat", "-saat")
+BENCH_SETTINGS = (
+    "fashion-mnist-dpsh-16",
+    "fashion-mnist-dpsh-32",
+    "fashion-mnist-dpsh-64",
+    "fashion-mosaic-dpsh-32",
+)
+
+
+def test_the_zoo_ships_the_demo_models_and_every_defence_of_the_defence_benchmark():
+    demo = [f"fashion-mnist-dph-32{d}" for d in DEFENCES if d != "-saat"]
+    assert NAMES == demo + [f"{s}{d}" for s in BENCH_SETTINGS for d in DEFENCES]
     for entry in zoo.list_models():
-        assert entry.path.stat().st_size < 1_000_000
+        assert entry.path.stat().st_size == entry.bytes < 1_000_000
         assert zoo.sha256_of(entry.path) == entry.sha256
+        assert entry.card_path is not None and entry.card_path.is_file()
+    assert zoo.card_paths() == [m.card_path for m in zoo.list_models()]
+
+
+_DATA: dict = {}
+
+
+def _data(record):
+    key = json.dumps(record.data_ref.options(), sort_keys=True)
+    if key not in _DATA:
+        _DATA[key] = record.data_ref.load()
+    return _DATA[key]
 
 
 @needs_fashion_mnist
 @pytest.mark.parametrize("name", NAMES)
-def test_shipped_checkpoint_reproduces_its_recorded_map(name, fmnist):
+def test_shipped_checkpoint_reproduces_its_recorded_map_and_its_cards_clean_ap(name):
+    """The manifest's clean mAP over every query, and the card's clean AP of each of its queries, exactly; the
+    card names this checkpoint and its recipe."""
     entry = zoo.get(name)
+    ckpt = zoo.checkpoint(name)
     model = zoo.load_model(name)
     assert isinstance(model, HashModel) and not model.training
-    q, db = encode(model, fmnist.query), encode(model, fmnist.database)
-    got = metrics.mean_average_precision(
-        q, db, labels_of(fmnist.query), labels_of(fmnist.database), entry.topk
-    )
+    data = _data(ckpt.record)
+    q, db = encode(model, data.query), encode(model, data.database)
+    q_labels, db_labels = labels_of(data.query), labels_of(data.database)
+    got = metrics.mean_average_precision(q, db, q_labels, db_labels, entry.topk)
     assert float(got) == pytest.approx(entry.clean_map, abs=1e-6)
+    card = read_card(entry.card_path)
+    assert card.name == name and card.checkpoint_sha256 == entry.sha256
+    assert card.recipe_sha256 == recipe_sha256(ckpt)
+    assert card.protocol == CardProtocol().record()
+    picked = torch.tensor(card.query_indices)
+    ap = metrics.average_precision(q[picked], db, q_labels[picked], db_labels, card.protocol["topk"])
+    assert np.asarray(ap).tolist() == pytest.approx(card.clean_ap, abs=1e-9)
+
+
+# a defended model of each kind of data: its robust AP re-measured on a few of its card's queries
+REMEASURED = ("fashion-mnist-dpsh-32-saat", "fashion-mnist-dph-32-cgat")
+
+
+@needs_fashion_mnist
+@pytest.mark.slow
+@pytest.mark.parametrize("name", REMEASURED)
+def test_a_cards_robust_ap_is_reproduced_on_a_subset_of_its_queries(name):
+    """Each query's robust AP depends on its index and the seed alone, so a run on three of the card's queries
+    reproduces their APs: exactly on the machine that measured the card; within noise on another CPU, where
+    float reordering can move an attack's path (tolerance: 0.05 AP on the mean of three queries)."""
+    entry = zoo.get(name)
+    card = read_card(entry.card_path)
+    ckpt = zoo.checkpoint(name)
+    picks = [0, len(card.query_indices) // 2, len(card.query_indices) - 1]
+    indices = torch.tensor([card.query_indices[i] for i in picks])
+    again = measure_card(name, ckpt.build_model(), ckpt, _data(ckpt.record), quiet=True, indices=indices)
+    assert again.query_indices == indices.tolist()
+    assert again.clean_ap == pytest.approx([card.clean_ap[i] for i in picks], abs=1e-9)
+    want = [card.robust_ap[i] for i in picks]
+    assert np.mean(again.robust_ap) == pytest.approx(np.mean(want), abs=0.05)
 
 
 def test_unknown_zoo_model_is_named():

@@ -42,6 +42,9 @@ _FACADE = {
     "ModelSource": "robusthash.loading",
     "load_with_data": "robusthash.loading",
     "load_results": "robusthash.results",
+    "CardProtocol": "robusthash.cards",
+    "measure_card": "robusthash.cards",
+    "read_card": "robusthash.cards",
     "list_models": "robusthash.app.zoo",
 }
 

@@ -9,6 +9,7 @@
 - :class:`DefenseRun`: ``robusthash defend`` (the adversarial-training run and its clean retrieval).
 - :class:`ExperimentRun`: ``robusthash run`` / ``demo`` (a table of models x attacks over robustness files).
 - :class:`BenchmarkRows`: a benchmark's rows, named by the benchmark that wrote them.
+- :class:`ModelCard`: ``robusthash benchmark`` (a model card: the model, the card protocol, clean and robust AP).
 
 Every document carries ``schema`` (``robusthash-results/2``), ``kind``, the config, seed, versions and device.
 Files of schema 1 (``command`` = attack / evaluate / demo, benchmark files without a schema) are read too.
@@ -410,9 +411,74 @@ class CertifyRun(_Document):
         return _mean([float(a) for a in self.abstained])
 
 
-Document = RobustnessRun | EvaluationRun | DefenseRun | ExperimentRun | BenchmarkRows | CertifyRun
+@dataclass
+class CardAttack:
+    """One attack of a model card: its mAP over the card's queries, what it could see, what it cost."""
+
+    name: str
+    display_name: str
+    threat_model: str
+    map: float
+    seconds_per_image: float
+    surrogate: str | None = None
+
+
+@dataclass
+class ModelCard(_Document):
+    """A model card (:mod:`robusthash.cards`): what the model is (its record, the SHA-256 of its training recipe
+    and of its checkpoint), how it was measured (``protocol``: the card protocol's name and every setting that
+    changes a number; cards rank against each other only when these agree) and what came out: per query, the
+    clean AP and the robust AP (the lowest AP any attack of the protocol reached, an upper bound on the true
+    robust AP), per attack its mAP, the checks for masked gradients, and the cost."""
+
+    kind: ClassVar[str] = "card"
+    name: str
+    model: dict[str, Any]  # the checkpoint's record: kind, model, train, dataset, defense, seed
+    recipe_sha256: str
+    checkpoint_sha256: str | None
+    protocol: dict[str, Any]
+    query_indices: list[int]
+    clean_ap: list[float]
+    robust_ap: list[float]
+    clean_map: float
+    robust_map: float
+    attacks: list[CardAttack]
+    flags: list[MaskingFlag]
+    seconds: float  # wall time of the whole measurement
+    training_seconds: float | None = None  # the recorded epochs of the model's last training stage
+    bound: str = "upper"  # the robust mAP is an upper bound: the worst case the attacks found
+
+    @property
+    def record(self) -> ModelRecord:
+        return ModelRecord.of_summary(self.model)
+
+    @property
+    def model_label(self) -> str:
+        return model_label(self.record)
+
+    @property
+    def eps(self) -> float:
+        return float(self.protocol["eps"])
+
+    @property
+    def group(self) -> tuple[str, int | None, int]:
+        """What a leaderboard ranks within: dataset, bits and eps (in pixel levels of 255)."""
+        return (self.record.data_ref.name, self.record.bits, round(self.eps * 255))
+
+    @property
+    def protocol_key(self) -> str:
+        """The protocol as canonical JSON: two cards are comparable only when these are equal."""
+        return json.dumps(self.protocol, sort_keys=True)
+
+    @property
+    def fired_flags(self) -> list[MaskingFlag]:
+        return [f for f in self.flags if f.fired]
+
+
+Document = RobustnessRun | EvaluationRun | DefenseRun | ExperimentRun | BenchmarkRows | CertifyRun | ModelCard
 KINDS: dict[str, type] = {
-    c.kind: c for c in (RobustnessRun, EvaluationRun, DefenseRun, ExperimentRun, BenchmarkRows, CertifyRun)
+    c.kind: c
+    for c in (RobustnessRun, EvaluationRun, DefenseRun, ExperimentRun, BenchmarkRows, CertifyRun, ModelCard)
 }
 
 
@@ -427,7 +493,7 @@ def _build(cls: type, data: dict[str, Any]) -> Any:
         if f.name in nested and isinstance(value, dict):
             value = _build(nested[f.name], value)
         elif f.name == "attacks" and isinstance(value, list):
-            value = [_build(AttackOutcome, v) for v in value]
+            value = [_build(CardAttack if cls is ModelCard else AttackOutcome, v) for v in value]
         elif f.name == "flags" and isinstance(value, list):
             value = [_build(MaskingFlag, v) for v in value]
         elif f.name == "items" and cls is Gallery:

@@ -211,6 +211,36 @@ def _floats(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
+def _benchmark_arguments(p: argparse.ArgumentParser) -> None:
+    from robusthash.cards import CardProtocol
+
+    _add_model_options(p, "model to measure")
+    _add_data_options(p)
+    p.add_argument(
+        "--surrogate",
+        default=None,
+        help="checkpoint(s), comma-separated, that craft transfer attacks (listed on the card, not ranked)",
+    )
+    p.add_argument(
+        "--queries",
+        type=int,
+        default=CardProtocol.queries,
+        help=f"queries of the protocol (default {CardProtocol.queries}; another count is another protocol: its card "
+        "is shown apart on the leaderboard)",
+    )
+    p.add_argument("--name", default=None, help="the model's name on the card (default: the --model name)")
+    p.add_argument("--out", default=None, help="card file (default: <model>-card.json, + .md beside it)")
+    _add_run_options(p)
+    p.set_defaults(handler=cmd_benchmark)
+
+
+def _leaderboard_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("cards", nargs="*", help="card files (robusthash benchmark) to rank beside the zoo's")
+    p.add_argument("--no-zoo", action="store_true", help="leave the zoo's cards out")
+    p.add_argument("--out", default=None, help="also write the HTML report of the leaderboard to this folder")
+    p.set_defaults(handler=cmd_leaderboard)
+
+
 def _report_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "results", nargs="+", help="attack results, an experiment's results.json, or benchmark rows"
@@ -255,6 +285,8 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "attack": ("attack the query set and report mAP under each attack", _attack_arguments),
     "defend": ("adversarially train a checkpoint (CgAT, ATRDH, PgA-AT or Gaussian noise)", _defend_arguments),
     "certify": ("certified lower bounds on AP by center smoothing, beside L2 attacks", _certify_arguments),
+    "benchmark": ("measure a model under the card protocol and write its model card", _benchmark_arguments),
+    "leaderboard": ("rank model cards (the zoo's and yours) by robust mAP", _leaderboard_arguments),
     "report": ("turn results files into an HTML page, Markdown and CSV tables", _report_arguments),
     "run": ("run an experiment file (TOML): train, attack, defend, re-attack, report", _run_arguments),
     "demo": ("the embedded default end to end (the shipped experiment demo.toml)", _demo_arguments),
@@ -570,6 +602,56 @@ def cmd_certify(args: argparse.Namespace) -> int:
     run.write(out / "certify_results.json")
     print(certify_table(run))
     print(f"results: {out / 'certify_results.json'}")
+    return 0
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from robusthash import cards
+    from robusthash.app.report.leaderboard import card_markdown
+    from robusthash.checkpoint import read_checkpoint
+    from robusthash.runtime import atomic_write_text, check_writable, resolve_device, seed_everything
+
+    device = resolve_device(args.device)
+    protocol = cards.CardProtocol(queries=args.queries, seed=args.seed)
+    protocol.validate()
+    seed_everything(protocol.seed)
+    name = args.name or Path(args.model).stem
+    out = Path(args.out) if args.out else Path(args.model).with_name(f"{Path(args.model).stem}-card.json")
+    check_writable(out)
+    loaded = _load_model(args, device)
+    surrogates = {
+        Path(p).stem: read_checkpoint(_model_file(p)).build_model(device)
+        for p in (args.surrogate or "").split(",")
+        if p.strip()
+    }
+    card = cards.measure_card(
+        name, loaded.model, loaded.checkpoint, loaded.data, protocol, device, surrogates, quiet=args.quiet
+    )
+    card.write(out)
+    text = card_markdown(card)
+    atomic_write_text(text, out.with_suffix(".md"))
+    print(text)
+    print(f"card: {out} (+ {out.with_suffix('.md').name})")
+    return 0
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    from robusthash.app import zoo
+    from robusthash.app.report.leaderboard import leaderboard_markdown
+    from robusthash.cards import read_card
+
+    paths = ([] if args.no_zoo else zoo.card_paths()) + [Path(p) for p in args.cards]
+    if not paths:
+        raise UserError(
+            "no card to rank: pass card files (robusthash benchmark writes them) or drop --no-zoo"
+        )
+    print(leaderboard_markdown([read_card(p) for p in paths]))
+    if args.out:
+        from robusthash.app.report.build import build_report
+        from robusthash.runtime import check_writable
+
+        check_writable(args.out, folder=True)
+        print(f"report: {build_report(paths, args.out)}")
     return 0
 
 

@@ -38,7 +38,15 @@ from robusthash.app.report.tables import (
     markdown_table,
 )
 from robusthash.errors import UserError
-from robusthash.results import BenchmarkRows, CertifyRun, ExperimentRun, RobustnessRun, load_results, now
+from robusthash.results import (
+    BenchmarkRows,
+    CertifyRun,
+    ExperimentRun,
+    ModelCard,
+    RobustnessRun,
+    load_results,
+    now,
+)
 
 
 @dataclass
@@ -123,6 +131,7 @@ class Inputs:
     runs: list[tuple[Path, RobustnessRun]] = field(default_factory=list)
     benches: list[tuple[Path, BenchmarkRows]] = field(default_factory=list)
     certified: list[tuple[Path, CertifyRun]] = field(default_factory=list)
+    cards: list[tuple[Path, ModelCard]] = field(default_factory=list)
 
 
 def collect(paths: list[Path]) -> Inputs:
@@ -147,10 +156,14 @@ def collect(paths: list[Path]) -> Inputs:
             benches.append((path, doc))
         elif isinstance(doc, CertifyRun):
             found.certified.append((path, doc))
+        elif isinstance(doc, ModelCard):
+            from robusthash.cards import read_card
+
+            found.cards.append((path, read_card(path)))  # validated against the card schema
         else:
             raise UserError(
-                f"{path} holds a {doc.kind} run; the report renders attack results, certificates, experiments "
-                "and benchmark rows"
+                f"{path} holds a {doc.kind} run; the report renders attack results, certificates, model cards, "
+                "experiments and benchmark rows"
             )
     return found
 
@@ -266,6 +279,31 @@ def certify_section(path: Path, run: CertifyRun, figures: Path, index: int) -> S
     )
 
 
+def leaderboard_sections(cards: list[tuple[Path, ModelCard]]) -> list[Section]:
+    """The leaderboard of the cards (one table per board, :mod:`robusthash.app.report.leaderboard`), then each card."""
+    from robusthash.app.report.leaderboard import HEADER, board_rows, boards, card_markdown, protocol_line
+
+    tables = [
+        Table(
+            f"leaderboard-{i}",
+            board.title,
+            HEADER,
+            board_rows(board),
+            note=f"Protocol {protocol_line(board.protocol)}.",
+        )
+        for i, board in enumerate(boards([c for _, c in cards]))
+    ]
+    intro = (
+        "Model cards ranked by robust mAP within each dataset, code length and eps; robust mAP is an upper bound "
+        "(per query the lowest AP the protocol's attacks reached). A card measured under another protocol is "
+        "listed apart and not ranked; flags name the checks for masked gradients that fired."
+    )
+    return [
+        Section("Leaderboard", intro=intro, tables=tables),
+        Section("Model cards", markdown="\n".join(card_markdown(c) for _, c in cards)),
+    ]
+
+
 def gallery_section(runs: list[tuple[Path, RobustnessRun]], figures: Path) -> Section | None:
     """The stored galleries of the weakest and the most robust model."""
     usable = sorted((run for _, run in runs if run.gallery is not None), key=lambda r: r.robust_map)
@@ -303,7 +341,12 @@ def benchmark_sections(benches: list[tuple[Path, BenchmarkRows]]) -> list[Sectio
     return sections
 
 
-def summary(runs: list[RobustnessRun], benches: list[BenchmarkRows], certified: list[CertifyRun] = ()) -> str:
+def summary(
+    runs: list[RobustnessRun],
+    benches: list[BenchmarkRows],
+    certified: list[CertifyRun] = (),
+    cards: list[ModelCard] = (),
+) -> str:
     """What happened, in words and numbers: the first model's clean mAP, its strongest attack and robust mAP;
     the most robust model against it; any check for masked gradients that fired."""
     attacked = [r for r in runs if r.attacks]
@@ -311,6 +354,13 @@ def summary(runs: list[RobustnessRun], benches: list[BenchmarkRows], certified: 
     if not attacked:
         if bounds:
             return bounds
+        if cards:
+            best = max(cards, key=lambda c: c.robust_map)
+            return (
+                f"{len(cards)} model card(s). The highest robust mAP is {best.name}'s, {fmt(best.robust_map)} at "
+                f"a clean mAP of {fmt(best.clean_map)} ({best.record.data_ref.name}, {best.record.bits} bits); "
+                "a robust mAP is an upper bound: an attack not run may go lower."
+            )
         names = ", ".join(b.benchmark for b in benches) or "no attack run"
         return f"Benchmark rows of {names}: each section shows the benchmark's own tables and figures."
     first = attacked[0]
@@ -461,7 +511,12 @@ def build_report(paths: list[str | Path], out: str | Path) -> Path:
     sections: list[Section] = [
         Section(
             "Summary",
-            intro=summary([r for _, r in runs], [b for _, b in benches], [c for _, c in inputs.certified]),
+            intro=summary(
+                [r for _, r in runs],
+                [b for _, b in benches],
+                [c for _, c in inputs.certified],
+                [c for _, c in inputs.cards],
+            ),
             summary=True,
         )
     ]
@@ -476,12 +531,14 @@ def build_report(paths: list[str | Path], out: str | Path) -> Path:
     section = gallery_section(runs, figures) if runs else None
     if section:
         sections.append(section)
+    if inputs.cards:
+        sections += leaderboard_sections(inputs.cards)
     sections += benchmark_sections(benches)
     sections.append(glossary_section(sections))
-    docs: list[Any] = [d for _, d in [*runs, *inputs.certified, *benches]]
+    docs: list[Any] = [d for _, d in [*runs, *inputs.certified, *inputs.cards, *benches]]
     created = now()
     env = _environment_lines(docs)
-    sources = [_shown(p) for p, _ in [*runs, *inputs.certified, *benches]]
+    sources = [_shown(p) for p, _ in [*runs, *inputs.certified, *inputs.cards, *benches]]
     for section in sections:
         for t in section.tables:
             t.write_csv(out)

@@ -6,7 +6,10 @@ Like RobustBench's ``load_model``, a shipped model loads by name from Python::
     model = load_model("fashion-mnist-dph-32-cgat")          # a HashModel in eval mode
 
 The zoo holds the demo's models (``experiments/demo.toml``): DPH on ``small_cnn``, 32 bits, trained on the
-embedded Fashion-MNIST split, and its ATRDH, PgA-AT and CgAT versions. Each file is the full checkpoint a run of
+embedded Fashion-MNIST split, and its ATRDH, PgA-AT and CgAT versions; and the defence benchmark's models
+(``benchmarks/bench_defenses.py``): DPSH on ``small_cnn`` at 16, 32 and 64 bits on Fashion-MNIST and 32 bits on
+fashion-mosaic, undefended and defended by ATRDH, PgA-AT, CgAT and SAAT. Each model has a card
+(:mod:`robusthash.cards`), ranked by ``robusthash leaderboard``. Each file is the full checkpoint a run of
 that recipe writes, less the optimiser and generator state (so it cannot be trained further, only used), and the
 manifest records its SHA-256 and the clean mAP@1000 it was measured at (a test re-measures it). ``robusthash
 demo`` and ``robusthash run`` use a shipped checkpoint wherever its recipe (training config, data split and, for a
@@ -49,10 +52,16 @@ class ZooModel:
     clean_map: float
     topk: int
     description: str
+    bytes: int | None = None  # the checkpoint's size
+    card: str | None = None  # its model card (robusthash benchmark), a file of the zoo
 
     @property
     def path(self) -> Path:
         return ZOO_DIR / self.file
+
+    @property
+    def card_path(self) -> Path | None:
+        return ZOO_DIR / self.card if self.card else None
 
 
 @cache
@@ -72,11 +81,17 @@ def list_models() -> tuple[ZooModel, ...]:
         from_mapping(ZooModel, entry, f"the zoo manifest {MANIFEST}: an entry") for entry in entries
     )
     for m in models:
-        if Path(m.file).name != m.file or not m.file.endswith(".pt"):
-            raise UserError(
-                f"the zoo manifest {MANIFEST} names a file outside the zoo ({m.file!r}); reinstall"
-            )
+        for file, suffix in ((m.file, ".pt"), (m.card or "card.json", ".json")):
+            if Path(file).name != file or not file.endswith(suffix):
+                raise UserError(
+                    f"the zoo manifest {MANIFEST} names a file outside the zoo ({file!r}); reinstall"
+                )
     return models
+
+
+def card_paths() -> list[Path]:
+    """The model cards of the zoo (one per model that has one)."""
+    return [m.card_path for m in list_models() if m.card_path is not None]
 
 
 def get(name: str) -> ZooModel:
@@ -161,4 +176,14 @@ def provide(
     return entry
 
 
-__all__ = ["ZooModel", "list_models", "get", "checkpoint", "load_model", "find", "provide", "is_shipped_copy"]
+__all__ = [
+    "ZooModel",
+    "list_models",
+    "card_paths",
+    "get",
+    "checkpoint",
+    "load_model",
+    "find",
+    "provide",
+    "is_shipped_copy",
+]
