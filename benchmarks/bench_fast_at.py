@@ -12,7 +12,12 @@ with each schedule of its training attack:
   than free", ICLR 2020);
 - ``free-3``: free adversarial training (Shafahi et al., NeurIPS 2019): each batch replayed 3 times, the
   perturbation moved by eps along the sign of the training step's own input gradient, 1 epoch (the 3 epochs
-  divided by the replays, as the paper divides them); not ATRDH (its loss is not its attack's).
+  divided by the replays, as the paper divides them); not ATRDH (its loss is not its attack's);
+- ``fgsm-ep``: one step of 8/255 (eps) from the item's perturbation of the previous epoch (random the first time):
+  the epoch prior of Jia et al., "Prior-guided adversarial initialization for fast adversarial training"
+  (ECCV 2022), without their regulariser;
+- ``atta-1``: one step of 2/255 from the same carried start: ATTA-1 (Zheng et al., "Efficient adversarial
+  training with transferable adversarial examples", CVPR 2020; the authors' step 0.007).
 
 Timing: the first 12 batches of an epoch per schedule and of clean training, interleaved round-robin in one
 process (3 rounds, median), as seconds per optimiser step; the cost of the whole defence against 3 clean epochs.
@@ -44,6 +49,8 @@ SCHEDULES: dict[str, dict[str, Any]] = {
     "pgd-3": {"steps": 3, "step_size": 4 / 255},
     "fgsm-rs": {"steps": 1, "step_size": 10 / 255},
     "free-3": {"replays": 3, "epochs": 1},
+    "fgsm-ep": {"steps": 1, "step_size": 8 / 255, "carry": True},
+    "atta-1": {"steps": 1, "step_size": 2 / 255, "carry": True},
 }
 DEFENCES = ("cgat", "pga-at", "saat", "atrdh")
 DEFAULT_EPOCHS = 3
@@ -86,10 +93,18 @@ def step_seconds(base: Path, defence: str | None, schedule: str, batches: int) -
     return (time.perf_counter() - began) / steps
 
 
-def timing(rows: Rows, base: Path, rounds: int, batches: int) -> None:
-    cells = [(None, "clean")] + [(d, s) for d in DEFENCES for s in schedules(d)]
-    if all(rows.has(kind="timing", defense=d or "none", schedule=s, seed=0) for d, s in cells):
+def timing(rows: Rows, base: Path, rounds: int, batches: int, wanted: set[str]) -> None:
+    """Interleaved timing of the ``wanted`` schedules not timed yet, with clean training in the same rounds
+    (each row keeps the clean step it is compared with; the clean row itself is written once)."""
+    todo = [
+        (d, s)
+        for d in DEFENCES
+        for s in schedules(d)
+        if s in wanted and not rows.has(kind="timing", defense=d, schedule=s, seed=0)
+    ]
+    if not todo:
         return
+    cells = [(None, "clean"), *todo]
     times: dict[tuple, list[float]] = {c: [] for c in cells}
     for r in range(rounds):
         for cell in cells:
@@ -100,6 +115,8 @@ def timing(rows: Rows, base: Path, rounds: int, batches: int) -> None:
     clean = statistics.median(times[(None, "clean")])
     batches_per_epoch = -(-len(dataset("fashion-mnist").train) // 32)
     for (d, s), t in times.items():
+        if d is None and rows.has(kind="timing", defense="none", schedule="clean", seed=0):
+            continue
         per_step = statistics.median(t)
         total_steps = SCHEDULES.get(s, {}).get("epochs", DEFAULT_EPOCHS) * SCHEDULES.get(s, {}).get(
             "replays", 1
@@ -119,6 +136,7 @@ def timing(rows: Rows, base: Path, rounds: int, batches: int) -> None:
                 # the whole defence against DEFAULT_EPOCHS clean epochs (the same passes over the data)
                 "x_clean_epochs": per_step * total_steps / (clean * DEFAULT_EPOCHS) if d else 1.0,
                 "threads": torch.get_num_threads(),
+                "clean_seconds_per_step": clean,
             }
         )
 
@@ -201,6 +219,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--batches", type=int, default=12)
+    parser.add_argument("--schedules", default=",".join(SCHEDULES), help="schedules to run (comma-separated)")
     parser.add_argument("--timing-only", action="store_true")
     parser.add_argument("--quality-only", action="store_true")
     parser.add_argument("--out", default=str(RESULTS / "fast_at.json"))
@@ -208,12 +227,17 @@ def main() -> None:
     args = parser.parse_args()
     rows = Rows(Path(args.out), COMMAND, KEY)
     base = trained_model("fashion-mnist", 32, loss="dpsh")
+    wanted = set(args.schedules.split(","))
+    unknown = wanted - set(SCHEDULES)
+    if unknown:
+        parser.error(f"unknown schedule(s) {', '.join(sorted(unknown))}; valid: {', '.join(SCHEDULES)}")
     if not args.quality_only:
-        timing(rows, base, args.rounds, args.batches)
+        timing(rows, base, args.rounds, args.batches, wanted)
     if not args.timing_only:
         for d in args.defences.split(","):
             for s in schedules(d):
-                quality(rows, base, d, s, args.queries)
+                if s in wanted:
+                    quality(rows, base, d, s, args.queries)
     rows.publish(markdown(rows.rows), args.markdown)
     print(f"rows in {args.out}; command: {COMMAND}")
 

@@ -141,6 +141,9 @@ def main() -> int:
         "--queries", type=int, default=cards.CardProtocol.queries, help="queries of each card"
     )
     parser.add_argument("--only", default=None, help="comma-separated zoo names: cards of these alone")
+    parser.add_argument(
+        "--markdown", default=None, help="write the zoo page (models, sizes, leaderboard) here"
+    )
     args = parser.parse_args()
     old = {e["name"]: e for e in json.loads(MANIFEST.read_text())["models"]} if MANIFEST.is_file() else {}
     entries = {}
@@ -158,7 +161,54 @@ def main() -> int:
     atomic_write_json({"models": list(entries.values())}, MANIFEST)
     total = sum(e["bytes"] for e in entries.values())
     print(f"manifest: {MANIFEST} ({len(entries)} models, {total / 1e6:.1f} MB of checkpoints)")
+    if args.markdown:
+        Path(args.markdown).write_text(zoo_markdown(list(entries.values())), encoding="utf-8")
+        print(f"zoo page: {args.markdown}")
     return 0
+
+
+def zoo_markdown(entries: list[dict]) -> str:
+    """The zoo page: every model with its size and card numbers, then the leaderboard of its cards."""
+    from robusthash.app.report.leaderboard import leaderboard_markdown
+    from robusthash.app.report.tables import markdown_table
+
+    carded = [cards.read_card(ZOO_DIR / e["card"]) for e in entries if e.get("card")]
+    by_name = {c.name: c for c in carded}
+    rows = []
+    for e in entries:
+        c = by_name.get(e["name"])
+        rows.append(
+            [
+                f"`{e['name']}`",
+                e["description"].split(" on the embedded")[0],
+                f"{e['bytes'] / 1e3:.0f} kB",
+                e["clean_map"],
+                c.clean_map if c else None,
+                c.robust_map if c else None,
+                f"{c.seconds:.0f}" if c else "",
+            ]
+        )
+    total = sum(e["bytes"] for e in entries)
+    protocol = cards.CardProtocol()
+    return "\n".join(
+        [
+            "# The model zoo and its leaderboard\n",
+            "Produced by `python scripts/build_zoo.py --cards --markdown docs/zoo.md` (the cards: "
+            "`src/robusthash/app/zoo/*.card.json`; rank your own with `robusthash benchmark --model M` and "
+            "`robusthash leaderboard M-card.json`). Load any of these with `robusthash.load_model(name)`: the file "
+            "is checked against the manifest's SHA-256 first.\n",
+            f"{len(entries)} checkpoints, {total / 1e6:.1f} MB in all (inference only: no optimiser state). "
+            "Clean mAP@1000 over all 1,000 queries (the manifest's, re-measured by a test); the card's clean and "
+            f"robust mAP over its {protocol.queries} queries (seed {protocol.seed}), robust = the card protocol's "
+            "worst case per query (an upper bound); seconds: the card's measurement on this machine's CPU.\n",
+            markdown_table(
+                ["model", "recipe", "size", "clean mAP (all)", "card clean", "card robust", "card seconds"],
+                rows,
+            ),
+            "## Leaderboard\n",
+            leaderboard_markdown(carded),
+        ]
+    )
 
 
 if __name__ == "__main__":

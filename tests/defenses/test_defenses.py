@@ -87,8 +87,12 @@ def _spy_on_attack(trainer, monkeypatch):
             real_attack.reseed(seed)
             return self
 
-        def __call__(self, images, labels, indices):
-            seen["x_adv"] = real_attack(images, labels, indices=indices)
+        def __getattr__(self, name):
+            return getattr(real_attack, name)
+
+        def __call__(self, images, labels, targets=None, indices=None, start=None):
+            seen["start"] = start
+            seen["x_adv"] = real_attack(images, labels, targets, indices=indices, start=start)
             return seen["x_adv"]
 
     monkeypatch.setattr(trainer, "attack", SpyAttack())
@@ -323,14 +327,20 @@ def test_free_training_moves_delta_by_the_sign_of_the_center_loss_gradient(toy_c
     assert trainer.delta.abs().max() == pytest.approx(cfg.eps) and trainer.delta.requires_grad is False
 
 
-def test_free_training_steps_per_replay_and_resumes_exactly(toy_ckpt, tmp_path, monkeypatch):
+@pytest.mark.parametrize("fast", [{"replays": 2}, {"carry": True}])
+def test_free_and_carried_training_resume_exactly(fast, toy_ckpt, tmp_path, monkeypatch):
     data, ckpt = toy_ckpt
-    cfg = _config("cgat", replays=2, epochs=2)
+    cfg = _config("cgat", epochs=2, **fast)
     full = defend(ckpt, data, cfg, tmp_path / "full.pt", quiet=True)
     state = read_checkpoint(tmp_path / "full.pt").state
     batches = -(-len(data.train) // 16)
-    assert state["scheduler"]["last_epoch"] == 2 * 2 * batches  # an optimiser step per replay
-    assert state["method"]["delta"].abs().max() <= cfg.eps + 1e-7
+    if cfg.replays > 1:
+        assert state["scheduler"]["last_epoch"] == 2 * 2 * batches  # an optimiser step per replay
+        assert state["method"]["delta"].abs().max() <= cfg.eps + 1e-7
+    else:
+        assert (
+            bool(state["method"]["seen"].all()) and state["method"]["carried"].abs().max() <= cfg.eps + 1e-6
+        )
     real_save = training.save_checkpoint
     calls = {"n": 0}
 
@@ -349,7 +359,50 @@ def test_free_training_steps_per_replay_and_resumes_exactly(toy_ckpt, tmp_path, 
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("method", ["cgat", "atrdh"])
+def test_carry_starts_each_items_attack_where_its_last_one_ended(method, toy_ckpt, monkeypatch):
+    """ATTA (Zheng et al. 2020) written out: an item's first attack starts at the attack's own random start, each
+    later one at clamp(x + delta) with delta the perturbation its previous attack ended at."""
+    data, ckpt = toy_ckpt
+    model = ckpt.build_model().train()
+    from robusthash.losses import create_loss
+
+    loss_fn = create_loss("dph", 16, data.num_classes, len(data.train))
+    trainer = _trainer(method, model, loss_fn, data, _config(method, carry=True, steps=1))
+    seen = _spy_on_attack(trainer, monkeypatch)
+    x, y, idx = data.train.batch(torch.arange(8))
+    trainer.batch_loss(x, y, idx, step=0)
+    trainer.attack.reseed(trainer.attack_seed(0))
+    torch.testing.assert_close(seen["start"], trainer.attack.random_start(x, idx), rtol=0, atol=0)
+    first = seen["x_adv"]
+    mixed = torch.arange(4, 12)  # items 4-7 seen, 8-11 new
+    x2, y2, idx2 = data.train.batch(mixed)
+    trainer.batch_loss(x2, y2, idx2, step=1)
+    torch.testing.assert_close(seen["start"][:4], first[4:], rtol=0, atol=1e-6)
+    trainer.attack.reseed(trainer.attack_seed(1))
+    torch.testing.assert_close(
+        seen["start"][4:], trainer.attack.random_start(x2[4:], idx2[4:]), rtol=0, atol=0
+    )
+    torch.testing.assert_close(trainer.carried[idx2], seen["x_adv"] - x2, rtol=0, atol=0)
+
+
+def test_a_given_start_replaces_the_random_start_and_is_projected(toy_ckpt):
+    data, ckpt = toy_ckpt
+    model = ckpt.build_model()
+    attack = create_attack(
+        "pga", model, reference=CodeBank(encode(model, data.train), data.train.labels), steps=0, eps=4 / 255
+    )
+    x, y, _ = data.train.batch(torch.arange(6))
+    start = (x + torch.linspace(-0.1, 0.1, 6).view(-1, 1, 1, 1)).clamp(0, 1)
+    got = attack(x, y, start=start)
+    torch.testing.assert_close(got, torch.minimum(torch.maximum(start, x - 4 / 255), x + 4 / 255).clamp(0, 1))
+    with pytest.raises(ValueError, match="start must have the images' shape"):
+        attack(x, y, start=start[:2])
+
+
 def test_free_training_needs_a_defence_whose_loss_is_its_attacks_objective():
+    with pytest.raises(UserError, match="carry and replays > 1 do not mix"):
+        DefenseConfig(carry=True, replays=2).validate()
     with pytest.raises(UserError, match="defence atrdh cannot train free .*valid: cgat, pga-at, saat"):
         DefenseConfig(method="atrdh", replays=2).validate()
     with pytest.raises(UserError, match="replays must be >= 1"):

@@ -232,6 +232,7 @@ class Attack:
         self.quiet = quiet
         self.label = label  # what the progress bar names besides the attack (e.g. the model); not a setting
         self._bar: Any = None
+        self._given_start: Tensor | None = None  # the batch's given start, while __call__ runs
         # the whole training time of the fitted state, where the attack keeps it with the state (ProS-GAN's
         # checkpoint adds it up across resumes and reuses): reported in place of the time one fit() call took
         self.recorded_fit_seconds: float | None = None
@@ -299,13 +300,20 @@ class Attack:
 
     # ----------------------------------------------------------------- crafting
     def __call__(
-        self, images: Tensor, labels: Tensor, targets: Tensor | None = None, indices: Tensor | None = None
+        self,
+        images: Tensor,
+        labels: Tensor,
+        targets: Tensor | None = None,
+        indices: Tensor | None = None,
+        start: Tensor | None = None,
     ) -> Tensor:
         """Adversarial versions of ``images`` (N, C, H, W) in [0, 1]; ``labels`` (N, C) multi-hot.
 
         ``indices`` (N,) name the queries (their positions in the query set): query i's random draws come from
         ``(seed, indices[i])``. By default they are 0..N-1. Targeted attacks draw ``targets`` (target label rows)
-        with :meth:`choose_targets` unless given.
+        with :meth:`choose_targets` unless given. ``start`` (N, C, H, W), for an attack that starts at random,
+        replaces its random start (projected into the ball): a training loop's perturbation carried over from
+        the last epoch (ATTA's accumulated perturbation, :class:`~robusthash.defenses.DefenseConfig` ``carry``).
         """
         if images.ndim != 4 or labels.ndim != 2 or images.shape[0] != labels.shape[0]:
             raise UserError(
@@ -328,6 +336,10 @@ class Attack:
         indices = torch.arange(images.shape[0]) if indices is None else torch.as_tensor(indices).cpu()
         if indices.shape != (images.shape[0],):
             raise ValueError(f"indices must have shape ({images.shape[0]},), got {tuple(indices.shape)}")
+        if start is not None and start.shape != images.shape:
+            raise ValueError(
+                f"start must have the images' shape {tuple(images.shape)}, got {tuple(start.shape)}"
+            )
         if images.shape[0] == 0:
             return images.clone()
         if self.targeted and targets is None:
@@ -343,12 +355,13 @@ class Attack:
         )
         try:
             with frozen(self.model):
-                for start in starts:
-                    sl = slice(start, start + self.batch_size)
+                for first in starts:
+                    sl = slice(first, first + self.batch_size)
                     batch = images[sl].detach()
                     x = (batch.pin_memory() if pinned else batch).to(device, non_blocking=pinned).clone()
                     y = labels[sl].detach().to(device, non_blocking=pinned)
                     t = targets[sl].to(device, non_blocking=pinned) if targets is not None else None
+                    self._given_start = None if start is None else start[sl].to(device)
                     with autocast(device, self.precision):
                         adv = self.perturb(x, y, t, indices[sl])
                     out[sl].copy_(self.project(adv.detach().to(x.dtype), x), non_blocking=pinned)
@@ -357,6 +370,7 @@ class Attack:
         finally:
             self._bar.close()
             self._bar = None
+            self._given_start = None
         return out
 
     def project(self, x_adv: Tensor, x: Tensor) -> Tensor:
@@ -387,8 +401,11 @@ class Attack:
         [0, 1]; query i's noise from its own generator
         (``stream`` names the draw: a restart draws from another stream).
 
-        The noise is drawn where ``x`` lives (no host-to-device copy of a batch of noise on CUDA).
+        The noise is drawn where ``x`` lives (no host-to-device copy of a batch of noise on CUDA). A ``start``
+        given to :meth:`__call__` replaces the first draw (``stream`` ``start``).
         """
+        if self._given_start is not None and stream == "start":
+            return self.project(self._given_start.to(x.dtype), x)
         if self.norm == "l2":
             return (x + self._l2_ball_draw(x, indices, stream).to(x.dtype)).clamp_(0.0, 1.0)
         noise = torch.stack(

@@ -70,7 +70,7 @@ class ATRDH(AdversarialTraining):
         average_gradients(self.prototype)  # distributed training: one PrototypeNet on every rank
         self.prototype_opt.step()
         self.prototype.eval()
-        x_adv = self.attack.reseed(self.attack_seed(step))(x, y, targets, indices=idx.cpu())
+        x_adv = self.craft(x, y, idx, step, targets)
         adv_outputs = torch.tanh(self.logits(x_adv))
         loss_ori = self.loss_fn(self.loss_fn.outputs(logits), y, idx)
         s = 2 * ((y @ self.bank.labels.T) > 0).to(outputs.dtype) - 1

@@ -54,6 +54,12 @@ class DefenseConfig:
         "over and moved by eps along the sign of each step's own input gradient, no inner attack (steps and "
         "step_size unused); 1: off",
     )
+    carry: bool = option(
+        False,
+        "start each item's training attack from its perturbation of the previous epoch instead of a random "
+        "start (a random start the first time): ATTA's accumulated perturbation (Zheng et al., CVPR 2020); "
+        "with one step of eps, FGSM with the epoch prior (Jia et al., ECCV 2022)",
+    )
     method_options: dict[str, Any] = field(
         default_factory=dict,
         metadata={
@@ -94,6 +100,11 @@ class DefenseConfig:
             raise UserError(
                 f"defence {self.method} cannot train free (replays > 1): its training loss is not its attack's "
                 f"objective; valid: {free}, or replays 1 with fewer --steps for a cheaper attack"
+            )
+
+        if self.carry and self.replays > 1:
+            raise UserError(
+                "carry and replays > 1 do not mix: free training already carries its perturbation"
             )
 
     @classmethod
@@ -176,6 +187,39 @@ class AdversarialTraining(TrainingMethod):
         loss_fn.preinstall(self.bank.values, self.bank.labels)
         self.replays = config.replays
         self.delta: torch.Tensor | None = None
+        # carry: each training item's last adversarial perturbation, and whether it has one yet
+        self.carried: torch.Tensor | None = None
+        self.seen: torch.Tensor | None = None
+
+    def craft(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        idx: torch.Tensor,
+        step: int,
+        targets: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The batch's adversarial examples from the method's ``self.attack``, seeded by the step; under
+        ``carry`` started from each item's perturbation of its last visit (:meth:`carried_start`), which the
+        result then replaces."""
+        attack = self.attack.reseed(self.attack_seed(step))
+        start = self.carried_start(x, idx) if self.config.carry else None
+        x_adv = attack(x, y, targets, indices=idx.cpu(), start=start)
+        if self.config.carry:
+            assert self.carried is not None and self.seen is not None
+            self.carried[idx] = (x_adv - x).detach()
+            self.seen[idx] = True
+        return x_adv
+
+    def carried_start(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """ATTA's start (Zheng et al., CVPR 2020, Algorithm 1): ``clamp(x + delta_i)`` with ``delta_i`` the
+        perturbation item i's attack ended at on its last visit, or the attack's own random start on the first."""
+        if self.carried is None or self.seen is None:
+            self.carried = torch.zeros(len(self.data.train), *x.shape[1:], device=self.device)
+            self.seen = torch.zeros(len(self.data.train), dtype=torch.bool, device=self.device)
+        fresh = self.attack.random_start(x, idx.cpu())
+        seen = self.seen[idx].view(-1, *([1] * (x.ndim - 1)))
+        return torch.where(seen, (x + self.carried[idx].to(x.dtype)).clamp(0, 1), fresh)
 
     def free_examples(self, x: torch.Tensor) -> torch.Tensor:
         """Free adversarial training (Shafahi et al., NeurIPS 2019, Algorithm 1): ``clamp(x + delta, 0, 1)``
@@ -215,12 +259,16 @@ class AdversarialTraining(TrainingMethod):
 
     def state_dict(self) -> dict[str, Any]:
         free = {} if self.delta is None else {"delta": self.delta.detach()}
-        return {**super().state_dict(), "bank": self.bank.state_dict(), **free}
+        carried = {} if self.carried is None else {"carried": self.carried, "seen": self.seen}
+        return {**super().state_dict(), "bank": self.bank.state_dict(), **free, **carried}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.bank.load_state_dict(state["bank"])
         self.delta = state.get("delta")
+        self.carried, self.seen = state.get("carried"), state.get("seen")
+        if self.carried is not None and self.seen is not None:
+            self.carried, self.seen = self.carried.to(self.device), self.seen.to(self.device)
 
 
 DEFENSES: Registry[type[AdversarialTraining]] = Registry("defence")

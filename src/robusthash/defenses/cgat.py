@@ -96,7 +96,7 @@ class CgAT(AdversarialTraining):
         if self.replays > 1:
             x_adv = self.free_examples(x)
         else:
-            x_adv = self.attack.reseed(self.attack_seed(step))(x, y, indices=idx.cpu())
+            x_adv = self.craft(x, y, idx, step)
         logits = self.logits(x)
         outputs = torch.tanh(logits)
         adv_outputs = torch.tanh(self.logits(x_adv))
