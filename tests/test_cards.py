@@ -158,3 +158,33 @@ def test_leaderboard_command_ranks_given_cards_and_refuses_a_damaged_one(tmp_pat
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "robust_ap[0] must be <= 1" in err
     assert main(["leaderboard", "--no-zoo"]) == 2
+
+
+@pytest.mark.slow
+def test_an_experiment_file_writes_a_card_of_every_model_and_ranks_them_in_its_report(tmp_path, monkeypatch):
+    from robusthash.app import experiment as experiment_module
+    from robusthash.app import zoo
+    from robusthash.app.experiment import load_experiment, run_experiment
+
+    path = tmp_path / "exp.toml"
+    path.write_text(
+        f'[model]\ncheckpoint = "{zoo.get("fashion-mnist-dph-32").path}"\n'
+        '[attack]\nattacks = ["pga"]\nqueries = 2\nsteps = 2\n[card]\nqueries = 2\n'
+    )
+    assert load_experiment(path).resolved()["card"] == cards.CardProtocol(queries=2).record()
+    result = run_experiment(path, tmp_path / "out", quiet=True, device_name="cpu")
+    assert result.cards == ["card-none.json"]
+    card = cards.read_card(tmp_path / "out" / "card-none.json")
+    assert card.protocol["queries"] == 2 and card.name == "exp-none" and len(card.robust_ap) == 2
+    assert card.checkpoint_sha256 == zoo.get("fashion-mnist-dph-32").sha256
+    assert (tmp_path / "out" / "card-none.md").is_file()
+    assert "Leaderboard" in (tmp_path / "out" / "report" / "index.html").read_text()
+    monkeypatch.setattr(experiment_module, "measure_card", None)  # a rerun keeps the card: nothing measured
+    assert run_experiment(path, tmp_path / "out", quiet=True, device_name="cpu").cards == ["card-none.json"]
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[card]\nqueries = 0\n")
+    with pytest.raises(UserError, match=r"\[card\]: a card needs at least 1 query"):
+        load_experiment(bad)
+    bad.write_text("[card]\neps = 4\n")
+    with pytest.raises(UserError, match=r"\[card\]"):
+        load_experiment(bad)

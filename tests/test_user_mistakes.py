@@ -550,3 +550,13 @@ def test_threads_are_a_positive_count_or_auto(tmp_path, capsys):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_checkpoint_saved_twice_is_the_same_bytes(tmp_path):
+    """The zoo checks files by SHA-256: saving the same object again (to any path) must give the same bytes."""
+    from robusthash.runtime import atomic_torch_save
+
+    obj = {"model": {"w": torch.arange(6.0).view(2, 3)}, "meta": {"kind": "trained"}}
+    atomic_torch_save(obj, tmp_path / "a.pt")
+    atomic_torch_save(obj, tmp_path / "b.pt")
+    assert (tmp_path / "a.pt").read_bytes() == (tmp_path / "b.pt").read_bytes()

@@ -331,6 +331,7 @@ class ExperimentRun(_Document):
     rows: list[ExperimentRow]
     seconds: float = 0.0
     certified: list[str] = field(default_factory=list)  # the CertifyRun files of a [certify] stage
+    cards: list[str] = field(default_factory=list)  # the ModelCard files of a [card] stage
 
 
 @dataclass

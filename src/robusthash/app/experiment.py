@@ -26,6 +26,7 @@ import torch
 from robusthash.app import zoo
 from robusthash.app.report.build import build_report
 from robusthash.app.report.tables import attack_table, markdown_table
+from robusthash.cards import CardProtocol, file_sha256, measure_card, read_card
 from robusthash.certify import CertifySettings, SmoothingConfig, certify_model
 from robusthash.checkpoint import read_checkpoint
 from robusthash.config import from_mapping
@@ -68,6 +69,7 @@ class Experiment:
     threads: int | str = "auto"
     certify: SmoothingConfig | None = None  # a [certify] table: center smoothing of every model
     certify_settings: CertifySettings | None = None
+    card: CardProtocol | None = None  # a [card] table: a model card of every model
 
     def resolved(self) -> dict[str, Any]:
         return {
@@ -82,6 +84,7 @@ class Experiment:
             "certify": None
             if self.certify is None
             else {**asdict(self.certify), **asdict(self.certify_settings or CertifySettings())},
+            "card": None if self.card is None else self.card.record(),
         }
 
 
@@ -100,6 +103,15 @@ class DefendTable:
 
 
 @dataclass
+class CardTable:
+    """An experiment file's ``[card]`` table: the card protocol's settings a user may change (another value is
+    another protocol: such cards rank on their own board)."""
+
+    queries: int = CardProtocol.queries
+    seed: int = CardProtocol.seed
+
+
+@dataclass
 class ExperimentFile:
     """An experiment file's top level: its scalars and which tables it has (each table typed on its own)."""
 
@@ -112,6 +124,7 @@ class ExperimentFile:
     defend: dict[str, Any] = field(default_factory=dict)
     model: dict[str, Any] = field(default_factory=dict)
     certify: dict[str, Any] = field(default_factory=dict)
+    card: dict[str, Any] | None = None
 
 
 def load_experiment(path: str | Path, seed: int | None = None, data_dir: str | None = None) -> Experiment:
@@ -167,6 +180,14 @@ def load_experiment(path: str | Path, seed: int | None = None, data_dir: str | N
             experiment.certify.validate()
         except UserError as exc:
             raise UserError(f"{path} [certify]: {exc}") from None
+    if top.card is not None:
+        card = from_mapping(CardTable, top.card, f"{path} [card]")
+        experiment.card = CardProtocol(queries=card.queries, seed=card.seed)
+        try:
+            check_seed(card.seed)
+            experiment.card.validate()
+        except UserError as exc:
+            raise UserError(f"{path} [card]: {exc}") from None
     for table, config in (("train", experiment.train), ("attack", experiment.attack)):
         try:
             config.validate()
@@ -309,12 +330,67 @@ def _certify_stage(
     return names
 
 
+def _card_stage(
+    exp: Experiment,
+    paths: dict[str, Path],
+    data: DatasetSplits,
+    out: Path,
+    device: torch.device,
+    quiet: bool,
+    stage: str,
+) -> list[str]:
+    """A model card of every model (``card-<model>.json`` and ``.md``; a card of this checkpoint under this
+    protocol from an earlier run is kept); a defended model's transfer attacks are crafted on the undefended one.
+    Returns the file names."""
+    from robusthash.app.report.leaderboard import card_markdown
+
+    assert exp.card is not None
+    print(
+        f"{stage} model cards of every model (protocol {exp.card.record()['name']}, {exp.card.queries} queries)"
+    )
+    base = read_checkpoint(paths["none"]).build_model(device)
+    names = []
+    for key, model_path in paths.items():
+        target = out / f"card-{key}.json"
+        names.append(target.name)
+        if target.exists():
+            try:
+                done = read_card(target)
+            except UserError:
+                done = None
+            if (
+                done
+                and done.protocol == exp.card.record()
+                and done.checkpoint_sha256 == file_sha256(model_path)
+            ):
+                continue
+        ckpt = read_checkpoint(model_path)
+        surrogates = {} if key == "none" else {"undefended": base}
+        card = measure_card(
+            f"{exp.name}-{key}",
+            ckpt.build_model(device),
+            ckpt,
+            data,
+            exp.card,
+            device,
+            surrogates,
+            quiet=quiet,
+        )
+        if is_main_process():
+            card.write(target)
+            atomic_write_text(card_markdown(card), target.with_suffix(".md"))
+        print(
+            f"      {card.model_label}: clean {card.clean_map:.4f}, robust {card.robust_map:.4f}", flush=True
+        )
+    return names
+
+
 def _run(exp: Experiment, out: Path, device: torch.device, quiet: bool, from_scratch: bool) -> ExperimentRun:
     began = time.perf_counter()
     seed_everything(exp.seed)
     atomic_write_json(exp.resolved(), out / "config.json")
     data = DatasetRef.of(exp.dataset).load()
-    stages = 3 + 2 * bool(exp.methods) + bool(exp.certify)
+    stages = 3 + 2 * bool(exp.methods) + bool(exp.certify) + bool(exp.card)
     if exp.checkpoint:
         model_path = Path(exp.checkpoint)
         print(f"[1/{stages}] using the trained model {model_path}")
@@ -360,6 +436,8 @@ def _run(exp: Experiment, out: Path, device: torch.device, quiet: bool, from_scr
                 f"      {DEFENSES.get(method).display_name}: robust mAP {runs[method].robust_map:.4f}",
                 flush=True,
             )
+    card_stage = f"[{stages - 1 - bool(exp.certify)}/{stages}]"
+    cards = _card_stage(exp, paths, data, out, device, quiet, card_stage) if exp.card else []
     certified = _certify_stage(exp, paths, data, out, device, quiet, stages) if exp.certify else []
     table = experiment_table(runs)
     result = ExperimentRun(
@@ -371,6 +449,7 @@ def _run(exp: Experiment, out: Path, device: torch.device, quiet: bool, from_scr
         rows=[ExperimentRow(runs[k].model_label, f"attacks-{k}.json", str(paths[k])) for k in runs],
         seconds=time.perf_counter() - began,
         certified=certified,
+        cards=cards,
     )
     result.write(out / "results.json")
     atomic_write_text(table, out / "defense_table.md")

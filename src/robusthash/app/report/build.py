@@ -147,9 +147,11 @@ def collect(paths: list[Path]) -> Inputs:
         seen.add(path)
         doc = load_results(path)
         if isinstance(doc, ExperimentRun):
-            queue += [path.parent / row.results for row in doc.rows] + [
-                path.parent / c for c in doc.certified
-            ]
+            queue += (
+                [path.parent / row.results for row in doc.rows]
+                + [path.parent / c for c in doc.certified]
+                + [path.parent / c for c in doc.cards]
+            )
         elif isinstance(doc, RobustnessRun):
             runs.append((path, doc))
         elif isinstance(doc, BenchmarkRows):
