@@ -5,17 +5,19 @@ does not give (and it does not order ties by index); numba compiles a hardware `
 1 ns per query-database pair), runs queries in parallel, and is a plain wheel on PyPI.
 
 Distances are integers 0..K, so the stable order "by distance, then by database index" is a counting sort. The
-in-memory ranking (:func:`ranked_relevance`) makes one pass over the database per query: a threshold guessed from
-a strided sample keeps, without branches, the items that can be ranked (a few percent of the database for
-mAP@5000); their histogram gives the distance ``d*`` of the last ranked item, and those at distance <= d* are
-placed at ``start[d]++`` in index order and checked for relevance. The streamed ranking and the PR curve use full
-distance histograms instead, kept in four lanes (item index mod 4) so that consecutive increments of the same bin
-do not wait on each other. Nothing of size Q x N is ever built: a block of queries shares O(N) scratch memory.
+in-memory ranking (:func:`ranked_relevance`) makes one pass over the database per query, in SIMD, for every
+distance; a threshold guessed from a strided sample of them keeps the items that can be ranked (a few percent of
+the database for mAP@5000), found through bit masks; their histogram gives the distance ``d*`` of the last
+ranked item, and those at distance <= d* are placed at ``start[d]++`` in index order and checked for relevance.
+The streamed ranking and the PR curve use full distance histograms instead, kept in four lanes (item index mod
+4) so that consecutive increments of the same bin do not wait on each other. Nothing of size Q x N is ever built:
+a block of queries shares O(N) scratch memory.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
 
@@ -30,6 +32,17 @@ def _popcount(typingctx, x):  # type: ignore[no-untyped-def]
 
     def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
         return builder.ctpop(args[0])
+
+    return sig, codegen
+
+
+@intrinsic
+def _trailing_zeros(typingctx, x):  # type: ignore[no-untyped-def]
+    """LLVM's ``cttz`` on a nonzero uint64: the index of its lowest set bit (one ``tzcnt``)."""
+    sig = types.int64(types.uint64)
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        return builder.cttz(args[0], ir.Constant(ir.IntType(1), 1))
 
     return sig, codegen
 
@@ -94,10 +107,16 @@ def _distances_and_histogram(
         hist[d] = h0[d] + h1[d] + h2[d] + h3[d]
 
 
-DIST_BITS = 13  # a distance (0..4096) in the low bits of a packed (index, distance) candidate
-DIST_MASK = (1 << DIST_BITS) - 1
+REL_BIT = (
+    1 << 15
+)  # an item's distance entry: its distance (0..32767) with its relevance to the query in bit 15
+DIST_MASK = REL_BIT - 1
+DIST_BITS = 16  # a candidate: (index << DIST_BITS) | the item's distance entry
 SAMPLE = 4096  # database items in the strided sample that sets a query's candidate threshold
-MARGIN = 1.25  # the sample must hold this many times its share of the ranking depth
+MARGIN = 1.0  # the sample must hold this many times its share of the ranking depth
+FIXED_STEPS = (
+    4  # candidates per 64 items collected without a branch (bench_metrics.py --floor; docs/choices.md)
+)
 
 
 @njit(cache=True, inline="always")
@@ -110,16 +129,16 @@ def _relevant(ql: np.ndarray, dl: np.ndarray, i: int, j: int) -> bool:
 
 
 @njit(cache=True)
-def _sample_threshold(q: np.ndarray, db: np.ndarray, i: int, depth: int, nbins: int) -> int:
+def _sample_threshold(dist: np.ndarray, depth: int, nbins: int) -> int:
     """The smallest distance within which a strided sample of the database holds ``MARGIN`` times its share of
     the ``depth`` nearest items (plus 8): usually just above the true depth distance d*, and only a guess (the
     caller checks it and widens it when the database holds fewer than ``depth`` items within it)."""
-    n = db.shape[0]
+    n = dist.shape[0]
     s = min(n, SAMPLE)
     step = n // s
     hist = np.zeros(nbins, np.int64)
     for t in range(s):
-        hist[_distance(q, db, i, t * step)] += 1
+        hist[dist[t * step] & DIST_MASK] += 1
     need = s * depth / n * MARGIN + 8
     cum = 0
     for d in range(nbins):
@@ -130,33 +149,64 @@ def _sample_threshold(q: np.ndarray, db: np.ndarray, i: int, depth: int, nbins: 
 
 
 @njit(cache=True)
-def _near_items(q: np.ndarray, db: np.ndarray, i: int, limit: int, near: np.ndarray) -> int:
-    """``near[:count]`` = ``(j << DIST_BITS) | d`` for the items j at distance d <= ``limit``, in index order,
-    without branches (every item is written, only those kept advance ``count``; ``near`` holds N + 1); returns
-    ``count``. Codes of one word (K <= 64) take a specialised loop. The buffer is the caller's and never
-    replaced: a loop over an array reassigned around it compiles to code about twice as slow."""
-    count = np.uint64(0)  # unsigned: the store needs no negative-index wraparound check (about 20% faster)
-    one = np.uint64(1)
-    zero = np.uint64(0)
-    if db.shape[1] == 1:
+def _all_distances(
+    q: np.ndarray, db: np.ndarray, ql: np.ndarray, dl: np.ndarray, i: int, dist: np.ndarray
+) -> None:
+    """``dist[j]`` (uint16) = D_H(q_i, db_j), with :data:`REL_BIT` set when item j shares a label with query i.
+    A loop with no data-dependent store: the compiler turns it into SIMD popcounts (AVX-512 VPOPCNTDQ where the
+    CPU has it, byte-table lookups with AVX2), several items per instruction; reading the labels here, as one
+    more stream, costs less than fetching a candidate's labels later. Codes and labels of one word each take a
+    specialised loop."""
+    rel = np.uint16(REL_BIT)
+    zero = np.uint16(0)
+    if db.shape[1] == 1 and dl.shape[1] == 1:
         qi = q[i, 0]
+        qli = ql[i, 0]
         for j in range(db.shape[0]):
-            d = _popcount(qi ^ db[j, 0])
-            near[count] = (j << DIST_BITS) | d
-            count += one if d <= limit else zero
+            dist[j] = np.uint16(_popcount(qi ^ db[j, 0])) | (rel if (qli & dl[j, 0]) != 0 else zero)
     else:
         for j in range(db.shape[0]):
-            d = _distance(q, db, i, j)
-            near[count] = (j << DIST_BITS) | d
-            count += one if d <= limit else zero
-    return int(count)
+            dist[j] = np.uint16(_distance(q, db, i, j)) | (rel if _relevant(ql, dl, i, j) else zero)
+
+
+@njit(cache=True)
+def _near_items(dist: np.ndarray, limit: int, near: np.ndarray) -> int:
+    """``near[:count]`` = ``(j << DIST_BITS) | dist[j]`` for the items j at distance <= ``limit``, in index
+    order; returns ``count``. Per 64 items, the kept ones as the bits of a mask (compares without branches), then
+    one store per kept item, its index the mask's lowest set bit. The first ``FIXED_STEPS`` stores of a block run
+    without a branch (a step past the last kept item stores to the next free slot without counting it), so that
+    a loop whose trip count follows the data (a mispredicted exit per block) only runs for crowded blocks: the
+    work follows the candidates (a few percent of the database), not the items."""
+    n = dist.shape[0]
+    full = n - n % 64
+    count = 0
+    one = np.uint64(1)
+    zero = np.uint64(0)
+    top = one << np.uint64(63)
+    for base in range(0, full, 64):
+        mask = zero
+        for b in range(64):
+            mask |= np.uint64((dist[base + b] & DIST_MASK) <= limit) << np.uint64(b)
+        for _ in range(FIXED_STEPS):
+            j = base + _trailing_zeros(
+                mask | top
+            )  # an empty mask points at the block's last item, not counted
+            near[count] = (j << DIST_BITS) | np.int64(dist[j])
+            count += 1 if mask != zero else 0
+            mask &= mask - one
+        while mask:
+            j = base + _trailing_zeros(mask)
+            near[count] = (j << DIST_BITS) | np.int64(dist[j])
+            count += 1
+            mask &= mask - one
+    for j in range(full, n):
+        near[count] = (j << DIST_BITS) | np.int64(dist[j])
+        count += 1 if (dist[j] & DIST_MASK) <= limit else 0
+    return count
 
 
 @njit(cache=True)
 def _place(
-    ql: np.ndarray,
-    dl: np.ndarray,
-    i: int,
     near: np.ndarray,
     count: int,
     dstar: int,
@@ -165,28 +215,18 @@ def _place(
     depth: int,
 ) -> None:
     """Rank the candidates ``near[:count]`` (index order): one at distance d <= ``dstar`` takes position
-    ``start[d]++`` and, below ``depth``, records its relevance in ``relpos``; the others go to the spare slot
-    ``start[-1]`` and ``relpos[depth]``. No branch depends on the data. Labels of one word take their own loop."""
+    ``start[d]++`` and, below ``depth``, records its relevance (its :data:`REL_BIT`) in ``relpos``; the others go
+    to the spare slot ``start[-1]`` and ``relpos[depth]``. No branch depends on the data."""
     spare = start.shape[0] - 1
-    if dl.shape[1] == 1:
-        qli = ql[i, 0]
-        for t in range(count):
-            v = near[t]
-            d = v & DIST_MASK
-            ranked = d <= dstar
-            slot = d if ranked else spare
-            p = start[slot]
-            start[slot] = p + 1
-            relpos[p if ranked and p < depth else depth] = (qli & dl[v >> DIST_BITS, 0]) != 0
-    else:
-        for t in range(count):
-            v = near[t]
-            d = v & DIST_MASK
-            ranked = d <= dstar
-            slot = d if ranked else spare
-            p = start[slot]
-            start[slot] = p + 1
-            relpos[p if ranked and p < depth else depth] = _relevant(ql, dl, i, v >> DIST_BITS)
+    for t in range(count):
+        v = near[t]
+        d = v & DIST_MASK
+        ranked = d <= dstar
+        slot = d if ranked else spare
+        p = start[slot]
+        start[slot] = p + 1
+        kept = p if p < depth else depth
+        relpos[kept if ranked else depth] = (v >> 15) & 1
 
 
 @njit(cache=True)
@@ -201,18 +241,20 @@ def _rank_query(
     cutoffs: np.ndarray,
     ap: np.ndarray,
     hits: np.ndarray,
+    dist: np.ndarray,
     near: np.ndarray,
     relpos: np.ndarray,
     hist: np.ndarray,
     start: np.ndarray,
 ) -> None:
-    """One query of :func:`ranked_relevance` with the block's scratch arrays (``near`` holds N + 1)."""
+    """One query of :func:`ranked_relevance` with the block's scratch arrays (``dist`` and ``near`` hold N)."""
     nbins = hist.shape[0] - 1
-    limit = _sample_threshold(q, db, i, depth, nbins)
-    count = _near_items(q, db, i, limit, near)
+    _all_distances(q, db, ql, dl, i, dist)
+    limit = _sample_threshold(dist, depth, nbins)
+    count = _near_items(dist, limit, near)
     while count < depth:  # the sample misled: widen (the whole database holds depth items)
-        limit = min(limit + 2, nbins - 1)
-        count = _near_items(q, db, i, limit, near)
+        limit = min(limit + 1, nbins - 1)
+        count = _near_items(dist, limit, near)
     hist[:] = 0
     for t in range(count):
         hist[near[t] & DIST_MASK] += 1
@@ -226,7 +268,7 @@ def _rank_query(
             break
     start[nbins] = 0
     relpos[:] = 0
-    _place(ql, dl, i, near, count, dstar, start, relpos, depth)
+    _place(near, count, dstar, start, relpos, depth)
     _ap_and_hits(relpos[:depth], topk, cutoffs, ap, hits, i)
 
 
@@ -246,7 +288,7 @@ def ranked_relevance(
 
     ``q``/``db``: packed codes (uint64 words); ``ql``/``dl``: packed labels. ``cutoffs`` ascending, each in
     1..N; ``topk`` in 1..N. Outputs ``ap`` (Q,) and ``hits`` (Q, len(cutoffs)). ``blocks``: how many blocks of
-    queries to run as parallel tasks, each with N + 1 words of scratch; the results do not depend on it.
+    queries to run as parallel tasks, each with 10 bytes of scratch per item; the results do not depend on it.
 
     One pass over the database per query: a threshold from a strided sample (:func:`_sample_threshold`), then
     every item's distance, the items within the threshold kept as candidates (:func:`_near_items`; a threshold
@@ -265,12 +307,13 @@ def ranked_relevance(
         depth = cutoffs[ncut - 1]
     blocks = max(1, min(nq, blocks))
     for b in prange(blocks):
-        near = np.empty(n + 1, np.int64)
+        dist = np.empty(n, np.uint16)
+        near = np.empty(n, np.int64)
         relpos = np.empty(depth + 1, np.uint8)
         hist = np.empty(nbins + 1, np.int64)
         start = np.empty(nbins + 1, np.int64)
         for i in range(b * nq // blocks, (b + 1) * nq // blocks):
-            _rank_query(q, db, ql, dl, i, topk, depth, cutoffs, ap, hits, near, relpos, hist, start)
+            _rank_query(q, db, ql, dl, i, topk, depth, cutoffs, ap, hits, dist, near, relpos, hist, start)
 
 
 @njit(cache=True, inline="always")
@@ -320,17 +363,18 @@ def place_chunk(
     depth = relpos.shape[1]
     blocks = max(1, min(nq, blocks))
     for b in prange(blocks):
-        near = np.empty(n + 1, np.int64)
+        dist = np.empty(n, np.uint16)
+        near = np.empty(n, np.int64)
         for i in range(b * nq // blocks, (b + 1) * nq // blocks):
-            count = _near_items(q, db, i, dstar[i], near)
+            _all_distances(q, db, ql, dl, i, dist)
+            count = _near_items(dist, dstar[i], near)
             for t in range(count):
                 v = near[t]
                 d = v & DIST_MASK
                 p = start[i, d]
                 start[i, d] = p + 1
-                relevant = _relevant(ql, dl, i, v >> DIST_BITS)
                 if p < depth:
-                    relpos[i, p] = relevant
+                    relpos[i, p] = (v >> 15) & 1
 
 
 @njit(parallel=True, cache=True)

@@ -30,20 +30,20 @@ DEFAULT_NS: tuple[int, ...] = tuple(range(100, 1001, 100))
 
 SCRATCH_BYTES = (
     256 << 20
-)  # what the query blocks of one ranking pass may hold at once (8 bytes per item each)
+)  # what the query blocks of one ranking pass may hold at once (10 bytes per item each)
 
 
 def _run(kernel: Any, *args: Any, blocks: int = 0) -> None:
     """Call a parallel numba kernel, keeping torch's thread count: numba's OpenMP layer sets the process-wide
     OpenMP thread count when it starts, which would override the user's ``torch.set_num_threads``. ``blocks``
     (a database size): append the number of query blocks to run as parallel tasks, 4 per numba thread unless
-    their scratch (``8 (blocks + 1)`` bytes each) would pass :data:`SCRATCH_BYTES`, never fewer than the threads."""
+    their scratch (``10 blocks`` bytes each) would pass :data:`SCRATCH_BYTES`, never fewer than the threads."""
     threads = torch.get_num_threads()
     try:
         extra = ()
         if blocks:
             workers = numba.get_num_threads()
-            extra = (max(workers, min(4 * workers, SCRATCH_BYTES // (8 * (blocks + 1)))),)
+            extra = (max(workers, min(4 * workers, SCRATCH_BYTES // (10 * blocks))),)
         kernel(*args, *extra)
     finally:
         if torch.get_num_threads() != threads:
