@@ -16,6 +16,7 @@ with each schedule of its training attack:
 - ``fgsm-ep``: one step of 8/255 (eps) from the item's perturbation of the previous epoch (random the first time):
   the epoch prior of Jia et al., "Prior-guided adversarial initialization for fast adversarial training"
   (ECCV 2022), without their regulariser;
+- ``fgsm-ep-10``: ``fgsm-ep`` with FGSM-RS's step of 10/255 (1.25 eps);
 - ``atta-1``: one step of 2/255 from the same carried start: ATTA-1 (Zheng et al., "Efficient adversarial
   training with transferable adversarial examples", CVPR 2020; the authors' step 0.007).
 
@@ -51,6 +52,7 @@ SCHEDULES: dict[str, dict[str, Any]] = {
     "free-3": {"replays": 3, "epochs": 1},
     "fgsm-ep": {"steps": 1, "step_size": 8 / 255, "carry": True},
     "atta-1": {"steps": 1, "step_size": 2 / 255, "carry": True},
+    "fgsm-ep-10": {"steps": 1, "step_size": 10 / 255, "carry": True},
 }
 DEFENCES = ("cgat", "pga-at", "saat", "atrdh")
 DEFAULT_EPOCHS = 3

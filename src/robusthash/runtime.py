@@ -210,8 +210,20 @@ def environment(device: torch.device | str | None = None) -> dict[str, Any]:
             info["device_name"] = torch.cuda.get_device_name(device)
             info["cudnn_benchmark"] = bool(torch.backends.cudnn.benchmark)
         else:
-            info["device_name"] = platform.processor() or platform.machine()
+            info["device_name"] = cpu_model()
     return info
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux; AMD and Intel machines time differently), else the
+    architecture."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _umask() -> int:
