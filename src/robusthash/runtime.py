@@ -290,9 +290,13 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` to a temporary file in the same folder, then rename: a crash never leaves half a file.
     Serialised in memory first, so that the archive's inner folder name does not come from the temporary file's
     name: the same object gives the same bytes (and SHA-256) on every save."""
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    _atomic_write(Path(path), lambda tmp: tmp.write_bytes(buffer.getvalue()))
+
+    def write(tmp: Path) -> None:
+        buffer = io.BytesIO()
+        torch.save(obj, buffer)
+        tmp.write_bytes(buffer.getvalue())
+
+    _atomic_write(Path(path), write)
 
 
 def atomic_write_text(text: str, path: str | Path) -> None:

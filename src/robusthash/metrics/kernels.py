@@ -129,16 +129,16 @@ def _relevant(ql: np.ndarray, dl: np.ndarray, i: int, j: int) -> bool:
 
 
 @njit(cache=True)
-def _sample_threshold(dist: np.ndarray, depth: int, nbins: int) -> int:
+def _sample_threshold(q: np.ndarray, db: np.ndarray, i: int, depth: int, nbins: int) -> int:
     """The smallest distance within which a strided sample of the database holds ``MARGIN`` times its share of
-    the ``depth`` nearest items (plus 8): usually just above the true depth distance d*, and only a guess (the
-    caller checks it and widens it when the database holds fewer than ``depth`` items within it)."""
-    n = dist.shape[0]
+    the ``depth`` nearest items (plus 8): usually d*, the distance of the last ranked item, or one above, and only
+    a guess (the caller checks it and widens it when the database holds fewer than ``depth`` items within it)."""
+    n = db.shape[0]
     s = min(n, SAMPLE)
     step = n // s
     hist = np.zeros(nbins, np.int64)
     for t in range(s):
-        hist[dist[t * step] & DIST_MASK] += 1
+        hist[_distance(q, db, i, t * step)] += 1
     need = s * depth / n * MARGIN + 8
     cum = 0
     for d in range(nbins):
@@ -169,37 +169,84 @@ def _all_distances(
             dist[j] = np.uint16(_distance(q, db, i, j)) | (rel if _relevant(ql, dl, i, j) else zero)
 
 
-@njit(cache=True)
-def _near_items(dist: np.ndarray, limit: int, near: np.ndarray) -> int:
-    """``near[:count]`` = ``(j << DIST_BITS) | dist[j]`` for the items j at distance <= ``limit``, in index
-    order; returns ``count``. Per 64 items, the kept ones as the bits of a mask (compares without branches), then
-    one store per kept item, its index the mask's lowest set bit. The first ``FIXED_STEPS`` stores of a block run
-    without a branch (a step past the last kept item stores to the next free slot without counting it), so that
-    a loop whose trip count follows the data (a mispredicted exit per block) only runs for crowded blocks: the
-    work follows the candidates (a few percent of the database), not the items."""
-    n = dist.shape[0]
-    full = n - n % 64
-    count = 0
+@njit(cache=True, inline="always")
+def _extract(dist: np.ndarray, base: int, mask: np.uint64, near: np.ndarray, count: int) -> int:
+    """Append ``(j << DIST_BITS) | dist[j]`` for each set bit b of ``mask`` (j = ``base + b``, in order) to
+    ``near[count:]``; returns the new count. The first ``FIXED_STEPS`` run without a branch (a step past the last
+    set bit stores to the next free slot without counting it), so that the loop whose trip count follows the
+    data, with its mispredicted exit, only runs for crowded blocks."""
     one = np.uint64(1)
     zero = np.uint64(0)
     top = one << np.uint64(63)
+    for _ in range(FIXED_STEPS):
+        j = base + _trailing_zeros(mask | top)  # an empty mask points at the block's last item, not counted
+        near[count] = (j << DIST_BITS) | np.int64(dist[j])
+        count += 1 if mask != zero else 0
+        mask &= mask - one
+    while mask:
+        j = base + _trailing_zeros(mask)
+        near[count] = (j << DIST_BITS) | np.int64(dist[j])
+        count += 1
+        mask &= mask - one
+    return count
+
+
+@njit(cache=True, inline="always")
+def _block_mask(dist: np.ndarray, base: int, limit: int) -> np.uint64:
+    """Bit b set when item ``base + b`` lies within ``limit`` (64 compares, no branch)."""
+    mask = np.uint64(0)
+    for b in range(64):
+        mask |= np.uint64((dist[base + b] & DIST_MASK) <= limit) << np.uint64(b)
+    return mask
+
+
+@njit(cache=True)
+def _near_items(dist: np.ndarray, limit: int, near: np.ndarray) -> int:
+    """``near[:count]`` = ``(j << DIST_BITS) | dist[j]`` for the items j at distance <= ``limit``, in index
+    order, from distance entries already computed; returns ``count``. Per 64 items, the kept ones as the bits of
+    a mask, then one store per kept item (:func:`_extract`): the work follows the candidates (a few percent of
+    the database), not the items."""
+    n = dist.shape[0]
+    full = n - n % 64
+    count = 0
     for base in range(0, full, 64):
-        mask = zero
-        for b in range(64):
-            mask |= np.uint64((dist[base + b] & DIST_MASK) <= limit) << np.uint64(b)
-        for _ in range(FIXED_STEPS):
-            j = base + _trailing_zeros(
-                mask | top
-            )  # an empty mask points at the block's last item, not counted
-            near[count] = (j << DIST_BITS) | np.int64(dist[j])
-            count += 1 if mask != zero else 0
-            mask &= mask - one
-        while mask:
-            j = base + _trailing_zeros(mask)
-            near[count] = (j << DIST_BITS) | np.int64(dist[j])
-            count += 1
-            mask &= mask - one
+        count = _extract(dist, base, _block_mask(dist, base, limit), near, count)
     for j in range(full, n):
+        near[count] = (j << DIST_BITS) | np.int64(dist[j])
+        count += 1 if (dist[j] & DIST_MASK) <= limit else 0
+    return count
+
+
+@njit(cache=True)
+def _scan(
+    q: np.ndarray,
+    db: np.ndarray,
+    ql: np.ndarray,
+    dl: np.ndarray,
+    i: int,
+    limit: int,
+    dist: np.ndarray,
+    near: np.ndarray,
+) -> int:
+    """One pass over the database for query ``i``: every distance entry into ``dist`` (:func:`_all_distances`)
+    and the candidates within ``limit`` into ``near`` (:func:`_near_items`); returns their count. Codes and labels
+    of one word each are scanned 64 items at a time, distances then mask while the block is in L1."""
+    if db.shape[1] != 1 or dl.shape[1] != 1:
+        _all_distances(q, db, ql, dl, i, dist)
+        return _near_items(dist, limit, near)
+    n = db.shape[0]
+    full = n - n % 64
+    qi = q[i, 0]
+    qli = ql[i, 0]
+    rel = np.uint16(REL_BIT)
+    zero = np.uint16(0)
+    count = 0
+    for base in range(0, full, 64):
+        for j in range(base, base + 64):
+            dist[j] = np.uint16(_popcount(qi ^ db[j, 0])) | (rel if (qli & dl[j, 0]) != 0 else zero)
+        count = _extract(dist, base, _block_mask(dist, base, limit), near, count)
+    for j in range(full, n):
+        dist[j] = np.uint16(_popcount(qi ^ db[j, 0])) | (rel if (qli & dl[j, 0]) != 0 else zero)
         near[count] = (j << DIST_BITS) | np.int64(dist[j])
         count += 1 if (dist[j] & DIST_MASK) <= limit else 0
     return count
@@ -249,9 +296,8 @@ def _rank_query(
 ) -> None:
     """One query of :func:`ranked_relevance` with the block's scratch arrays (``dist`` and ``near`` hold N)."""
     nbins = hist.shape[0] - 1
-    _all_distances(q, db, ql, dl, i, dist)
-    limit = _sample_threshold(dist, depth, nbins)
-    count = _near_items(dist, limit, near)
+    limit = _sample_threshold(q, db, i, depth, nbins)
+    count = _scan(q, db, ql, dl, i, limit, dist, near)
     while count < depth:  # the sample misled: widen (the whole database holds depth items)
         limit = min(limit + 1, nbins - 1)
         count = _near_items(dist, limit, near)
@@ -366,8 +412,7 @@ def place_chunk(
         dist = np.empty(n, np.uint16)
         near = np.empty(n, np.int64)
         for i in range(b * nq // blocks, (b + 1) * nq // blocks):
-            _all_distances(q, db, ql, dl, i, dist)
-            count = _near_items(dist, dstar[i], near)
+            count = _scan(q, db, ql, dl, i, dstar[i], dist, near)
             for t in range(count):
                 v = near[t]
                 d = v & DIST_MASK
