@@ -188,3 +188,19 @@ def test_an_experiment_file_writes_a_card_of_every_model_and_ranks_them_in_its_r
     bad.write_text("[card]\neps = 4\n")
     with pytest.raises(UserError, match=r"\[card\]"):
         load_experiment(bad)
+
+
+@pytest.mark.slow
+def test_benchmark_command_writes_a_valid_card_and_refuses_bad_settings(tmp_path, capsys):
+    out = tmp_path / "m-card.json"
+    assert (
+        main(["benchmark", "--model", "fashion-mnist-dph-32", "--queries", "1", "--out", str(out), "--quiet"])
+        == 0
+    )
+    card = cards.read_card(out)  # validated against the schema
+    assert card.name == "fashion-mnist-dph-32" and card.protocol == cards.CardProtocol(queries=1).record()
+    assert out.with_suffix(".md").read_text().startswith("## fashion-mnist-dph-32")
+    assert "card: " in capsys.readouterr().out
+    assert main(["benchmark", "--model", "fashion-mnist-dph-32", "--queries", "0", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "a card needs at least 1 query" in err
