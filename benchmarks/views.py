@@ -675,6 +675,11 @@ def _defense_checks(rows: list[dict[str, Any]], name: str, bits: int) -> str:
                 else ""
             )
         )
+    ablation = get("saat-cgat-sgd", "robust")
+    if ablation is not None:
+        lines.append(
+            f"SAAT with CgAT's optimiser (SGD 0.01, momentum 0.9, decay 5e-4): robust {ablation:.4f}"
+        )
     c_pga, n_pga = get("cgat", "pga"), get("none", "pga")
     if c_pga is not None and n_pga is not None:
         lines.append(
