@@ -108,11 +108,15 @@ def write_card(entry: dict, entries: dict[str, dict], queries: int) -> None:
     """Measure ``entry``'s card unless the zoo holds one of this checkpoint under this protocol."""
     path = ZOO_DIR / f"{entry['name']}.card.json"
     protocol = cards.CardProtocol(queries=queries)
+    ckpt = read_checkpoint(ZOO_DIR / entry["file"])
     if path.is_file():
         old = cards.read_card(path)
         if old.checkpoint_sha256 == entry["sha256"] and old.protocol == protocol.record():
+            recipe = cards.recipe_sha256(ckpt)
+            if old.recipe_sha256 != recipe:  # an identifier re-derived from the checkpoint, not a measurement
+                old.recipe_sha256 = recipe
+                old.write(path)
             return
-    ckpt = read_checkpoint(ZOO_DIR / entry["file"])
     surrogates = {}
     suffix = next((s for s in DEFENCES if s and entry["name"].endswith(s)), "")
     base = entry["name"].removesuffix(suffix)

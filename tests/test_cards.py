@@ -204,3 +204,52 @@ def test_benchmark_command_writes_a_valid_card_and_refuses_bad_settings(tmp_path
     assert main(["benchmark", "--model", "fashion-mnist-dph-32", "--queries", "0", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "a card needs at least 1 query" in err
+
+
+def test_the_recipe_hash_ignores_fields_at_their_defaults():
+    """A config field added later at a default that keeps the earlier behaviour must not change the hash of an
+    earlier model's recipe; a field that differs from its default must."""
+    from dataclasses import asdict
+
+    from robusthash.defenses import DefenseConfig
+
+    def ckpt(defense: dict) -> Checkpoint:
+        record = replace(
+            _record(defense="cgat"), defense={"method": "cgat", "config": defense, "base_fingerprint": "x"}
+        )
+        return Checkpoint(path="none.pt", record=record, state={})
+
+    full = asdict(DefenseConfig(method="cgat"))
+    older = {
+        k: v for k, v in full.items() if k not in ("carry", "replays", "precision")
+    }  # written before those
+    assert cards.recipe_sha256(ckpt(full)) == cards.recipe_sha256(ckpt(older))
+    assert cards.recipe_sha256(ckpt({**full, "carry": True})) != cards.recipe_sha256(ckpt(full))
+    assert cards.recipe_sha256(ckpt({**full, "method_options": {"lam": 2.0}})) != cards.recipe_sha256(
+        ckpt(full)
+    )
+
+
+def test_a_field_added_to_the_config_later_leaves_earlier_recipe_hashes_alone(monkeypatch):
+    from dataclasses import asdict, dataclass
+
+    import robusthash.defenses
+    from robusthash import config
+    from robusthash.config import option
+    from robusthash.defenses import DefenseConfig
+
+    record = replace(
+        _record(defense="cgat"),
+        defense={"method": "cgat", "config": asdict(DefenseConfig(method="cgat")), "base_fingerprint": "x"},
+    )
+    ckpt = Checkpoint(path="none.pt", record=record, state={})
+    before = cards.recipe_sha256(ckpt)
+
+    @dataclass
+    class Later(DefenseConfig):
+        future: int = option(0, "a field a later version adds, at the earlier behaviour")
+
+    monkeypatch.setitem(config.RECORDED, "defense", Later)
+    monkeypatch.setattr(robusthash.defenses, "DefenseConfig", Later)
+    assert "future" in ckpt.record.recipe()["defense"]  # the restored recipe has the new field...
+    assert cards.recipe_sha256(ckpt) == before  # ...at its default, which the hash leaves out

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -75,12 +75,35 @@ class CardProtocol:
         }
 
 
-def recipe_sha256(checkpoint: Checkpoint) -> str:
-    """SHA-256 of the training recipe (:meth:`~robusthash.records.ModelRecord.recipe`) as canonical JSON."""
-    import robusthash.defenses  # noqa: F401  (registers the configs the recipe reads back)
-    import robusthash.training  # noqa: F401
+def _not_default(values: dict[str, Any] | None, cls: type) -> dict[str, Any] | None:
+    """``values`` without the fields of dataclass ``cls`` that hold their default."""
+    if values is None:
+        return None
+    defaults = {
+        f.name: f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+        for f in fields(cls)
+        if f.default is not MISSING or f.default_factory is not MISSING
+    }
+    return {k: v for k, v in values.items() if k not in defaults or defaults[k] != v}
 
-    text = json.dumps(checkpoint.record.recipe(), sort_keys=True, default=str)
+
+def recipe_sha256(checkpoint: Checkpoint) -> str:
+    """SHA-256 of the training recipe (:meth:`~robusthash.records.ModelRecord.recipe`) as canonical JSON, each
+    config reduced to the fields that differ from their defaults: a field added to a config later (at a default
+    that keeps the earlier behaviour) leaves the hash of an earlier model's recipe as it was."""
+    from robusthash.defenses import DEFENSES, DefenseConfig
+    from robusthash.training import TrainConfig
+
+    recipe = dict(checkpoint.record.recipe())
+    recipe["train"] = _not_default(recipe.get("train"), TrainConfig)
+    defense = recipe.get("defense")
+    if defense:
+        options = DEFENSES.get(defense["method"]).Options if defense.get("method") in DEFENSES else None
+        defense = _not_default(defense, DefenseConfig)
+        if options is not None and defense and "method_options" in defense:
+            defense["method_options"] = _not_default(defense["method_options"], options)
+        recipe["defense"] = defense
+    text = json.dumps(recipe, sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
