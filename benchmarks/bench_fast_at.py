@@ -190,6 +190,23 @@ def markdown(rows: list[dict]) -> str:
             f"epoch ({clean['threads']} threads). Not measured yet: '-'.",
             "",
         ]
+    later = sorted(
+        {
+            (r["clean_seconds_per_step"], r["schedule"])
+            for r in rows
+            if r["kind"] == "timing"
+            and clean
+            and r.get("clean_seconds_per_step", clean["seconds_per_step"]) != clean["seconds_per_step"]
+        }
+    )
+    if later:
+        steps = sorted({c for c, _ in later})
+        schedules_later = ", ".join(dict.fromkeys(s for _, s in later))
+        lines += [
+            f"Timed in a later run, against that run's own clean step ({', '.join(f'{c:.3f}' for c in steps)} s): "
+            f"{schedules_later}. Compare their x-clean column with the other rows, not their seconds.",
+            "",
+        ]
     lines += [
         "| defence | schedule | s / step | s / epoch | x clean (whole defence) | clean mAP | robust mAP | "
         "robust - pgd-7 |",
