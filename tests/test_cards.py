@@ -169,13 +169,13 @@ def test_an_experiment_file_writes_a_card_of_every_model_and_ranks_them_in_its_r
     path = tmp_path / "exp.toml"
     path.write_text(
         f'[model]\ncheckpoint = "{zoo.get("fashion-mnist-dph-32").path}"\n'
-        '[attack]\nattacks = ["pga"]\nqueries = 2\nsteps = 2\n[card]\nqueries = 2\n'
+        '[attack]\nattacks = ["pga"]\nqueries = 2\nsteps = 2\n[card]\nqueries = 1\n'
     )
-    assert load_experiment(path).resolved()["card"] == cards.CardProtocol(queries=2).record()
+    assert load_experiment(path).resolved()["card"] == cards.CardProtocol(queries=1).record()
     result = run_experiment(path, tmp_path / "out", quiet=True, device_name="cpu")
     assert result.cards == ["card-none.json"]
     card = cards.read_card(tmp_path / "out" / "card-none.json")
-    assert card.protocol["queries"] == 2 and card.name == "exp-none" and len(card.robust_ap) == 2
+    assert card.protocol["queries"] == 1 and card.name == "exp-none" and len(card.robust_ap) == 1
     assert card.checkpoint_sha256 == zoo.get("fashion-mnist-dph-32").sha256
     assert (tmp_path / "out" / "card-none.md").is_file()
     assert "Leaderboard" in (tmp_path / "out" / "report" / "index.html").read_text()
