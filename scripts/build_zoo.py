@@ -204,7 +204,8 @@ def zoo_markdown(entries: list[dict]) -> str:
             f"{len(entries)} checkpoints, {total / 1e6:.1f} MB in all (inference only: no optimiser state). "
             "Clean mAP@1000 over all 1,000 queries (the manifest's, re-measured by a test); the card's clean and "
             f"robust mAP over its {protocol.queries} queries (seed {protocol.seed}), robust = the card protocol's "
-            "worst case per query (an upper bound); seconds: the card's measurement on this machine's CPU.\n",
+            "worst case per query (an upper bound); seconds: the card's measurement, one thread of this machine's "
+            "AMD EPYC while other benchmarks shared its two cores (a cost to compare cards by, not a timing).\n",
             markdown_table(
                 ["model", "recipe", "size", "clean mAP (all)", "card clean", "card robust", "card seconds"],
                 rows,
