@@ -205,7 +205,7 @@ def zoo_markdown(entries: list[dict]) -> str:
             "Clean mAP@1000 over all 1,000 queries (the manifest's, re-measured by a test); the card's clean and "
             f"robust mAP over its {protocol.queries} queries (seed {protocol.seed}), robust = the card protocol's "
             "worst case per query (an upper bound); seconds: the card's measurement, one thread of this machine's "
-            "AMD EPYC while other benchmarks shared its two cores (a cost to compare cards by, not a timing).\n",
+            "AMD EPYC while other benchmarks shared its two cores (inflated, and unevenly: not a timing).\n",
             markdown_table(
                 ["model", "recipe", "size", "clean mAP (all)", "card clean", "card robust", "card seconds"],
                 rows,
