@@ -28,7 +28,7 @@ from torch import nn
 from robusthash.checkpoint import Checkpoint
 from robusthash.data import DatasetSplits
 from robusthash.errors import UserError
-from robusthash.results import CardAttack, ModelCard, RobustnessRun, from_json, now
+from robusthash.results import CardAttack, ModelCard, RobustnessRun, from_json, now, read_json
 from robusthash.robustness import AttackSuite, evaluate_attacks, query_subset
 
 PROTOCOL = "robusthash-card/1"
@@ -268,13 +268,7 @@ def validate(doc: Any, where: str = "card") -> None:
 
 def read_card(path: str | Path) -> ModelCard:
     """A card file, validated (:func:`validate`); anything else is a :class:`UserError`."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"card file {path} not found")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"{path} is not a card file (not JSON: {exc})") from None
+    doc = read_json(path, "card file")
     validate(doc, str(path))
     card = from_json(doc, path)
     assert isinstance(card, ModelCard)

@@ -225,8 +225,23 @@ def model_label(record: ModelRecord) -> str:
     return DEFENSES.get(defense).display_name if defense in DEFENSES else defense
 
 
+class _OfModel:
+    """A document that records its model (``model``: the checkpoint's summary), typed on reading."""
+
+    model: dict[str, Any]
+
+    @property
+    def record(self) -> ModelRecord:
+        """What the results recorded of the model, typed."""
+        return ModelRecord.of_summary(self.model)
+
+    @property
+    def model_label(self) -> str:
+        return model_label(self.record)
+
+
 @dataclass
-class RobustnessRun(_Document):
+class RobustnessRun(_OfModel, _Document):
     kind: ClassVar[str] = "robustness"
     model: dict[str, Any]  # what the checkpoint says of the model: kind, model, train, dataset, defense, seed
     query_indices: list[int]
@@ -259,11 +274,6 @@ class RobustnessRun(_Document):
         return _mean(self.robust_ap)
 
     @property
-    def record(self) -> ModelRecord:
-        """What the results recorded of the model, typed."""
-        return ModelRecord.of_summary(self.model)
-
-    @property
     def dataset(self) -> DatasetRef:
         """The split the attacks ran on: the run's own dataset options, else the model's recorded split."""
         return (
@@ -274,10 +284,6 @@ class RobustnessRun(_Document):
     def suite(self) -> dict[str, Any]:
         """The attack suite's settings, as recorded."""
         return dict(self.config.get("suite") or {})
-
-    @property
-    def model_label(self) -> str:
-        return model_label(self.record)
 
     def describe(self) -> str:
         record, eps = self.record, self.suite.get("eps")
@@ -358,7 +364,7 @@ class BenchmarkRows(_Document):
 
 
 @dataclass
-class CertifyRun(_Document):
+class CertifyRun(_OfModel, _Document):
     """Center smoothing's certificates on a query subset (:mod:`robusthash.certify`), with the empirical side.
 
     Per query: the base model's AP and the smoothed model's (whole database); per certified L2 radius (index k
@@ -379,14 +385,6 @@ class CertifyRun(_Document):
     smoothing_error: list[int | None]
     empirical_ap: dict[str, list[list[float] | None]] = field(default_factory=dict)
     certify_seconds: float = 0.0
-
-    @property
-    def record(self) -> ModelRecord:
-        return ModelRecord.of_summary(self.model)
-
-    @property
-    def model_label(self) -> str:
-        return model_label(self.record)
 
     @property
     def certified_map(self) -> list[float]:
@@ -425,7 +423,7 @@ class CardAttack:
 
 
 @dataclass
-class ModelCard(_Document):
+class ModelCard(_OfModel, _Document):
     """A model card (:mod:`robusthash.cards`): what the model is (its record, the SHA-256 of its training recipe
     and of its checkpoint), how it was measured (``protocol``: the card protocol's name and every setting that
     changes a number; cards rank against each other only when these agree) and what came out: per query, the
@@ -448,14 +446,6 @@ class ModelCard(_Document):
     seconds: float  # wall time of the whole measurement
     training_seconds: float | None = None  # the recorded epochs of the model's last training stage
     bound: str = "upper"  # the robust mAP is an upper bound: the worst case the attacks found
-
-    @property
-    def record(self) -> ModelRecord:
-        return ModelRecord.of_summary(self.model)
-
-    @property
-    def model_label(self) -> str:
-        return model_label(self.record)
 
     @property
     def eps(self) -> float:
@@ -604,15 +594,19 @@ def from_json(doc: Any, path: str | Path = "results") -> Document:
         raise UserError(f"{path} is a damaged results file ({type(exc).__name__}: {exc})") from None
 
 
-def load_results(path: str | Path) -> Document:
-    """Read and type a results file; a missing, non-JSON or foreign file raises :class:`UserError`."""
+def read_json(path: str | Path, what: str = "results file") -> Any:
+    """The parsed JSON of ``path``; a missing or non-JSON file raises :class:`UserError` naming it as ``what``."""
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"results file {path} not found")
+        raise UserError(f"{what} {path} not found")
     try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
-        raise UserError(f"{path} is not a robusthash results file (not UTF-8 text)") from None
+        raise UserError(f"{path} is not a robusthash {what} (not UTF-8 text)") from None
     except json.JSONDecodeError as exc:
         raise UserError(f"{path} is not valid JSON: {exc}") from None
-    return from_json(doc, path)
+
+
+def load_results(path: str | Path) -> Document:
+    """Read and type a results file; a missing, non-JSON or foreign file raises :class:`UserError`."""
+    return from_json(read_json(path), Path(path))
