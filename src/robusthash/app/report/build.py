@@ -357,11 +357,17 @@ def summary(
         if bounds:
             return bounds
         if cards:
-            best = max(cards, key=lambda c: c.robust_map)
+            from robusthash.app.report.leaderboard import boards
+
+            leaders = [
+                f"{b.dataset} {b.bits} bits: {b.cards[0].name} ({fmt(b.cards[0].robust_map)} robust, "
+                f"{fmt(b.cards[0].clean_map)} clean)"
+                for b in boards(list(cards))
+                if b.ranked
+            ]
             return (
-                f"{len(cards)} model card(s). The highest robust mAP is {best.name}'s, {fmt(best.robust_map)} at "
-                f"a clean mAP of {fmt(best.clean_map)} ({best.record.data_ref.name}, {best.record.bits} bits); "
-                "a robust mAP is an upper bound: an attack not run may go lower."
+                f"{len(cards)} model card(s). First on each board: {'; '.join(leaders)}. A robust mAP is an upper "
+                "bound: an attack not run may go lower."
             )
         names = ", ".join(b.benchmark for b in benches) or "no attack run"
         return f"Benchmark rows of {names}: each section shows the benchmark's own tables and figures."
