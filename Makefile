@@ -24,7 +24,7 @@ demo: setup
 	$(BIN)/robusthash demo
 
 test: setup browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks scripts

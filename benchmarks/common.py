@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import base64
+import contextlib
+import fcntl
 import json
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -91,7 +94,9 @@ def flat(run: RobustnessRun) -> dict[str, Any]:
 
 class Rows:
     """Result rows in a typed benchmark document (``kind`` benchmark, named by the script), written atomically
-    after every row; rows already there are skipped."""
+    after every row; rows already there are skipped. Every write first merges the rows other processes wrote
+    since (under an exclusive ``flock`` on ``.{name}.rows.lock``), so two runs of one benchmark that measure
+    different rows can share its file."""
 
     def __init__(self, path: Path, command: str, key_fields: tuple[str, ...], device: Any = "cpu") -> None:
         self.path = path
@@ -115,10 +120,23 @@ class Rows:
             "figures": doc.get("figures"),
         }
 
+    @contextlib.contextmanager
+    def _merged(self) -> Iterator[None]:
+        """Hold the file's lock with ``self.rows`` updated to the rows on disk (another process may have added
+        some; a row of the same key on disk wins), then write the document."""
+        lock = self.path.parent / f".{self.path.name}.rows.lock"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock, "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            if self.path.exists():
+                self.rows[:] = json.loads(self.path.read_text()).get("rows", [])
+            yield
+            atomic_write_json(self.doc, self.path)
+
     def set_markdown(self, markdown: str) -> None:
         """Store the benchmark's own tables with its rows (what ``robusthash report`` shows)."""
-        self.doc["markdown"] = markdown
-        atomic_write_json(self.doc, self.path)
+        with self._merged():
+            self.doc["markdown"] = markdown
 
     def publish(self, markdown: str, path: str | Path | None) -> None:
         """Write the benchmark's tables to the Markdown file ``path`` (when given) and store them with the rows,
@@ -145,9 +163,9 @@ class Rows:
         return next((r for r in self.rows if self.key(r) == wanted), None)
 
     def add(self, row: dict[str, Any]) -> None:
-        self.rows[:] = [r for r in self.rows if self.key(r) != self.key(row)] + [row]
-        self.doc["environment"] = environment(self.device)
-        atomic_write_json(self.doc, self.path)
+        with self._merged():
+            self.rows[:] = [r for r in self.rows if self.key(r) != self.key(row)] + [row]
+            self.doc["environment"] = environment(self.device)
 
 
 def checkpoint_meta(path: Path) -> dict[str, Any]:

@@ -201,7 +201,10 @@ def zoo_markdown(entries: list[dict]) -> str:
             "`src/robusthash/app/zoo/*.card.json`; rank your own with `robusthash benchmark --model M` and "
             "`robusthash leaderboard M-card.json`). Load any of these with `robusthash.load_model(name)`: the file "
             "is checked against the manifest's SHA-256 first.\n",
-            f"{len(entries)} checkpoints, {total / 1e6:.1f} MB in all (inference only: no optimiser state). "
+            f"{len(entries)} checkpoints, {total / 1e6:.1f} MB in all (inference only: no optimiser state), shipped "
+            "inside the package: at under 1 MB a checkpoint that costs less than a separate download step would; "
+            "checkpoints of ImageNet-scale backbones (ResNet-50: about 100 MB each) belong in a data package of "
+            "their own. "
             "Clean mAP@1000 over all 1,000 queries (the manifest's, re-measured by a test); the card's clean and "
             f"robust mAP over its {protocol.queries} queries (seed {protocol.seed}), robust = the card protocol's "
             "worst case per query (an upper bound); seconds: the card's measurement, one thread of this machine's "

@@ -246,3 +246,22 @@ def test_gpu_benchmark_runs_quick_on_the_cpu(tmp_path):
     }
     assert all(r["seconds_per_image"] > 0 and r["device_name"].startswith("cpu") for r in doc.rows)
     assert "| alexnet | fp32 | plain | pga |" in doc.markdown
+
+
+def test_two_writers_of_one_rows_file_keep_each_others_rows(tmp_path):
+    """Two benchmark processes sharing a results file (each measuring its own rows) lose nothing: every write
+    merges what the other wrote since; a row of the same key replaces the old one."""
+    import json
+
+    from common import Rows
+
+    path = tmp_path / "bench.json"
+    first, second = Rows(path, "cmd", ("a",)), Rows(path, "cmd", ("a",))
+    first.add({"a": 1, "map": 0.1})
+    second.add({"a": 2, "map": 0.2})  # second never read row 1, yet keeps it
+    first.add({"a": 3, "map": 0.3})
+    second.add({"a": 1, "map": 0.5})
+    first.set_markdown("tables")
+    doc = json.loads(path.read_text())
+    assert sorted((r["a"], r["map"]) for r in doc["rows"]) == [(1, 0.5), (2, 0.2), (3, 0.3)]
+    assert doc["markdown"] == "tables" and first.has(a=2) and Rows(path, "", ("a",)).has(a=3)

@@ -7,8 +7,8 @@ Like RobustBench's ``load_model``, a shipped model loads by name from Python::
 
 The zoo holds the demo's models (``experiments/demo.toml``): DPH on ``small_cnn``, 32 bits, trained on the
 embedded Fashion-MNIST split, and its ATRDH, PgA-AT and CgAT versions; and the defence benchmark's models
-(``benchmarks/bench_defenses.py``): DPSH on ``small_cnn`` at 16, 32 and 64 bits on Fashion-MNIST, undefended and
-defended by ATRDH, PgA-AT, CgAT and SAAT. Each model has a card
+(``benchmarks/bench_defenses.py``): DPSH on ``small_cnn`` at 16, 32 and 64 bits on Fashion-MNIST and at 32 bits on
+the multi-label fashion-mosaic, undefended and defended by ATRDH, PgA-AT, CgAT and SAAT. Each model has a card
 (:mod:`robusthash.cards`), ranked by ``robusthash leaderboard``. Each file is the full checkpoint a run of
 that recipe writes, less the optimiser and generator state (so it cannot be trained further, only used), and the
 manifest records its SHA-256 and the clean mAP@1000 it was measured at (a test re-measures it). ``robusthash
