@@ -265,3 +265,16 @@ def test_two_writers_of_one_rows_file_keep_each_others_rows(tmp_path):
     doc = json.loads(path.read_text())
     assert sorted((r["a"], r["map"]) for r in doc["rows"]) == [(1, 0.5), (2, 0.2), (3, 0.3)]
     assert doc["markdown"] == "tables" and first.has(a=2) and Rows(path, "", ("a",)).has(a=3)
+
+
+def test_the_defence_page_names_the_tables_not_rerun_on_the_retrained_models():
+    from views import _not_rerun
+
+    rows = [{"defense": "cgat", "lam": lam, "attack": "robust", "map": 0.6} for lam in (0.5, 1.0)]
+    note = _not_rerun(rows)
+    assert (
+        "ProS-GAN and the NAG transfer table (Table 4) have not been re-run" in note and "lambda" not in note
+    )
+    rows += [{"attack": "prosgan", "map": 0.1}, {"protocol": "nag", "attack": "nag@resnet18", "map": 0.7}]
+    assert _not_rerun(rows) == "\n"
+    assert "ProS-GAN, the lambda sweep (Fig. 4) and the NAG" in _not_rerun([rows[0]])
