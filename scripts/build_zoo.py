@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from robusthash import cards, metrics  # noqa: E402
-from robusthash.app.zoo import MANIFEST, ZOO_DIR, sha256_of  # noqa: E402
+from robusthash.app.zoo import MANIFEST, ZOO_DIR, logits_fingerprint, sha256_of  # noqa: E402
 from robusthash.checkpoint import read_checkpoint  # noqa: E402
 from robusthash.data import labels_of  # noqa: E402
 from robusthash.evaluation import encode  # noqa: E402
@@ -63,12 +63,14 @@ def sources(demo: Path | None) -> dict[str, tuple[Path, str]]:
     return out
 
 
-def clean_map(path: Path, topk: int) -> float:
+def clean_map(path: Path, topk: int) -> tuple[float, str]:
+    """The checkpoint's clean mAP@``topk`` and the fingerprint of the float arithmetic it was measured with."""
     ckpt = read_checkpoint(path)
     data = ckpt.record.data_ref.load()
     model = ckpt.build_model("cpu")
     q, db = encode(model, data.query), encode(model, data.database)
-    return float(metrics.mean_average_precision(q, db, labels_of(data.query), labels_of(data.database), topk))
+    mean_ap = metrics.mean_average_precision(q, db, labels_of(data.query), labels_of(data.database), topk)
+    return float(mean_ap), logits_fingerprint(model, data)
 
 
 def copy(name: str, source: Path, description: str, topk: int, old: dict[str, dict]) -> dict | None:
@@ -89,7 +91,10 @@ def copy(name: str, source: Path, description: str, topk: int, old: dict[str, di
         return None
     sha = sha256_of(target)
     previous = old.get(name, {})
-    mean_ap = previous["clean_map"] if previous.get("sha256") == sha else clean_map(target, topk)
+    if previous.get("sha256") == sha and previous.get("floats_sha256"):
+        mean_ap, floats = previous["clean_map"], previous["floats_sha256"]
+    else:
+        mean_ap, floats = clean_map(target, topk)
     card = f"{name}.card.json"
     print(f"{name}: clean mAP@{topk} {mean_ap:.4f}, {target.stat().st_size / 1e3:.0f} kB", flush=True)
     return {
@@ -101,6 +106,7 @@ def copy(name: str, source: Path, description: str, topk: int, old: dict[str, di
         "description": description,
         "bytes": target.stat().st_size,
         "card": card if (ZOO_DIR / card).is_file() else None,
+        "floats_sha256": floats,
     }
 
 

@@ -31,11 +31,12 @@ import torch
 
 from robusthash.checkpoint import Checkpoint, read_checkpoint
 from robusthash.config import from_mapping
+from robusthash.data import DatasetSplits, iterate_batches
 from robusthash.defenses import DefenseConfig
 from robusthash.errors import UserError
 from robusthash.models import HashModel
 from robusthash.records import DatasetRef, ModelRecord
-from robusthash.runtime import is_main_process
+from robusthash.runtime import eval_mode, is_main_process
 from robusthash.training import TrainConfig
 
 ZOO_DIR = Path(__file__).parent
@@ -54,6 +55,7 @@ class ZooModel:
     description: str
     bytes: int | None = None  # the checkpoint's size
     card: str | None = None  # its model card (robusthash benchmark), a file of the zoo
+    floats_sha256: str | None = None  # logits_fingerprint where clean_map was measured
 
     @property
     def path(self) -> Path:
@@ -106,6 +108,21 @@ def get(name: str) -> ZooModel:
 
 def sha256_of(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+FINGERPRINT_QUERIES = 64
+
+
+def logits_fingerprint(model: torch.nn.Module, data: DatasetSplits) -> str:
+    """SHA-256 of ``model``'s fp32 logits (eval mode, NCHW, one batch) on the first 64 query images of ``data``.
+
+    A machine that reproduces these bit for bit runs the same float arithmetic as the one that measured a
+    manifest's clean mAP, so it must reproduce that mAP exactly; another CPU's kernels round differently, and a
+    logit within that rounding of zero flips its bit (a few of the 352,000 a zoo measurement encodes)."""
+    images, _, _ = next(iter(iterate_batches(data.query, FINGERPRINT_QUERIES)))
+    with torch.no_grad(), eval_mode(model):
+        logits = model.preactivation(images.to(next(model.parameters()).device)).float().cpu()
+    return hashlib.sha256(logits.contiguous().numpy().tobytes()).hexdigest()
 
 
 def checkpoint(name: str) -> Checkpoint:
@@ -183,6 +200,7 @@ __all__ = [
     "get",
     "checkpoint",
     "load_model",
+    "logits_fingerprint",
     "find",
     "provide",
     "is_shipped_copy",
