@@ -40,6 +40,8 @@ bench: setup
 	$(BIN)/python benchmarks/bench_universality.py --markdown docs/universality.md
 	$(BIN)/python benchmarks/bench_robust.py --markdown docs/robust.md
 	$(BIN)/python benchmarks/bench_precision.py
+	$(BIN)/python benchmarks/bench_encode.py
+	$(BIN)/python benchmarks/bench_rounding.py
 	$(BIN)/python benchmarks/bench_distributed.py --spread-seeds 1,2 --plain-batch 16
 
 clean:
